@@ -1,0 +1,196 @@
+//! Building blocks shared by the zoo, with PyTorch's numerics.
+//!
+//! burn's own `BatchNorm` updates `running_var` with the biased batch variance; PyTorch uses the
+//! unbiased one (n/(n-1)). MEAL results are compared with PyTorch runs, so the zoo uses
+//! [`BatchNorm2d`], which follows PyTorch exactly.
+
+use burn::module::{Flag, Module, Param, RunningState};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use burn::tensor::{Device, Tensor};
+
+/// A `k×k` convolution with PyTorch's default initialisation and `padding = k/2`.
+pub fn conv(
+    device: &Device,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    bias: bool,
+) -> Conv2d {
+    conv_grouped(device, in_channels, out_channels, kernel, stride, 1, bias)
+}
+
+/// Like [`conv`] with `groups` (ResNeXt, DPN, MobileNet depthwise).
+pub fn conv_grouped(
+    device: &Device,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+    bias: bool,
+) -> Conv2d {
+    Conv2dConfig::new([in_channels, out_channels], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+        .with_groups(groups)
+        .with_bias(bias)
+        .init(device)
+}
+
+/// `nn.Linear` with PyTorch's default initialisation: U(±1/√fan_in) for weight and bias.
+pub fn linear(device: &Device, d_input: usize, d_output: usize) -> Linear {
+    LinearConfig::new(d_input, d_output)
+        .with_initializer(Initializer::KaimingUniform {
+            gain: 1.0 / 3f64.sqrt(),
+            fan_out_only: false,
+        })
+        .init(device)
+}
+
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    burn::tensor::activation::relu(x)
+}
+
+/// `F.max_pool2d(x, k, stride)` without padding.
+pub fn max_pool(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
+    burn::tensor::module::max_pool2d(
+        x,
+        MaxPoolOptions::new([kernel, kernel]).with_stride([stride, stride]),
+    )
+}
+
+/// `F.max_pool2d(x, k, stride, padding)`.
+pub fn max_pool_padded(x: Tensor<4>, kernel: usize, stride: usize, padding: usize) -> Tensor<4> {
+    burn::tensor::module::max_pool2d(
+        x,
+        MaxPoolOptions::new([kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding([padding, padding]),
+    )
+}
+
+/// `F.avg_pool2d(x, k)` (stride k, no padding).
+pub fn avg_pool(x: Tensor<4>, kernel: usize) -> Tensor<4> {
+    burn::tensor::module::avg_pool2d(
+        x,
+        AvgPoolOptions::new([kernel, kernel]),
+    )
+}
+
+/// Flattens `(B, C, H, W)` to `(B, C·H·W)` in PyTorch's `view(B, -1)` order.
+pub fn flatten(x: Tensor<4>) -> Tensor<2> {
+    x.flatten(1, 3)
+}
+
+/// BatchNorm over `(B, C, ...)` with PyTorch semantics: biased variance to normalise, unbiased
+/// variance for `running_var`, momentum 0.1, eps 1e-5, γ=1, β=0.
+///
+/// Batch statistics are used when the module's training flag is on *and* the input lives on an
+/// autodiff device, as for burn's own layer. A frozen teacher kept in "train mode" (MEAL V1's
+/// default) therefore stays on the autodiff device with `no_grad()`, and a teacher in eval mode
+/// uses `freeze()`.
+#[derive(Module, Debug)]
+pub struct BatchNorm2d {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    pub training: Param<Flag>,
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+impl BatchNorm2d {
+    pub fn new(device: &Device, num_features: usize) -> Self {
+        Self {
+            weight: Initializer::Ones.init([num_features], device),
+            bias: Initializer::Zeros.init([num_features], device),
+            running_mean: RunningState::new(Tensor::zeros([num_features], device)),
+            running_var: RunningState::new(Tensor::ones([num_features], device)),
+            training: Param::from_bool(true),
+            momentum: 0.1,
+            epsilon: 1e-5,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        if input.device().is_autodiff() && self.training.is_enabled() {
+            self.forward_train(input)
+        } else {
+            let device = input.device();
+            burn::tensor::module::batch_norm(
+                input,
+                self.weight.val(),
+                self.bias.val(),
+                self.running_mean.value().to_device(&device),
+                self.running_var.value().to_device(&device),
+                self.epsilon,
+            )
+        }
+    }
+
+    fn forward_train<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let device = input.device();
+        let dims = input.dims();
+        let per_channel: usize = dims.iter().product::<usize>() / dims[1];
+        let result = burn::tensor::module::batch_norm_train(
+            input,
+            self.weight.val(),
+            self.bias.val(),
+            self.epsilon,
+        );
+        // PyTorch stores the unbiased variance; a single value per channel has none, and
+        // PyTorch then refuses to train, so we keep the biased one rather than divide by zero.
+        let correction = if per_channel > 1 {
+            per_channel as f64 / (per_channel as f64 - 1.0)
+        } else {
+            1.0
+        };
+        let m = self.momentum;
+        let mean = self
+            .running_mean
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(result.mean.detach().mul_scalar(m));
+        let var = self
+            .running_var
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            .add(result.variance.detach().mul_scalar(m * correction));
+        self.running_mean.update(mean.detach());
+        self.running_var.update(var.detach());
+        result.output
+    }
+}
+
+/// Conv → BN → ReLU, the most common unit of the zoo.
+#[derive(Module, Debug)]
+pub struct ConvBnRelu {
+    pub conv: Conv2d,
+    pub bn: BatchNorm2d,
+}
+
+impl ConvBnRelu {
+    pub fn new(
+        device: &Device,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        bias: bool,
+    ) -> Self {
+        Self {
+            conv: conv(device, in_channels, out_channels, kernel, stride, bias),
+            bn: BatchNorm2d::new(device, out_channels),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        relu(self.bn.forward(self.conv.forward(x)))
+    }
+}
