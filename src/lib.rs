@@ -9,10 +9,13 @@
 
 pub mod backend;
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod distill;
 pub mod error;
 pub mod models;
+pub mod progress;
+pub mod recipes;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,1 +1,63 @@
-pub fn run() {}
+//! The command line. Each subcommand lives in its own file and only translates flags into
+//! library calls.
+
+mod distill;
+mod eval;
+mod models;
+mod recipes;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meal",
+    version,
+    about = "MEAL / MEAL V2: distil an ensemble of image classifiers into one student",
+    long_about = None
+)]
+pub struct Cli {
+    /// Print only errors and final results (no progress bars).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model with cross-entropy on labels (how teachers are made).
+    Train(train::TrainArgs),
+    /// Test accuracy of one or more checkpoints and of their ensemble (mean of softmax).
+    Eval(eval::EvalArgs),
+    /// List the model zoo with parameter counts.
+    Models(models::ModelsArgs),
+    /// Distil teachers into a student with MEAL (V1, V2, and the min-max variants).
+    Distill(distill::DistillArgs),
+    /// List the shipped recipes.
+    Recipes,
+}
+
+pub fn main() -> Result<()> {
+    run(Cli::parse())
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    crate::progress::set_quiet(cli.quiet);
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Models(a) => models::run(a),
+        Command::Distill(a) => distill::run(a),
+        Command::Recipes => recipes::run(),
+    }
+}
+
+/// Inserts `value` at `key` in `table` when the flag was given.
+pub(crate) fn flag<T: Into<toml::Value>>(table: &mut toml::Table, key: &str, value: Option<T>) {
+    if let Some(v) = value {
+        crate::config::set_path(table, key, v.into()).expect("flag keys are valid");
+    }
+}

@@ -7,6 +7,8 @@
 use burn::module::{Flag, Module, Param, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+
+use super::flops;
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 
@@ -34,7 +36,12 @@ pub fn conv_grouped(
 ) -> Conv2d {
     Conv2dConfig::new([in_channels, out_channels], [kernel, kernel])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2))
+        .with_padding(PaddingConfig2d::Explicit(
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+            kernel / 2,
+        ))
         .with_groups(groups)
         .with_bias(bias)
         .init(device)
@@ -48,6 +55,30 @@ pub fn linear(device: &Device, d_input: usize, d_output: usize) -> Linear {
             fan_out_only: false,
         })
         .init(device)
+}
+
+/// `conv.forward(x)`, adding the layer's multiply-accumulates to the [`flops`] counter when one
+/// is active: `B·out_h·out_w·k_h·k_w·(in/groups)·out` (the bias is not counted). Every zoo model
+/// runs its convolutions through here so that [`flops::count_macs`] sees them.
+pub fn conv_fwd(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let y = conv.forward(x);
+    if flops::is_counting() {
+        let [b, out, h, w] = y.dims();
+        let [_, in_per_group, kh, kw] = conv.weight.shape().dims::<4>();
+        flops::record((b * out * h * w * in_per_group * kh * kw) as u64);
+    }
+    y
+}
+
+/// `lin.forward(x)` on `(B, in)`, counting `B·in·out` MACs like [`conv_fwd`].
+pub fn linear_fwd(lin: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let y = lin.forward(x);
+    if flops::is_counting() {
+        let [b, _] = y.dims();
+        let [d_in, d_out] = lin.weight.shape().dims::<2>();
+        flops::record((b * d_in * d_out) as u64);
+    }
+    y
 }
 
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -74,10 +105,7 @@ pub fn max_pool_padded(x: Tensor<4>, kernel: usize, stride: usize, padding: usiz
 
 /// `F.avg_pool2d(x, k)` (stride k, no padding).
 pub fn avg_pool(x: Tensor<4>, kernel: usize) -> Tensor<4> {
-    burn::tensor::module::avg_pool2d(
-        x,
-        AvgPoolOptions::new([kernel, kernel]),
-    )
+    burn::tensor::module::avg_pool2d(x, AvgPoolOptions::new([kernel, kernel]))
 }
 
 /// Flattens `(B, C, H, W)` to `(B, C·H·W)` in PyTorch's `view(B, -1)` order.
@@ -191,6 +219,37 @@ impl ConvBnRelu {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(self.bn.forward(conv_fwd(&self.conv, x)))
     }
+}
+
+/// Conv → BN without activation: projection shortcuts and the last unit of bottlenecks.
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub bn: BatchNorm2d,
+}
+
+impl ConvBn {
+    pub fn new(
+        device: &Device,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Self {
+        Self {
+            conv: conv(device, in_channels, out_channels, kernel, stride, false),
+            bn: BatchNorm2d::new(device, out_channels),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(conv_fwd(&self.conv, x))
+    }
+}
+
+/// BN → ReLU (pre-activation units of PreAct-ResNet and DenseNet).
+pub fn bn_relu(bn: &BatchNorm2d, x: Tensor<4>) -> Tensor<4> {
+    relu(bn.forward(x))
 }

@@ -3,11 +3,21 @@
 //! follows PyTorch's defaults.
 
 pub mod count;
+pub mod densenet;
+pub mod dpn;
+pub mod flops;
+pub mod googlenet;
 pub mod layers;
+pub mod mobilenet;
 pub mod output;
+pub mod preact_resnet;
 pub mod registry;
+pub mod resnet;
 pub mod resnet_cifar;
+pub mod resnext;
+pub mod vgg;
 
 pub use count::trainable_params;
+pub use flops::count_macs;
 pub use output::ModelOutput;
 pub use registry::{ARCHS, ArchInfo, Net, arch_info, build};

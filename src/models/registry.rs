@@ -3,8 +3,16 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use super::densenet::DenseNet;
+use super::dpn::{DPN92, Dpn};
+use super::googlenet::GoogLeNet;
+use super::mobilenet::MobileNet;
 use super::output::ModelOutput;
+use super::preact_resnet::PreActResNet;
+use super::resnet::ResNet;
 use super::resnet_cifar::ResNetCifar;
+use super::resnext::ResNeXt;
+use super::vgg::{VGG8, VGG19, Vgg};
 use crate::error::{Error, Result};
 
 /// Any zoo model. A checkpoint stores the architecture name beside the weights, and loading
@@ -12,12 +20,28 @@ use crate::error::{Error, Result};
 #[derive(Module, Debug)]
 pub enum Net {
     ResNetCifar(ResNetCifar),
+    Vgg(Vgg),
+    ResNet(ResNet),
+    PreActResNet(PreActResNet),
+    DenseNet(DenseNet),
+    Dpn(Dpn),
+    GoogLeNet(GoogLeNet),
+    ResNeXt(ResNeXt),
+    MobileNet(MobileNet),
 }
 
 impl Net {
     pub fn forward(&self, x: Tensor<4>) -> ModelOutput {
         match self {
             Net::ResNetCifar(m) => m.forward(x),
+            Net::Vgg(m) => m.forward(x),
+            Net::ResNet(m) => m.forward(x),
+            Net::PreActResNet(m) => m.forward(x),
+            Net::DenseNet(m) => m.forward(x),
+            Net::Dpn(m) => m.forward(x),
+            Net::GoogLeNet(m) => m.forward(x),
+            Net::ResNeXt(m) => m.forward(x),
+            Net::MobileNet(m) => m.forward(x),
         }
     }
 }
@@ -61,6 +85,66 @@ pub static ARCHS: &[ArchInfo] = &[
         summary: "He et al. 2016 CIFAR ResNet, n=9",
         stages: 3,
         build: |d, k| Net::ResNetCifar(ResNetCifar::new(d, 56, k)),
+    },
+    ArchInfo {
+        name: "vgg8",
+        summary: "small VGG with BN for CPU runs: 7 conv3x3 (32..256) + linear, global avg pool",
+        stages: 3,
+        build: |d, k| Net::Vgg(Vgg::new(d, VGG8, k)),
+    },
+    ArchInfo {
+        name: "vgg19_bn",
+        summary: "VGG-19 with BN, CIFAR form (MEAL's `vgg19`/`vgg19_BN`), 20.0M params",
+        stages: 4,
+        build: |d, k| Net::Vgg(Vgg::new(d, VGG19, k)),
+    },
+    ArchInfo {
+        name: "resnet18",
+        summary: "ResNet-18 (BasicBlock [2,2,2,2], 64..512), CIFAR stem, 11.2M params",
+        stages: 4,
+        build: |d, k| Net::ResNet(ResNet::new(d, [2, 2, 2, 2], k)),
+    },
+    ArchInfo {
+        name: "preact_resnet18",
+        summary: "pre-activation ResNet-18 (MEAL's `preactresnet18`), 11.2M params",
+        stages: 4,
+        build: |d, k| Net::PreActResNet(PreActResNet::new(d, [2, 2, 2, 2], k)),
+    },
+    ArchInfo {
+        name: "densenet_cifar",
+        summary: "MEAL's 3-block DenseNet-BC, blocks [8,24,24], growth 40, 11.0M params",
+        stages: 2,
+        build: |d, k| Net::DenseNet(DenseNet::cifar(d, k)),
+    },
+    ArchInfo {
+        name: "densenet121",
+        summary: "DenseNet-121 (4 blocks [6,12,24,16], growth 32), CIFAR stem, 7.0M params",
+        stages: 4,
+        build: |d, k| Net::DenseNet(DenseNet::densenet121(d, k)),
+    },
+    ArchInfo {
+        name: "dpn92",
+        summary: "Dual Path Network 92, CIFAR form, 34.2M params",
+        stages: 4,
+        build: |d, k| Net::Dpn(Dpn::new(d, &DPN92, k)),
+    },
+    ArchInfo {
+        name: "googlenet",
+        summary: "GoogLeNet (Inception v1), CIFAR form, 6.2M params",
+        stages: 2,
+        build: |d, k| Net::GoogLeNet(GoogLeNet::new(d, k)),
+    },
+    ArchInfo {
+        name: "resnext29_2x64d",
+        summary: "ResNeXt-29 2x64d (MEAL's `resnext`), 9.1M params",
+        stages: 3,
+        build: |d, k| Net::ResNeXt(ResNeXt::new(d, 2, 64, k)),
+    },
+    ArchInfo {
+        name: "mobilenet",
+        summary: "MobileNet v1, CIFAR form, 3.2M params",
+        stages: 2,
+        build: |d, k| Net::MobileNet(MobileNet::new(d, k)),
     },
 ];
 

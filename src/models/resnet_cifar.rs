@@ -6,7 +6,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, ConvBnRelu, conv, linear, max_pool, relu};
+use super::layers::{BatchNorm2d, ConvBnRelu, conv, conv_fwd, linear, linear_fwd, max_pool, relu};
 use super::output::ModelOutput;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
@@ -35,8 +35,8 @@ impl BasicBlockA {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv_fwd(&self.conv1, x.clone())));
+        let out = self.bn2.forward(conv_fwd(&self.conv2, out));
         let shortcut = if self.stride == 1 && self.pad == 0 {
             x
         } else {
@@ -61,7 +61,7 @@ impl ResNetCifar {
     /// `depth = 6n + 2` (8, 14, 20, 32, 44, 56, 110).
     pub fn new(device: &Device, depth: usize, num_classes: usize) -> Self {
         assert!(
-            depth >= 8 && (depth - 2) % 6 == 0,
+            depth >= 8 && (depth - 2).is_multiple_of(6),
             "CIFAR ResNet depth must be 6n+2"
         );
         let n = (depth - 2) / 6;
@@ -96,7 +96,7 @@ impl ResNetCifar {
         let pooled = out.mean_dim(3).mean_dim(2).flatten(1, 3);
         ModelOutput {
             stages,
-            logits: self.fc.forward(pooled),
+            logits: linear_fwd(&self.fc, pooled),
         }
     }
 }

@@ -8,7 +8,7 @@ use burn::optim::{ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SgdSettings {
     pub momentum: f64,
     pub nesterov: bool,
@@ -39,5 +39,25 @@ impl SgdSettings {
             .with_momentum(momentum)
             .with_weight_decay(decay)
             .init()
+    }
+}
+
+impl SgdSettings {
+    /// Rejects values PyTorch would reject (or that make no sense), naming the key.
+    pub fn validate(&self, section: &str) -> crate::error::Result<()> {
+        let err = |m: String| Err(crate::error::Error::Config(format!("{section}.{m}")));
+        if !(0.0..1.0).contains(&self.momentum) {
+            return err(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return err(format!(
+                "weight_decay must be >= 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return err("nesterov requires momentum > 0 (as in PyTorch)".into());
+        }
+        Ok(())
     }
 }

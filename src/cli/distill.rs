@@ -1,0 +1,111 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::distill::{DistillConfig, DistillStart, distill};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    /// TOML config file.
+    #[arg(long, conflicts_with = "recipe")]
+    pub config: Option<PathBuf>,
+    /// A shipped recipe (see `meal recipes`).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Teacher checkpoints or run folders (replaces the config's [[teachers]]).
+    #[arg(long, num_args = 1..)]
+    pub teacher: Vec<PathBuf>,
+    /// Dataset folder (replaces data.path).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub epochs: Option<i64>,
+    #[arg(long)]
+    pub seed: Option<i64>,
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Write into exactly this run folder.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Override any config key: --set meal.adversarial=grl
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Continue the run in this folder from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+}
+
+/// The config table a `distill` invocation asks for (file or recipe, then flags and --set).
+pub(crate) fn resolve(a: &DistillArgs) -> Result<(DistillConfig, toml::Table)> {
+    let mut table = match (&a.config, &a.recipe) {
+        (Some(path), _) => crate::config::read_table(path)?,
+        (None, Some(name)) => crate::recipes::table(name)?,
+        (None, None) => {
+            return Err(Error::Config(
+                "give --config FILE or --recipe NAME (see `meal recipes`)".into(),
+            ));
+        }
+    };
+    if !a.teacher.is_empty() {
+        let list = a
+            .teacher
+            .iter()
+            .map(|p| {
+                let mut t = toml::Table::new();
+                t.insert("checkpoint".into(), p.display().to_string().into());
+                toml::Value::Table(t)
+            })
+            .collect();
+        table.insert("teachers".into(), toml::Value::Array(list));
+    }
+    super::flag(
+        &mut table,
+        "data.path",
+        a.data.as_ref().map(|p| p.display().to_string()),
+    );
+    super::flag(&mut table, "epochs", a.epochs);
+    super::flag(&mut table, "seed", a.seed);
+    super::flag(
+        &mut table,
+        "out_dir",
+        a.out_dir.as_ref().map(|p| p.display().to_string()),
+    );
+    super::flag(
+        &mut table,
+        "run_dir",
+        a.run_dir.as_ref().map(|p| p.display().to_string()),
+    );
+    for s in &a.sets {
+        crate::config::apply_set(&mut table, s)?;
+    }
+    let config = crate::config::from_table(table.clone(), "distill config")?;
+    Ok((config, table))
+}
+
+pub fn run(a: DistillArgs) -> Result<()> {
+    let start = match &a.resume {
+        Some(run_dir) => DistillStart::Resume {
+            run_dir: run_dir.clone(),
+            sets: a.sets.clone(),
+        },
+        None => {
+            let (config, table) = resolve(&a)?;
+            DistillStart::Fresh {
+                config: Box::new(config),
+                table,
+            }
+        }
+    };
+    let out = distill(start)?;
+    println!(
+        "finished {} epochs in {:.0}s: student test top-1 {:.2}% (best {:.2}%); teachers' ensemble {:.2}%; run folder {}",
+        out.epochs_done,
+        out.seconds,
+        out.last.top1,
+        out.best_acc,
+        out.teachers.ensemble.top1,
+        out.run_dir.display()
+    );
+    Ok(())
+}

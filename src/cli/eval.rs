@@ -1,0 +1,90 @@
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::data::{self, DataConfig, Loader, LoaderConfig};
+use crate::error::{Error, Result};
+use crate::train::evaluate::evaluate;
+use crate::train::model_io::load_model;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Checkpoint files, or run folders (their best.ckpt is used).
+    #[arg(long, num_args = 1.., required = true)]
+    pub checkpoint: Vec<PathBuf>,
+    /// Dataset folder whose test split is evaluated.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Evaluate only a class-balanced subset of this many test images.
+    #[arg(long)]
+    pub test_subset: Option<usize>,
+}
+
+/// A run folder stands for its best checkpoint.
+pub(crate) fn resolve_checkpoint(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(crate::train::run_dir::BEST)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let device = crate::backend::device();
+    let mut data_cfg = DataConfig::new(&a.data);
+    data_cfg.test_subset = a.test_subset;
+    let splits = data::open(&data_cfg)?;
+    let mut models = Vec::new();
+    let mut names = Vec::new();
+    for p in &a.checkpoint {
+        let path = resolve_checkpoint(p);
+        let (net, meta, _) = load_model(&path, &device)?;
+        if meta.num_classes != splits.test.num_classes() {
+            return Err(Error::checkpoint(
+                &path,
+                format!(
+                    "model has {} classes but {} has {}",
+                    meta.num_classes,
+                    a.data.display(),
+                    splits.test.num_classes()
+                ),
+            ));
+        }
+        names.push(format!("{} ({})", path.display(), meta.arch));
+        models.push(net);
+    }
+    let loader = Loader::new(
+        splits.test.clone(),
+        LoaderConfig {
+            batch_size: a.batch_size.max(1),
+            shuffle: false,
+            augment: false,
+            drop_last: false,
+            seed: 0,
+            num_workers: 2,
+            prefetch: 4,
+        },
+    );
+    let refs: Vec<_> = models.iter().collect();
+    let (each, ensemble) = evaluate(&refs, &loader, &device)?;
+    println!("{:<60} {:>8} {:>8}", "model", "top-1", "top-5");
+    for (name, acc) in names.iter().zip(&each) {
+        println!("{name:<60} {:>7.2}% {:>7.2}%", acc.top1, acc.top5);
+    }
+    if models.len() > 1 {
+        println!(
+            "{:<60} {:>7.2}% {:>7.2}%",
+            format!("ensemble of {} (mean softmax)", models.len()),
+            ensemble.top1,
+            ensemble.top5
+        );
+    }
+    println!(
+        "({} test images from {})",
+        ensemble.images,
+        splits.test.describe()
+    );
+    Ok(())
+}

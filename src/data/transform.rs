@@ -1,0 +1,253 @@
+//! Image transforms, matching the torchvision pipelines of the MEAL reference code.
+//!
+//! * Small (32×32) datasets, training: `RandomCrop(32, padding=4)` (zero padding on the uint8
+//!   image), `RandomHorizontalFlip()`, `ToTensor()`, `Normalize(mean, std)`.
+//! * Small datasets, evaluation: `ToTensor()`, `Normalize(mean, std)`.
+//! * Image folders, training: `RandomResizedCrop(size)`, `RandomHorizontalFlip()`, `ToTensor()`,
+//!   `Normalize`; evaluation: `Resize(int(256/224·size))`, `CenterCrop(size)`, `ToTensor()`,
+//!   `Normalize`.
+//!
+//! Random draws are made in torchvision's order: crop row offset, crop column offset, then the
+//! flip coin.
+
+use std::path::Path;
+
+use image::RgbImage;
+use image::imageops::FilterType;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{DataError, Normalization};
+
+/// Zero padding of the small-image random crop.
+pub const CROP_PADDING: usize = 4;
+
+/// `ToTensor` + `Normalize` of a CHW uint8 image: `(v / 255 - mean[c]) / std[c]`, computed in f32
+/// in the same order as torchvision.
+pub fn normalize_chw(src: &[u8], shape: [usize; 3], norm: Normalization) -> Vec<f32> {
+    let [c, h, w] = shape;
+    debug_assert_eq!(src.len(), c * h * w);
+    let plane = h * w;
+    let mut out = Vec::with_capacity(src.len());
+    for ch in 0..c {
+        let (m, s) = (norm.mean[ch % 3], norm.std[ch % 3]);
+        out.extend(
+            src[ch * plane..(ch + 1) * plane]
+                .iter()
+                .map(|&v| (v as f32 / 255.0 - m) / s),
+        );
+    }
+    out
+}
+
+/// `RandomCrop(size, padding)` with zero padding followed by an optional horizontal flip, on a
+/// CHW uint8 image, returning the transformed uint8 image (same shape). `top`/`left` are offsets
+/// into the padded image, each in `0..=2·padding`.
+pub fn crop_flip_chw(
+    src: &[u8],
+    shape: [usize; 3],
+    padding: usize,
+    top: usize,
+    left: usize,
+    flip: bool,
+) -> Vec<u8> {
+    let [c, h, w] = shape;
+    let mut out = vec![0u8; c * h * w];
+    for ch in 0..c {
+        let plane = &src[ch * h * w..(ch + 1) * h * w];
+        let dst = &mut out[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h {
+            // Row in the source image (None = padding).
+            let sy = (y + top).checked_sub(padding).filter(|&sy| sy < h);
+            let Some(sy) = sy else { continue };
+            for x in 0..w {
+                // Column of the cropped (unflipped) image that lands at x.
+                let cx = if flip { w - 1 - x } else { x };
+                if let Some(sx) = (cx + left).checked_sub(padding).filter(|&sx| sx < w) {
+                    dst[y * w + x] = plane[sy * w + sx];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The full training transform of a small (CIFAR/SVHN) image: random padded crop, random
+/// horizontal flip, ToTensor, Normalize.
+pub fn augment_small(
+    src: &[u8],
+    shape: [usize; 3],
+    norm: Normalization,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f32> {
+    let top = rng.random_range(0..=2 * CROP_PADDING);
+    let left = rng.random_range(0..=2 * CROP_PADDING);
+    let flip = rng.random::<f64>() < 0.5;
+    let img = crop_flip_chw(src, shape, CROP_PADDING, top, left, flip);
+    normalize_chw(&img, shape, norm)
+}
+
+/// An RGB image as CHW uint8.
+pub fn rgb_to_chw(img: &RgbImage) -> Vec<u8> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let plane = w * h;
+    let mut out = vec![0u8; 3 * plane];
+    for (i, p) in img.pixels().enumerate() {
+        out[i] = p[0];
+        out[plane + i] = p[1];
+        out[2 * plane + i] = p[2];
+    }
+    out
+}
+
+/// Python's `int(round(x))` (round half to even).
+fn py_round(x: f64) -> i64 {
+    x.round_ties_even() as i64
+}
+
+/// torchvision `RandomResizedCrop.get_params` with scale (0.08, 1) and ratio (3/4, 4/3):
+/// returns (top, left, height, width) of the crop.
+pub fn random_resized_crop_params(
+    height: usize,
+    width: usize,
+    rng: &mut ChaCha8Rng,
+) -> (usize, usize, usize, usize) {
+    let (scale_lo, scale_hi) = (0.08f64, 1.0f64);
+    let (ratio_lo, ratio_hi) = (3.0f64 / 4.0, 4.0f64 / 3.0);
+    let area = (height * width) as f64;
+    let (log_lo, log_hi) = (ratio_lo.ln(), ratio_hi.ln());
+    for _ in 0..10 {
+        let target_area = area * rng.random_range(scale_lo..scale_hi);
+        let aspect = rng.random_range(log_lo..log_hi).exp();
+        let w = py_round((target_area * aspect).sqrt());
+        let h = py_round((target_area / aspect).sqrt());
+        if 0 < w && w as usize <= width && 0 < h && h as usize <= height {
+            let (h, w) = (h as usize, w as usize);
+            let top = rng.random_range(0..=height - h);
+            let left = rng.random_range(0..=width - w);
+            return (top, left, h, w);
+        }
+    }
+    // Fallback to a central crop.
+    let in_ratio = width as f64 / height as f64;
+    let (h, w) = if in_ratio < ratio_lo {
+        (py_round(width as f64 / ratio_lo) as usize, width)
+    } else if in_ratio > ratio_hi {
+        (height, py_round(height as f64 * ratio_hi) as usize)
+    } else {
+        (height, width)
+    };
+    let (h, w) = (h.clamp(1, height), w.clamp(1, width));
+    ((height - h) / 2, (width - w) / 2, h, w)
+}
+
+fn resize(img: &RgbImage, width: usize, height: usize) -> RgbImage {
+    if img.width() as usize == width && img.height() as usize == height {
+        return img.clone();
+    }
+    image::imageops::resize(img, width as u32, height as u32, FilterType::Triangle)
+}
+
+/// Training transform of a decoded folder image: RandomResizedCrop(size) + horizontal flip
+/// (p = 0.5), as CHW uint8.
+pub fn random_resized_crop_flip(img: &RgbImage, size: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let (top, left, h, w) =
+        random_resized_crop_params(img.height() as usize, img.width() as usize, rng);
+    let crop =
+        image::imageops::crop_imm(img, left as u32, top as u32, w as u32, h as u32).to_image();
+    let mut out = resize(&crop, size, size);
+    if rng.random::<f64>() < 0.5 {
+        image::imageops::flip_horizontal_in_place(&mut out);
+    }
+    rgb_to_chw(&out)
+}
+
+/// Evaluation transform of a decoded folder image: Resize(shorter side to int(256/224·size))
+/// then CenterCrop(size), as CHW uint8.
+pub fn resize_center_crop(img: &RgbImage, size: usize) -> Vec<u8> {
+    // int(256/224·size), in integer arithmetic so that size 224 gives exactly 256.
+    let resize_to = 256 * size / 224;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    // torchvision Resize(int): the shorter side becomes `resize_to`, the longer one is scaled
+    // and truncated.
+    let (nw, nh) = if w <= h {
+        (resize_to, (resize_to as f64 * h as f64 / w as f64) as usize)
+    } else {
+        ((resize_to as f64 * w as f64 / h as f64) as usize, resize_to)
+    };
+    let resized = resize(img, nw.max(1), nh.max(1));
+    center_crop(&resized, size)
+}
+
+/// torchvision CenterCrop on an image at least `size` on each side (smaller images are zero-padded
+/// as torchvision does).
+fn center_crop(img: &RgbImage, size: usize) -> Vec<u8> {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let s = size as i64;
+    let top = py_round((h - s) as f64 / 2.0);
+    let left = py_round((w - s) as f64 / 2.0);
+    let mut out = RgbImage::new(size as u32, size as u32);
+    for y in 0..s {
+        for x in 0..s {
+            let (sy, sx) = (y + top, x + left);
+            if (0..h).contains(&sy) && (0..w).contains(&sx) {
+                out.put_pixel(x as u32, y as u32, *img.get_pixel(sx as u32, sy as u32));
+            }
+        }
+    }
+    rgb_to_chw(&out)
+}
+
+/// How `load_image_for_eval` fits an arbitrary image to the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalResize {
+    /// Resize straight to size×size (small 32×32 datasets).
+    Direct,
+    /// Resize(int(256/224·size)) + CenterCrop(size) (image folders).
+    ResizeCenterCrop,
+}
+
+/// Decodes an image file as RGB.
+pub fn decode_image(path: &Path) -> Result<RgbImage, DataError> {
+    let bytes = super::error::read_file(path)?;
+    let img = image::load_from_memory(&bytes).map_err(|e| DataError::image(path, e))?;
+    Ok(img.to_rgb8())
+}
+
+/// Eval transform of an arbitrary PNG/JPEG for `meal predict`. Inputs of `image_size` ≤ 32 are
+/// taken to be small-dataset models (resize straight to size×size); larger ones get
+/// Resize(int(256/224·size)) + CenterCrop(size). Use [`load_image_for_eval_with`] to choose.
+pub fn load_image_for_eval(
+    path: &Path,
+    image_size: usize,
+    normalization: Normalization,
+) -> Result<Vec<f32>, DataError> {
+    let mode = if image_size <= 32 {
+        EvalResize::Direct
+    } else {
+        EvalResize::ResizeCenterCrop
+    };
+    load_image_for_eval_with(path, image_size, normalization, mode)
+}
+
+/// [`load_image_for_eval`] with an explicit resize mode.
+pub fn load_image_for_eval_with(
+    path: &Path,
+    image_size: usize,
+    normalization: Normalization,
+    mode: EvalResize,
+) -> Result<Vec<f32>, DataError> {
+    if image_size == 0 {
+        return Err(DataError::Config("image size must be positive".into()));
+    }
+    let img = decode_image(path)?;
+    let chw = match mode {
+        EvalResize::Direct => rgb_to_chw(&resize(&img, image_size, image_size)),
+        EvalResize::ResizeCenterCrop => resize_center_crop(&img, image_size),
+    };
+    Ok(normalize_chw(
+        &chw,
+        [3, image_size, image_size],
+        normalization,
+    ))
+}

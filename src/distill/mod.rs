@@ -1,0 +1,15 @@
+//! MEAL itself: stage features, similarity losses, discriminators, the adversarial objective
+//! and the distillation loop.
+
+pub mod adversarial;
+pub mod config;
+pub mod discriminator;
+pub mod grl;
+pub mod objective;
+pub mod pool;
+pub mod similarity;
+pub mod stages;
+pub mod trainer;
+
+pub use config::DistillConfig;
+pub use trainer::{DistillOutcome, DistillStart, distill};

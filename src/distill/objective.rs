@@ -1,0 +1,352 @@
+//! The MEAL objective (spec §1.1, §1.8, §4.1): teacher targets, the γ-weighted similarity
+//! loss, the η-weighted discriminator loss in its three adversarial modes, and one update.
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Int, Tensor};
+
+use super::adversarial::{bce_with_logits, discriminator_accuracy, discriminator_targets};
+use super::config::{AdversarialMode, Combine, MealConfig};
+use super::discriminator::{Discriminator, DiscriminatorConfig};
+use super::grl::gradient_reversal;
+use super::similarity::{TeacherTarget, similarity, teacher_probs};
+use super::stages::{Stage, extract};
+use crate::data::Normalization;
+use crate::error::{Error, Result};
+use crate::models::Net;
+use crate::train::tensors::cross_entropy;
+
+/// One discriminator per matched stage, as one module so that one optimizer holds them.
+#[derive(Module, Debug)]
+pub struct Discriminators {
+    pub list: Vec<Discriminator>,
+}
+
+impl Discriminators {
+    pub fn new(
+        stages: &[Stage],
+        config: &MealConfig,
+        device: &burn::tensor::Device,
+    ) -> Result<Self> {
+        if config.adversarial == AdversarialMode::None {
+            return Ok(Self { list: Vec::new() });
+        }
+        let list = stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                DiscriminatorConfig::new(s.dim, config.discriminator)
+                    .try_init(device)
+                    .map_err(|e| Error::Config(format!("meal.stages[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { list })
+    }
+}
+
+/// A frozen teacher. When its normalisation differs from the dataset's, its input is
+/// re-normalised per channel (x·scale + shift), so teachers of mixed origin see what they were
+/// trained on.
+pub struct Teacher {
+    pub name: String,
+    pub net: Net,
+    pub stages: usize,
+    renorm: Option<([f32; 3], [f32; 3])>,
+}
+
+impl Teacher {
+    pub fn new(
+        name: String,
+        net: Net,
+        stages: usize,
+        data: Normalization,
+        own: Normalization,
+    ) -> Self {
+        let renorm = (data != own).then(|| {
+            let mut scale = [0f32; 3];
+            let mut shift = [0f32; 3];
+            for c in 0..3 {
+                // x_raw = x·std_d + mean_d; x_t = (x_raw − mean_t) / std_t
+                scale[c] = data.std[c] / own.std[c];
+                shift[c] = (data.mean[c] - own.mean[c]) / own.std[c];
+            }
+            (scale, shift)
+        });
+        Self {
+            name,
+            net,
+            stages,
+            renorm,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor<4>) -> crate::models::ModelOutput {
+        let x = match self.renorm {
+            None => x.clone(),
+            Some((scale, shift)) => {
+                let device = x.device();
+                let s = Tensor::<1>::from_floats(scale, &device).reshape([1, 3, 1, 1]);
+                let b = Tensor::<1>::from_floats(shift, &device).reshape([1, 3, 1, 1]);
+                x.clone() * s + b
+            }
+        };
+        self.net.forward(x)
+    }
+}
+
+/// Which teachers speak for this batch, with weights summing to one.
+pub fn teacher_weights(
+    combine: Combine,
+    weights: &[f64],
+    draw: impl FnOnce(usize) -> usize,
+) -> Vec<(usize, f64)> {
+    match combine {
+        Combine::Random => vec![(draw(weights.len()), 1.0)],
+        Combine::MeanSoftmax => {
+            let w = 1.0 / weights.len() as f64;
+            (0..weights.len()).map(|i| (i, w)).collect()
+        }
+        Combine::Weighted => {
+            let total: f64 = weights.iter().sum();
+            weights
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| **w > 0.0)
+                .map(|(i, w)| (i, w / total))
+                .collect()
+        }
+    }
+}
+
+/// Teacher targets for every stage: raw = Σ w·output, probs = Σ w·softmax(output/T). The mean
+/// of probabilities, not the softmax of mean logits (spec §7).
+pub fn teacher_targets(
+    teachers: &[Teacher],
+    chosen: &[(usize, f64)],
+    x: &Tensor<4>,
+    stages: &[Stage],
+    config: &MealConfig,
+) -> Vec<TeacherTarget> {
+    let mut raws: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
+    let mut probs: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
+    let single = chosen.len() == 1;
+    for &(k, w) in chosen {
+        let out = teachers[k].forward(x);
+        for (j, stage) in stages.iter().enumerate() {
+            let raw = extract(&out, stage.teacher_pos[k], stage, config.pool).detach();
+            let p = teacher_probs(raw.clone(), config.temperature);
+            let (raw, p) = if single {
+                (raw, p)
+            } else {
+                (raw.mul_scalar(w), p.mul_scalar(w))
+            };
+            raws[j] = Some(match raws[j].take() {
+                None => raw,
+                Some(acc) => acc + raw,
+            });
+            probs[j] = Some(match probs[j].take() {
+                None => p,
+                Some(acc) => acc + p,
+            });
+        }
+    }
+    raws.into_iter()
+        .zip(probs)
+        .map(|(raw, probs)| TeacherTarget {
+            raw: raw.expect("at least one teacher"),
+            probs: probs.expect("at least one teacher"),
+        })
+        .collect()
+}
+
+/// Σ_j γ_j · sim(s_j, t_j).
+pub fn similarity_loss(
+    student: &[Tensor<2>],
+    targets: &[TeacherTarget],
+    stages: &[Stage],
+    config: &MealConfig,
+) -> Option<Tensor<1>> {
+    let mut total: Option<Tensor<1>> = None;
+    for ((s, t), stage) in student.iter().zip(targets).zip(stages) {
+        if stage.gamma == 0.0 {
+            continue;
+        }
+        let l = similarity(config.similarity, s.clone(), t, config.temperature);
+        let l = if stage.gamma == 1.0 {
+            l
+        } else {
+            l.mul_scalar(stage.gamma)
+        };
+        total = Some(match total {
+            None => l,
+            Some(acc) => acc + l,
+        });
+    }
+    total
+}
+
+/// Σ_j η_j · BCE(D_j([s_j; t_j]), Y) with student rows [1,0] and teacher rows [0,1] (spec §1.7).
+/// `reverse` puts a gradient-reversal layer in front of D (the min-max); `detach_student`
+/// trains D alone. Also returns D's accuracy on (student rows, teacher rows) averaged over stages.
+pub fn discriminator_loss(
+    discs: &Discriminators,
+    student: &[Tensor<2>],
+    targets: &[TeacherTarget],
+    stages: &[Stage],
+    reverse: bool,
+    detach_student: bool,
+) -> (Option<Tensor<1>>, (f64, f64)) {
+    let mut total: Option<Tensor<1>> = None;
+    let (mut acc_s, mut acc_t) = (0.0, 0.0);
+    for (((d, s), t), stage) in discs.list.iter().zip(student).zip(targets).zip(stages) {
+        let batch = s.dims()[0];
+        let s = if detach_student {
+            s.clone().detach()
+        } else {
+            s.clone()
+        };
+        let input = Tensor::cat(vec![s, t.raw.clone()], 0);
+        let input = if reverse {
+            gradient_reversal(input)
+        } else {
+            input
+        };
+        let logits = d.forward(input);
+        let (a_s, a_t) = discriminator_accuracy(logits.clone().detach(), batch);
+        acc_s += a_s;
+        acc_t += a_t;
+        let y = discriminator_targets(batch, &logits.device());
+        let l = bce_with_logits(logits, y).mul_scalar(stage.eta);
+        total = Some(match total {
+            None => l,
+            Some(acc) => acc + l,
+        });
+    }
+    let n = discs.list.len().max(1) as f64;
+    (total, (acc_s / n, acc_t / n))
+}
+
+/// The student's GAN loss in alternating mode: Σ_j η_j · BCE(D_j(s_j), [0,1]), i.e. make D
+/// take student rows for teacher rows.
+pub fn fooling_loss(
+    discs: &Discriminators,
+    student: &[Tensor<2>],
+    stages: &[Stage],
+) -> Option<Tensor<1>> {
+    let mut total: Option<Tensor<1>> = None;
+    for ((d, s), stage) in discs.list.iter().zip(student).zip(stages) {
+        let batch = s.dims()[0];
+        let logits = d.forward(s.clone());
+        // Rows [0,1]: the teacher label (the second half of the D targets).
+        let y = discriminator_targets(batch, &logits.device()).slice([batch..2 * batch, 0..2]);
+        let l = bce_with_logits(logits, y).mul_scalar(stage.eta);
+        total = Some(match total {
+            None => l,
+            Some(acc) => acc + l,
+        });
+    }
+    total
+}
+
+/// Everything that changes during distillation.
+pub struct MealState {
+    pub student: Net,
+    pub discs: Discriminators,
+    pub opt_student: ModuleOptimizer,
+    pub opt_discs: ModuleOptimizer,
+}
+
+/// What one step measured (host values, for logging).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepStats {
+    pub sim: f64,
+    pub adv: f64,
+    pub ce: f64,
+    pub d_acc_student: f64,
+    pub d_acc_teacher: f64,
+}
+
+fn add(a: Option<Tensor<1>>, b: Option<Tensor<1>>) -> Option<Tensor<1>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn value(t: &Option<Tensor<1>>) -> f64 {
+    t.as_ref()
+        .map(|t| t.clone().into_scalar::<f32>() as f64)
+        .unwrap_or(0.0)
+}
+
+/// One MEAL update on a batch. Returns the new state, the stats and the student logits.
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    mut state: MealState,
+    teachers: &[Teacher],
+    chosen: &[(usize, f64)],
+    stages: &[Stage],
+    config: &MealConfig,
+    x: Tensor<4>,
+    labels: Tensor<1, Int>,
+    lr: f64,
+    d_lr: f64,
+) -> (MealState, StepStats, Tensor<2>) {
+    let targets = teacher_targets(teachers, chosen, &x, stages, config);
+    let out = state.student.forward(x);
+    let feats: Vec<Tensor<2>> = stages
+        .iter()
+        .map(|s| extract(&out, s.student_pos, s, config.pool))
+        .collect();
+    let logits = out.logits.clone().detach();
+    let sim = similarity_loss(&feats, &targets, stages, config);
+    let ce = (config.alpha > 0.0)
+        .then(|| cross_entropy(out.logits.clone(), labels).mul_scalar(config.alpha));
+    let mut stats = StepStats {
+        sim: value(&sim),
+        ce: value(&ce),
+        ..StepStats::default()
+    };
+    let base = add(sim, ce);
+    match config.adversarial {
+        AdversarialMode::None => {
+            if let Some(total) = base {
+                let grads = GradientsParams::from_grads(total.backward(), &state.student);
+                state.student = state.opt_student.step(lr, state.student, grads);
+            }
+        }
+        AdversarialMode::Joint | AdversarialMode::Grl => {
+            let reverse = config.adversarial == AdversarialMode::Grl;
+            let (adv, (a_s, a_t)) =
+                discriminator_loss(&state.discs, &feats, &targets, stages, reverse, false);
+            stats.adv = value(&adv);
+            stats.d_acc_student = a_s;
+            stats.d_acc_teacher = a_t;
+            if let Some(total) = add(base, adv) {
+                let mut grads = total.backward();
+                let gs = GradientsParams::from_module(&mut grads, &state.student);
+                let gd = GradientsParams::from_module(&mut grads, &state.discs);
+                state.student = state.opt_student.step(lr, state.student, gs);
+                state.discs = state.opt_discs.step(d_lr, state.discs, gd);
+            }
+        }
+        AdversarialMode::Alternating => {
+            let (adv, (a_s, a_t)) =
+                discriminator_loss(&state.discs, &feats, &targets, stages, false, true);
+            stats.adv = value(&adv);
+            stats.d_acc_student = a_s;
+            stats.d_acc_teacher = a_t;
+            if let Some(adv) = adv {
+                let gd = GradientsParams::from_grads(adv.backward(), &state.discs);
+                state.discs = state.opt_discs.step(d_lr, state.discs, gd);
+            }
+            let fool = fooling_loss(&state.discs, &feats, stages);
+            if let Some(total) = add(base, fool) {
+                let grads = GradientsParams::from_grads(total.backward(), &state.student);
+                state.student = state.opt_student.step(lr, state.student, grads);
+            }
+        }
+    }
+    (state, stats, logits)
+}

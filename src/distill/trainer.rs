@@ -1,0 +1,476 @@
+//! `meal distill`: the epoch loop around [`objective::step`], with the same run-folder,
+//! checkpoint and resume guarantees as `meal train`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::Module;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{DistillConfig, TeacherBn};
+use super::objective::{self, Discriminators, MealState, Teacher};
+use super::stages::{self, Participant, Stage};
+use crate::data::{self, Dataset, Loader, LoaderConfig};
+use crate::error::{Error, Result};
+use crate::models::{self, arch_info};
+use crate::progress;
+use crate::train::checkpoint::Container;
+use crate::train::evaluate::{Accuracy, evaluate};
+use crate::train::model_io::{self, ModelMeta};
+use crate::train::optim::SgdSettings;
+use crate::train::run_dir::RunDir;
+use crate::train::supervised::{RunState, load_optim_bytes, optim_bytes};
+use crate::train::tensors::{batch_tensors, host_rows, topk_correct};
+
+const DISCS: &str = "discriminators";
+const OPTIM: &str = "optim";
+const OPTIM_D: &str = "optim_discriminators";
+const STATE: &str = "state";
+pub const TEACHERS_FILE: &str = "teachers.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistillEpochRecord {
+    pub epoch: usize,
+    pub lr: f64,
+    pub d_lr: f64,
+    pub sim_loss: f64,
+    pub d_loss: f64,
+    pub ce_loss: f64,
+    pub d_acc_student: f64,
+    pub d_acc_teacher: f64,
+    pub train_acc: f64,
+    pub test_top1: f64,
+    pub test_top5: f64,
+    pub test_loss: f64,
+    pub images_per_sec: f64,
+    pub epoch_seconds: f64,
+}
+
+/// Test accuracy of each teacher and of their ensemble, measured once at the start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TeacherReport {
+    pub teachers: Vec<(String, String, Accuracy)>,
+    pub ensemble: Accuracy,
+}
+
+#[derive(Debug, Clone)]
+pub struct DistillOutcome {
+    pub run_dir: PathBuf,
+    pub best_acc: f64,
+    pub last: Accuracy,
+    pub teachers: TeacherReport,
+    pub epochs_done: usize,
+    pub seconds: f64,
+}
+
+pub enum DistillStart {
+    Fresh {
+        config: Box<DistillConfig>,
+        table: toml::Table,
+    },
+    Resume {
+        run_dir: PathBuf,
+        sets: Vec<String>,
+    },
+}
+
+pub fn distill(start: DistillStart) -> Result<DistillOutcome> {
+    let (config, run, resume) = match start {
+        DistillStart::Fresh { config, table } => {
+            let config = *config;
+            config.validate()?;
+            let name = config
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("distill-{}", config.student));
+            let run = match &config.run_dir {
+                Some(dir) => RunDir::create_at(dir, &table, config.seed)?,
+                None => RunDir::create(&config.out_dir, &name, &table, config.seed)?,
+            };
+            (config, run, false)
+        }
+        DistillStart::Resume { run_dir, sets } => {
+            let run = RunDir::open(&run_dir)?;
+            let mut table = run.read_config()?;
+            for s in &sets {
+                crate::config::apply_set(&mut table, s)?;
+            }
+            let config: DistillConfig = crate::config::from_table(table.clone(), "distill config")?;
+            config.validate()?;
+            run.write_config(&table)?;
+            (config, run, true)
+        }
+    };
+    let splits = data::open(&config.data)?;
+    distill_in(&config, &run, resume, splits.train, splits.test)
+}
+
+fn resolve_checkpoint(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(crate::train::run_dir::BEST)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Loads the teachers on the training device, frozen, in the configured BatchNorm mode.
+pub fn load_teachers(
+    config: &DistillConfig,
+    train_set: &dyn Dataset,
+) -> Result<(Vec<Teacher>, Vec<ModelMeta>)> {
+    let device = crate::backend::autodiff_device();
+    let mut teachers = Vec::new();
+    let mut metas = Vec::new();
+    for (i, spec) in config.teachers.iter().enumerate() {
+        let path = resolve_checkpoint(&spec.checkpoint);
+        if !path.exists() {
+            return Err(Error::Config(format!(
+                "teachers[{i}].checkpoint: {} does not exist; train one with `meal train` (or import it)",
+                path.display()
+            )));
+        }
+        let (net, meta, _) = model_io::load_model(&path, &device)?;
+        if meta.num_classes != train_set.num_classes() {
+            return Err(Error::checkpoint(
+                &path,
+                format!(
+                    "teacher has {} classes but the dataset has {}",
+                    meta.num_classes,
+                    train_set.num_classes()
+                ),
+            ));
+        }
+        let net = match config.meal.teacher_bn {
+            // Frozen weights, BatchNorm still on batch statistics (MEAL V1's default).
+            TeacherBn::Train => net.no_grad(),
+            TeacherBn::Eval => net.freeze(),
+        };
+        let stages = arch_info(&meta.arch)?.stages;
+        teachers.push(Teacher::new(
+            format!("{}:{}", meta.arch, path.display()),
+            net,
+            stages,
+            train_set.normalization(),
+            meta.normalization,
+        ));
+        metas.push(meta);
+    }
+    Ok((teachers, metas))
+}
+
+fn loaders(
+    config: &DistillConfig,
+    train: Arc<dyn Dataset>,
+    test: Arc<dyn Dataset>,
+) -> (Loader, Loader) {
+    let mk = |ds, batch_size, train: bool| {
+        Loader::new(
+            ds,
+            LoaderConfig {
+                batch_size,
+                shuffle: train,
+                augment: train,
+                drop_last: false,
+                seed: config.seed,
+                num_workers: config.num_workers,
+                prefetch: 4,
+            },
+        )
+    };
+    (
+        mk(train, config.batch_size, true),
+        mk(test, config.eval_batch_size, false),
+    )
+}
+
+/// A per-batch RNG that depends only on (seed, epoch, batch), so resume draws the same teachers.
+fn batch_rng(seed: u64, epoch: usize, batch: usize) -> ChaCha8Rng {
+    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
+    for v in [epoch as u64, batch as u64] {
+        s = s
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            .wrapping_add(v ^ 0x94D0_49BB_1331_11EB);
+        s ^= s >> 31;
+    }
+    ChaCha8Rng::seed_from_u64(s)
+}
+
+pub fn resolve_stages(
+    config: &DistillConfig,
+    teachers: &[Teacher],
+    num_classes: usize,
+) -> Result<Vec<Stage>> {
+    let student = Participant {
+        name: &config.student,
+        stages: arch_info(&config.student)?.stages,
+    };
+    let ts: Vec<Participant> = teachers
+        .iter()
+        .map(|t| Participant {
+            name: &t.name,
+            stages: t.stages,
+        })
+        .collect();
+    stages::resolve(&config.meal.stages, &student, &ts, num_classes)
+}
+
+pub fn distill_in(
+    config: &DistillConfig,
+    run: &RunDir,
+    resume: bool,
+    train_set: Arc<dyn Dataset>,
+    test_set: Arc<dyn Dataset>,
+) -> Result<DistillOutcome> {
+    crate::train::interrupt::install();
+    let started = Instant::now();
+    let device = crate::backend::autodiff_device();
+    let plain = crate::backend::device();
+    let num_classes = train_set.num_classes();
+    let (teachers, teacher_metas) = load_teachers(config, train_set.as_ref())?;
+    let stages = resolve_stages(config, &teachers, num_classes)?;
+    progress::say(format!(
+        "meal distill: {} teacher(s) -> {} on {} -> {}",
+        teachers.len(),
+        config.student,
+        train_set.describe(),
+        run.path.display()
+    ));
+    let (train_loader, test_loader) = loaders(config, train_set.clone(), test_set);
+
+    // Teachers alone and as an ensemble, in eval mode, once: the bar the student is held to.
+    let report = if resume && run.path.join(TEACHERS_FILE).exists() {
+        let p = run.path.join(TEACHERS_FILE);
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::file(&p, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::file(&p, e))?
+    } else {
+        let evals: Vec<_> = teachers.iter().map(|t| t.net.valid()).collect();
+        let refs: Vec<_> = evals.iter().collect();
+        let (each, ensemble) = evaluate(&refs, &test_loader, &plain)?;
+        let report = TeacherReport {
+            teachers: teachers
+                .iter()
+                .zip(&teacher_metas)
+                .zip(each)
+                .map(|((t, m), a)| (m.arch.clone(), t.name.clone(), a))
+                .collect(),
+            ensemble,
+        };
+        let p = run.path.join(TEACHERS_FILE);
+        std::fs::write(
+            &p,
+            serde_json::to_vec_pretty(&report).expect("serialisable"),
+        )
+        .map_err(|e| Error::file(&p, e))?;
+        report
+    };
+    for (arch, _, acc) in &report.teachers {
+        progress::say(format!("  teacher {arch:<16} test top-1 {:.2}%", acc.top1));
+    }
+    progress::say(format!(
+        "  ensemble ({} teachers)  test top-1 {:.2}%",
+        report.teachers.len(),
+        report.ensemble.top1
+    ));
+
+    device.seed(config.seed);
+    let mut student = models::build(&config.student, num_classes, &device)?;
+    if let Some(init) = &config.student_init {
+        let path = resolve_checkpoint(init);
+        let (_, meta, c) = model_io::load_model(&path, &plain)?;
+        if meta.arch != config.student || meta.num_classes != num_classes {
+            return Err(Error::checkpoint(
+                &path,
+                format!(
+                    "student_init holds a {} with {} classes, but the student is a {} with {num_classes}",
+                    meta.arch, meta.num_classes, config.student
+                ),
+            ));
+        }
+        student = model_io::load_weights(student, c.get(&path, model_io::MODEL)?, &path)?;
+    }
+    let discs = Discriminators::new(&stages, &config.meal, &device)?;
+    let d_settings = SgdSettings {
+        weight_decay: config
+            .meal
+            .d_weight_decay
+            .unwrap_or(config.optimizer.weight_decay),
+        ..config.optimizer
+    };
+    let mut state = MealState {
+        student,
+        discs,
+        opt_student: config.optimizer.init(),
+        opt_discs: d_settings.init(),
+    };
+    let mut run_state = RunState::default();
+    if resume {
+        let path = run.last();
+        let c = Container::load(&path)?;
+        state.student =
+            model_io::load_weights(state.student, c.get(&path, model_io::MODEL)?, &path)?;
+        let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(
+            c.get(&path, DISCS)?.to_vec(),
+        ))
+        .map_err(|e| Error::checkpoint(&path, format!("discriminators are corrupt: {e}")))?;
+        state.discs = state
+            .discs
+            .try_load_record(record)
+            .map_err(|e| Error::checkpoint(&path, format!("discriminators do not fit: {e}")))?;
+        state.opt_student = load_optim_bytes(state.opt_student, c.get(&path, OPTIM)?, &path)?;
+        state.opt_discs = load_optim_bytes(state.opt_discs, c.get(&path, OPTIM_D)?, &path)?;
+        run_state = c.get_json(&path, STATE)?;
+        run.truncate_metrics(run_state.epochs_done)?;
+        progress::say(format!(
+            "resuming at epoch {} (best {:.2}%)",
+            run_state.epochs_done + 1,
+            run_state.best_acc
+        ));
+    }
+
+    let meta = ModelMeta {
+        meal_version: env!("CARGO_PKG_VERSION").to_string(),
+        arch: config.student.clone(),
+        num_classes,
+        input_shape: train_set.output_shape(),
+        normalization: train_set.normalization(),
+        class_names: train_set.class_names(),
+        source: "distill".into(),
+        epoch: 0,
+        test_acc: None,
+    };
+    let weights: Vec<f64> = config.teachers.iter().map(|t| t.weight).collect();
+    let mut last = Accuracy::default();
+    for epoch in run_state.epochs_done..config.epochs {
+        let t0 = Instant::now();
+        let nb = train_loader.num_batches().max(1);
+        let bar = progress::bar(nb, &format!("epoch {}", epoch + 1));
+        let (mut sums, mut correct, mut seen, mut batches) =
+            (objective::StepStats::default(), 0usize, 0usize, 0usize);
+        let (mut lr, mut d_lr) = (0.0, 0.0);
+        for (i, batch) in train_loader.epoch(epoch).enumerate() {
+            if crate::train::interrupt::requested() {
+                bar.abandon();
+                return Err(Error::Interrupted(format!(
+                    "stopped in epoch {}; `meal distill --resume {}` continues from epoch {}",
+                    epoch + 1,
+                    run.path.display(),
+                    run_state.epochs_done + 1
+                )));
+            }
+            let batch = batch?;
+            lr = config
+                .schedule
+                .lr(config.lr, epoch, i as f64 / nb as f64, config.epochs);
+            d_lr = if config.meal.d_lr_follows_schedule {
+                config.meal.d_lr * lr / config.lr
+            } else {
+                config.meal.d_lr
+            };
+            let mut rng = batch_rng(config.seed, epoch, i);
+            let chosen = objective::teacher_weights(config.meal.combine, &weights, |n| {
+                rng.random_range(0..n)
+            });
+            let (x, y) = batch_tensors(&batch, &device);
+            let (next, stats, logits) = objective::step(
+                state,
+                &teachers,
+                &chosen,
+                &stages,
+                &config.meal,
+                x,
+                y,
+                lr,
+                d_lr,
+            );
+            state = next;
+            let (scores, k) = host_rows(&logits);
+            correct += topk_correct(&scores, k, &batch.labels, 1);
+            seen += batch.labels.len();
+            batches += 1;
+            sums.sim += stats.sim;
+            sums.adv += stats.adv;
+            sums.ce += stats.ce;
+            sums.d_acc_student += stats.d_acc_student;
+            sums.d_acc_teacher += stats.d_acc_teacher;
+            bar.inc(1);
+            bar.set_message(format!(
+                "sim {:.3} D {:.3} acc {:.1}%",
+                sums.sim / batches as f64,
+                sums.adv / batches as f64,
+                100.0 * correct as f64 / seen as f64
+            ));
+        }
+        bar.finish_and_clear();
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let (accs, _) = evaluate(&[&state.student.valid()], &test_loader, &plain)?;
+        last = accs[0];
+        run_state.epochs_done = epoch + 1;
+        let improved = last.top1 > run_state.best_acc || run_state.epochs_done == 1;
+        if improved {
+            run_state.best_acc = last.top1;
+            run_state.best_epoch = epoch + 1;
+        }
+        let b = batches.max(1) as f64;
+        let record = DistillEpochRecord {
+            epoch,
+            lr,
+            d_lr,
+            sim_loss: sums.sim / b,
+            d_loss: sums.adv / b,
+            ce_loss: sums.ce / b,
+            d_acc_student: 100.0 * sums.d_acc_student / b,
+            d_acc_teacher: 100.0 * sums.d_acc_teacher / b,
+            train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
+            test_top1: last.top1,
+            test_top5: last.top5,
+            test_loss: last.loss,
+            images_per_sec: seen as f64 / train_seconds,
+            epoch_seconds: t0.elapsed().as_secs_f64(),
+        };
+        run.log_metrics(&record)?;
+        progress::say(format!(
+            "epoch {:>3}/{} lr {:.4} sim {:.4} D {:.4} (acc s/t {:.0}/{:.0}%) train {:.2}% test {:.2}% {:.0} img/s",
+            epoch + 1,
+            config.epochs,
+            lr,
+            record.sim_loss,
+            record.d_loss,
+            record.d_acc_student,
+            record.d_acc_teacher,
+            record.train_acc,
+            last.top1,
+            record.images_per_sec
+        ));
+        let meta = ModelMeta {
+            epoch: epoch + 1,
+            test_acc: Some(last.top1),
+            ..meta.clone()
+        };
+        if improved {
+            model_io::model_container(&meta, &state.student)?.save_atomic(&run.best())?;
+        }
+        let mut c = model_io::model_container(&meta, &state.student)?;
+        let discs_bytes = state
+            .discs
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| Error::Other(format!("cannot serialise discriminators: {e}")))?;
+        c.insert(DISCS, discs_bytes.to_vec());
+        c.insert(OPTIM, optim_bytes(&state.opt_student)?);
+        c.insert(OPTIM_D, optim_bytes(&state.opt_discs)?);
+        c.insert_json(STATE, &run_state)?;
+        c.save_atomic(&run.last())?;
+    }
+    Ok(DistillOutcome {
+        run_dir: run.path.clone(),
+        best_acc: run_state.best_acc,
+        last,
+        teachers: report,
+        epochs_done: run_state.epochs_done,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,75 @@
+//! Model checkpoints: the architecture, class count and input normalisation travel with the
+//! weights, so `meal eval`, `meal distill` and `meal predict` rebuild the right model from the
+//! file alone.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::Container;
+use crate::data::Normalization;
+use crate::error::{Error, Result};
+use crate::models::{self, Net};
+
+pub const META: &str = "meta";
+pub const MODEL: &str = "model";
+
+/// What a model checkpoint says about its model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub meal_version: String,
+    pub arch: String,
+    pub num_classes: usize,
+    /// `[channels, height, width]` the model was trained on.
+    pub input_shape: [usize; 3],
+    pub normalization: Normalization,
+    pub class_names: Vec<String>,
+    /// `train`, `distill` or `import`.
+    pub source: String,
+    /// Completed epochs when the checkpoint was written.
+    pub epoch: usize,
+    /// Test top-1 accuracy (%) at that epoch, if measured.
+    pub test_acc: Option<f64>,
+}
+
+pub fn model_bytes(model: &Net) -> Result<Vec<u8>> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| Error::Other(format!("cannot serialise model: {e}")))?;
+    Ok(bytes.to_vec())
+}
+
+/// Loads weights into a freshly built `arch` model, naming the file on any mismatch.
+pub fn load_weights(model: Net, bytes: &[u8], path: &Path) -> Result<Net> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| Error::checkpoint(path, format!("weights are corrupt: {e}")))?;
+    model.try_load_record(record).map_err(|e| {
+        Error::checkpoint(
+            path,
+            format!("weights do not fit the architecture named in the file: {e}"),
+        )
+    })
+}
+
+/// Reads the header and builds + loads the model on `device`.
+pub fn load_model(path: &Path, device: &Device) -> Result<(Net, ModelMeta, Container)> {
+    let container = Container::load(path)?;
+    let meta: ModelMeta = container.get_json(path, META)?;
+    let model = models::build(&meta.arch, meta.num_classes, device)
+        .map_err(|e| Error::checkpoint(path, e))?;
+    let model = load_weights(model, container.get(path, MODEL)?, path)?;
+    Ok((model, meta, container))
+}
+
+/// A checkpoint with only the model (what `meal export`/`import` and the best-model file need).
+pub fn model_container(meta: &ModelMeta, model: &Net) -> Result<Container> {
+    let mut c = Container::default();
+    c.insert_json(META, meta)?;
+    c.insert(MODEL, model_bytes(model)?);
+    Ok(c)
+}

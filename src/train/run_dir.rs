@@ -1,0 +1,163 @@
+//! Run folders: `runs/<name>-<UTC timestamp>/` holding the resolved config, the command line,
+//! `metrics.jsonl` and the checkpoints, so every run can be inspected and resumed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const LAST: &str = "last.ckpt";
+pub const BEST: &str = "best.ckpt";
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a fresh run folder under `root`.
+    pub fn create(root: &Path, name: &str, config: &toml::Table, seed: u64) -> Result<Self> {
+        let mut path = root.join(format!("{name}-{}", timestamp()));
+        // Two runs started in the same second get distinct folders.
+        let mut n = 1;
+        while path.exists() {
+            n += 1;
+            path = root.join(format!("{name}-{}-{n}", timestamp()));
+        }
+        Self::create_at(&path, config, seed)
+    }
+
+    /// Creates the run folder at exactly `path` (for scripts), refusing to reuse a finished run.
+    pub fn create_at(path: &Path, config: &toml::Table, seed: u64) -> Result<Self> {
+        if path.join(LAST).exists() {
+            return Err(Error::file(
+                path,
+                "already holds a run; use --resume to continue it or choose another folder",
+            ));
+        }
+        let path = path.to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|e| Error::file(&path, e))?;
+        let dir = Self { path };
+        dir.write_config(config)?;
+        let command: Vec<String> = std::env::args().collect();
+        let info = format!(
+            "command: {}\nmeal_version: {}\nseed: {seed}\ndevice: {}\n",
+            command.join(" "),
+            env!("CARGO_PKG_VERSION"),
+            crate::backend::describe(&crate::backend::device())
+        );
+        write_file(&dir.path.join("run.txt"), info.as_bytes())?;
+        Ok(dir)
+    }
+
+    /// Opens an existing run folder (for `--resume`).
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join(LAST).exists() {
+            return Err(Error::file(
+                path,
+                format!("no {LAST} here: not a run folder, or the run never finished an epoch"),
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn write_config(&self, config: &toml::Table) -> Result<()> {
+        let text = toml::to_string_pretty(config).map_err(|e| Error::Config(e.to_string()))?;
+        write_file(&self.path.join(CONFIG_FILE), text.as_bytes())
+    }
+
+    pub fn read_config(&self) -> Result<toml::Table> {
+        crate::config::read_table(&self.path.join(CONFIG_FILE))
+    }
+
+    pub fn last(&self) -> PathBuf {
+        self.path.join(LAST)
+    }
+
+    pub fn best(&self) -> PathBuf {
+        self.path.join(BEST)
+    }
+
+    /// Appends one JSON line to `metrics.jsonl`.
+    pub fn log_metrics<T: Serialize>(&self, record: &T) -> Result<()> {
+        let path = self.path.join(METRICS_FILE);
+        let line = serde_json::to_string(record).map_err(|e| Error::Other(e.to_string()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::file(&path, e))?;
+        writeln!(f, "{line}").map_err(|e| Error::file(&path, e))
+    }
+
+    /// Drops metric lines of epochs after `epochs_done`, so that a resumed run does not log an
+    /// epoch twice (an interrupted epoch may have been logged before its checkpoint).
+    pub fn truncate_metrics(&self, epochs_done: usize) -> Result<()> {
+        let path = self.path.join(METRICS_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("epoch").and_then(|e| e.as_u64()))
+                    .is_none_or(|e| (e as usize) < epochs_done)
+            })
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        write_file(&path, out.as_bytes())
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::file(path, e))
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, without a date-time dependency.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_785), (2026, 11, 28));
+    }
+}
