@@ -15,7 +15,9 @@ pub mod distill;
 pub mod error;
 pub mod models;
 pub mod progress;
+pub mod quickstart;
 pub mod recipes;
+pub mod report;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,10 +1,14 @@
 //! The command line. Each subcommand lives in its own file and only translates flags into
 //! library calls.
 
+mod config_cmd;
 mod distill;
 mod eval;
 mod models;
+pub mod predict;
+mod quickstart;
 mod recipes;
+mod report;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +32,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole pipeline on the embedded CIFAR-10 subset in a few minutes.
+    Quickstart(quickstart::QuickstartArgs),
     /// Train a model with cross-entropy on labels (how teachers are made).
     Train(train::TrainArgs),
     /// Test accuracy of one or more checkpoints and of their ensemble (mean of softmax).
@@ -38,6 +44,12 @@ pub enum Command {
     Distill(distill::DistillArgs),
     /// List the shipped recipes.
     Recipes,
+    /// Write an HTML report (plus PNG charts) of one or more run folders.
+    Report(report::ReportArgs),
+    /// Top classes of image files (PNG/JPEG, any size) under a trained checkpoint.
+    Predict(predict::PredictArgs),
+    /// Show a resolved config with every default, or the reference of every config key.
+    Config(config_cmd::ConfigArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -47,11 +59,15 @@ pub fn main() -> Result<()> {
 pub fn run(cli: Cli) -> Result<()> {
     crate::progress::set_quiet(cli.quiet);
     match cli.command {
+        Command::Quickstart(a) => quickstart::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Models(a) => models::run(a),
         Command::Distill(a) => distill::run(a),
         Command::Recipes => recipes::run(),
+        Command::Report(a) => report::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Config(a) => config_cmd::run(a),
     }
 }
 

@@ -51,9 +51,37 @@ pub fn load_weights(model: Net, bytes: &[u8], path: &Path) -> Result<Net> {
     model.try_load_record(record).map_err(|e| {
         Error::checkpoint(
             path,
-            format!("weights do not fit the architecture named in the file: {e}"),
+            format!(
+                "the stored weights do not fit the model they are loaded into (another \
+                 architecture or class count?): {}",
+                abbreviate_lists(&e.to_string())
+            ),
         )
     })
+}
+
+/// Shortens every `[a, b, c, ...]` list of more than four items in `message` to its first three
+/// and a count, so that a mismatch does not print every tensor name of the model.
+fn abbreviate_lists(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(open) = rest.find('[') {
+        let Some(len) = rest[open..].find(']') else {
+            break;
+        };
+        let items: Vec<&str> = rest[open + 1..open + len].split(", ").collect();
+        out.push_str(&rest[..=open]);
+        if items.len() > 4 {
+            out.push_str(&items[..3].join(", "));
+            out.push_str(&format!(", ... ({} in all)", items.len()));
+        } else {
+            out.push_str(&items.join(", "));
+        }
+        out.push(']');
+        rest = &rest[open + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Reads the header and builds + loads the model on `device`.
@@ -62,7 +90,16 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Net, ModelMeta, Conta
     let meta: ModelMeta = container.get_json(path, META)?;
     let model = models::build(&meta.arch, meta.num_classes, device)
         .map_err(|e| Error::checkpoint(path, e))?;
-    let model = load_weights(model, container.get(path, MODEL)?, path)?;
+    let model = load_weights(model, container.get(path, MODEL)?, path).map_err(|e| match e {
+        Error::Checkpoint { path, message } => Error::checkpoint(
+            path,
+            format!(
+                "its header names a {} with {} classes, but {message}",
+                meta.arch, meta.num_classes
+            ),
+        ),
+        e => e,
+    })?;
     Ok((model, meta, container))
 }
 
