@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod distill;
 pub mod error;
+pub mod interop;
 pub mod models;
 pub mod progress;
 pub mod quickstart;

@@ -2,10 +2,15 @@
 
 fn main() {
     if let Err(err) = meal::cli::main() {
-        eprintln!("error: {err}");
+        let message = err.to_string();
+        eprintln!("error: {message}");
         let mut source = std::error::Error::source(&err);
         while let Some(cause) = source {
-            eprintln!("  caused by: {cause}");
+            // Transparent wrappers repeat their inner message; print only what is new.
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                eprintln!("  caused by: {text}");
+            }
             source = cause.source();
         }
         std::process::exit(match err {

@@ -31,9 +31,27 @@ pub fn bar(len: usize, prefix: &str) -> ProgressBar {
     bar
 }
 
-/// Prints a line above any progress bar unless quiet.
+/// A progress message (level INFO: hidden by `-q`, filtered by `RUST_LOG`).
 pub fn say(line: impl AsRef<str>) {
-    if !quiet() {
-        eprintln!("{}", line.as_ref());
-    }
+    tracing::info!("{}", line.as_ref());
+}
+
+/// Sets up logging to stderr: `-q` keeps warnings and errors, `-v` adds debug, `-vv` trace;
+/// `RUST_LOG` (e.g. `RUST_LOG=meal=debug`) overrides both.
+pub fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,meal={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .try_init();
 }

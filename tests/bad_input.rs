@@ -218,8 +218,9 @@ fn checkpoint_with_a_missing_or_corrupt_section() {
     // burnpack: u32 magic, u16 version, u32 metadata length, then the metadata.
     let header_len = 10 + u32::from_le_bytes(model[6..10].try_into().unwrap()) as usize;
     let mut rejected = 0;
-    for i in (0..header_len.min(model.len())).step_by(3) {
-        for v in [0x00, 0xFF, b'"', b'9'] {
+    let header_len = header_len.min(model.len());
+    for i in (0..header_len).step_by((header_len / 48).max(1)) {
+        for v in [0x00, 0xFF] {
             let mut c = original.clone();
             c.sections.get_mut(model_io::MODEL).unwrap()[i] = v;
             c.save_atomic(&path).unwrap();

@@ -4,6 +4,8 @@
 mod config_cmd;
 mod distill;
 mod eval;
+mod export;
+mod import;
 mod models;
 pub mod predict;
 mod quickstart;
@@ -26,6 +28,9 @@ pub struct Cli {
     /// Print only errors and final results (no progress bars).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,6 +55,10 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Show a resolved config with every default, or the reference of every config key.
     Config(config_cmd::ConfigArgs),
+    /// Turn a PyTorch teacher (.pth/.pt/.t7/.safetensors state dict) into a meal checkpoint.
+    Import(import::ImportArgs),
+    /// Write a checkpoint's weights for PyTorch (safetensors or .pth, PyTorch module names).
+    Export(export::ExportArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -58,6 +67,7 @@ pub fn main() -> Result<()> {
 
 pub fn run(cli: Cli) -> Result<()> {
     crate::progress::set_quiet(cli.quiet);
+    crate::progress::init_logging(cli.quiet, cli.verbose);
     match cli.command {
         Command::Quickstart(a) => quickstart::run(a),
         Command::Train(a) => train::run(a),
@@ -68,6 +78,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Config(a) => config_cmd::run(a),
+        Command::Import(a) => import::run(a),
+        Command::Export(a) => export::run(a),
     }
 }
 

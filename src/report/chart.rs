@@ -350,7 +350,9 @@ pub fn render_rgb(chart: &Chart) -> Result<Vec<u8>> {
     register_font()?;
     let mut buf = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
+        let backend = super::png::PngBackend::new(&mut buf, (WIDTH, HEIGHT), FONT)
+            .map_err(|e| draw_error(chart, e))?;
+        let root = backend.into_drawing_area();
         draw(&root, chart).map_err(|e| draw_error(chart, e))?;
     }
     Ok(buf)

@@ -41,14 +41,14 @@ tr.ensemble td { font-weight: 600; background: #f6f6f6; }
           vertical-align: -1px; }
 .charts { display: grid; grid-template-columns: 1fr; gap: 18px; }
 figure { margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 4px; padding: 8px 8px 4px; }
-figure svg { display: block; width: 100%; height: auto; }
+figure svg { display: block; width: 100%; max-width: 920px; height: auto; margin: 0 auto; }
 figcaption { font-size: 12.5px; color: #666; padding: 2px 4px 4px; }
 nav.toc { font-size: 13px; column-count: 3; margin: 4px 0 0; }
 nav.toc a { display: block; }
 a { color: #1f5fa8; text-decoration: none; }
 a:hover { text-decoration: underline; }
 pre { background: #fff; border: 1px solid #ddd; padding: 8px 10px; font-size: 12.5px; overflow-x: auto;
-      margin: 4px 0 8px; }
+      margin: 4px 0 8px; white-space: pre-wrap; overflow-wrap: anywhere; }
 details { margin: 6px 0; }
 summary { cursor: pointer; font-size: 13.5px; color: #333; }
 .warn { color: #8a4b00; font-size: 13px; }

@@ -5,6 +5,7 @@
 
 pub mod chart;
 mod html;
+mod png;
 pub mod run;
 
 use std::path::{Path, PathBuf};
@@ -154,9 +155,19 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         id: "lr",
-        title: "Learning rate (at the end of each epoch)",
+        title: "Learning rate",
         y_desc: "learning rate",
-        keys: &[("lr", "student lr"), ("d_lr", "discriminator lr")],
+        keys: &[("lr", "learning rate")],
+        percent: false,
+        from_zero: true,
+        teachers: None,
+        skip_if_all_zero: false,
+    },
+    Spec {
+        id: "d_lr",
+        title: "Discriminator learning rate",
+        y_desc: "learning rate",
+        keys: &[("d_lr", "discriminator learning rate")],
         percent: false,
         from_zero: true,
         teachers: None,

@@ -13,7 +13,7 @@ pub fn install() {
             if STOP.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\nmeal: stopping after this batch; rerun with --resume to continue");
+            tracing::warn!("stopping after this batch; rerun with --resume to continue");
         });
     });
 }

@@ -1,0 +1,59 @@
+//! `meal export`: a meal checkpoint → PyTorch weights (safetensors or a torch.save file) under
+//! the PyTorch module names of the matching architecture.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::error::Result;
+use crate::interop::{ExportFormat, NameScheme, export};
+use crate::train::model_io::load_model;
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A meal checkpoint, or a run folder (its best.ckpt is used).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// `safetensors`, `pytorch` (a torch.save zip holding the state dict) or `onnx` (not
+    /// written by meal: see docs/interop.md).
+    #[arg(long, default_value = "safetensors")]
+    pub format: String,
+    /// Key names: `meal` (the twins of scripts/models/param_counts.py, every architecture) or
+    /// `kuangliu` (kuangliu/pytorch-cifar: resnet18, preact_resnet18, vgg19_bn).
+    #[arg(long, default_value = "meal")]
+    pub names: String,
+    /// Output file (default: the checkpoint's name with .safetensors or .pth).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(a: ExportArgs) -> Result<()> {
+    let format: ExportFormat = a.format.parse()?;
+    let scheme: NameScheme = a.names.parse()?;
+    let path = super::eval::resolve_checkpoint(&a.checkpoint);
+    let device = crate::backend::device();
+    let (net, meta, _) = load_model(&path, &device)?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        path.with_extension(match format {
+            ExportFormat::Pytorch => "pth",
+            ExportFormat::Onnx => "onnx",
+            ExportFormat::Safetensors => "safetensors",
+        })
+    });
+    let summary = export(&net, &meta, scheme, format, &out)?;
+    println!(
+        "wrote {} ({} tensors, {:.1} MB, {} names) from {} ({}, {} classes)",
+        out.display(),
+        summary.tensors,
+        summary.bytes as f64 / 1e6,
+        summary.scheme,
+        path.display(),
+        meta.arch,
+        meta.num_classes
+    );
+    println!(
+        "input normalisation: mean {:?} std {:?} (see docs/interop.md for loading it in PyTorch)",
+        meta.normalization.mean, meta.normalization.std
+    );
+    Ok(())
+}

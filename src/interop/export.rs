@@ -1,0 +1,199 @@
+//! Zoo model → PyTorch: a state dict under the PyTorch names of a [`NameScheme`], in PyTorch's
+//! layout (Linear weights `[out, in]`), with BatchNorm's `num_batches_tracked` counters so that
+//! the key set equals `model.state_dict()`'s and `load_state_dict(..., strict=True)` passes.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, bridge};
+use burn::tensor::DType;
+
+use super::names::NameScheme;
+use super::{safetensors, torch_save};
+use crate::error::{Error, Result};
+use crate::models::Net;
+use crate::train::model_io::ModelMeta;
+
+/// What `meal export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `.safetensors`, with the model's arch, classes and normalisation in its metadata.
+    Safetensors,
+    /// A `torch.save` zip file holding an `OrderedDict` state dict (`.pth`).
+    Pytorch,
+    /// Not written by meal: burn 0.22 imports ONNX but cannot export it.
+    Onnx,
+}
+
+impl FromStr for ExportFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "safetensors" => Ok(ExportFormat::Safetensors),
+            "pytorch" | "pth" | "pt" | "torch" => Ok(ExportFormat::Pytorch),
+            "onnx" => Ok(ExportFormat::Onnx),
+            other => Err(Error::Other(format!(
+                "unknown export format `{other}`; known: safetensors, pytorch, onnx"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ExportFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExportFormat::Safetensors => "safetensors",
+            ExportFormat::Pytorch => "pytorch",
+            ExportFormat::Onnx => "onnx",
+        })
+    }
+}
+
+/// Why `--format onnx` is refused, and the way around.
+pub const ONNX_UNSUPPORTED: &str = "burn 0.22 can import ONNX models but has no ONNX exporter, \
+     so meal cannot write ONNX itself. Export to safetensors and convert with PyTorch: \
+     `python scripts/interop/to_onnx.py --weights student.safetensors --out student.onnx` \
+     (see docs/interop.md)";
+
+/// One tensor of a PyTorch state dict, little-endian bytes.
+#[derive(Debug, Clone)]
+pub struct StateTensor {
+    pub key: String,
+    pub dtype: TorchDtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TorchDtype {
+    F32,
+    I64,
+}
+
+impl TorchDtype {
+    pub fn size(self) -> usize {
+        match self {
+            TorchDtype::F32 => 4,
+            TorchDtype::I64 => 8,
+        }
+    }
+}
+
+/// Every tensor of `net` as (burn path, shape in PyTorch layout), in module order.
+pub fn pytorch_tensors(net: &Net) -> Vec<(String, Vec<usize>)> {
+    net.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|t| (t.name, t.shape.to_vec()))
+        .collect()
+}
+
+/// The state dict of `net` under `scheme`'s names, in module order, each BatchNorm followed by
+/// its `num_batches_tracked` (0).
+pub fn state_dict(net: &Net, arch: &str, scheme: NameScheme) -> Result<Vec<StateTensor>> {
+    scheme.check(arch)?;
+    let mut out = Vec::new();
+    for t in net.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true) {
+        let path = t.name.clone();
+        let shape = t.shape.to_vec();
+        let data = bridge::into_data(t)
+            .map_err(|e| Error::Other(format!("cannot read tensor {path}: {e:?}")))?;
+        let data = if data.dtype() == DType::F32 {
+            data
+        } else {
+            data.convert_dtype(DType::F32)
+        };
+        out.push(StateTensor {
+            key: scheme.to_pytorch(arch, &path),
+            dtype: TorchDtype::F32,
+            shape,
+            bytes: data.as_bytes().to_vec(),
+        });
+        if let Some(bn) = path.strip_suffix(".running_var") {
+            out.push(StateTensor {
+                key: scheme.to_pytorch(arch, &format!("{bn}.num_batches_tracked")),
+                dtype: TorchDtype::I64,
+                shape: Vec::new(),
+                bytes: 0i64.to_le_bytes().to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What [`export`] wrote.
+#[derive(Debug, Clone)]
+pub struct ExportSummary {
+    pub tensors: usize,
+    pub bytes: u64,
+    pub scheme: NameScheme,
+}
+
+/// Writes `net` (described by `meta`) to `out` in `format` under `scheme`'s names.
+pub fn export(
+    net: &Net,
+    meta: &ModelMeta,
+    scheme: NameScheme,
+    format: ExportFormat,
+    out: &Path,
+) -> Result<ExportSummary> {
+    if format == ExportFormat::Onnx {
+        return Err(Error::Other(ONNX_UNSUPPORTED.to_string()));
+    }
+    let tensors = state_dict(net, &meta.arch, scheme)?;
+    let bytes = match format {
+        ExportFormat::Safetensors => safetensors::encode(&tensors, &export_metadata(meta, scheme))?,
+        ExportFormat::Pytorch => torch_save::encode(&tensors)?,
+        ExportFormat::Onnx => unreachable!(),
+    };
+    write_atomic(out, &bytes)?;
+    Ok(ExportSummary {
+        tensors: tensors.len(),
+        bytes: bytes.len() as u64,
+        scheme,
+    })
+}
+
+/// The safetensors `__metadata__` of an export: enough to rebuild the model and its input.
+pub fn export_metadata(meta: &ModelMeta, scheme: NameScheme) -> Vec<(String, String)> {
+    let floats = |v: &[f32; 3]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    vec![
+        ("format".into(), "pt".into()),
+        (
+            "producer".into(),
+            format!("meal {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("arch".into(), meta.arch.clone()),
+        ("num_classes".into(), meta.num_classes.to_string()),
+        ("names".into(), scheme.as_str().into()),
+        ("mean".into(), floats(&meta.normalization.mean)),
+        ("std".into(), floats(&meta.normalization.std)),
+        (
+            "input_shape".into(),
+            meta.input_shape
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ("class_names".into(), meta.class_names.join(",")),
+    ]
+}
+
+/// Temp file in the same folder, then rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::file(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot rename: {e}")))
+}
