@@ -53,7 +53,10 @@ fn show_recipe_resolves_every_default() {
     ] {
         assert!(out.contains(line), "missing `{line}`:\n{out}");
     }
-    assert!(out.contains("#   student_init"), "unset keys are listed:\n{out}");
+    assert!(
+        out.contains("#   student_init"),
+        "unset keys are listed:\n{out}"
+    );
     // What it prints is a config that resolves to the same thing.
     let printed: DistillConfig = toml::from_str(&out).unwrap();
     let recipe: DistillConfig =
@@ -144,7 +147,10 @@ fn unknown_keys_are_named_with_the_allowed_ones() {
         "--set",
         "optimizer.momentun=0.5",
     ]);
-    assert!(err.contains("`momentun`") && err.contains("`momentum`"), "{err}");
+    assert!(
+        err.contains("`momentun`") && err.contains("`momentum`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -152,7 +158,10 @@ fn help_prints_the_reference() {
     let all = ok(&["config", "help"]);
     assert_eq!(all, doc());
     let one = ok(&["config", "help", "meal.combine"]);
-    assert!(one.contains("`meal.combine`") && one.contains("mean-softmax"), "{one}");
+    assert!(
+        one.contains("`meal.combine`") && one.contains("mean-softmax"),
+        "{one}"
+    );
     assert!(!one.contains("`meal.teacher_bn`"), "{one}");
     let section = ok(&["config", "help", "schedule"]);
     for k in ["schedule.kind", "schedule.milestones", "schedule.intervals"] {
@@ -190,7 +199,9 @@ fn key_paths(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>
 fn all_config_keys() -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     let train: TrainConfig = meal::config::from_table(
-        "arch = \"resnet20\"\n[data]\npath = \"d\"\n".parse().unwrap(),
+        "arch = \"resnet20\"\n[data]\npath = \"d\"\n"
+            .parse()
+            .unwrap(),
         "train",
     )
     .unwrap();

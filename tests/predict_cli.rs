@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use burn::tensor::{Tensor, TensorData};
-use meal::data::{DataConfig, Dataset};
+use meal::data::DataConfig;
 use meal::train::model_io::{ModelMeta, load_model, model_container};
 use meal::train::tensors::{host_rows, softmax_rows};
 use rand::SeedableRng;
@@ -138,7 +138,12 @@ fn assert_top5(top: &[(String, usize, f64)], names: &[String]) {
 #[test]
 fn predict_matches_the_eval_transform_and_lists_top5() {
     let f = fixture();
-    let mut args = vec!["predict", "--json", "--checkpoint", f.ckpt.to_str().unwrap()];
+    let mut args = vec![
+        "predict",
+        "--json",
+        "--checkpoint",
+        f.ckpt.to_str().unwrap(),
+    ];
     args.extend(f.pngs.iter().map(|p| p.0.to_str().unwrap()));
     args.extend(f.jpegs.iter().map(|p| p.to_str().unwrap()));
     let o = meal(&args);
@@ -186,7 +191,10 @@ fn run_folder_and_table_output() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].starts_with("resnet8 (10 classes, input 32x32)"), "{out}");
+    assert!(
+        lines[0].starts_with("resnet8 (10 classes, input 32x32)"),
+        "{out}"
+    );
     assert!(lines[0].contains("best.ckpt"), "{out}");
     assert!(lines[1].ends_with("cifar-0 large.jpg"), "{out}");
     let ranks = &lines[2..];

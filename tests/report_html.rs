@@ -101,7 +101,10 @@ fn check_png(path: &Path) -> image::RgbImage {
     let img = image::open(path)
         .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()))
         .to_rgb8();
-    assert_eq!(img.dimensions(), (report::chart::WIDTH, report::chart::HEIGHT));
+    assert_eq!(
+        img.dimensions(),
+        (report::chart::WIDTH, report::chart::HEIGHT)
+    );
     img
 }
 
@@ -138,7 +141,10 @@ fn report_of_a_train_and_a_distill_run() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(!html.contains("<script"), "the page has a script");
     assert!(!html.contains("<link"), "the page links a resource");
-    assert!(!html.contains("src=\"http"), "the page loads from the network");
+    assert!(
+        !html.contains("src=\"http"),
+        "the page loads from the network"
+    );
     assert!(html.contains("<style>"));
 
     // Every run by name, with its kind and model, in the summary.
@@ -149,19 +155,31 @@ fn report_of_a_train_and_a_distill_run() {
     let summary = &summary[..summary.find("</table>").unwrap()];
     assert!(summary.contains("resnet20") && summary.contains("resnet8"));
     assert!(summary.contains("12 / 12"), "train epochs done / planned");
-    assert!(summary.contains("5 / 6"), "the torn 6th distill line is skipped");
+    assert!(
+        summary.contains("5 / 6"),
+        "the torn 6th distill line is skipped"
+    );
     assert!(summary.contains("84.50%"), "ensemble top-1 column");
     // Best top-1 of the distill run: 61.75 at epoch 4 (1-based); last 58.00.
     assert!(summary.contains("61.75% (4)") && summary.contains("58.00%"));
     // Train run: best is the last epoch, 35 + 4.5·11 = 84.5 at epoch 12.
     assert!(summary.contains("84.50% (12)"));
-    assert!(html.contains("line 6: not a JSON object"), "warning for the torn line");
+    assert!(
+        html.contains("line 6: not a JSON object"),
+        "warning for the torn line"
+    );
 
     // A chart per metric; the all-zero ce_loss gets none.
     for id in EXPECTED_CHARTS {
         let fig = figure(&html, id);
-        assert!(fig.contains("<svg") && fig.contains("viewBox"), "{id} has no SVG");
-        assert!(fig.contains(&format!("{id}.png")), "{id} does not link its PNG");
+        assert!(
+            fig.contains("<svg") && fig.contains("viewBox"),
+            "{id} has no SVG"
+        );
+        assert!(
+            fig.contains(&format!("{id}.png")),
+            "{id} does not link its PNG"
+        );
     }
     assert!(!html.contains("chart-ce_loss"));
     assert_eq!(outcome.pngs.len(), EXPECTED_CHARTS.len());
@@ -187,7 +205,14 @@ fn report_of_a_train_and_a_distill_run() {
 
     // The teacher table.
     let teachers = &html[html.find("id=\"teachers\"").expect("teacher section")..];
-    for text in ["teacher-a", "vgg8", "81.25%", "97.25%", "ensemble of 2", "84.50%"] {
+    for text in [
+        "teacher-a",
+        "vgg8",
+        "81.25%",
+        "97.25%",
+        "ensemble of 2",
+        "84.50%",
+    ] {
         assert!(teachers.contains(text), "teacher table lacks `{text}`");
     }
 
@@ -207,8 +232,14 @@ fn report_of_a_train_and_a_distill_run() {
     }
     let img = check_png(&out.join("test_top1.png"));
     let c1 = report::run_color(1);
-    assert!(has_color(&img, (c1.0, c1.1, c1.2)), "test_top1.png lacks run 2");
-    assert!(has_color(&img, (0, 0, 0)), "test_top1.png lacks the ensemble line");
+    assert!(
+        has_color(&img, (c1.0, c1.1, c1.2)),
+        "test_top1.png lacks run 2"
+    );
+    assert!(
+        has_color(&img, (0, 0, 0)),
+        "test_top1.png lacks the ensemble line"
+    );
 }
 
 #[test]
@@ -250,7 +281,10 @@ fn cli_expands_a_folder_of_runs() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("2 runs") && stdout.contains(DISTILL_RUN), "{stdout}");
+    assert!(
+        stdout.contains("2 runs") && stdout.contains(DISTILL_RUN),
+        "{stdout}"
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains(TRAIN_RUN) && html.contains(DISTILL_RUN));
 

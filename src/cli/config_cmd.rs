@@ -14,8 +14,6 @@ use crate::train::TrainConfig;
 pub const REFERENCE: &str = include_str!("../../docs/config.md");
 
 const LONG_ABOUT: &str = "\
-Inspect configs.
-
 `meal config show` resolves a config exactly as `meal train`/`meal distill` would (file or \
 recipe, then --set overrides), checks it, and prints it as TOML with every default filled in; \
 optional keys left unset are listed in a comment at the end.
@@ -25,7 +23,7 @@ optional keys left unset are listed in a comment at the end.
 or `meal config help schedule.milestones`. The same reference is docs/config.md.";
 
 #[derive(Debug, Args)]
-#[command(long_about = LONG_ABOUT, disable_help_subcommand = true)]
+#[command(after_long_help = LONG_ABOUT, disable_help_subcommand = true)]
 pub struct ConfigArgs {
     #[command(subcommand)]
     pub command: ConfigCommand,

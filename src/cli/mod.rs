@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod distill;
+mod download;
 mod eval;
 mod export;
 mod import;
@@ -49,6 +50,8 @@ pub enum Command {
     Distill(distill::DistillArgs),
     /// List the shipped recipes.
     Recipes,
+    /// Download an official dataset release (checksum verified).
+    Download(download::DownloadArgs),
     /// Write an HTML report (plus PNG charts) of one or more run folders.
     Report(report::ReportArgs),
     /// Top classes of image files (PNG/JPEG, any size) under a trained checkpoint.
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Models(a) => models::run(a),
         Command::Distill(a) => distill::run(a),
         Command::Recipes => recipes::run(),
+        Command::Download(a) => download::run(a),
         Command::Report(a) => report::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Config(a) => config_cmd::run(a),

@@ -5,6 +5,7 @@
 //! CHW / NCHW order; the training code turns them into tensors.
 
 pub mod cifar;
+pub mod download;
 mod error;
 pub mod folder;
 pub mod loader;
