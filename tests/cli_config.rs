@@ -225,7 +225,88 @@ fn all_config_keys() -> BTreeSet<String> {
     ] {
         key_paths(&serde_json::to_value(&s).unwrap(), "schedule", &mut keys);
     }
+    // Serialisation skips fields marked `skip_serializing_if`; serde's unknown-field error
+    // lists every field of a struct, so probe each section with a key that does not exist.
+    let train_base: toml::Table =
+        "arch = \"resnet20\"\n[data]\npath = \"d\"\n[optimizer]\nmomentum = 0.9\n"
+            .parse()
+            .unwrap();
+    let distill_base = meal::recipes::table("quickstart").unwrap();
+    for (base, section) in [
+        (&train_base, ""),
+        (&train_base, "data"),
+        (&train_base, "optimizer"),
+        (&distill_base, ""),
+        (&distill_base, "meal"),
+        (&distill_base, "meal.stages[]"),
+        (&distill_base, "teachers[]"),
+    ] {
+        for field in probe_fields(base, section, |t| {
+            if base.contains_key("student") {
+                meal::config::from_table::<DistillConfig>(t, "distill").map(drop)
+            } else {
+                meal::config::from_table::<TrainConfig>(t, "train").map(drop)
+            }
+        }) {
+            keys.insert(if section.is_empty() {
+                field
+            } else {
+                format!("{section}.{field}")
+            });
+        }
+    }
+    for kind in ["multistep", "cosine", "regime", "constant"] {
+        let mut t = train_base.clone();
+        let mut schedule = toml::Table::new();
+        schedule.insert("kind".into(), kind.into());
+        t.insert("schedule".into(), schedule.into());
+        for field in probe_fields(&t, "schedule", |t| {
+            meal::config::from_table::<TrainConfig>(t, "train").map(drop)
+        }) {
+            keys.insert(format!("schedule.{field}"));
+        }
+    }
     keys
+}
+
+/// The field names serde expects in `section` of `base` (`a.b`, `a[]` = its first element),
+/// read off the error for an unknown key put there.
+fn probe_fields(
+    base: &toml::Table,
+    section: &str,
+    parse: impl Fn(toml::Table) -> meal::Result<()>,
+) -> Vec<String> {
+    let mut table = base.clone();
+    let mut here = &mut table;
+    for part in section.split('.').filter(|p| !p.is_empty()) {
+        let (name, first) = match part.strip_suffix("[]") {
+            Some(n) => (n, true),
+            None => (part, false),
+        };
+        let v = here
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no `{name}` in base"));
+        here = if first {
+            v.as_array_mut().unwrap()[0].as_table_mut().unwrap()
+        } else {
+            v.as_table_mut().unwrap()
+        };
+    }
+    here.insert("zz_probe".into(), 1.into());
+    let err = parse(table).expect_err("unknown key accepted").to_string();
+    let err = err.split(" (at ").next().unwrap();
+    let expected = err
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("no field list in: {err}"))
+        .1;
+    let fields: Vec<String> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    assert!(!fields.is_empty(), "no field list in: {err}");
+    fields
 }
 
 /// The key in the first cell of every reference table row.

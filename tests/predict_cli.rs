@@ -246,3 +246,30 @@ fn unreadable_images_are_named() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("broken.png"));
 }
+
+#[test]
+fn eval_accepts_a_run_folder_like_its_best_checkpoint() {
+    let f = fixture();
+    let o = meal(&[
+        "eval",
+        "--checkpoint",
+        f.run_dir.to_str().unwrap(),
+        f.ckpt.to_str().unwrap(),
+        "--data",
+        mini().to_str().unwrap(),
+        "--test-subset",
+        "50",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("best.ckpt (resnet8)"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    fn acc(row: &str) -> Vec<&str> {
+        row.split_whitespace().rev().take(2).collect()
+    }
+    assert_eq!(acc(rows[0]), acc(rows[1]), "{out}");
+    assert!(out.contains("ensemble of 2"), "{out}");
+}

@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::data::{self, DataConfig, Loader, LoaderConfig};
 use crate::error::{Error, Result};
-use crate::train::evaluate::evaluate;
+use crate::train::evaluate::{Renorm, evaluate_renormalized};
 use crate::train::model_io::load_model;
 
 #[derive(Debug, Args)]
@@ -37,6 +37,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     data_cfg.test_subset = a.test_subset;
     let splits = data::open(&data_cfg)?;
     let mut models = Vec::new();
+    let mut renorms = Vec::new();
     let mut names = Vec::new();
     for p in &a.checkpoint {
         let path = resolve_checkpoint(p);
@@ -52,6 +53,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 ),
             ));
         }
+        // Each model sees its input normalised as it was trained (imported teachers may differ).
+        renorms.push(Renorm::between(
+            splits.test.normalization(),
+            meta.normalization,
+        ));
         names.push(format!("{} ({})", path.display(), meta.arch));
         models.push(net);
     }
@@ -68,7 +74,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         },
     );
     let refs: Vec<_> = models.iter().collect();
-    let (each, ensemble) = evaluate(&refs, &loader, &device)?;
+    let (each, ensemble) = evaluate_renormalized(&refs, &renorms, &loader, &device)?;
     println!("{:<60} {:>8} {:>8}", "model", "top-1", "top-5");
     for (name, acc) in names.iter().zip(&each) {
         println!("{name:<60} {:>7.2}% {:>7.2}%", acc.top1, acc.top5);

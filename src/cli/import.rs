@@ -34,10 +34,10 @@ pub struct ImportArgs {
     pub classes: Option<usize>,
     /// Per-channel input mean the model was trained with (default: the file's own if it has
     /// one, else CIFAR-10's reference values 0.4914,0.4822,0.4465).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',', value_name = "M1,M2,M3")]
     pub mean: Option<Vec<f32>>,
     /// Per-channel input std (default: the file's own, else 0.2023,0.1994,0.2010).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',', value_name = "S1,S2,S3")]
     pub std: Option<Vec<f32>>,
     /// Input image side the model expects (default 32).
     #[arg(long)]

@@ -11,6 +11,7 @@ use md5::{Digest, Md5};
 use super::DataError;
 
 /// One file of an official release.
+#[derive(Debug)]
 pub struct Artifact {
     pub url: &'static str,
     pub md5: &'static str,
@@ -18,6 +19,7 @@ pub struct Artifact {
     pub extract: bool,
 }
 
+#[derive(Debug)]
 pub struct Release {
     pub name: &'static str,
     pub about: &'static str,

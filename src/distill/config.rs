@@ -63,7 +63,20 @@ pub struct DistillConfig {
 #[serde(deny_unknown_fields)]
 pub struct TeacherSpec {
     /// A `meal train` checkpoint (or run folder: its best.ckpt).
-    pub checkpoint: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
+    /// A PyTorch state dict or checkpoint (.pth/.pt/.t7/.safetensors) to import, with `arch`
+    /// (instead of `checkpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pytorch: Option<PathBuf>,
+    /// Zoo architecture of `pytorch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Input normalisation `pytorch` was trained with (default: the dataset's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<[f32; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<[f32; 3]>,
     /// Weight in `combine = "weighted"` (ignored otherwise).
     #[serde(default = "one")]
     pub weight: f64,
@@ -71,6 +84,52 @@ pub struct TeacherSpec {
 
 fn one() -> f64 {
     1.0
+}
+
+impl TeacherSpec {
+    /// A teacher from a meal checkpoint.
+    pub fn checkpoint(path: impl Into<PathBuf>) -> Self {
+        Self {
+            checkpoint: Some(path.into()),
+            pytorch: None,
+            arch: None,
+            mean: None,
+            std: None,
+            weight: 1.0,
+        }
+    }
+
+    /// Exactly one of `checkpoint` and `pytorch`; `arch` (and `mean`/`std`) only with `pytorch`.
+    pub fn validate(&self, i: usize) -> Result<()> {
+        let err = |m: String| Err(Error::Config(format!("teachers[{i}]: {m}")));
+        match (&self.checkpoint, &self.pytorch, &self.arch) {
+            (Some(_), Some(_), _) => {
+                return err("give either `checkpoint` or `pytorch`, not both".into());
+            }
+            (None, None, _) => {
+                return err("needs `checkpoint = \"...\"` or `arch` + `pytorch = \"...\"`".into());
+            }
+            (None, Some(_), None) => {
+                return err("`pytorch` needs `arch` (the zoo architecture of the weights)".into());
+            }
+            (None, Some(_), Some(arch)) => {
+                crate::models::arch_info(arch)
+                    .map_err(|e| Error::Config(format!("teachers[{i}].arch: {e}")))?;
+                if self.mean.is_some() != self.std.is_some() {
+                    return err("give both `mean` and `std`, or neither".into());
+                }
+                if self.std.is_some_and(|s| s.iter().any(|&v| !(v > 0.0))) {
+                    return err("`std` values must be positive".into());
+                }
+            }
+            (Some(_), None, _) => {
+                if self.arch.is_some() || self.mean.is_some() || self.std.is_some() {
+                    return err("`arch`, `mean` and `std` go with `pytorch`; a meal checkpoint carries its own".into());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How several teachers become one target.
@@ -212,6 +271,7 @@ impl DistillConfig {
             ));
         }
         for (i, t) in self.teachers.iter().enumerate() {
+            t.validate(i)?;
             if !(t.weight >= 0.0 && t.weight.is_finite()) {
                 return Err(Error::Config(format!(
                     "teachers[{i}].weight must be >= 0, got {}",

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::models::{self, arch_info};
 use crate::progress;
 use crate::train::checkpoint::Container;
-use crate::train::evaluate::{Accuracy, evaluate};
+use crate::train::evaluate::{Accuracy, Renorm, evaluate, evaluate_renormalized};
 use crate::train::model_io::{self, ModelMeta};
 use crate::train::optim::SgdSettings;
 use crate::train::run_dir::RunDir;
@@ -78,10 +78,12 @@ pub enum DistillStart {
 }
 
 pub fn distill(start: DistillStart) -> Result<DistillOutcome> {
-    let (config, run, resume) = match start {
+    let (config, run, resume, splits) = match start {
         DistillStart::Fresh { config, table } => {
             let config = *config;
             config.validate()?;
+            // Bad data fails before a run folder is created.
+            let splits = data::open(&config.data)?;
             let name = config
                 .name
                 .clone()
@@ -90,7 +92,7 @@ pub fn distill(start: DistillStart) -> Result<DistillOutcome> {
                 Some(dir) => RunDir::create_at(dir, &table, config.seed)?,
                 None => RunDir::create(&config.out_dir, &name, &table, config.seed)?,
             };
-            (config, run, false)
+            (config, run, false, splits)
         }
         DistillStart::Resume { run_dir, sets } => {
             let run = RunDir::open(&run_dir)?;
@@ -101,10 +103,10 @@ pub fn distill(start: DistillStart) -> Result<DistillOutcome> {
             let config: DistillConfig = crate::config::from_table(table.clone(), "distill config")?;
             config.validate()?;
             run.write_config(&table)?;
-            (config, run, true)
+            let splits = data::open(&config.data)?;
+            (config, run, true, splits)
         }
     };
-    let splits = data::open(&config.data)?;
     distill_in(&config, &run, resume, splits.train, splits.test)
 }
 
@@ -125,14 +127,30 @@ pub fn load_teachers(
     let mut teachers = Vec::new();
     let mut metas = Vec::new();
     for (i, spec) in config.teachers.iter().enumerate() {
-        let path = resolve_checkpoint(&spec.checkpoint);
-        if !path.exists() {
-            return Err(Error::Config(format!(
-                "teachers[{i}].checkpoint: {} does not exist; train one with `meal train` (or import it)",
-                path.display()
-            )));
-        }
-        let (net, meta, _) = model_io::load_model(&path, &device)?;
+        let (net, meta, path) = match (&spec.checkpoint, &spec.pytorch, &spec.arch) {
+            (None, Some(file), Some(arch)) => {
+                let own = spec
+                    .mean
+                    .zip(spec.std)
+                    .map(|(mean, std)| crate::data::Normalization { mean, std });
+                let own = own.or(Some(train_set.normalization()));
+                let (net, meta) = crate::interop::load_pytorch_teacher(arch, file, own, &device)
+                    .map_err(|e| Error::Config(format!("teachers[{i}].pytorch: {e}")))?;
+                (net, meta, file.clone())
+            }
+            _ => {
+                let checkpoint = spec.checkpoint.clone().unwrap_or_default();
+                let path = resolve_checkpoint(&checkpoint);
+                if !path.exists() {
+                    return Err(Error::Config(format!(
+                        "teachers[{i}].checkpoint: {} does not exist; train one with `meal train` (or import it)",
+                        path.display()
+                    )));
+                }
+                let (net, meta, _) = model_io::load_model(&path, &device)?;
+                (net, meta, path)
+            }
+        };
         if meta.num_classes != train_set.num_classes() {
             return Err(Error::checkpoint(
                 &path,
@@ -248,7 +266,11 @@ pub fn distill_in(
     } else {
         let evals: Vec<_> = teachers.iter().map(|t| t.net.valid()).collect();
         let refs: Vec<_> = evals.iter().collect();
-        let (each, ensemble) = evaluate(&refs, &test_loader, &plain)?;
+        let renorms: Vec<_> = teacher_metas
+            .iter()
+            .map(|m| Renorm::between(train_set.normalization(), m.normalization))
+            .collect();
+        let (each, ensemble) = evaluate_renormalized(&refs, &renorms, &test_loader, &plain)?;
         let report = TeacherReport {
             teachers: teachers
                 .iter()

@@ -70,6 +70,8 @@ pub enum LegendItem {
         stroke: Stroke,
         width: u32,
         label: String,
+        /// Appended to the label and never shortened (e.g. an accuracy).
+        suffix: String,
     },
 }
 
@@ -143,6 +145,9 @@ impl Chart {
 /// Tick label for `v` on an axis spanning `span`.
 fn tick(v: f64, span: f64, max_abs: f64) -> String {
     if max_abs > 0.0 && max_abs < 1e-2 {
+        if v.abs() < max_abs * 1e-9 {
+            return "0".into();
+        }
         return format!("{v:.1e}");
     }
     let step = span / 8.0;
@@ -275,6 +280,7 @@ fn draw_legend<DB: DrawingBackend>(
                 stroke,
                 width,
                 label,
+                suffix,
             } => {
                 let s = style(*color, *width);
                 match stroke {
@@ -290,7 +296,11 @@ fn draw_legend<DB: DrawingBackend>(
                         }
                     }
                 }
-                let label = fit(area, label, &entry_font, max_text);
+                let suffix_width = area
+                    .estimate_text_size(suffix, &entry_font)
+                    .map(|(w, _)| w as i32)
+                    .unwrap_or(0);
+                let label = fit(area, label, &entry_font, max_text - suffix_width) + suffix;
                 let pos = entry_style_pos(&entry_font);
                 area.draw(&Text::new(label, (left + sample + 8, y), pos))?;
             }
@@ -381,6 +391,7 @@ mod tests {
         assert_eq!(tick(80.0, 40.0, 100.0), "80");
         assert_eq!(tick(0.05, 0.1, 0.1), "0.050");
         assert_eq!(tick(0.0005, 0.001, 0.001), "5.0e-4");
+        assert_eq!(tick(0.0, 0.001, 0.001), "0");
     }
 
     #[test]

@@ -37,6 +37,7 @@ th, td { border: 1px solid #ddd; padding: 5px 9px; text-align: left; vertical-al
 th { background: #f0f0f0; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.ensemble td { font-weight: 600; background: #f6f6f6; }
+table.summary td:first-child { white-space: nowrap; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 7px;
           vertical-align: -1px; }
 .charts { display: grid; grid-template-columns: 1fr; gap: 18px; }
@@ -53,6 +54,9 @@ details { margin: 6px 0; }
 summary { cursor: pointer; font-size: 13.5px; color: #333; }
 .warn { color: #8a4b00; font-size: 13px; }
 .scroll { max-height: 420px; overflow: auto; display: inline-block; max-width: 100%; }
+table.metrics { font-size: 12px; margin: 0; }
+table.metrics th, table.metrics td { padding: 3px 6px; }
+table.metrics th { position: sticky; top: 0; }
 code { font-size: 12.5px; }
 "#;
 
@@ -293,10 +297,14 @@ fn format_metric(key: &str, v: f64) -> String {
         return v.to_string();
     }
     if key.ends_with("lr") {
-        if v != 0.0 && v.abs() < 1e-3 {
-            format!("{v:.2e}")
+        // Four significant digits, so that one column reads alike from 0.1 to 0.0001.
+        if v == 0.0 {
+            "0".into()
+        } else if v.abs() < 1e-4 {
+            format!("{v:.3e}")
         } else {
-            format!("{v:.5}")
+            let decimals = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+            format!("{v:.decimals$}")
         }
     } else if key == "images_per_sec" || key == "epoch_seconds" {
         format!("{v:.1}")
@@ -338,7 +346,7 @@ fn runs_section(out: &mut String, runs: &[RunData]) {
             let _ = write!(
                 out,
                 "<details><summary>metrics per epoch ({} epochs)</summary><div class=\"scroll\">\
-                 <table><thead><tr><th class=\"num\">epoch</th>",
+                 <table class=\"metrics\"><thead><tr><th class=\"num\">epoch</th>",
                 r.epochs.len()
             );
             for c in &cols {
@@ -421,7 +429,10 @@ mod tests {
         assert_eq!(duration(59.6), "1m 00s");
         assert_eq!(duration(3725.0), "1h 02m");
         assert_eq!(pretty_timestamp("20261128-101112"), "2026-11-28 10:11:12");
-        assert_eq!(format_metric("d_lr", 0.0001), "1.00e-4");
+        assert_eq!(format_metric("d_lr", 0.0001), "0.0001000");
+        assert_eq!(format_metric("d_lr", 0.000999), "0.0009990");
+        assert_eq!(format_metric("lr", 0.05), "0.05000");
+        assert_eq!(format_metric("lr", 2e-6), "2.000e-6");
         assert_eq!(format_metric("test_top1", 91.234), "91.23");
     }
 }

@@ -249,15 +249,16 @@ fn teacher_lines(runs: &[RunData], metric: TeacherMetric) -> (Vec<HLine>, Vec<Le
             });
             let short = teacher_short_name(&teacher.name);
             let label = if short == teacher.arch || short.is_empty() {
-                format!("{} {v:.2}%", teacher.arch)
+                teacher.arch.clone()
             } else {
-                format!("{} ({}) {v:.2}%", short, teacher.arch)
+                format!("{} ({})", short, teacher.arch)
             };
             legend.push(LegendItem::Entry {
                 color,
                 stroke,
                 width: 2,
                 label,
+                suffix: format!(" {v:.2}%"),
             });
         }
         let v = value(&t.ensemble);
@@ -279,15 +280,16 @@ fn teacher_lines(runs: &[RunData], metric: TeacherMetric) -> (Vec<HLine>, Vec<Le
             y: v,
         });
         let label = if ensembles.len() > 1 {
-            format!("ensemble of {n} ({run_name}) {v:.2}%")
+            format!("ensemble of {n} ({run_name})")
         } else {
-            format!("ensemble of {n} {v:.2}%")
+            format!("ensemble of {n}")
         };
         legend.push(LegendItem::Entry {
             color: ENSEMBLE_COLOR,
             stroke: ENSEMBLE_STROKE,
             width: 2,
             label,
+            suffix: format!(" {v:.2}%"),
         });
     }
     if !legend.is_empty() {
@@ -328,6 +330,7 @@ fn build_chart(spec: &Spec, runs: &[RunData]) -> Option<Chart> {
                 stroke: Stroke::Solid,
                 width: 3,
                 label: run.name.clone(),
+                suffix: String::new(),
             });
         }
     }
@@ -347,6 +350,7 @@ fn build_chart(spec: &Spec, runs: &[RunData]) -> Option<Chart> {
                     },
                     width: 2,
                     label: (*label).to_string(),
+                    suffix: String::new(),
                 });
             }
         }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"MEALCKPT";
+/// A CRC-32 over every other section (name and payload), so a flipped byte is caught on load.
+const CHECKSUM: &str = "crc32";
 const VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Default)]
@@ -55,12 +57,16 @@ impl Container {
             std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, e))?;
         }
         let tmp = tmp_path(path);
+        let mut sections = self.sections.clone();
+        sections.remove(CHECKSUM);
+        let crc = checksum(&sections);
+        sections.insert(CHECKSUM.to_string(), crc.to_le_bytes().to_vec());
         let write = || -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             f.write_all(MAGIC)?;
             f.write_all(&VERSION.to_le_bytes())?;
-            f.write_all(&(self.sections.len() as u32).to_le_bytes())?;
-            for (name, data) in &self.sections {
+            f.write_all(&(sections.len() as u32).to_le_bytes())?;
+            for (name, data) in &sections {
                 f.write_all(&(name.len() as u32).to_le_bytes())?;
                 f.write_all(name.as_bytes())?;
                 f.write_all(&(data.len() as u64).to_le_bytes())?;
@@ -113,8 +119,24 @@ impl Container {
         if r.pos != bytes.len() {
             return Err(bad("trailing bytes after the last section"));
         }
+        if let Some(stored) = sections.remove(CHECKSUM) {
+            let expected = checksum(&sections).to_le_bytes();
+            if stored != expected {
+                return Err(bad("checksum mismatch: the file is corrupt"));
+            }
+        }
         Ok(Self { sections })
     }
+}
+
+fn checksum(sections: &BTreeMap<String, Vec<u8>>) -> u32 {
+    let mut crc = flate2::Crc::new();
+    for (name, data) in sections {
+        crc.update(name.as_bytes());
+        crc.update(&(data.len() as u64).to_le_bytes());
+        crc.update(data);
+    }
+    crc.sum()
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -170,6 +192,16 @@ mod tests {
         std::fs::write(&path, b"PK\x03\x04 zip").unwrap();
         let err = Container::load(&path).unwrap_err().to_string();
         assert!(err.contains("magic"), "{err}");
+        // A flipped byte inside a payload is caught by the checksum.
+        let mut flipped = bytes.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 0x40;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = Container::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("corrupt") || err.contains("truncated"),
+            "{err}"
+        );
         let err = back.get(&path, "optim").unwrap_err().to_string();
         assert!(err.contains("optim"), "{err}");
     }

@@ -1,10 +1,10 @@
 //! Test-set evaluation of one model or an ensemble (mean of softmax probabilities).
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::tensors::{batch_tensors, host_rows, softmax_rows, topk_correct};
-use crate::data::Loader;
+use crate::data::{Loader, Normalization};
 use crate::error::Result;
 use crate::models::Net;
 
@@ -16,6 +16,40 @@ pub struct Accuracy {
     pub images: usize,
 }
 
+/// The per-channel `x·scale + shift` that turns an input normalised with one mean/std into the
+/// same input normalised with another, so that a model trained with other statistics than the
+/// dataset's (an imported teacher, say) sees what it was trained on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Renorm {
+    pub scale: [f32; 3],
+    pub shift: [f32; 3],
+}
+
+impl Renorm {
+    /// From inputs normalised with `data` to inputs normalised with `own`; `None` when equal.
+    pub fn between(data: Normalization, own: Normalization) -> Option<Self> {
+        (data != own).then(|| {
+            let mut r = Renorm {
+                scale: [0.0; 3],
+                shift: [0.0; 3],
+            };
+            for c in 0..3 {
+                // x_raw = x·std_d + mean_d; x_own = (x_raw − mean_own) / std_own
+                r.scale[c] = data.std[c] / own.std[c];
+                r.shift[c] = (data.mean[c] - own.mean[c]) / own.std[c];
+            }
+            r
+        })
+    }
+
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        let s = Tensor::<1>::from_floats(self.scale, &device).reshape([1, 3, 1, 1]);
+        let b = Tensor::<1>::from_floats(self.shift, &device).reshape([1, 3, 1, 1]);
+        x * s + b
+    }
+}
+
 /// Accuracy of each model and of the ensemble of all of them. `models` must be in inference
 /// form (`valid()`); `device` is the plain device they live on.
 pub fn evaluate(
@@ -23,6 +57,18 @@ pub fn evaluate(
     loader: &Loader,
     device: &Device,
 ) -> Result<(Vec<Accuracy>, Accuracy)> {
+    evaluate_renormalized(models, &vec![None; models.len()], loader, device)
+}
+
+/// [`evaluate`] where model `i` sees its input re-normalised by `renorms[i]` (the ensemble
+/// averages the models' probabilities as they are).
+pub fn evaluate_renormalized(
+    models: &[&Net],
+    renorms: &[Option<Renorm>],
+    loader: &Loader,
+    device: &Device,
+) -> Result<(Vec<Accuracy>, Accuracy)> {
+    assert_eq!(models.len(), renorms.len(), "one renorm per model");
     let mut correct1 = vec![0usize; models.len() + 1];
     let mut correct5 = vec![0usize; models.len() + 1];
     let mut loss = vec![0f64; models.len() + 1];
@@ -33,7 +79,11 @@ pub fn evaluate(
         let mut mean_probs: Vec<f32> = Vec::new();
         let mut classes = 0;
         for (i, model) in models.iter().enumerate() {
-            let (scores, k) = host_rows(&model.forward(x.clone()).logits);
+            let xi = match &renorms[i] {
+                Some(r) => r.apply(x.clone()),
+                None => x.clone(),
+            };
+            let (scores, k) = host_rows(&model.forward(xi).logits);
             classes = k;
             let probs = softmax_rows(&scores, k);
             correct1[i] += topk_correct(&scores, k, &batch.labels, 1);

@@ -36,8 +36,10 @@ pub struct ModelMeta {
 }
 
 pub fn model_bytes(model: &Net) -> Result<Vec<u8>> {
+    // `valid()` first: it applies any pending BatchNorm running-stat update, which a plain
+    // record of the training module could miss by one batch.
     let bytes = model
-        .clone()
+        .valid()
         .into_record()
         .into_bytes()
         .map_err(|e| Error::Other(format!("cannot serialise model: {e}")))?;
@@ -60,17 +62,47 @@ pub fn load_weights(model: Net, bytes: &[u8], path: &Path) -> Result<Net> {
     })
 }
 
-/// Shortens every `[a, b, c, ...]` list of more than four items in `message` to its first three
-/// and a count, so that a mismatch does not print every tensor name of the model.
+/// Shortens every list of quoted names (`["a", "b", ...]`, as burn reports missing, unused or
+/// misshapen tensors) of more than four items to its first three and a count, so that a
+/// mismatch does not print every tensor of the model. Brackets inside the quotes (shapes) are
+/// left alone.
 fn abbreviate_lists(message: &str) -> String {
     let mut out = String::new();
     let mut rest = message;
-    while let Some(open) = rest.find('[') {
-        let Some(len) = rest[open..].find(']') else {
+    while let Some(open) = rest.find("[\"") {
+        out.push_str(&rest[..open]);
+        let body = &rest[open + 1..];
+        let (mut items, mut start, mut in_str, mut escaped, mut close) =
+            (Vec::new(), 0, false, false, None);
+        for (i, c) in body.char_indices() {
+            if in_str {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => in_str = false,
+                    _ => {}
+                }
+            } else {
+                match c {
+                    '"' => in_str = true,
+                    ',' => {
+                        items.push(body[start..i].trim());
+                        start = i + 1;
+                    }
+                    ']' => {
+                        items.push(body[start..i].trim());
+                        close = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let Some(close) = close else {
+            rest = &rest[open..];
             break;
         };
-        let items: Vec<&str> = rest[open + 1..open + len].split(", ").collect();
-        out.push_str(&rest[..=open]);
+        out.push('[');
         if items.len() > 4 {
             out.push_str(&items[..3].join(", "));
             out.push_str(&format!(", ... ({} in all)", items.len()));
@@ -78,7 +110,7 @@ fn abbreviate_lists(message: &str) -> String {
             out.push_str(&items.join(", "));
         }
         out.push(']');
-        rest = &rest[open + len + 1..];
+        rest = &body[close + 1..];
     }
     out.push_str(rest);
     out
@@ -109,4 +141,30 @@ pub fn model_container(meta: &ModelMeta, model: &Net) -> Result<Container> {
     c.insert_json(META, meta)?;
     c.insert(MODEL, model_bytes(model)?);
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abbreviate_lists;
+
+    #[test]
+    fn long_tensor_lists_are_abbreviated() {
+        let names = (0..6).map(|i| format!("\"t{i}\"")).collect::<Vec<_>>();
+        let msg = format!("Missing tensors: [{}] after", names.join(", "));
+        assert_eq!(
+            abbreviate_lists(&msg),
+            "Missing tensors: [\"t0\", \"t1\", \"t2\", ... (6 in all)] after"
+        );
+        // Shapes inside the names stay whole; short lists stay as they are.
+        let shape = |n: &str| format!("\"{n}: expected Shape {{ dims: [16, 3, 3, 3] }}\"");
+        let five = (0..5).map(|i| shape(&format!("w{i}"))).collect::<Vec<_>>();
+        let msg = format!("Apply errors: [{}]", five.join(", "));
+        assert_eq!(
+            abbreviate_lists(&msg),
+            format!("Apply errors: [{}, ... (5 in all)]", five[..3].join(", "))
+        );
+        let two = format!("[{}, {}] and [1, 2, 3, 4, 5]", shape("a"), shape("b"));
+        assert_eq!(abbreviate_lists(&two), two);
+        assert_eq!(abbreviate_lists("no list [\"open"), "no list [\"open");
+    }
 }

@@ -66,16 +66,18 @@ pub enum Start {
 }
 
 pub fn train(start: Start) -> Result<TrainOutcome> {
-    let (config, run, resume) = match start {
+    let (config, run, resume, splits) = match start {
         Start::Fresh { config, table } => {
             let config = *config;
             config.validate()?;
+            // Bad data fails before a run folder is created.
+            let splits = data::open(&config.data)?;
             let name = config.name.clone().unwrap_or_else(|| config.arch.clone());
             let run = match &config.run_dir {
                 Some(dir) => RunDir::create_at(dir, &table, config.seed)?,
                 None => RunDir::create(&config.out_dir, &name, &table, config.seed)?,
             };
-            (config, run, false)
+            (config, run, false, splits)
         }
         Start::Resume { run_dir, sets } => {
             let run = RunDir::open(&run_dir)?;
@@ -86,10 +88,10 @@ pub fn train(start: Start) -> Result<TrainOutcome> {
             let config: TrainConfig = crate::config::from_table(table.clone(), "train config")?;
             config.validate()?;
             run.write_config(&table)?;
-            (config, run, true)
+            let splits = data::open(&config.data)?;
+            (config, run, true, splits)
         }
     };
-    let splits = data::open(&config.data)?;
     train_in(&config, &run, resume, splits.train, splits.test)
 }
 
