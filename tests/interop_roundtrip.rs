@@ -48,49 +48,55 @@ struct Job {
     reference: Option<Vec<Vec<f64>>>,
 }
 
-/// Exports `net` in both containers and reads each back with meal itself.
-fn export_both(
-    jobs: &mut Vec<Job>,
-    dir: &Path,
-    what: &str,
-    net: &Net,
-    arch: &str,
-    names: NameScheme,
-    n: usize,
-    reference: Option<&Vec<Vec<f64>>>,
-) {
-    let device = meal::backend::device();
-    let ours = logits(net, n);
-    for (format, ext) in [
-        (ExportFormat::Safetensors, "safetensors"),
-        (ExportFormat::Pytorch, "pth"),
-    ] {
-        let path = dir.join(format!("{what}.{ext}"));
-        let summary = export(net, &meta(arch, 10), names, format, &path).unwrap();
-        assert_eq!(summary.scheme, names);
-        // meal reads its own export back (names detected) to the same logits.
-        let back = import_pytorch(&path, &ImportOptions::new(arch), &device)
-            .unwrap_or_else(|e| panic!("{what}.{ext}: {e}"));
-        assert!(back.report.is_complete(), "{}", back.report);
-        assert_eq!(back.report.scheme, Some(names));
-        assert_eq!(
-            back.report.loaded + back.report.batch_counters,
-            summary.tensors
-        );
-        let again = logits(&back.net, n);
-        assert!(
-            max_diff(&again, &to_f64(&ours)) == 0.0,
-            "{what}.{ext}: re-import differs"
-        );
-        jobs.push(Job {
-            what: format!("{what}.{ext}"),
-            arch: arch.to_string(),
-            names,
-            weights: path,
-            n,
-            ours: ours.clone(),
-            reference: reference.cloned(),
-        });
+struct Roundtrip {
+    dir: PathBuf,
+    jobs: Vec<Job>,
+}
+
+impl Roundtrip {
+    /// Exports `net` in both containers and reads each back with meal itself.
+    fn export_both(
+        &mut self,
+        what: &str,
+        net: &Net,
+        arch: &str,
+        names: NameScheme,
+        n: usize,
+        reference: Option<&Vec<Vec<f64>>>,
+    ) {
+        let device = meal::backend::device();
+        let ours = logits(net, n);
+        for (format, ext) in [
+            (ExportFormat::Safetensors, "safetensors"),
+            (ExportFormat::Pytorch, "pth"),
+        ] {
+            let path = self.dir.join(format!("{what}.{ext}"));
+            let summary = export(net, &meta(arch, 10), names, format, &path).unwrap();
+            assert_eq!(summary.scheme, names);
+            // meal reads its own export back (names detected) to the same logits.
+            let back = import_pytorch(&path, &ImportOptions::new(arch), &device)
+                .unwrap_or_else(|e| panic!("{what}.{ext}: {e}"));
+            assert!(back.report.is_complete(), "{}", back.report);
+            assert_eq!(back.report.scheme, Some(names));
+            assert_eq!(
+                back.report.loaded + back.report.batch_counters,
+                summary.tensors
+            );
+            let again = logits(&back.net, n);
+            assert!(
+                max_diff(&again, &to_f64(&ours)) == 0.0,
+                "{what}.{ext}: re-import differs"
+            );
+            self.jobs.push(Job {
+                what: format!("{what}.{ext}"),
+                arch: arch.to_string(),
+                names,
+                weights: path,
+                n,
+                ours: ours.clone(),
+                reference: reference.cloned(),
+            });
+        }
     }
 }
 
@@ -105,7 +111,10 @@ fn exports_load_strictly_in_pytorch_with_the_same_logits() {
     let expected = expected();
     let device = meal::backend::device();
     let dir = tempfile::tempdir().unwrap();
-    let mut jobs = Vec::new();
+    let mut rt = Roundtrip {
+        dir: dir.path().to_path_buf(),
+        jobs: Vec::new(),
+    };
 
     // A PyTorch-made resnet8, through meal and back.
     let fx = &expected.models["resnet8"];
@@ -116,9 +125,7 @@ fn exports_load_strictly_in_pytorch_with_the_same_logits() {
     )
     .unwrap()
     .net;
-    export_both(
-        &mut jobs,
-        dir.path(),
+    rt.export_both(
         "resnet8",
         &net,
         "resnet8",
@@ -138,9 +145,7 @@ fn exports_load_strictly_in_pytorch_with_the_same_logits() {
     let net = import_pytorch(&src, &ImportOptions::new("resnet18"), &device)
         .unwrap()
         .net;
-    export_both(
-        &mut jobs,
-        dir.path(),
+    rt.export_both(
         "kuangliu_resnet18",
         &net,
         "resnet18",
@@ -162,7 +167,7 @@ fn exports_load_strictly_in_pytorch_with_the_same_logits() {
             &path,
         )
         .unwrap();
-        jobs.push(Job {
+        rt.jobs.push(Job {
             what: format!("{arch}.pth"),
             arch: arch.into(),
             names: NameScheme::Meal,
@@ -182,6 +187,7 @@ fn exports_load_strictly_in_pytorch_with_the_same_logits() {
         );
         return;
     }
+    let jobs = rt.jobs;
     let spec: Vec<_> = jobs
         .iter()
         .map(|j| {

@@ -83,10 +83,8 @@ fn skeleton(kind: ConfigKind) -> toml::Table {
 pub fn unset_keys<T: Serialize>(config: &T) -> Vec<String> {
     fn walk(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
         match v {
-            serde_json::Value::Null => {
-                if !out.iter().any(|k| k == prefix) {
-                    out.push(prefix.to_string());
-                }
+            serde_json::Value::Null if !out.iter().any(|k| k == prefix) => {
+                out.push(prefix.to_string());
             }
             serde_json::Value::Object(map) => {
                 for (k, v) in map {

@@ -64,7 +64,7 @@ pub fn run(a: ImportArgs) -> Result<()> {
                 mean: three(m, "mean")?,
                 std: three(s, "std")?,
             };
-            if norm.std.iter().any(|&s| !(s > 0.0)) {
+            if norm.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
                 return Err(Error::Other("--std values must be positive".into()));
             }
             Some(norm)

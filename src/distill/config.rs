@@ -118,7 +118,10 @@ impl TeacherSpec {
                 if self.mean.is_some() != self.std.is_some() {
                     return err("give both `mean` and `std`, or neither".into());
                 }
-                if self.std.is_some_and(|s| s.iter().any(|&v| !(v > 0.0))) {
+                if self
+                    .std
+                    .is_some_and(|s| s.iter().any(|&v| v.is_nan() || v <= 0.0))
+                {
                     return err("`std` values must be positive".into());
                 }
             }

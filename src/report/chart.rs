@@ -389,7 +389,8 @@ mod tests {
     #[test]
     fn ticks_pick_sensible_precision() {
         assert_eq!(tick(80.0, 40.0, 100.0), "80");
-        assert_eq!(tick(0.05, 0.1, 0.1), "0.050");
+        assert_eq!(tick(0.05, 0.1, 0.1), "0.05");
+        assert_eq!(tick(0.05, 0.05, 0.1), "0.050");
         assert_eq!(tick(0.0005, 0.001, 0.001), "5.0e-4");
         assert_eq!(tick(0.0, 0.001, 0.001), "0");
     }
