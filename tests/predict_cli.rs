@@ -95,8 +95,11 @@ fn fixture() -> Fixture {
     }
 }
 
-/// `(image, [(class, prob)])` of every JSON line.
-fn parse_json(stdout: &str) -> Vec<(String, Vec<(String, usize, f64)>)> {
+/// `(class, index, probability)` of one listed class.
+type Ranked = (String, usize, f64);
+
+/// `(image, its listed classes)` of every JSON line.
+fn parse_json(stdout: &str) -> Vec<(String, Vec<Ranked>)> {
     stdout
         .lines()
         .map(|l| {
@@ -118,7 +121,7 @@ fn parse_json(stdout: &str) -> Vec<(String, Vec<(String, usize, f64)>)> {
         .collect()
 }
 
-fn assert_top5(top: &[(String, usize, f64)], names: &[String]) {
+fn assert_top5(top: &[Ranked], names: &[String]) {
     assert_eq!(top.len(), 5);
     let sum: f64 = top.iter().map(|t| t.2).sum();
     assert!(sum <= 1.0 + 1e-5 && sum > 0.0, "top-5 sum {sum}");

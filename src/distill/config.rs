@@ -346,3 +346,27 @@ impl DistillConfig {
         Ok(())
     }
 }
+
+impl crate::train::run::RunConfig for DistillConfig {
+    const WHAT: &'static str = "distill config";
+    fn validate(&self) -> Result<()> {
+        DistillConfig::validate(self)
+    }
+    fn run_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("distill-{}", self.student))
+    }
+    fn run_dir(&self) -> Option<&std::path::Path> {
+        self.run_dir.as_deref()
+    }
+    fn out_dir(&self) -> &std::path::Path {
+        &self.out_dir
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn data(&self) -> &DataConfig {
+        &self.data
+    }
+}

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{DistillConfig, TeacherBn};
 use super::objective::{self, Discriminators, MealState, Teacher};
 use super::stages::{self, Participant, Stage};
-use crate::data::{self, Dataset, Loader, LoaderConfig};
+use crate::data::{Dataset, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::models::{self, arch_info};
 use crate::progress;
@@ -22,13 +22,12 @@ use crate::train::evaluate::{Accuracy, Renorm, evaluate, evaluate_renormalized};
 use crate::train::model_io::{self, ModelMeta};
 use crate::train::optim::SgdSettings;
 use crate::train::run_dir::RunDir;
-use crate::train::supervised::{RunState, load_optim_bytes, optim_bytes};
+use crate::train::supervised::{RunState, STATE, load_optim_bytes, optim_bytes, save_checkpoints};
 use crate::train::tensors::{batch_tensors, host_rows, topk_correct};
 
 const DISCS: &str = "discriminators";
 const OPTIM: &str = "optim";
 const OPTIM_D: &str = "optim_discriminators";
-const STATE: &str = "state";
 pub const TEACHERS_FILE: &str = "teachers.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,48 +65,12 @@ pub struct DistillOutcome {
     pub seconds: f64,
 }
 
-pub enum DistillStart {
-    Fresh {
-        config: Box<DistillConfig>,
-        table: toml::Table,
-    },
-    Resume {
-        run_dir: PathBuf,
-        sets: Vec<String>,
-    },
-}
+/// Where a distillation run starts from.
+pub type DistillStart = crate::train::run::Start<DistillConfig>;
 
 pub fn distill(start: DistillStart) -> Result<DistillOutcome> {
-    let (config, run, resume, splits) = match start {
-        DistillStart::Fresh { config, table } => {
-            let config = *config;
-            config.validate()?;
-            // Bad data fails before a run folder is created.
-            let splits = data::open(&config.data)?;
-            let name = config
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("distill-{}", config.student));
-            let run = match &config.run_dir {
-                Some(dir) => RunDir::create_at(dir, &table, config.seed)?,
-                None => RunDir::create(&config.out_dir, &name, &table, config.seed)?,
-            };
-            (config, run, false, splits)
-        }
-        DistillStart::Resume { run_dir, sets } => {
-            let run = RunDir::open(&run_dir)?;
-            let mut table = run.read_config()?;
-            for s in &sets {
-                crate::config::apply_set(&mut table, s)?;
-            }
-            let config: DistillConfig = crate::config::from_table(table.clone(), "distill config")?;
-            config.validate()?;
-            run.write_config(&table)?;
-            let splits = data::open(&config.data)?;
-            (config, run, true, splits)
-        }
-    };
-    distill_in(&config, &run, resume, splits.train, splits.test)
+    let o = crate::train::run::open(start)?;
+    distill_in(&o.config, &o.run, o.resume, o.splits.train, o.splits.test)
 }
 
 fn resolve_checkpoint(path: &Path) -> PathBuf {
@@ -429,12 +392,7 @@ pub fn distill_in(
         let train_seconds = t0.elapsed().as_secs_f64();
         let (accs, _) = evaluate(&[&state.student.valid()], &test_loader, &plain)?;
         last = accs[0];
-        run_state.epochs_done = epoch + 1;
-        let improved = last.top1 > run_state.best_acc || run_state.epochs_done == 1;
-        if improved {
-            run_state.best_acc = last.top1;
-            run_state.best_epoch = epoch + 1;
-        }
+        let improved = run_state.finish_epoch(epoch, last.top1);
         let b = batches.max(1) as f64;
         let record = DistillEpochRecord {
             epoch,
@@ -471,21 +429,24 @@ pub fn distill_in(
             test_acc: Some(last.top1),
             ..meta.clone()
         };
-        if improved {
-            model_io::model_container(&meta, &state.student)?.save_atomic(&run.best())?;
-        }
-        let mut c = model_io::model_container(&meta, &state.student)?;
         let discs_bytes = state
             .discs
             .clone()
             .into_record()
             .into_bytes()
             .map_err(|e| Error::Other(format!("cannot serialise discriminators: {e}")))?;
-        c.insert(DISCS, discs_bytes.to_vec());
-        c.insert(OPTIM, optim_bytes(&state.opt_student)?);
-        c.insert(OPTIM_D, optim_bytes(&state.opt_discs)?);
-        c.insert_json(STATE, &run_state)?;
-        c.save_atomic(&run.last())?;
+        save_checkpoints(
+            run,
+            &meta,
+            &state.student,
+            improved,
+            &run_state,
+            vec![
+                (DISCS, discs_bytes.to_vec()),
+                (OPTIM, optim_bytes(&state.opt_student)?),
+                (OPTIM_D, optim_bytes(&state.opt_discs)?),
+            ],
+        )?;
     }
     Ok(DistillOutcome {
         run_dir: run.path.clone(),

@@ -102,3 +102,25 @@ pub(crate) fn check_common(
     }
     opt.validate(&format!("{prefix}optimizer"))
 }
+
+impl super::run::RunConfig for TrainConfig {
+    const WHAT: &'static str = "train config";
+    fn validate(&self) -> Result<()> {
+        TrainConfig::validate(self)
+    }
+    fn run_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.arch.clone())
+    }
+    fn run_dir(&self) -> Option<&std::path::Path> {
+        self.run_dir.as_deref()
+    }
+    fn out_dir(&self) -> &std::path::Path {
+        &self.out_dir
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn data(&self) -> &DataConfig {
+        &self.data
+    }
+}

@@ -7,10 +7,12 @@ pub mod evaluate;
 pub mod interrupt;
 pub mod model_io;
 pub mod optim;
+pub mod run;
 pub mod run_dir;
 pub mod schedule;
 pub mod supervised;
 pub mod tensors;
 
 pub use config::TrainConfig;
-pub use supervised::{Start, TrainOutcome, train};
+pub use run::Start;
+pub use supervised::{TrainOutcome, train};

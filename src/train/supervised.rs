@@ -15,15 +15,16 @@ use super::checkpoint::Container;
 use super::config::TrainConfig;
 use super::evaluate::{Accuracy, evaluate};
 use super::model_io::{self, ModelMeta};
+use super::run::Start;
 use super::run_dir::RunDir;
 use super::tensors::{batch_tensors, cross_entropy, host_rows, topk_correct};
-use crate::data::{self, Dataset, Loader, LoaderConfig};
+use crate::data::{Dataset, Loader, LoaderConfig};
 use crate::error::{Error, Result};
 use crate::models::{self, Net};
 use crate::progress;
 
 const OPTIM: &str = "optim";
-const STATE: &str = "state";
+pub(crate) const STATE: &str = "state";
 
 /// Counters that, with the weights and optimizer state, define where a run stands.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -31,6 +32,40 @@ pub struct RunState {
     pub epochs_done: usize,
     pub best_acc: f64,
     pub best_epoch: usize,
+}
+
+impl RunState {
+    /// Records a finished epoch; returns whether its accuracy is the best so far.
+    pub fn finish_epoch(&mut self, epoch: usize, top1: f64) -> bool {
+        self.epochs_done = epoch + 1;
+        let improved = top1 > self.best_acc || self.epochs_done == 1;
+        if improved {
+            self.best_acc = top1;
+            self.best_epoch = epoch + 1;
+        }
+        improved
+    }
+}
+
+/// Writes `best.ckpt` (the model alone, when `improved`) and `last.ckpt` (the model, the
+/// `extra` sections and the run state), each atomically.
+pub(crate) fn save_checkpoints(
+    run: &RunDir,
+    meta: &ModelMeta,
+    model: &Net,
+    improved: bool,
+    state: &RunState,
+    extra: Vec<(&str, Vec<u8>)>,
+) -> Result<()> {
+    if improved {
+        model_io::model_container(meta, model)?.save_atomic(&run.best())?;
+    }
+    let mut c = model_io::model_container(meta, model)?;
+    for (name, bytes) in extra {
+        c.insert(name, bytes);
+    }
+    c.insert_json(STATE, state)?;
+    c.save_atomic(&run.last())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,44 +90,9 @@ pub struct TrainOutcome {
     pub seconds: f64,
 }
 
-/// Where training starts from.
-pub enum Start {
-    Fresh {
-        config: Box<TrainConfig>,
-        table: toml::Table,
-    },
-    /// Continue the run in this folder; `sets` may change e.g. `epochs` to extend it.
-    Resume { run_dir: PathBuf, sets: Vec<String> },
-}
-
-pub fn train(start: Start) -> Result<TrainOutcome> {
-    let (config, run, resume, splits) = match start {
-        Start::Fresh { config, table } => {
-            let config = *config;
-            config.validate()?;
-            // Bad data fails before a run folder is created.
-            let splits = data::open(&config.data)?;
-            let name = config.name.clone().unwrap_or_else(|| config.arch.clone());
-            let run = match &config.run_dir {
-                Some(dir) => RunDir::create_at(dir, &table, config.seed)?,
-                None => RunDir::create(&config.out_dir, &name, &table, config.seed)?,
-            };
-            (config, run, false, splits)
-        }
-        Start::Resume { run_dir, sets } => {
-            let run = RunDir::open(&run_dir)?;
-            let mut table = run.read_config()?;
-            for s in &sets {
-                crate::config::apply_set(&mut table, s)?;
-            }
-            let config: TrainConfig = crate::config::from_table(table.clone(), "train config")?;
-            config.validate()?;
-            run.write_config(&table)?;
-            let splits = data::open(&config.data)?;
-            (config, run, true, splits)
-        }
-    };
-    train_in(&config, &run, resume, splits.train, splits.test)
+pub fn train(start: Start<TrainConfig>) -> Result<TrainOutcome> {
+    let o = super::run::open(start)?;
+    train_in(&o.config, &o.run, o.resume, o.splits.train, o.splits.test)
 }
 
 fn loaders(
@@ -219,12 +219,7 @@ pub fn train_in(
         let train_seconds = t0.elapsed().as_secs_f64();
         let (accs, _) = evaluate(&[&model.valid()], &test_loader, &plain)?;
         last = accs[0];
-        state.epochs_done = epoch + 1;
-        let improved = last.top1 > state.best_acc || state.epochs_done == 1;
-        if improved {
-            state.best_acc = last.top1;
-            state.best_epoch = epoch + 1;
-        }
+        let improved = state.finish_epoch(epoch, last.top1);
         let record = EpochRecord {
             epoch,
             lr,
@@ -253,13 +248,14 @@ pub fn train_in(
             test_acc: Some(last.top1),
             ..meta.clone()
         };
-        if improved {
-            model_io::model_container(&meta, &model)?.save_atomic(&run.best())?;
-        }
-        let mut c = model_io::model_container(&meta, &model)?;
-        c.insert(OPTIM, optim_bytes(&optim)?);
-        c.insert_json(STATE, &state)?;
-        c.save_atomic(&run.last())?;
+        save_checkpoints(
+            run,
+            &meta,
+            &model,
+            improved,
+            &state,
+            vec![(OPTIM, optim_bytes(&optim)?)],
+        )?;
     }
     Ok(TrainOutcome {
         run_dir: run.path.clone(),

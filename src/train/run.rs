@@ -1,0 +1,84 @@
+//! Starting a run, shared by `meal train` and `meal distill`: a fresh run validates its config
+//! and opens its data before creating the run folder; a resumed one reads the folder's config,
+//! applies `--set` overrides (e.g. more epochs) and records them.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::run_dir::RunDir;
+use crate::data::{self, DataConfig, DataSplits};
+use crate::error::Result;
+
+/// Where a run starts from.
+pub enum Start<C> {
+    Fresh {
+        config: Box<C>,
+        table: toml::Table,
+    },
+    /// Continue the run in this folder; `sets` may change e.g. `epochs` to extend it.
+    Resume {
+        run_dir: PathBuf,
+        sets: Vec<String>,
+    },
+}
+
+/// What a run config tells the code that opens the run.
+pub trait RunConfig: DeserializeOwned {
+    /// How error messages name this kind of config.
+    const WHAT: &'static str;
+    fn validate(&self) -> Result<()>;
+    /// Run-folder prefix when `name` is not set.
+    fn run_name(&self) -> String;
+    fn run_dir(&self) -> Option<&Path>;
+    fn out_dir(&self) -> &Path;
+    fn seed(&self) -> u64;
+    fn data(&self) -> &DataConfig;
+}
+
+pub struct Opened<C> {
+    pub config: C,
+    pub run: RunDir,
+    pub resume: bool,
+    pub splits: DataSplits,
+}
+
+pub fn open<C: RunConfig>(start: Start<C>) -> Result<Opened<C>> {
+    match start {
+        Start::Fresh { config, table } => {
+            let config = *config;
+            config.validate()?;
+            // Bad data fails before a run folder is created.
+            let splits = data::open(config.data())?;
+            let run = match config.run_dir() {
+                Some(dir) => RunDir::create_at(dir, &table, config.seed())?,
+                None => {
+                    RunDir::create(config.out_dir(), &config.run_name(), &table, config.seed())?
+                }
+            };
+            Ok(Opened {
+                config,
+                run,
+                resume: false,
+                splits,
+            })
+        }
+        Start::Resume { run_dir, sets } => {
+            let run = RunDir::open(&run_dir)?;
+            let mut table = run.read_config()?;
+            for s in &sets {
+                crate::config::apply_set(&mut table, s)?;
+            }
+            let config: C = crate::config::from_table(table.clone(), C::WHAT)?;
+            config.validate()?;
+            run.write_config(&table)?;
+            let splits = data::open(config.data())?;
+            Ok(Opened {
+                config,
+                run,
+                resume: true,
+                splits,
+            })
+        }
+    }
+}
