@@ -256,6 +256,12 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         rows,
         run_dir: root.clone(),
     };
+    // The training curves of every phase, side by side.
+    let mut dirs = teacher_dirs.clone();
+    dirs.push(base_dir.clone());
+    dirs.push(meal_dir.clone());
+    let report = crate::report::write_report(&dirs, Some(&root.join("report")))?;
+    progress::say(format!("report: {}", report.html.display()));
     let text = render(&summary);
     let md = root.join("summary.md");
     std::fs::write(&md, &text).map_err(|e| Error::file(&md, e))?;

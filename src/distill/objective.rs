@@ -14,6 +14,7 @@ use super::stages::{Stage, extract};
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::models::Net;
+use crate::train::evaluate::Renorm;
 use crate::train::tensors::cross_entropy;
 
 /// One discriminator per matched stage, as one module so that one optimizer holds them.
@@ -45,13 +46,12 @@ impl Discriminators {
 }
 
 /// A frozen teacher. When its normalisation differs from the dataset's, its input is
-/// re-normalised per channel (x·scale + shift), so teachers of mixed origin see what they were
-/// trained on.
+/// re-normalised per channel, so teachers of mixed origin see what they were trained on.
 pub struct Teacher {
     pub name: String,
     pub net: Net,
     pub stages: usize,
-    renorm: Option<([f32; 3], [f32; 3])>,
+    renorm: Option<Renorm>,
 }
 
 impl Teacher {
@@ -62,35 +62,19 @@ impl Teacher {
         data: Normalization,
         own: Normalization,
     ) -> Self {
-        let renorm = (data != own).then(|| {
-            let mut scale = [0f32; 3];
-            let mut shift = [0f32; 3];
-            for c in 0..3 {
-                // x_raw = x·std_d + mean_d; x_t = (x_raw − mean_t) / std_t
-                scale[c] = data.std[c] / own.std[c];
-                shift[c] = (data.mean[c] - own.mean[c]) / own.std[c];
-            }
-            (scale, shift)
-        });
         Self {
             name,
             net,
             stages,
-            renorm,
+            renorm: Renorm::between(data, own),
         }
     }
 
     pub fn forward(&self, x: &Tensor<4>) -> crate::models::ModelOutput {
-        let x = match self.renorm {
-            None => x.clone(),
-            Some((scale, shift)) => {
-                let device = x.device();
-                let s = Tensor::<1>::from_floats(scale, &device).reshape([1, 3, 1, 1]);
-                let b = Tensor::<1>::from_floats(shift, &device).reshape([1, 3, 1, 1]);
-                x.clone() * s + b
-            }
-        };
-        self.net.forward(x)
+        match &self.renorm {
+            None => self.net.forward(x.clone()),
+            Some(r) => self.net.forward(r.apply(x.clone())),
+        }
     }
 }
 
