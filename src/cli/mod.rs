@@ -44,7 +44,7 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Test accuracy of one or more checkpoints and of their ensemble (mean of softmax).
     Eval(eval::EvalArgs),
-    /// List the model zoo with parameter counts.
+    /// List the model zoo with parameter counts and FLOPs at 32×32.
     Models(models::ModelsArgs),
     /// Distil teachers into a student with MEAL (V1, V2, and the min-max variants).
     Distill(distill::DistillArgs),

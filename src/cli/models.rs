@@ -1,7 +1,7 @@
 use clap::Args;
 
 use crate::error::Result;
-use crate::models::{ARCHS, trainable_params};
+use crate::models::{ARCHS, count_macs, trainable_params};
 
 #[derive(Debug, Args)]
 pub struct ModelsArgs {
@@ -12,13 +12,19 @@ pub struct ModelsArgs {
 
 pub fn run(a: ModelsArgs) -> Result<()> {
     let device = crate::backend::device();
-    println!("{:<18} {:>12} {:>7}  summary", "arch", "params", "stages");
+    println!(
+        "{:<16} {:>11} {:>9} {:>7}  summary",
+        "arch", "params", "MFLOPs", "stages"
+    );
     for info in ARCHS {
         let net = (info.build)(&device, a.num_classes);
+        // Multiply-accumulates of one 32×32 image, the convention of the CIFAR literature.
+        let mflops = count_macs(&net, [1, 3, 32, 32]) as f64 / 1e6;
         println!(
-            "{:<18} {:>12} {:>7}  {}",
+            "{:<16} {:>11} {:>9.1} {:>7}  {}",
             info.name,
             trainable_params(&net),
+            mflops,
             info.stages,
             info.summary
         );
