@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -22,15 +22,6 @@ pub struct EvalArgs {
     pub test_subset: Option<usize>,
 }
 
-/// A run folder stands for its best checkpoint.
-pub(crate) fn resolve_checkpoint(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join(crate::train::run_dir::BEST)
-    } else {
-        path.to_path_buf()
-    }
-}
-
 pub fn run(a: EvalArgs) -> Result<()> {
     let device = crate::backend::device();
     let mut data_cfg = DataConfig::new(&a.data);
@@ -40,7 +31,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut renorms = Vec::new();
     let mut names = Vec::new();
     for p in &a.checkpoint {
-        let path = resolve_checkpoint(p);
+        let path = crate::train::run_dir::resolve_checkpoint(p);
         let (net, meta, _) = load_model(&path, &device)?;
         if meta.num_classes != splits.test.num_classes() {
             return Err(Error::checkpoint(

@@ -30,7 +30,7 @@ pub struct ExportArgs {
 pub fn run(a: ExportArgs) -> Result<()> {
     let format: ExportFormat = a.format.parse()?;
     let scheme: NameScheme = a.names.parse()?;
-    let path = super::eval::resolve_checkpoint(&a.checkpoint);
+    let path = crate::train::run_dir::resolve_checkpoint(&a.checkpoint);
     let device = crate::backend::device();
     let (net, meta, _) = load_model(&path, &device)?;
     let out = a.out.clone().unwrap_or_else(|| {

@@ -72,7 +72,7 @@ pub fn predict(
     k: usize,
     batch_size: usize,
 ) -> Result<(ModelMeta, PathBuf, Vec<Prediction>)> {
-    let path = super::eval::resolve_checkpoint(checkpoint);
+    let path = crate::train::run_dir::resolve_checkpoint(checkpoint);
     let device = crate::backend::device();
     let (net, meta, _) = load_model(&path, &device)?;
     let [channels, height, width] = meta.input_shape;

@@ -1,7 +1,7 @@
 //! `meal distill`: the epoch loop around [`objective::step`], with the same run-folder,
 //! checkpoint and resume guarantees as `meal train`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{DistillConfig, TeacherBn};
 use super::objective::{self, Discriminators, MealState, Teacher};
 use super::stages::{self, Participant, Stage};
-use crate::data::{Dataset, Loader, LoaderConfig};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::models::{self, arch_info};
 use crate::progress;
@@ -21,7 +21,7 @@ use crate::train::checkpoint::Container;
 use crate::train::evaluate::{Accuracy, Renorm, evaluate, evaluate_renormalized};
 use crate::train::model_io::{self, ModelMeta};
 use crate::train::optim::SgdSettings;
-use crate::train::run_dir::RunDir;
+use crate::train::run_dir::{RunDir, resolve_checkpoint};
 use crate::train::supervised::{RunState, STATE, load_optim_bytes, optim_bytes, save_checkpoints};
 use crate::train::tensors::{batch_tensors, host_rows, topk_correct};
 
@@ -71,14 +71,6 @@ pub type DistillStart = crate::train::run::Start<DistillConfig>;
 pub fn distill(start: DistillStart) -> Result<DistillOutcome> {
     let o = crate::train::run::open(start)?;
     distill_in(&o.config, &o.run, o.resume, o.splits.train, o.splits.test)
-}
-
-fn resolve_checkpoint(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join(crate::train::run_dir::BEST)
-    } else {
-        path.to_path_buf()
-    }
 }
 
 /// Loads the teachers on the training device, frozen, in the configured BatchNorm mode.
@@ -142,31 +134,6 @@ pub fn load_teachers(
     Ok((teachers, metas))
 }
 
-fn loaders(
-    config: &DistillConfig,
-    train: Arc<dyn Dataset>,
-    test: Arc<dyn Dataset>,
-) -> (Loader, Loader) {
-    let mk = |ds, batch_size, train: bool| {
-        Loader::new(
-            ds,
-            LoaderConfig {
-                batch_size,
-                shuffle: train,
-                augment: train,
-                drop_last: false,
-                seed: config.seed,
-                num_workers: config.num_workers,
-                prefetch: 4,
-            },
-        )
-    };
-    (
-        mk(train, config.batch_size, true),
-        mk(test, config.eval_batch_size, false),
-    )
-}
-
 /// A per-batch RNG that depends only on (seed, epoch, batch), so resume draws the same teachers.
 fn batch_rng(seed: u64, epoch: usize, batch: usize) -> ChaCha8Rng {
     let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
@@ -219,7 +186,14 @@ pub fn distill_in(
         train_set.describe(),
         run.path.display()
     ));
-    let (train_loader, test_loader) = loaders(config, train_set.clone(), test_set);
+    let (train_loader, test_loader) = crate::train::run::loaders(
+        train_set.clone(),
+        test_set,
+        config.batch_size,
+        config.eval_batch_size,
+        config.seed,
+        config.num_workers,
+    );
 
     // Teachers alone and as an ensemble, in eval mode, once: the bar the student is held to.
     let report = if resume && run.path.join(TEACHERS_FILE).exists() {

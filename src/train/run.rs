@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::run_dir::RunDir;
-use crate::data::{self, DataConfig, DataSplits};
+use std::sync::Arc;
+
+use crate::data::{self, DataConfig, DataSplits, Dataset, Loader, LoaderConfig};
 use crate::error::Result;
 
 /// Where a run starts from.
@@ -34,6 +36,35 @@ pub trait RunConfig: DeserializeOwned {
     fn out_dir(&self) -> &Path;
     fn seed(&self) -> u64;
     fn data(&self) -> &DataConfig;
+}
+
+/// The shuffled, augmented training loader and the ordered, plain test loader of a run.
+pub fn loaders(
+    train: Arc<dyn Dataset>,
+    test: Arc<dyn Dataset>,
+    batch_size: usize,
+    eval_batch_size: usize,
+    seed: u64,
+    num_workers: usize,
+) -> (Loader, Loader) {
+    let make = |dataset, batch_size, training: bool| {
+        Loader::new(
+            dataset,
+            LoaderConfig {
+                batch_size,
+                shuffle: training,
+                augment: training,
+                drop_last: false,
+                seed,
+                num_workers,
+                prefetch: 4,
+            },
+        )
+    };
+    (
+        make(train, batch_size, true),
+        make(test, eval_batch_size, false),
+    )
 }
 
 pub struct Opened<C> {

@@ -120,6 +120,15 @@ impl RunDir {
     }
 }
 
+/// A run folder stands for its best checkpoint; anything else is taken as a checkpoint file.
+pub fn resolve_checkpoint(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join(BEST)
+    } else {
+        path.to_path_buf()
+    }
+}
+
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::file(path, e))
 }

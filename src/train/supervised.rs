@@ -18,7 +18,7 @@ use super::model_io::{self, ModelMeta};
 use super::run::Start;
 use super::run_dir::RunDir;
 use super::tensors::{batch_tensors, cross_entropy, host_rows, topk_correct};
-use crate::data::{Dataset, Loader, LoaderConfig};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::models::{self, Net};
 use crate::progress;
@@ -95,38 +95,6 @@ pub fn train(start: Start<TrainConfig>) -> Result<TrainOutcome> {
     train_in(&o.config, &o.run, o.resume, o.splits.train, o.splits.test)
 }
 
-fn loaders(
-    config: &TrainConfig,
-    train: Arc<dyn Dataset>,
-    test: Arc<dyn Dataset>,
-) -> (Loader, Loader) {
-    let train_loader = Loader::new(
-        train,
-        LoaderConfig {
-            batch_size: config.batch_size,
-            shuffle: true,
-            augment: true,
-            drop_last: false,
-            seed: config.seed,
-            num_workers: config.num_workers,
-            prefetch: 4,
-        },
-    );
-    let test_loader = Loader::new(
-        test,
-        LoaderConfig {
-            batch_size: config.eval_batch_size,
-            shuffle: false,
-            augment: false,
-            drop_last: false,
-            seed: config.seed,
-            num_workers: config.num_workers,
-            prefetch: 4,
-        },
-    );
-    (train_loader, test_loader)
-}
-
 pub fn train_in(
     config: &TrainConfig,
     run: &RunDir,
@@ -157,7 +125,14 @@ pub fn train_in(
         num_classes,
         run.path.display()
     ));
-    let (train_loader, test_loader) = loaders(config, train_set, test_set);
+    let (train_loader, test_loader) = super::run::loaders(
+        train_set,
+        test_set,
+        config.batch_size,
+        config.eval_batch_size,
+        config.seed,
+        config.num_workers,
+    );
 
     device.seed(config.seed);
     let mut model = models::build(&config.arch, num_classes, &device)?;
