@@ -14,6 +14,7 @@ pub mod data;
 pub mod distill;
 pub mod error;
 pub mod interop;
+pub mod kernels;
 pub mod models;
 pub mod progress;
 pub mod quickstart;

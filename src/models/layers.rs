@@ -9,7 +9,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 
 use super::flops;
-use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 
 /// A `k×k` convolution with PyTorch's default initialisation and `padding = k/2`.
@@ -61,7 +61,26 @@ pub fn linear(device: &Device, d_input: usize, d_output: usize) -> Linear {
 /// is active: `B·out_h·out_w·k_h·k_w·(in/groups)·out` (the bias is not counted). Every zoo model
 /// runs its convolutions through here so that [`flops::count_macs`] sees them.
 pub fn conv_fwd(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let y = conv.forward(x);
+    // The zoo pads explicitly; anything else keeps burn's own layer.
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        return count_conv(conv, conv.forward(x));
+    };
+    let options = ConvOptions::new_with_padding(
+        conv.stride,
+        [(top, bottom), (left, right)],
+        conv.dilation,
+        conv.groups,
+    );
+    let y = crate::kernels::conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    );
+    count_conv(conv, y)
+}
+
+fn count_conv(conv: &Conv2d, y: Tensor<4>) -> Tensor<4> {
     if flops::is_counting() {
         let [b, out, h, w] = y.dims();
         let [_, in_per_group, kh, kw] = conv.weight.shape().dims::<4>();

@@ -1,0 +1,68 @@
+//! The autodiff side of [`super::ConvKernels`]: the forward pass runs the inner backend's
+//! kernel, the backward pass its two gradient kernels (burn's own autodiff conv2d would call
+//! the inner backend's default gradients instead, which is where burn-flex spends its time).
+
+use burn::backend::autodiff::{
+    Autodiff, NodeId,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::ops::ConvOptions;
+use burn::backend::tensor::FloatTensor;
+
+use super::ConvKernels;
+
+#[derive(Debug)]
+struct Conv2dBackward;
+
+impl<B: ConvKernels> Backward<B, 2> for Conv2dBackward {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, w_state, options) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_state);
+        if let Some(node) = node_x {
+            let dx = B::meal_conv2d_x_backward(x.clone(), w.clone(), grad.clone(), options.clone());
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, B::meal_conv2d_weight_backward(x, w, grad, options));
+        }
+    }
+}
+
+impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
+    fn meal_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match Conv2dBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let w_state = prep.checkpoint(&weight);
+                let y =
+                    B::meal_conv2d(x.into_primitive(), weight.into_primitive(), options.clone());
+                prep.finish((x_state, w_state, options), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::meal_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                options,
+            )),
+        }
+    }
+}

@@ -1,0 +1,623 @@
+//! 2-d convolution forward and both backward passes on NCHW `f32` slices.
+//!
+//! Two lowerings share the micro-kernels of [`super::simd`]:
+//! - **direct** (stride 1, wide outputs): each image is copied once into a zero-padded buffer of
+//!   `Hp×Wp` per channel. Output position `(y, x)` is computed at flat index `y·Wp + x`, so the
+//!   input row of tap `(ci, ky, kx)` is that buffer shifted by `ci·Hp·Wp + ky·Wp + kx`, and
+//!   no im2col matrix is ever written. The `Wp − Wo` columns per row this computes in excess are
+//!   dropped when the result is copied out (about 6% at 32×32, 11% at 16×16).
+//! - **im2col** (strides > 1, or small outputs where the excess columns would cost more than the
+//!   copy): several images' patches side by side in one matrix, so that the micro-tiles stay full
+//!   when each image has only a few output positions (a 4×4 map has 16).
+//!
+//! The input gradient of a stride-1 convolution is itself a stride-1 convolution of the output
+//! gradient with the flipped, transposed kernel, so it takes the same direct path; a strided
+//! one is a gemm into an im2col-shaped buffer followed by a scatter-add (col2im). The weight
+//! gradient is a sum of dot products over output positions.
+
+use rayon::prelude::*;
+
+use super::simd::{self, DotArgs, GemmArgs, Isa, JR, MR};
+
+/// Geometry of one convolution; the weight is `[cout, cin/groups, kh, kw]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    /// `(begin, end)` per spatial axis, as burn's `ConvOptions`.
+    pub pad: [(usize, usize); 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl ConvShape {
+    pub fn ho(&self) -> usize {
+        (self.h + self.pad[0].0 + self.pad[0].1 - self.dilation[0] * (self.kh - 1) - 1)
+            / self.stride[0]
+            + 1
+    }
+
+    pub fn wo(&self) -> usize {
+        (self.w + self.pad[1].0 + self.pad[1].1 - self.dilation[1] * (self.kw - 1) - 1)
+            / self.stride[1]
+            + 1
+    }
+
+    fn cin_g(&self) -> usize {
+        self.cin / self.groups
+    }
+
+    fn cout_g(&self) -> usize {
+        self.cout / self.groups
+    }
+
+    /// Taps per output channel: the gemm's reduction length.
+    fn k(&self) -> usize {
+        self.cin_g() * self.kh * self.kw
+    }
+
+    fn hp(&self) -> usize {
+        self.h + self.pad[0].0 + self.pad[0].1
+    }
+
+    fn wp(&self) -> usize {
+        self.w + self.pad[1].0 + self.pad[1].1
+    }
+
+    /// Whether these kernels handle the shape; the rest (depthwise and other thin groups, or
+    /// padding wider than the kernel) stay with burn's own implementation.
+    pub fn supported(&self) -> bool {
+        let well_formed = self.groups > 0
+            && self.cin.is_multiple_of(self.groups)
+            && self.cout.is_multiple_of(self.groups)
+            && self.kh > 0
+            && self.kw > 0
+            && self.stride.iter().all(|&s| s > 0)
+            && self.dilation.iter().all(|&d| d > 0)
+            && self.hp() >= self.dilation[0] * (self.kh - 1) + 1
+            && self.wp() >= self.dilation[1] * (self.kw - 1) + 1;
+        // Thin groups (depthwise) would leave most of each micro-tile empty.
+        well_formed
+            && (self.groups == 1 || (self.cout_g() >= MR && self.cin_g() >= MR))
+            && self.pad[0].0.max(self.pad[0].1) <= self.dilation[0] * (self.kh - 1)
+            && self.pad[1].0.max(self.pad[1].1) <= self.dilation[1] * (self.kw - 1)
+    }
+
+    fn direct(&self) -> bool {
+        self.stride == [1, 1] && self.wo() >= 12
+    }
+
+    /// The stride-1 convolution whose output is this one's input gradient.
+    fn transposed(&self) -> ConvShape {
+        let (dh, dw) = (self.dilation[0], self.dilation[1]);
+        ConvShape {
+            batch: self.batch,
+            cin: self.cout,
+            h: self.ho(),
+            w: self.wo(),
+            cout: self.cin,
+            kh: self.kh,
+            kw: self.kw,
+            stride: [1, 1],
+            pad: [
+                (
+                    dh * (self.kh - 1) - self.pad[0].0,
+                    dh * (self.kh - 1) - self.pad[0].1,
+                ),
+                (
+                    dw * (self.kw - 1) - self.pad[1].0,
+                    dw * (self.kw - 1) - self.pad[1].1,
+                ),
+            ],
+            dilation: self.dilation,
+            groups: self.groups,
+        }
+    }
+}
+
+/// Output channels of one group packed as `[panel][k][MR]`, zero rows past the group's end.
+fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Vec<f32> {
+    let (k, cout_g) = (s.k(), s.cout_g());
+    let panels = cout_g.div_ceil(MR);
+    let mut a = vec![0f32; panels * k * MR];
+    for co in 0..cout_g {
+        let (p, m) = (co / MR, co % MR);
+        let row = &w[(g * cout_g + co) * k..(g * cout_g + co + 1) * k];
+        for (kk, &v) in row.iter().enumerate() {
+            a[(p * k + kk) * MR + m] = v;
+        }
+    }
+    a
+}
+
+/// `w'[g·cin_g + ci][co][ky][kx] = w[g·cout_g + co][ci][kh-1-ky][kw-1-kx]`.
+fn flip_transpose(s: &ConvShape, w: &[f32]) -> Vec<f32> {
+    let (cin_g, cout_g, kh, kw) = (s.cin_g(), s.cout_g(), s.kh, s.kw);
+    let mut out = vec![0f32; w.len()];
+    for g in 0..s.groups {
+        for co in 0..cout_g {
+            for ci in 0..cin_g {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let src = (((g * cout_g + co) * cin_g + ci) * kh + ky) * kw + kx;
+                        let dst = (((g * cin_g + ci) * cout_g + co) * kh + (kh - 1 - ky)) * kw
+                            + (kw - 1 - kx);
+                        out[dst] = w[src];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Input rows of every tap of one group, relative to the group's first padded channel.
+fn direct_offsets(s: &ConvShape) -> Vec<usize> {
+    let (hp, wp) = (s.hp(), s.wp());
+    let mut offs = Vec::with_capacity(s.k());
+    for ci in 0..s.cin_g() {
+        for ky in 0..s.kh {
+            for kx in 0..s.kw {
+                offs.push(ci * hp * wp + ky * s.dilation[0] * wp + kx * s.dilation[1]);
+            }
+        }
+    }
+    offs
+}
+
+/// Copies image `x` (`cin × h × w`) into `buf` zero-padded to `cin × Hp × Wp`, leaving the
+/// slack after it zero.
+fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
+    let (hp, wp) = (s.hp(), s.wp());
+    let (top, left) = (s.pad[0].0, s.pad[1].0);
+    buf.fill(0.0);
+    for c in 0..s.cin {
+        for y in 0..s.h {
+            let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
+            let dst = (c * hp + y + top) * wp + left;
+            buf[dst..dst + s.w].copy_from_slice(src);
+        }
+    }
+}
+
+fn padded_len(s: &ConvShape, nr: usize) -> usize {
+    s.cin * s.hp() * s.wp() + (s.kw - 1) * s.dilation[1] + nr.max(16)
+}
+
+const KC: usize = 256;
+
+/// `c[panel rows][0..blocks·nr] = Σ_k a · b[offs[k] + n]` for every output-channel panel of a
+/// group, blocked over the reduction so that a `KC × nr` slice of `b` stays in L1 while every
+/// panel uses it.
+fn gemm_panels(
+    isa: Isa,
+    a: &[f32],
+    k: usize,
+    b: &[f32],
+    offs: &[usize],
+    c: &mut [f32],
+    ldc: usize,
+    blocks: usize,
+) {
+    let panels = a.len() / (k * MR);
+    assert!(c.len() >= panels * MR * ldc && ldc >= blocks * isa.nr());
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for nb in 0..blocks {
+            for p in 0..panels {
+                let ap = &a[(p * k + k0) * MR..(p * k + k0 + kc) * MR];
+                // SAFETY: `c` holds every panel's MR rows of ldc ≥ blocks·nr columns (asserted);
+                // `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed by the
+                // callers' slack.
+                unsafe {
+                    simd::gemm(
+                        isa,
+                        &GemmArgs {
+                            a: ap,
+                            b: &b[nb * isa.nr()..],
+                            offs: &offs[k0..k0 + kc],
+                            c: c.as_mut_ptr().add(p * MR * ldc + nb * isa.nr()),
+                            ldc,
+                            blocks: 1,
+                            accumulate: k0 > 0,
+                        },
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// Images per im2col chunk: enough columns to fill the micro-tiles, not so many that the
+/// matrix leaves the cache.
+fn chunk_images(s: &ConvShape) -> usize {
+    let per_image = s.ho() * s.wo();
+    (512 / per_image.max(1)).clamp(1, s.batch.max(1))
+}
+
+/// `col[(ci, ky, kx)][j]` for the chunk's images side by side (`j = img·Ho·Wo + oy·Wo + ox`)
+/// for channels `c0..c0+cin_g`.
+fn im2col(s: &ConvShape, x: &[f32], imgs: usize, c0: usize, col: &mut [f32], ld: usize) {
+    let (ho, wo) = (s.ho(), s.wo());
+    let plane = s.h * s.w;
+    col.fill(0.0);
+    for ci in 0..s.cin_g() {
+        for ky in 0..s.kh {
+            for kx in 0..s.kw {
+                let row = (ci * s.kh + ky) * s.kw + kx;
+                let dst = &mut col[row * ld..row * ld + imgs * ho * wo];
+                for img in 0..imgs {
+                    let src = &x[(img * s.cin + c0 + ci) * plane..][..plane];
+                    for oy in 0..ho {
+                        let iy =
+                            (oy * s.stride[0] + ky * s.dilation[0]) as isize - s.pad[0].0 as isize;
+                        if iy < 0 || iy >= s.h as isize {
+                            continue;
+                        }
+                        let srow = &src[iy as usize * s.w..][..s.w];
+                        let drow = &mut dst[(img * ho + oy) * wo..][..wo];
+                        for (ox, d) in drow.iter_mut().enumerate() {
+                            let ix = (ox * s.stride[1] + kx * s.dilation[1]) as isize
+                                - s.pad[1].0 as isize;
+                            if ix >= 0 && ix < s.w as isize {
+                                *d = srow[ix as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The scatter-add inverse of [`im2col`] into `dx` (the chunk's images, all channels).
+fn col2im(s: &ConvShape, col: &[f32], ld: usize, imgs: usize, c0: usize, dx: &mut [f32]) {
+    let (ho, wo) = (s.ho(), s.wo());
+    let plane = s.h * s.w;
+    for ci in 0..s.cin_g() {
+        for ky in 0..s.kh {
+            for kx in 0..s.kw {
+                let row = (ci * s.kh + ky) * s.kw + kx;
+                let src = &col[row * ld..row * ld + imgs * ho * wo];
+                for img in 0..imgs {
+                    let dst = &mut dx[(img * s.cin + c0 + ci) * plane..][..plane];
+                    for oy in 0..ho {
+                        let iy =
+                            (oy * s.stride[0] + ky * s.dilation[0]) as isize - s.pad[0].0 as isize;
+                        if iy < 0 || iy >= s.h as isize {
+                            continue;
+                        }
+                        let drow = &mut dst[iy as usize * s.w..][..s.w];
+                        let srow = &src[(img * ho + oy) * wo..][..wo];
+                        for (ox, v) in srow.iter().enumerate() {
+                            let ix = (ox * s.stride[1] + kx * s.dilation[1]) as isize
+                                - s.pad[1].0 as isize;
+                            if ix >= 0 && ix < s.w as isize {
+                                drow[ix as usize] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, w)`, `x: [batch, cin, h, w]`, result `[batch, cout, ho, wo]`.
+pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
+    assert!(s.supported(), "unsupported convolution {s:?}");
+    assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
+    assert_eq!(w.len(), s.cout * s.k());
+    let isa = simd::isa();
+    let (ho, wo) = (s.ho(), s.wo());
+    let mut y = vec![0f32; s.batch * s.cout * ho * wo];
+    if s.batch == 0 || y.is_empty() {
+        return y;
+    }
+    let packed: Vec<Vec<f32>> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
+    if s.direct() {
+        forward_direct(isa, s, x, &packed, &mut y);
+    } else {
+        forward_im2col(isa, s, x, &packed, &mut y);
+    }
+    y
+}
+
+fn forward_direct(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &mut [f32]) {
+    let (ho, wo, hp, wp) = (s.ho(), s.wo(), s.hp(), s.wp());
+    let nr = isa.nr();
+    let blocks = (ho * wp).div_ceil(nr);
+    let ldc = blocks * nr;
+    let offs = direct_offsets(s);
+    let rows = s.cout_g().div_ceil(MR) * MR;
+    let in_image = s.cin * s.h * s.w;
+    let out_image = s.cout * ho * wo;
+    y.par_chunks_mut(out_image).enumerate().for_each_init(
+        || (vec![0f32; padded_len(s, nr)], vec![0f32; rows * ldc]),
+        |(xpad, ypw), (i, yi)| {
+            pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
+            for (g, a) in packed.iter().enumerate() {
+                let b = &xpad[g * s.cin_g() * hp * wp..];
+                gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, blocks);
+                for co in 0..s.cout_g() {
+                    for oy in 0..ho {
+                        let dst = ((g * s.cout_g() + co) * ho + oy) * wo;
+                        let src = co * ldc + oy * wp;
+                        yi[dst..dst + wo].copy_from_slice(&ypw[src..src + wo]);
+                    }
+                }
+            }
+        },
+    );
+}
+
+fn forward_im2col(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &mut [f32]) {
+    let (ho, wo) = (s.ho(), s.wo());
+    let nr = isa.nr();
+    let chunk = chunk_images(s);
+    let in_image = s.cin * s.h * s.w;
+    let out_image = s.cout * ho * wo;
+    let rows = s.cout_g().div_ceil(MR) * MR;
+    let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
+    let offs: Vec<usize> = (0..s.k()).map(|k| k * ld_for(chunk)).collect();
+    y.par_chunks_mut(chunk * out_image)
+        .enumerate()
+        .for_each_init(
+            || {
+                (
+                    vec![0f32; s.k() * ld_for(chunk) + nr],
+                    vec![0f32; rows * ld_for(chunk)],
+                )
+            },
+            |(col, tmp), (ci, ychunk)| {
+                let imgs = ychunk.len() / out_image;
+                let xs = &x[ci * chunk * in_image..][..imgs * in_image];
+                let ld = ld_for(chunk);
+                let blocks = ld_for(imgs) / nr;
+                for (g, a) in packed.iter().enumerate() {
+                    im2col(s, xs, imgs, g * s.cin_g(), col, ld);
+                    gemm_panels(isa, a, s.k(), col, &offs, tmp, ld, blocks);
+                    for co in 0..s.cout_g() {
+                        for img in 0..imgs {
+                            let dst = (img * s.cout + g * s.cout_g() + co) * ho * wo;
+                            let src = co * ld + img * ho * wo;
+                            ychunk[dst..dst + ho * wo].copy_from_slice(&tmp[src..src + ho * wo]);
+                        }
+                    }
+                }
+            },
+        );
+}
+
+/// `dx` of `y = conv(x, w)` given `dy: [batch, cout, ho, wo]`.
+pub fn backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    assert!(s.supported(), "unsupported convolution {s:?}");
+    assert_eq!(dy.len(), s.batch * s.cout * s.ho() * s.wo());
+    if s.stride == [1, 1] {
+        let t = s.transposed();
+        if t.direct() {
+            return forward(&t, dy, &flip_transpose(s, w));
+        }
+    }
+    backward_input_col2im(s, dy, w)
+}
+
+fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let isa = simd::isa();
+    let nr = isa.nr();
+    let (ho, wo) = (s.ho(), s.wo());
+    let (k, cout_g) = (s.k(), s.cout_g());
+    let mut dx = vec![0f32; s.batch * s.cin * s.h * s.w];
+    if dx.is_empty() {
+        return dx;
+    }
+    // A = wᵀ per group: rows are the taps (ci, ky, kx), the reduction runs over cout_g.
+    let packed: Vec<Vec<f32>> = (0..s.groups)
+        .map(|g| {
+            let panels = k.div_ceil(MR);
+            let mut a = vec![0f32; panels * cout_g * MR];
+            for co in 0..cout_g {
+                let row = &w[(g * cout_g + co) * k..][..k];
+                for (kk, &v) in row.iter().enumerate() {
+                    a[((kk / MR) * cout_g + co) * MR + kk % MR] = v;
+                }
+            }
+            a
+        })
+        .collect();
+    let chunk = chunk_images(s);
+    let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
+    let offs: Vec<usize> = (0..cout_g).map(|co| co * ld_for(chunk)).collect();
+    let in_image = s.cin * s.h * s.w;
+    let rows = k.div_ceil(MR) * MR;
+    dx.par_chunks_mut(chunk * in_image)
+        .enumerate()
+        .for_each_init(
+            || {
+                (
+                    vec![0f32; cout_g * ld_for(chunk) + nr],
+                    vec![0f32; rows * ld_for(chunk)],
+                )
+            },
+            |(dyb, dcol), (ci, dxchunk)| {
+                let imgs = dxchunk.len() / in_image;
+                let ld = ld_for(chunk);
+                let blocks = ld_for(imgs) / nr;
+                for (g, a) in packed.iter().enumerate() {
+                    dyb.fill(0.0);
+                    for co in 0..cout_g {
+                        for img in 0..imgs {
+                            let src = ((ci * chunk + img) * s.cout + g * cout_g + co) * ho * wo;
+                            let dst = co * ld + img * ho * wo;
+                            dyb[dst..dst + ho * wo].copy_from_slice(&dy[src..src + ho * wo]);
+                        }
+                    }
+                    gemm_panels(isa, a, cout_g, dyb, &offs, dcol, ld, blocks);
+                    col2im(s, dcol, ld, imgs, g * s.cin_g(), dxchunk);
+                }
+            },
+        );
+    dx
+}
+
+/// `dw` of `y = conv(x, w)`: `[cout, cin/groups, kh, kw]`.
+pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert!(s.supported(), "unsupported convolution {s:?}");
+    assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
+    assert_eq!(dy.len(), s.batch * s.cout * s.ho() * s.wo());
+    let isa = simd::isa();
+    let total = s.cout * s.k();
+    if s.batch == 0 {
+        return vec![0f32; total];
+    }
+    if s.direct() {
+        sum_partials(backward_weight_direct(isa, s, x, dy), total)
+    } else {
+        sum_partials(backward_weight_im2col(isa, s, x, dy), total)
+    }
+}
+
+fn sum_partials(partials: impl ParallelIterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
+    partials.reduce(
+        || vec![0f32; len],
+        |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        },
+    )
+}
+
+/// Adds `Σ_n d[co][n] · b[offs[k] + n]` into `dw` for every output channel and tap of group `g`.
+fn accumulate_dots(
+    isa: Isa,
+    s: &ConvShape,
+    g: usize,
+    d: &[f32],
+    ldd: usize,
+    b: &[f32],
+    offs: &[usize],
+    len: usize,
+    dw: &mut [f32],
+) {
+    let (k, cout_g) = (s.k(), s.cout_g());
+    for p in 0..cout_g.div_ceil(MR) {
+        let drows = &d[(g * cout_g + p * MR) * ldd..];
+        for j0 in (0..k).step_by(JR) {
+            let mut o = [0usize; JR];
+            for (j, oj) in o.iter_mut().enumerate() {
+                *oj = offs[(j0 + j).min(k - 1)];
+            }
+            let sums = simd::dot(
+                isa,
+                &DotArgs {
+                    d: drows,
+                    ldd,
+                    b,
+                    offs: o,
+                    len,
+                },
+            );
+            for m in 0..MR.min(cout_g - p * MR) {
+                for j in 0..JR.min(k - j0) {
+                    dw[(g * cout_g + p * MR + m) * k + j0 + j] += sums[m * JR + j];
+                }
+            }
+        }
+    }
+}
+
+fn backward_weight_direct<'a>(
+    isa: Isa,
+    s: &'a ConvShape,
+    x: &'a [f32],
+    dy: &'a [f32],
+) -> impl ParallelIterator<Item = Vec<f32>> + 'a {
+    let (ho, wo, hp, wp) = (s.ho(), s.wo(), s.hp(), s.wp());
+    let nr = isa.nr();
+    let len = (ho * wp).div_ceil(isa.width()) * isa.width();
+    let offs = direct_offsets(s);
+    let in_image = s.cin * s.h * s.w;
+    let out_image = s.cout * ho * wo;
+    let total = s.cout * s.k();
+    // Rows past the last channel stay zero so a partial last panel reads zeros.
+    let d_len = (s.cout + MR) * len;
+    (0..s.batch)
+        .into_par_iter()
+        .fold(
+            move || {
+                (
+                    vec![0f32; total],
+                    vec![0f32; padded_len(s, nr)],
+                    vec![0f32; d_len],
+                )
+            },
+            move |(mut dw, mut xpad, mut dpw), i| {
+                pad_image(s, &x[i * in_image..][..in_image], &mut xpad);
+                let dyi = &dy[i * out_image..][..out_image];
+                for co in 0..s.cout {
+                    for oy in 0..ho {
+                        let dst = co * len + oy * wp;
+                        dpw[dst..dst + wo].copy_from_slice(&dyi[(co * ho + oy) * wo..][..wo]);
+                    }
+                }
+                for g in 0..s.groups {
+                    let b = &xpad[g * s.cin_g() * hp * wp..];
+                    accumulate_dots(isa, s, g, &dpw, len, b, &offs, len, &mut dw);
+                }
+                (dw, xpad, dpw)
+            },
+        )
+        .map(|(dw, _, _)| dw)
+}
+
+fn backward_weight_im2col<'a>(
+    isa: Isa,
+    s: &'a ConvShape,
+    x: &'a [f32],
+    dy: &'a [f32],
+) -> impl ParallelIterator<Item = Vec<f32>> + 'a {
+    let (ho, wo) = (s.ho(), s.wo());
+    let width = isa.width();
+    let chunk = chunk_images(s);
+    let ld = (chunk * ho * wo).div_ceil(width) * width;
+    let offs: Vec<usize> = (0..s.k()).map(|k| k * ld).collect();
+    let in_image = s.cin * s.h * s.w;
+    let total = s.cout * s.k();
+    let chunks = s.batch.div_ceil(chunk);
+    (0..chunks)
+        .into_par_iter()
+        .fold(
+            move || {
+                (
+                    vec![0f32; total],
+                    vec![0f32; s.k() * ld + width],
+                    vec![0f32; (s.cout + MR) * ld],
+                )
+            },
+            move |(mut dw, mut col, mut dcols), c| {
+                let imgs = chunk.min(s.batch - c * chunk);
+                let xs = &x[c * chunk * in_image..][..imgs * in_image];
+                dcols.fill(0.0);
+                for co in 0..s.cout {
+                    for img in 0..imgs {
+                        let src = ((c * chunk + img) * s.cout + co) * ho * wo;
+                        let dst = co * ld + img * ho * wo;
+                        dcols[dst..dst + ho * wo].copy_from_slice(&dy[src..src + ho * wo]);
+                    }
+                }
+                let len = (imgs * ho * wo).div_ceil(width) * width;
+                for g in 0..s.groups {
+                    im2col(s, xs, imgs, g * s.cin_g(), &mut col, ld);
+                    accumulate_dots(isa, s, g, &dcols, ld, &col, &offs, len, &mut dw);
+                }
+                (dw, col, dcols)
+            },
+        )
+        .map(|(dw, _, _)| dw)
+}

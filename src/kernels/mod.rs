@@ -1,0 +1,97 @@
+//! meal's own CPU kernels, plugged into burn through its backend-extension mechanism.
+//!
+//! burn-flex lowers every 2-d convolution to a 3-d one, converts NCHW to NHWC and back around
+//! each call, and computes the input gradient as a transposed 3-d convolution; on the small
+//! CIFAR networks that layout traffic costs more than the arithmetic (BENCHMARKS.md has the
+//! profile). [`conv2d`] replaces the forward pass and both backward passes on burn-flex with the
+//! kernels of [`conv`], and keeps burn's own implementation on every other backend (CUDA) and
+//! for the shapes these kernels leave alone. Models call [`conv2d`] like burn's
+//! `module::conv2d` and stay backend-generic.
+//!
+//! `MEAL_KERNELS=burn` switches every call back to burn's implementation, for comparison.
+
+mod autodiff;
+pub mod conv;
+mod flex;
+pub mod simd;
+
+use std::sync::OnceLock;
+
+use burn::backend::ops::ConvOptions;
+use burn::backend::{Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+
+/// The convolution passes as backend operations: the defaults are burn's own, and burn-flex
+/// overrides them with [`conv`].
+#[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cuda"))]
+pub trait ConvKernels: burn::backend::Backend {
+    fn meal_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    fn meal_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
+    fn meal_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<R, F, I, BT> ConvKernels for burn::backend::cubecl::CubeBackend<R, F, I, BT>
+where
+    R: burn::backend::cubecl::CubeRuntime,
+    F: burn::backend::cubecl::FloatElement,
+    I: burn::backend::cubecl::IntElement,
+    BT: burn::backend::cubecl::BoolElement,
+{
+}
+
+/// Whether meal's kernels are used where they apply (`MEAL_KERNELS=burn` turns them off).
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("MEAL_KERNELS")
+            .map(|v| v != "burn")
+            .unwrap_or(true)
+    })
+}
+
+/// `burn::tensor::module::conv2d` through meal's kernels where they apply.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if !enabled() {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let y = Tensor::<4>::from_dispatch(Dispatch::meal_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ));
+    match bias {
+        Some(b) => {
+            let c = b.dims()[0];
+            y + b.reshape([1, c, 1, 1])
+        }
+        None => y,
+    }
+}

@@ -1,0 +1,435 @@
+//! The two inner loops every convolution kernel reduces to, with the instruction set chosen at
+//! run time (AVX-512F, AVX2+FMA, or portable code the compiler vectorises as it can).
+//!
+//! Both loops read their right-hand operand through a table of row offsets into one slice
+//! instead of a packed matrix. A stride-1 convolution then needs no im2col buffer: the row for
+//! tap `(ci, ky, kx)` of a zero-padded image is the image itself shifted by
+//! `ci·Hp·Wp + ky·Wp + kx` (see `conv.rs`), and an im2col buffer is the special case
+//! `offs[k] = k·ld`.
+//!
+//! Callers guarantee that every row can be read `width()` elements past its last useful column
+//! (the buffers carry zeroed slack), so the loops never need a masked tail.
+
+use std::sync::OnceLock;
+
+/// Rows of the output (output channels) one micro-tile covers.
+pub const MR: usize = 4;
+/// Offsets one dot-product tile covers (weight-gradient kernel).
+pub const JR: usize = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    /// Columns (output positions) one micro-tile covers.
+    pub fn nr(self) -> usize {
+        match self {
+            Isa::Avx512 => 48,
+            Isa::Avx2 => 24,
+            Isa::Portable => 8,
+        }
+    }
+
+    /// Granularity of the dot-product kernel's reduction axis.
+    pub fn width(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            _ => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512f",
+            Isa::Avx2 => "avx2+fma",
+            Isa::Portable => "portable",
+        }
+    }
+}
+
+/// The best instruction set this CPU has. `MEAL_KERNEL_ISA=avx2|portable` caps it, so that a
+/// machine with AVX-512 can also test the narrower paths.
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| detect(std::env::var("MEAL_KERNEL_ISA").ok().as_deref()))
+}
+
+fn detect(cap: Option<&str>) -> Isa {
+    let mut best = Isa::Portable;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            best = Isa::Avx2;
+        }
+        if best == Isa::Avx2 && is_x86_feature_detected!("avx512f") {
+            best = Isa::Avx512;
+        }
+    }
+    match cap {
+        Some("portable") => Isa::Portable,
+        Some("avx2") if best == Isa::Avx512 => Isa::Avx2,
+        _ => best,
+    }
+}
+
+/// `c[m·ldc + n] (+)= Σ_k a[k·MR + m] · b[offs[k] + n0 + n]` for `m < MR`, `n < nr`, over
+/// `blocks` consecutive column blocks starting at `n0 = 0`.
+///
+/// # Safety
+/// `a` holds `offs.len()·MR` values; every `b[offs[k] + j]` for `j < blocks·nr` is in bounds;
+/// `c` holds `(MR-1)·ldc + blocks·nr` values.
+pub struct GemmArgs<'a> {
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub offs: &'a [usize],
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub blocks: usize,
+    pub accumulate: bool,
+}
+
+/// Runs the gemm micro-kernel; see [`GemmArgs`].
+///
+/// # Safety
+/// As documented on [`GemmArgs`]; bounds of `b` are checked here in debug builds only.
+pub unsafe fn gemm(isa: Isa, args: &GemmArgs) {
+    debug_assert_eq!(args.a.len(), args.offs.len() * MR);
+    debug_assert!(
+        args.offs
+            .iter()
+            .all(|&o| o + args.blocks * isa.nr() <= args.b.len())
+    );
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::gemm_avx512(args),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::gemm_avx2(args),
+            _ => gemm_portable(args),
+        }
+    }
+}
+
+unsafe fn gemm_portable(args: &GemmArgs) {
+    const NR: usize = 8;
+    for nb in 0..args.blocks {
+        let n0 = nb * NR;
+        let mut acc = [[0f32; NR]; MR];
+        for (k, &off) in args.offs.iter().enumerate() {
+            let brow = &args.b[off + n0..off + n0 + NR];
+            for m in 0..MR {
+                let av = args.a[k * MR + m];
+                for n in 0..NR {
+                    acc[m][n] += av * brow[n];
+                }
+            }
+        }
+        for (m, row) in acc.iter().enumerate() {
+            for (n, v) in row.iter().enumerate() {
+                // SAFETY: the caller guarantees c's extent (GemmArgs).
+                unsafe {
+                    let p = args.c.add(m * args.ldc + n0 + n);
+                    *p = if args.accumulate { *p + v } else { *v };
+                }
+            }
+        }
+    }
+}
+
+/// `out[m·JR + j] += Σ_{n < len} d[m·ldd + n] · b[offs[j] + n]` for `m < MR`, `j < JR`.
+/// `len` is a multiple of [`Isa::width`]; rows of `d` beyond the caller's real rows are zero.
+pub struct DotArgs<'a> {
+    pub d: &'a [f32],
+    pub ldd: usize,
+    pub b: &'a [f32],
+    pub offs: [usize; JR],
+    pub len: usize,
+}
+
+/// Runs the dot-product micro-kernel; see [`DotArgs`]. Returns the `MR × JR` sums.
+pub fn dot(isa: Isa, args: &DotArgs) -> [f32; MR * JR] {
+    assert!(args.len.is_multiple_of(isa.width()));
+    assert!(args.d.len() >= (MR - 1) * args.ldd + args.len);
+    assert!(args.offs.iter().all(|&o| o + args.len <= args.b.len()));
+    // SAFETY: bounds asserted above; the feature was detected by `isa()`.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86::dot_avx512(args),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::dot_avx2(args),
+            _ => dot_portable(args),
+        }
+    }
+}
+
+fn dot_portable(args: &DotArgs) -> [f32; MR * JR] {
+    const W: usize = 8;
+    let mut acc = [[[0f32; W]; JR]; MR];
+    let mut n = 0;
+    while n < args.len {
+        for (m, accm) in acc.iter_mut().enumerate() {
+            let drow = &args.d[m * args.ldd + n..m * args.ldd + n + W];
+            for (j, accj) in accm.iter_mut().enumerate() {
+                let brow = &args.b[args.offs[j] + n..args.offs[j] + n + W];
+                for l in 0..W {
+                    accj[l] += drow[l] * brow[l];
+                }
+            }
+        }
+        n += W;
+    }
+    let mut out = [0f32; MR * JR];
+    for m in 0..MR {
+        for j in 0..JR {
+            out[m * JR + j] = acc[m][j].iter().sum();
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{DotArgs, GemmArgs, JR, MR};
+    use std::arch::x86_64::*;
+
+    /// One gemm micro-kernel per vector type: MR rows × NV vectors of accumulators.
+    macro_rules! gemm_kernel {
+        ($name:ident, $feat:literal, $vec:ty, $lanes:expr, $nv:expr,
+         $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident, $add:ident) => {
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name(args: &GemmArgs) {
+                const NR: usize = $lanes * $nv;
+                let a = args.a.as_ptr();
+                let b = args.b.as_ptr();
+                for nb in 0..args.blocks {
+                    let n0 = nb * NR;
+                    let mut acc: [[$vec; $nv]; MR] = [[$zero(); $nv]; MR];
+                    for (k, &off) in args.offs.iter().enumerate() {
+                        // SAFETY: bounds are the caller's contract (GemmArgs).
+                        unsafe {
+                            let bp = b.add(off + n0);
+                            let mut bv: [$vec; $nv] = [$zero(); $nv];
+                            for v in 0..$nv {
+                                bv[v] = $load(bp.add(v * $lanes));
+                            }
+                            let ap = a.add(k * MR);
+                            for m in 0..MR {
+                                let av = $set1(*ap.add(m));
+                                for v in 0..$nv {
+                                    acc[m][v] = $fma(av, bv[v], acc[m][v]);
+                                }
+                            }
+                        }
+                    }
+                    for m in 0..MR {
+                        for v in 0..$nv {
+                            // SAFETY: c's extent is the caller's contract.
+                            unsafe {
+                                let p = args.c.add(m * args.ldc + n0 + v * $lanes);
+                                let r = if args.accumulate {
+                                    $add($load(p), acc[m][v])
+                                } else {
+                                    acc[m][v]
+                                };
+                                $store(p, r);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    gemm_kernel!(
+        gemm_avx2,
+        "avx2,fma",
+        __m256,
+        8,
+        3,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps
+    );
+    gemm_kernel!(
+        gemm_avx512,
+        "avx512f",
+        __m512,
+        16,
+        3,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps
+    );
+
+    macro_rules! dot_kernel {
+        ($name:ident, $feat:literal, $vec:ty, $lanes:expr, $zero:ident, $load:ident,
+         $fma:ident, $store:ident) => {
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name(args: &DotArgs) -> [f32; MR * JR] {
+                let d = args.d.as_ptr();
+                let b = args.b.as_ptr();
+                let mut acc: [[$vec; JR]; MR] = [[$zero(); JR]; MR];
+                let mut n = 0;
+                while n < args.len {
+                    // SAFETY: bounds asserted by `dot`.
+                    unsafe {
+                        let mut bv: [$vec; JR] = [$zero(); JR];
+                        for j in 0..JR {
+                            bv[j] = $load(b.add(args.offs[j] + n));
+                        }
+                        for m in 0..MR {
+                            let dv = $load(d.add(m * args.ldd + n));
+                            for j in 0..JR {
+                                acc[m][j] = $fma(dv, bv[j], acc[m][j]);
+                            }
+                        }
+                    }
+                    n += $lanes;
+                }
+                let mut out = [0f32; MR * JR];
+                let mut lanes = [0f32; $lanes];
+                for m in 0..MR {
+                    for j in 0..JR {
+                        // SAFETY: `lanes` holds exactly one vector.
+                        unsafe { $store(lanes.as_mut_ptr(), acc[m][j]) };
+                        out[m * JR + j] = lanes.iter().sum();
+                    }
+                }
+                out
+            }
+        };
+    }
+
+    dot_kernel!(
+        dot_avx2,
+        "avx2,fma",
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_storeu_ps
+    );
+    dot_kernel!(
+        dot_avx512,
+        "avx512f",
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_storeu_ps
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        if matches!(detect(None), Isa::Avx2 | Isa::Avx512) {
+            v.push(Isa::Avx2);
+        }
+        if detect(None) == Isa::Avx512 {
+            v.push(Isa::Avx512);
+        }
+        v
+    }
+
+    fn vals(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn gemm_matches_naive_on_every_isa() {
+        for isa in available() {
+            let nr = isa.nr();
+            let k = 7;
+            let blocks = 2;
+            let offs: Vec<usize> = (0..k).map(|i| i * 5 + (i % 3)).collect();
+            let b = vals(offs[k - 1] + blocks * nr + 1, 3);
+            let a = vals(k * MR, 9);
+            let ldc = blocks * nr + 3;
+            for accumulate in [false, true] {
+                let mut c = vals(MR * ldc, 5);
+                let before = c.clone();
+                // SAFETY: sizes chosen to satisfy GemmArgs.
+                unsafe {
+                    gemm(
+                        isa,
+                        &GemmArgs {
+                            a: &a,
+                            b: &b,
+                            offs: &offs,
+                            c: c.as_mut_ptr(),
+                            ldc,
+                            blocks,
+                            accumulate,
+                        },
+                    )
+                };
+                for m in 0..MR {
+                    for n in 0..blocks * nr {
+                        let mut e: f32 = (0..k).map(|kk| a[kk * MR + m] * b[offs[kk] + n]).sum();
+                        if accumulate {
+                            e += before[m * ldc + n];
+                        }
+                        let got = c[m * ldc + n];
+                        assert!((got - e).abs() < 1e-5, "{isa:?} m{m} n{n}: {got} vs {e}");
+                    }
+                    // Columns past the blocks are untouched.
+                    for n in blocks * nr..ldc {
+                        assert_eq!(c[m * ldc + n], before[m * ldc + n]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_matches_naive_on_every_isa() {
+        for isa in available() {
+            let len = isa.width() * 5;
+            let ldd = len + 4;
+            let d = vals(MR * ldd, 1);
+            let offs = [0, 3, 17];
+            let b = vals(17 + len, 2);
+            let got = dot(
+                isa,
+                &DotArgs {
+                    d: &d,
+                    ldd,
+                    b: &b,
+                    offs,
+                    len,
+                },
+            );
+            for m in 0..MR {
+                for j in 0..JR {
+                    let e: f32 = (0..len).map(|n| d[m * ldd + n] * b[offs[j] + n]).sum();
+                    assert!((got[m * JR + j] - e).abs() < 1e-4, "{isa:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn isa_cap_is_respected() {
+        assert_eq!(detect(Some("portable")), Isa::Portable);
+        assert_ne!(detect(Some("avx2")), Isa::Avx512);
+    }
+}

@@ -1,0 +1,214 @@
+//! meal's convolution kernels against burn's own `conv2d` and its autodiff gradients, on random
+//! shapes, strides, paddings, dilations and groups, on every instruction set this CPU has.
+
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use meal::kernels;
+use meal::kernels::conv::ConvShape;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+struct Case {
+    s: ConvShape,
+    bias: bool,
+}
+
+fn random_case(rng: &mut ChaCha8Rng) -> Case {
+    let groups = *[1, 1, 1, 2, 4].get(rng.random_range(0..5)).unwrap();
+    let k = *[1, 3, 3, 5].get(rng.random_range(0..4)).unwrap();
+    let dil = if rng.random_bool(0.2) { 2 } else { 1 };
+    let span = dil * (k - 1);
+    let pad_b = rng.random_range(0..=span);
+    let pad_e = if rng.random_bool(0.7) {
+        pad_b
+    } else {
+        rng.random_range(0..=span)
+    };
+    let h = rng.random_range(span + 1..20);
+    let w = rng.random_range(span + 1..36);
+    Case {
+        s: ConvShape {
+            batch: rng.random_range(1..4),
+            cin: groups * rng.random_range(4..9),
+            h,
+            w,
+            cout: groups * rng.random_range(4..11),
+            kh: k,
+            kw: k,
+            stride: [rng.random_range(1..3), rng.random_range(1..3)],
+            pad: [(pad_b, pad_e), (pad_e, pad_b)],
+            dilation: [dil, dil],
+            groups,
+        },
+        bias: rng.random_bool(0.3),
+    }
+}
+
+fn options(s: &ConvShape) -> ConvOptions<2> {
+    ConvOptions::new_with_padding(s.stride, s.pad, s.dilation, s.groups)
+}
+
+/// Output, input gradient, weight gradient and bias gradient of `sum(conv(x, w) · r)`.
+fn run(
+    c: &Case,
+    ours: bool,
+    x: &Tensor<4>,
+    w: &Tensor<4>,
+    b: &Tensor<1>,
+    r: &Tensor<4>,
+) -> Vec<Vec<f32>> {
+    let x = x.clone().require_grad();
+    let w = w.clone().require_grad();
+    let b = b.clone().require_grad();
+    let bias = c.bias.then(|| b.clone());
+    let y = if ours {
+        kernels::conv2d(x.clone(), w.clone(), bias, options(&c.s))
+    } else {
+        burn_conv2d(x.clone(), w.clone(), bias, options(&c.s))
+    };
+    let grads = (y.clone() * r.clone()).sum().backward();
+    let mut out = vec![
+        y.into_data().to_vec::<f32>().unwrap(),
+        x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+        w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+    ];
+    if c.bias {
+        out.push(b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap());
+    }
+    out
+}
+
+fn assert_close(what: &str, case: &ConvShape, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what} length for {case:?}");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (g, e)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - e).abs() <= 1e-5 * e.abs() + 2e-5 * scale,
+            "{what} differs at {i} for {case:?}: {g} vs {e} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn conv2d_and_gradients_match_burn_on_random_shapes() {
+    let device = Device::default().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut checked = 0;
+    for _ in 0..60 {
+        let c = random_case(&mut rng);
+        let s = c.s;
+        if !s.supported() {
+            continue;
+        }
+        let x = Tensor::<4>::random(
+            [s.batch, s.cin, s.h, s.w],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let w = Tensor::<4>::random(
+            [s.cout, s.cin / s.groups, s.kh, s.kw],
+            Distribution::Normal(0.0, 0.3),
+            &device,
+        );
+        let b = Tensor::<1>::random([s.cout], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<4>::random(
+            [s.batch, s.cout, s.ho(), s.wo()],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let ours = run(&c, true, &x, &w, &b, &r);
+        let theirs = run(&c, false, &x, &w, &b, &r);
+        for (what, (g, e)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(ours.iter().zip(&theirs))
+        {
+            assert_close(what, &s, g, e);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} random shapes were supported");
+}
+
+/// The shapes the zoo actually trains with, including the wide direct path and batches.
+#[test]
+fn zoo_shapes_match_burn() {
+    let device = Device::default().autodiff();
+    let shapes = [
+        (8, 3, 32, 16, 3, 1, 1),
+        (4, 16, 32, 16, 3, 1, 1),
+        (4, 16, 32, 32, 3, 2, 1),
+        (4, 32, 16, 32, 3, 1, 1),
+        (4, 64, 8, 64, 3, 1, 1),
+        (4, 64, 8, 128, 1, 2, 0),
+        (2, 128, 4, 128, 3, 1, 1),
+    ];
+    for (batch, cin, hw, cout, k, stride, pad) in shapes {
+        let s = ConvShape {
+            batch,
+            cin,
+            h: hw,
+            w: hw,
+            cout,
+            kh: k,
+            kw: k,
+            stride: [stride, stride],
+            pad: [(pad, pad), (pad, pad)],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        assert!(s.supported());
+        let c = Case { s, bias: false };
+        let x = Tensor::<4>::random(
+            [batch, cin, hw, hw],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let w = Tensor::<4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.1), &device);
+        let b = Tensor::<1>::zeros([cout], &device);
+        let r = Tensor::<4>::random(
+            [batch, cout, s.ho(), s.wo()],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let ours = run(&c, true, &x, &w, &b, &r);
+        let theirs = run(&c, false, &x, &w, &b, &r);
+        for (what, (g, e)) in ["output", "input grad", "weight grad"]
+            .iter()
+            .zip(ours.iter().zip(&theirs))
+        {
+            assert_close(what, &s, g, e);
+        }
+    }
+}
+
+/// A non-contiguous input (a transposed view) is read correctly.
+#[test]
+fn strided_views_are_read_correctly() {
+    let device = Device::default();
+    let x = Tensor::<4>::random([2, 8, 12, 14], Distribution::Normal(0.0, 1.0), &device);
+    let xt = x.clone().swap_dims(2, 3);
+    let w = Tensor::<4>::random([6, 8, 3, 3], Distribution::Normal(0.0, 0.3), &device);
+    let o = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let ours = kernels::conv2d(xt.clone(), w.clone(), None, o.clone());
+    let theirs = burn_conv2d(xt, w, None, o);
+    let s = ConvShape {
+        batch: 2,
+        cin: 8,
+        h: 14,
+        w: 12,
+        cout: 6,
+        kh: 3,
+        kw: 3,
+        stride: [1, 1],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    assert_close(
+        "output",
+        &s,
+        &ours.into_data().to_vec::<f32>().unwrap(),
+        &theirs.into_data().to_vec::<f32>().unwrap(),
+    );
+}
