@@ -2,10 +2,11 @@
 //! dtypes and unsupported shapes through burn-flex's own implementation.
 
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::{ConvOptions, ModuleOps};
+use burn::backend::ops::{ActivationOps, ConvOptions, ModuleOps};
 use burn::backend::{Bytes, DType, Flex, TensorMetadata};
 
 use super::ConvKernels;
+use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 
 fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
@@ -42,7 +43,7 @@ fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
-fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(data),
         Layout::contiguous(shape.into()),
@@ -50,7 +51,95 @@ fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
     )
 }
 
+fn like(data: Vec<f32>, t: &FlexTensor) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(t.shape()),
+        DType::F32,
+    )
+}
+
+fn bn_shape(x: &FlexTensor, params: &[&FlexTensor]) -> Option<BnShape> {
+    let s = x.shape();
+    if x.dtype() != DType::F32 || params.iter().any(|p| p.dtype() != DType::F32) {
+        return None;
+    }
+    if s.num_dims() < 2 {
+        return None;
+    }
+    let channels = s[1];
+    Some(BnShape {
+        batch: s[0],
+        channels,
+        spatial: (2..s.num_dims()).map(|d| s[d]).product(),
+    })
+}
+
 impl ConvKernels for Flex {
+    fn meal_batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Some(shape) = bn_shape(&x, &[&gamma, &beta]) else {
+            let r = Flex::batch_norm_train(x, gamma, beta, epsilon);
+            let out = if relu { Flex::relu(r.output) } else { r.output };
+            return (out, r.mean, r.variance);
+        };
+        let (y, mean, var) = batch_norm::forward(
+            shape,
+            &values(&x),
+            &values(&gamma),
+            &values(&beta),
+            epsilon,
+            relu,
+        );
+        (
+            like(y, &x),
+            tensor(mean, [shape.channels]),
+            tensor(var, [shape.channels]),
+        )
+    }
+
+    fn meal_batch_norm_train_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        output: FlexTensor,
+        output_grad: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Some(shape) = bn_shape(&x, &[&gamma, &mean, &variance, &output, &output_grad]) else {
+            let grad = if relu {
+                Flex::relu_backward(output, output_grad)
+            } else {
+                output_grad
+            };
+            let b = Flex::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+            return (b.x_grad, b.gamma_grad, b.beta_grad);
+        };
+        let y = relu.then(|| values(&output));
+        let (dx, dg, db) = batch_norm::backward(
+            shape,
+            &values(&x),
+            &values(&gamma),
+            &values(&mean),
+            &values(&variance),
+            y.as_deref(),
+            &values(&output_grad),
+            epsilon,
+        );
+        (
+            like(dx, &x),
+            tensor(dg, [shape.channels]),
+            tensor(db, [shape.channels]),
+        )
+    }
+
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d(x, weight, None, options);

@@ -11,6 +11,7 @@
 //! `MEAL_KERNELS=burn` switches every call back to burn's implementation, for comparison.
 
 mod autodiff;
+pub mod batch_norm;
 pub mod conv;
 mod flex;
 pub mod simd;
@@ -21,10 +22,45 @@ use burn::backend::ops::ConvOptions;
 use burn::backend::{Dispatch, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
 
-/// The convolution passes as backend operations: the defaults are burn's own, and burn-flex
-/// overrides them with [`conv`].
+/// The convolution passes and training-mode BatchNorm(+ReLU) as backend operations: the
+/// defaults are burn's own, and burn-flex overrides them with [`conv`] and [`batch_norm`].
 #[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cuda"))]
 pub trait ConvKernels: burn::backend::Backend {
+    /// `(relu?(bn(x)), batch mean, biased batch variance)`.
+    fn meal_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let r = Self::batch_norm_train(x, gamma, beta, epsilon);
+        let out = if relu { Self::relu(r.output) } else { r.output };
+        (out, r.mean, r.variance)
+    }
+
+    /// Gradients of input, gamma and beta; `output` is the forward result (its sign is the
+    /// ReLU mask when `relu`).
+    #[allow(clippy::too_many_arguments)]
+    fn meal_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let grad = if relu {
+            Self::relu_backward(output, output_grad)
+        } else {
+            output_grad
+        };
+        let b = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+        (b.x_grad, b.gamma_grad, b.beta_grad)
+    }
+
     fn meal_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -94,4 +130,36 @@ pub fn conv2d(
         }
         None => y,
     }
+}
+
+/// Training-mode BatchNorm over `(B, C, ...)`, optionally followed by ReLU: the output, the batch
+/// mean and the biased batch variance (both detached, for the running statistics).
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    relu: bool,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    if !enabled() {
+        let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+        let out = if relu {
+            burn::tensor::activation::relu(r.output)
+        } else {
+            r.output
+        };
+        return (out, r.mean, r.variance);
+    }
+    let (y, mean, var) = Dispatch::meal_batch_norm_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+        relu,
+    );
+    (
+        Tensor::from_dispatch(y),
+        Tensor::from_dispatch(mean),
+        Tensor::from_dispatch(var),
+    )
 }

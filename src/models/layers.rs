@@ -180,14 +180,28 @@ impl BatchNorm2d {
     }
 
     fn forward_train<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.forward_train_fused(input, false)
+    }
+
+    /// `relu(self.forward(input))`, with the ReLU fused into the BatchNorm kernel in training.
+    pub fn forward_relu<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        if input.device().is_autodiff() && self.training.is_enabled() {
+            self.forward_train_fused(input, true)
+        } else {
+            relu(self.forward(input))
+        }
+    }
+
+    fn forward_train_fused<const D: usize>(&self, input: Tensor<D>, fuse_relu: bool) -> Tensor<D> {
         let device = input.device();
         let dims = input.dims();
         let per_channel: usize = dims.iter().product::<usize>() / dims[1];
-        let result = burn::tensor::module::batch_norm_train(
+        let (output, batch_mean, batch_var) = crate::kernels::batch_norm_train(
             input,
             self.weight.val(),
             self.bias.val(),
             self.epsilon,
+            fuse_relu,
         );
         // PyTorch stores the unbiased variance; a single value per channel has none, and
         // PyTorch then refuses to train, so we keep the biased one rather than divide by zero.
@@ -202,16 +216,16 @@ impl BatchNorm2d {
             .value_sync()
             .to_device(&device)
             .mul_scalar(1.0 - m)
-            .add(result.mean.detach().mul_scalar(m));
+            .add(batch_mean.detach().mul_scalar(m));
         let var = self
             .running_var
             .value_sync()
             .to_device(&device)
             .mul_scalar(1.0 - m)
-            .add(result.variance.detach().mul_scalar(m * correction));
+            .add(batch_var.detach().mul_scalar(m * correction));
         self.running_mean.update(mean.detach());
         self.running_var.update(var.detach());
-        result.output
+        output
     }
 }
 
@@ -238,7 +252,7 @@ impl ConvBnRelu {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(conv_fwd(&self.conv, x)))
+        self.bn.forward_relu(conv_fwd(&self.conv, x))
     }
 }
 
@@ -270,5 +284,5 @@ impl ConvBn {
 
 /// BN → ReLU (pre-activation units of PreAct-ResNet and DenseNet).
 pub fn bn_relu(bn: &BatchNorm2d, x: Tensor<4>) -> Tensor<4> {
-    relu(bn.forward(x))
+    bn.forward_relu(x)
 }

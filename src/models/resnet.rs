@@ -39,7 +39,7 @@ impl BasicBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(conv_fwd(&self.conv1, x.clone())));
+        let out = self.bn1.forward_relu(conv_fwd(&self.conv1, x.clone()));
         let out = self.bn2.forward(conv_fwd(&self.conv2, out));
         let shortcut = match &self.shortcut {
             Some(proj) => proj.forward(x),

@@ -55,8 +55,8 @@ impl ResNeXtBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = relu(self.bn1.forward(conv_fwd(&self.conv1, x.clone())));
-        let y = relu(self.bn2.forward(conv_fwd(&self.conv2, y)));
+        let y = self.bn1.forward_relu(conv_fwd(&self.conv1, x.clone()));
+        let y = self.bn2.forward_relu(conv_fwd(&self.conv2, y));
         let y = self.bn3.forward(conv_fwd(&self.conv3, y));
         let shortcut = match &self.shortcut {
             Some(proj) => proj.forward(x),

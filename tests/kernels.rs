@@ -69,12 +69,12 @@ fn run(
     };
     let grads = (y.clone() * r.clone()).sum().backward();
     let mut out = vec![
-        y.into_data().to_vec::<f32>().unwrap(),
-        x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
-        w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(),
+        y.into_data().try_to_vec::<f32>().unwrap(),
+        x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+        w.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
     ];
     if c.bias {
-        out.push(b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap());
+        out.push(b.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap());
     }
     out
 }
@@ -208,7 +208,89 @@ fn strided_views_are_read_correctly() {
     assert_close(
         "output",
         &s,
-        &ours.into_data().to_vec::<f32>().unwrap(),
-        &theirs.into_data().to_vec::<f32>().unwrap(),
+        &ours.into_data().try_to_vec::<f32>().unwrap(),
+        &theirs.into_data().try_to_vec::<f32>().unwrap(),
     );
+}
+
+/// Output, statistics and gradients of `sum(bn(x) · r)` (with the ReLU when `relu`).
+fn run_bn(
+    ours: bool,
+    relu: bool,
+    x: &Tensor<4>,
+    g: &Tensor<1>,
+    b: &Tensor<1>,
+    r: &Tensor<4>,
+) -> Vec<Vec<f32>> {
+    let x = x.clone().require_grad();
+    let g = g.clone().require_grad();
+    let b = b.clone().require_grad();
+    let (y, mean, var) = if ours {
+        kernels::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, relu)
+    } else {
+        let out = burn::tensor::module::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+        let y = if relu {
+            burn::tensor::activation::relu(out.output)
+        } else {
+            out.output
+        };
+        (y, out.mean, out.variance)
+    };
+    let grads = (y.clone() * r.clone()).sum().backward();
+    let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+    let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+    vec![
+        v(y),
+        v1(mean),
+        v1(var),
+        v(x.grad(&grads).unwrap()),
+        v1(g.grad(&grads).unwrap()),
+        v1(b.grad(&grads).unwrap()),
+    ]
+}
+
+#[test]
+fn batch_norm_train_and_gradients_match_burn() {
+    let device = Device::default().autodiff();
+    let s = ConvShape {
+        batch: 0,
+        cin: 0,
+        h: 0,
+        w: 0,
+        cout: 0,
+        kh: 1,
+        kw: 1,
+        stride: [1, 1],
+        pad: [(0, 0), (0, 0)],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    for (batch, c, h, w, offset) in [(4, 6, 5, 7, 0.0), (3, 16, 8, 8, 50.0), (2, 3, 1, 9, 0.0)] {
+        let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(offset, 2.0), &device);
+        let g = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.5), &device);
+        let b = Tensor::<1>::random([c], Distribution::Normal(0.0, 0.5), &device);
+        let r = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        for relu in [false, true] {
+            let ours = run_bn(true, relu, &x, &g, &b, &r);
+            let theirs = run_bn(false, relu, &x, &g, &b, &r);
+            for (what, (o, t)) in [
+                "output",
+                "mean",
+                "variance",
+                "input grad",
+                "gamma grad",
+                "beta grad",
+            ]
+            .iter()
+            .zip(ours.iter().zip(&theirs))
+            {
+                assert_close(
+                    &format!("{what} (relu {relu}, shape {batch}x{c}x{h}x{w})"),
+                    &s,
+                    o,
+                    t,
+                );
+            }
+        }
+    }
 }

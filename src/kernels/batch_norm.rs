@@ -1,0 +1,224 @@
+//! Training-mode BatchNorm (optionally followed by ReLU) on NCHW `f32` slices, in two passes
+//! over the data each way.
+//!
+//! burn's generic `batch_norm_train` and its backward are built from about twenty tensor
+//! operations, four of them transposing copies; on burn-flex that cost more than the
+//! convolutions around them. Here the forward pass reads the input once for the statistics and
+//! once to write the output; the backward pass reads once for the two per-channel sums and once
+//! to write the input gradient. The ReLU that follows most BatchNorms rides along: its mask is
+//! the sign of the output.
+
+use rayon::prelude::*;
+
+/// `(B, C, spatial)` of an NCHW tensor (any number of trailing dimensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub spatial: usize,
+}
+
+impl BnShape {
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.spatial
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn count(&self) -> f64 {
+        (self.batch * self.spatial) as f64
+    }
+
+    fn rows(&self, ch: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        (0..self.batch).map(move |n| {
+            let start = (n * self.channels + ch) * self.spatial;
+            start..start + self.spatial
+        })
+    }
+}
+
+/// `Σ (v − shift)` and `Σ (v − shift)²` of one row, in eight independent lanes so that the
+/// compiler vectorises it.
+fn shifted_sums(row: &[f32], shift: f32) -> (f64, f64) {
+    let mut s = [0f32; 8];
+    let mut q = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            let d = c[l] - shift;
+            s[l] += d;
+            q[l] += d * d;
+        }
+    }
+    let (mut s64, mut q64) = (0f64, 0f64);
+    for l in 0..8 {
+        s64 += s[l] as f64;
+        q64 += q[l] as f64;
+    }
+    for &v in tail {
+        let d = (v - shift) as f64;
+        s64 += d;
+        q64 += d * d;
+    }
+    (s64, q64)
+}
+
+/// Output, batch mean and biased batch variance.
+pub fn forward(
+    shape: BnShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), shape.len());
+    assert_eq!(gamma.len(), shape.channels);
+    assert_eq!(beta.len(), shape.channels);
+    let n = shape.count();
+    // Shifting by a sample of the channel keeps E[x²] − E[x]² from cancelling when the mean is
+    // large against the spread.
+    let stats: Vec<(f64, f64)> = (0..shape.channels)
+        .into_par_iter()
+        .map(|ch| {
+            if n == 0.0 {
+                return (f64::NAN, f64::NAN);
+            }
+            let shift = x[(ch * shape.spatial)..][0];
+            let (mut s, mut q) = (0f64, 0f64);
+            for r in shape.rows(ch) {
+                let (rs, rq) = shifted_sums(&x[r], shift);
+                s += rs;
+                q += rq;
+            }
+            let m = s / n;
+            (shift as f64 + m, (q / n - m * m).max(0.0))
+        })
+        .collect();
+    let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
+    let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
+    let (scale, shift): (Vec<f32>, Vec<f32>) = stats
+        .iter()
+        .zip(gamma.iter().zip(beta))
+        .map(|(&(m, v), (&g, &b))| {
+            let a = g as f64 / (v + epsilon).sqrt();
+            (a as f32, (b as f64 - m * a) as f32)
+        })
+        .unzip();
+    let mut y = vec![0f32; x.len()];
+    let image = shape.channels * shape.spatial;
+    if image > 0 {
+        y.par_chunks_mut(image)
+            .zip(x.par_chunks(image))
+            .for_each(|(yi, xi)| {
+                for ch in 0..shape.channels {
+                    let r = ch * shape.spatial..(ch + 1) * shape.spatial;
+                    let (a, b) = (scale[ch], shift[ch]);
+                    for (o, &v) in yi[r.clone()].iter_mut().zip(&xi[r]) {
+                        let t = v * a + b;
+                        *o = if relu { t.max(0.0) } else { t };
+                    }
+                }
+            });
+    }
+    (y, mean, var)
+}
+
+/// Gradients of input, `gamma` and `beta`. `y` is the forward output, needed (and only read)
+/// when the ReLU was fused.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    shape: BnShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    y: Option<&[f32]>,
+    dy: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), shape.len());
+    assert_eq!(dy.len(), shape.len());
+    if let Some(y) = y {
+        assert_eq!(y.len(), shape.len());
+    }
+    let n = shape.count();
+    let masked = |i: usize| match y {
+        Some(y) if y[i] <= 0.0 => 0.0,
+        _ => dy[i],
+    };
+    // Σ dy' and Σ dy'·(x − mean) per channel (dy' is dy through the ReLU mask).
+    let sums: Vec<(f64, f64)> = (0..shape.channels)
+        .into_par_iter()
+        .map(|ch| {
+            let m = mean[ch];
+            let (mut sd, mut sdx) = (0f64, 0f64);
+            for r in shape.rows(ch) {
+                let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+                let start = r.start;
+                let len = r.len();
+                let full = len / 8 * 8;
+                for i in (0..full).step_by(8) {
+                    for l in 0..8 {
+                        let g = masked(start + i + l);
+                        a[l] += g;
+                        b[l] += g * (x[start + i + l] - m);
+                    }
+                }
+                for i in full..len {
+                    let g = masked(start + i) as f64;
+                    sd += g;
+                    sdx += g * (x[start + i] - m) as f64;
+                }
+                sd += a.iter().map(|&v| v as f64).sum::<f64>();
+                sdx += b.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            (sd, sdx)
+        })
+        .collect();
+    let mut dgamma = vec![0f32; shape.channels];
+    let mut dbeta = vec![0f32; shape.channels];
+    // dx = a·dy' + b·x + c per channel.
+    let mut coef = vec![(0f32, 0f32, 0f32); shape.channels];
+    for ch in 0..shape.channels {
+        let inv_std = 1.0 / (var[ch] as f64 + epsilon).sqrt();
+        let (sd, sdx) = sums[ch];
+        dbeta[ch] = sd as f32;
+        dgamma[ch] = (sdx * inv_std) as f32;
+        let a = gamma[ch] as f64 * inv_std;
+        let b = -a * inv_std * inv_std * sdx / n;
+        let c = -a * sd / n - b * mean[ch] as f64;
+        coef[ch] = (a as f32, b as f32, c as f32);
+    }
+    let mut dx = vec![0f32; x.len()];
+    let image = shape.channels * shape.spatial;
+    if image > 0 {
+        dx.par_chunks_mut(image).enumerate().for_each(|(img, dxi)| {
+            for ch in 0..shape.channels {
+                let (a, b, c) = coef[ch];
+                let base = img * image + ch * shape.spatial;
+                let out = &mut dxi[ch * shape.spatial..(ch + 1) * shape.spatial];
+                let xs = &x[base..base + shape.spatial];
+                let gs = &dy[base..base + shape.spatial];
+                match y {
+                    Some(y) => {
+                        let ys = &y[base..base + shape.spatial];
+                        for i in 0..shape.spatial {
+                            let g = if ys[i] > 0.0 { gs[i] } else { 0.0 };
+                            out[i] = a * g + b * xs[i] + c;
+                        }
+                    }
+                    None => {
+                        for i in 0..shape.spatial {
+                            out[i] = a * gs[i] + b * xs[i] + c;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    (dx, dgamma, dbeta)
+}
