@@ -70,11 +70,25 @@ fn run(
     let grads = (y.clone() * r.clone()).sum().backward();
     let mut out = vec![
         y.into_data().try_to_vec::<f32>().unwrap(),
-        x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
-        w.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+        x.grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+        w.grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
     ];
     if c.bias {
-        out.push(b.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap());
+        out.push(
+            b.grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+        );
     }
     out
 }

@@ -89,8 +89,10 @@ impl ConvShape {
             && self.pad[1].0.max(self.pad[1].1) <= self.dilation[1] * (self.kw - 1)
     }
 
+    /// Stride 1 and wide enough that the excess columns (`Wp − Wo` per row) cost less than
+    /// writing an im2col matrix.
     fn direct(&self) -> bool {
-        self.stride == [1, 1] && self.wo() >= 12
+        self.stride == [1, 1] && self.wo() >= 8
     }
 
     /// The stride-1 convolution whose output is this one's input gradient.
@@ -241,32 +243,51 @@ fn chunk_images(s: &ConvShape) -> usize {
     (512 / per_image.max(1)).clamp(1, s.batch.max(1))
 }
 
+/// Output columns `ox` whose input column `ox·stride + off − pad` lies inside `0..w`.
+fn valid_range(out: usize, stride: usize, off: usize, pad: usize, w: usize) -> (usize, usize) {
+    // ox·stride + off ≥ pad  and  ox·stride + off < pad + w
+    let lo = pad.saturating_sub(off).div_ceil(stride);
+    let hi = if pad + w > off {
+        (pad + w - off).div_ceil(stride)
+    } else {
+        0
+    };
+    (lo.min(out), hi.clamp(lo.min(out), out))
+}
+
 /// `col[(ci, ky, kx)][j]` for the chunk's images side by side (`j = img·Ho·Wo + oy·Wo + ox`)
-/// for channels `c0..c0+cin_g`.
+/// for channels `c0..c0+cin_g`; columns past the images are zero.
 fn im2col(s: &ConvShape, x: &[f32], imgs: usize, c0: usize, col: &mut [f32], ld: usize) {
     let (ho, wo) = (s.ho(), s.wo());
     let plane = s.h * s.w;
-    col.fill(0.0);
+    let (sy, sx) = (s.stride[0], s.stride[1]);
     for ci in 0..s.cin_g() {
         for ky in 0..s.kh {
+            let (oy_lo, oy_hi) = valid_range(ho, sy, ky * s.dilation[0], s.pad[0].0, s.h);
             for kx in 0..s.kw {
+                let offx = kx * s.dilation[1];
+                let (ox_lo, ox_hi) = valid_range(wo, sx, offx, s.pad[1].0, s.w);
                 let row = (ci * s.kh + ky) * s.kw + kx;
-                let dst = &mut col[row * ld..row * ld + imgs * ho * wo];
+                let dst = &mut col[row * ld..(row + 1) * ld];
+                dst[imgs * ho * wo..].fill(0.0);
                 for img in 0..imgs {
                     let src = &x[(img * s.cin + c0 + ci) * plane..][..plane];
                     for oy in 0..ho {
-                        let iy =
-                            (oy * s.stride[0] + ky * s.dilation[0]) as isize - s.pad[0].0 as isize;
-                        if iy < 0 || iy >= s.h as isize {
+                        let drow = &mut dst[(img * ho + oy) * wo..][..wo];
+                        if oy < oy_lo || oy >= oy_hi {
+                            drow.fill(0.0);
                             continue;
                         }
-                        let srow = &src[iy as usize * s.w..][..s.w];
-                        let drow = &mut dst[(img * ho + oy) * wo..][..wo];
-                        for (ox, d) in drow.iter_mut().enumerate() {
-                            let ix = (ox * s.stride[1] + kx * s.dilation[1]) as isize
-                                - s.pad[1].0 as isize;
-                            if ix >= 0 && ix < s.w as isize {
-                                *d = srow[ix as usize];
+                        let iy = oy * sy + ky * s.dilation[0] - s.pad[0].0;
+                        let srow = &src[iy * s.w..][..s.w];
+                        drow[..ox_lo].fill(0.0);
+                        drow[ox_hi..].fill(0.0);
+                        let base = ox_lo * sx + offx - s.pad[1].0;
+                        if sx == 1 {
+                            drow[ox_lo..ox_hi].copy_from_slice(&srow[base..base + ox_hi - ox_lo]);
+                        } else {
+                            for (j, d) in drow[ox_lo..ox_hi].iter_mut().enumerate() {
+                                *d = srow[base + j * sx];
                             }
                         }
                     }
@@ -280,27 +301,24 @@ fn im2col(s: &ConvShape, x: &[f32], imgs: usize, c0: usize, col: &mut [f32], ld:
 fn col2im(s: &ConvShape, col: &[f32], ld: usize, imgs: usize, c0: usize, dx: &mut [f32]) {
     let (ho, wo) = (s.ho(), s.wo());
     let plane = s.h * s.w;
+    let (sy, sx) = (s.stride[0], s.stride[1]);
     for ci in 0..s.cin_g() {
         for ky in 0..s.kh {
+            let (oy_lo, oy_hi) = valid_range(ho, sy, ky * s.dilation[0], s.pad[0].0, s.h);
             for kx in 0..s.kw {
+                let offx = kx * s.dilation[1];
+                let (ox_lo, ox_hi) = valid_range(wo, sx, offx, s.pad[1].0, s.w);
                 let row = (ci * s.kh + ky) * s.kw + kx;
                 let src = &col[row * ld..row * ld + imgs * ho * wo];
                 for img in 0..imgs {
                     let dst = &mut dx[(img * s.cin + c0 + ci) * plane..][..plane];
-                    for oy in 0..ho {
-                        let iy =
-                            (oy * s.stride[0] + ky * s.dilation[0]) as isize - s.pad[0].0 as isize;
-                        if iy < 0 || iy >= s.h as isize {
-                            continue;
-                        }
-                        let drow = &mut dst[iy as usize * s.w..][..s.w];
+                    for oy in oy_lo..oy_hi {
+                        let iy = oy * sy + ky * s.dilation[0] - s.pad[0].0;
+                        let drow = &mut dst[iy * s.w..][..s.w];
                         let srow = &src[(img * ho + oy) * wo..][..wo];
-                        for (ox, v) in srow.iter().enumerate() {
-                            let ix = (ox * s.stride[1] + kx * s.dilation[1]) as isize
-                                - s.pad[1].0 as isize;
-                            if ix >= 0 && ix < s.w as isize {
-                                drow[ix as usize] += v;
-                            }
+                        let base = ox_lo * sx + offx - s.pad[1].0;
+                        for (j, v) in srow[ox_lo..ox_hi].iter().enumerate() {
+                            drow[base + j * sx] += v;
                         }
                     }
                 }
@@ -476,7 +494,9 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if s.batch == 0 {
         return vec![0f32; total];
     }
-    if s.direct() {
+    // Short rows make the dot products' horizontal sums dominate: below 16 output columns the
+    // im2col layout, with several images per row, is faster.
+    if s.direct() && s.wo() >= 16 {
         sum_partials(backward_weight_direct(isa, s, x, dy), total)
     } else {
         sum_partials(backward_weight_im2col(isa, s, x, dy), total)
