@@ -108,23 +108,7 @@ pub fn forward(
             (a as f32, (b as f64 - m * a) as f32)
         })
         .unzip();
-    let mut y = vec![0f32; x.len()];
-    let image = shape.channels * shape.spatial;
-    if image > 0 {
-        y.par_chunks_mut(image)
-            .zip(x.par_chunks(image))
-            .for_each(|(yi, xi)| {
-                for ch in 0..shape.channels {
-                    let r = ch * shape.spatial..(ch + 1) * shape.spatial;
-                    let (a, b) = (scale[ch], shift[ch]);
-                    for (o, &v) in yi[r.clone()].iter_mut().zip(&xi[r]) {
-                        let t = v * a + b;
-                        *o = if relu { t.max(0.0) } else { t };
-                    }
-                }
-            });
-    }
-    (y, mean, var)
+    (channel_affine(shape, x, &scale, &shift, relu), mean, var)
 }
 
 /// Gradients of input, `gamma` and `beta`. `y` is the forward output, needed (and only read)
@@ -221,4 +205,34 @@ pub fn backward(
         });
     }
     (dx, dgamma, dbeta)
+}
+
+/// `relu?(x · scale[c] + shift[c])`.
+pub fn channel_affine(
+    shape: BnShape,
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    assert_eq!(x.len(), shape.len());
+    assert_eq!(scale.len(), shape.channels);
+    assert_eq!(shift.len(), shape.channels);
+    let mut y = vec![0f32; x.len()];
+    let image = shape.channels * shape.spatial;
+    if image > 0 {
+        y.par_chunks_mut(image)
+            .zip(x.par_chunks(image))
+            .for_each(|(yi, xi)| {
+                for ch in 0..shape.channels {
+                    let r = ch * shape.spatial..(ch + 1) * shape.spatial;
+                    let (a, b) = (scale[ch], shift[ch]);
+                    for (o, &v) in yi[r.clone()].iter_mut().zip(&xi[r]) {
+                        let t = v * a + b;
+                        *o = if relu { t.max(0.0) } else { t };
+                    }
+                }
+            });
+    }
+    y
 }

@@ -2,7 +2,7 @@
 //! dtypes and unsupported shapes through burn-flex's own implementation.
 
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::{ActivationOps, ConvOptions, ModuleOps};
+use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::{Bytes, DType, Flex, TensorMetadata};
 
 use super::ConvKernels;
@@ -76,6 +76,26 @@ fn bn_shape(x: &FlexTensor, params: &[&FlexTensor]) -> Option<BnShape> {
 }
 
 impl ConvKernels for Flex {
+    fn meal_channel_affine(
+        x: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        relu: bool,
+    ) -> FlexTensor {
+        let Some(shape) = bn_shape(&x, &[&scale, &shift]) else {
+            let shape = x.shape();
+            let mut per_channel = vec![1; shape.num_dims()];
+            per_channel[1] = shape[1];
+            let scale = Flex::float_reshape(scale, per_channel.clone().into());
+            let shift = Flex::float_reshape(shift, per_channel.into());
+            let y = Flex::float_add(Flex::float_mul(x, scale), shift);
+            return if relu { Flex::relu(y) } else { y };
+        };
+        let y =
+            batch_norm::channel_affine(shape, &values(&x), &values(&scale), &values(&shift), relu);
+        like(y, &x)
+    }
+
     fn meal_batch_norm_train(
         x: FlexTensor,
         gamma: FlexTensor,

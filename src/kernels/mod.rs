@@ -19,13 +19,30 @@ pub mod simd;
 use std::sync::OnceLock;
 
 use burn::backend::ops::ConvOptions;
-use burn::backend::{Dispatch, backend_extension, tensor::FloatTensor};
+use burn::backend::{Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
 
 /// The convolution passes and training-mode BatchNorm(+ReLU) as backend operations: the
 /// defaults are burn's own, and burn-flex overrides them with [`conv`] and [`batch_norm`].
 #[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cuda"))]
 pub trait ConvKernels: burn::backend::Backend {
+    /// `relu?(x · scale[c] + shift[c])` over `(B, C, ...)`: eval-mode BatchNorm with its
+    /// statistics folded into one multiply-add per element.
+    fn meal_channel_affine(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let shape = x.shape();
+        let mut per_channel = vec![1; shape.num_dims()];
+        per_channel[1] = shape[1];
+        let scale = Self::float_reshape(scale, per_channel.clone().into());
+        let shift = Self::float_reshape(shift, per_channel.into());
+        let y = Self::float_add(Self::float_mul(x, scale), shift);
+        if relu { Self::relu(y) } else { y }
+    }
+
     /// `(relu?(bn(x)), batch mean, biased batch variance)`.
     fn meal_batch_norm_train(
         x: FloatTensor<Self>,
@@ -162,4 +179,19 @@ pub fn batch_norm_train<const D: usize>(
         Tensor::from_dispatch(mean),
         Tensor::from_dispatch(var),
     )
+}
+
+/// `relu?(x · scale[c] + shift[c])` over `(B, C, ...)`.
+pub fn channel_affine<const D: usize>(
+    x: Tensor<D>,
+    scale: Tensor<1>,
+    shift: Tensor<1>,
+    relu: bool,
+) -> Tensor<D> {
+    Tensor::from_dispatch(Dispatch::meal_channel_affine(
+        x.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        relu,
+    ))
 }

@@ -167,16 +167,28 @@ impl BatchNorm2d {
         if input.device().is_autodiff() && self.training.is_enabled() {
             self.forward_train(input)
         } else {
-            let device = input.device();
-            burn::tensor::module::batch_norm(
-                input,
-                self.weight.val(),
-                self.bias.val(),
-                self.running_mean.value().to_device(&device),
-                self.running_var.value().to_device(&device),
-                self.epsilon,
-            )
+            self.forward_eval(input, false)
         }
+    }
+
+    /// Running statistics folded into one multiply-add per element.
+    fn forward_eval<const D: usize>(&self, input: Tensor<D>, fuse_relu: bool) -> Tensor<D> {
+        let device = input.device();
+        let inv_std = self
+            .running_var
+            .value()
+            .to_device(&device)
+            .add_scalar(self.epsilon)
+            .sqrt()
+            .recip();
+        let scale = self.weight.val().mul(inv_std);
+        let shift = self.bias.val().sub(
+            self.running_mean
+                .value()
+                .to_device(&device)
+                .mul(scale.clone()),
+        );
+        crate::kernels::channel_affine(input, scale, shift, fuse_relu)
     }
 
     fn forward_train<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
@@ -188,7 +200,7 @@ impl BatchNorm2d {
         if input.device().is_autodiff() && self.training.is_enabled() {
             self.forward_train_fused(input, true)
         } else {
-            relu(self.forward(input))
+            self.forward_eval(input, true)
         }
     }
 
