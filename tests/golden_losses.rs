@@ -229,6 +229,9 @@ fn gradient_reversal_matches_pytorch() {
     println!("max abs error grl loss: {err_loss:e}, grad: {err_grad:e}");
 }
 
+/// A BCE with a bug: (logits, targets, element count) → loss.
+type BuggyBce = fn(Tensor<2>, Tensor<2>, f64) -> Tensor<1>;
+
 /// BCE with its classic bugs (targets swapped, summed instead of averaged, a sign, a factor 2)
 /// and a gradient "reversal" that does not reverse are all rejected.
 #[test]
@@ -239,7 +242,7 @@ fn bce_and_grl_comparisons_reject_buggy_implementations() {
     for (name, case) in golden["bce"].as_object().unwrap() {
         let y = tensor::<2>(&case["targets"], &device);
         let numel = y.dims().iter().product::<usize>() as f64;
-        let bugs: [(&str, fn(Tensor<2>, Tensor<2>, f64) -> Tensor<1>); 4] = [
+        let bugs: [(&str, BuggyBce); 4] = [
             ("targets swapped", |z, y, _| {
                 bce_with_logits(z, y.neg().add_scalar(1.0))
             }),

@@ -16,6 +16,9 @@
 //! errors that counts and shapes cannot see (concatenation order, which tensor a shortcut reads,
 //! pooling and padding) and BatchNorm's train-mode statistics and backward.
 //!
+//! A third test shows the comparisons can fail: a flipped kernel, BatchNorm left in eval mode,
+//! and a backward missing the stage terms are each rejected by far.
+//!
 //! The fixture is `tests/fixtures/models/golden.{json,bin}` (written by
 //! `scripts/models/make_golden_models.py`, which documents the layout).
 
@@ -282,9 +285,9 @@ impl Worst {
         for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
             let tol = RTOL * e.abs() + atol * scale;
             let ratio = (a - e).abs() / tol;
-            // `!(ratio <= r)` also catches NaN.
-            if !(ratio <= self.ratio) {
-                self.ratio = if ratio.is_nan() { f64::INFINITY } else { ratio };
+            let ratio = if ratio.is_nan() { f64::INFINITY } else { ratio };
+            if ratio > self.ratio || self.at.is_empty() {
+                self.ratio = ratio;
                 self.at = format!("{what}[{i}]: got {a}, PyTorch {e} (tolerance {tol:e})");
             }
         }
@@ -461,5 +464,82 @@ fn zoo_train_forward_and_backward_match_pytorch() {
             "{}: train + backward, largest error / tolerance {:.3}",
             info.name, worst.ratio
         );
+    }
+}
+
+/// Flips the kernel of one convolution (correlation read as convolution): a wiring-like bug.
+struct FlipKernel<'a> {
+    path: Path,
+    key: &'a str,
+}
+
+impl ModuleMapper for FlipKernel<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path
+            .0
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.0.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D != 4 || self.path.key() != self.key {
+            return param;
+        }
+        param.map(|t| t.flip([2, 3]))
+    }
+}
+
+/// The comparisons reject, for the small models: a model with its first convolution's kernel
+/// flipped (eval outputs), BatchNorm left in eval mode during the train pass (train outputs),
+/// and a backward that leaves out the stage terms of the loss (gradients).
+#[test]
+fn zoo_comparisons_reject_buggy_models() {
+    let (fixture, values) = load();
+    let mut rejected = Vec::new();
+    for arch in ["resnet8", "vgg8"] {
+        let want = &fixture.models[arch];
+        let t = &want.train;
+        let first_conv = t.grads.keys().find(|k| {
+            let shape = &t.grads[*k].shape;
+            shape.len() == 4 && shape[1] == 3
+        });
+        let first_conv = first_conv.expect("the first convolution's gradient is recorded");
+
+        let device = meal::backend::device();
+        let net = filled(arch, want, &device).map(&mut FlipKernel {
+            path: Path::default(),
+            key: first_conv,
+        });
+        let out = net.forward(input(fixture.batch, &device));
+        let mut worst = Worst::default();
+        worst.full("eval logits", out.logits, &want.eval.logits, &values);
+        rejected.push((arch, "flipped first kernel", worst.ratio));
+
+        let out = filled(arch, want, &device).forward(input(fixture.batch, &device));
+        let mut worst = Worst::default();
+        worst.full("train logits", out.logits, &t.logits, &values);
+        rejected.push((arch, "BatchNorm in eval mode", worst.ratio));
+
+        let device = meal::backend::autodiff_device();
+        let net = filled(arch, want, &device);
+        let x = input(fixture.batch, &device).require_grad();
+        let logits = net.forward(x.clone()).logits;
+        let dims = logits.dims();
+        let loss = logits.mul(loss_weights(dims, &device)).sum();
+        let mut worst = Worst::default();
+        worst.full(
+            "input grad",
+            x.grad(&loss.backward()).unwrap(),
+            &t.input_grad,
+            &values,
+        );
+        rejected.push((arch, "stage terms left out", worst.ratio));
+    }
+    for (arch, bug, ratio) in &rejected {
+        println!("{arch} with {bug}: {ratio:.1} tolerances off");
+        assert!(*ratio > 10.0, "{arch} with {bug} passes: {ratio:.2}");
     }
 }

@@ -99,8 +99,9 @@ pub fn compare_slice(what: &str, actual: &[f64], expected: &[f64]) -> Result<f64
     let mut max_abs = 0.0f64;
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let err = (a - e).abs();
-        // `!(err <= tol)` also rejects NaN.
-        if !(err <= RTOL * e.abs() + ATOL * scale) {
+        // NaN is never within.
+        let within = err <= RTOL * e.abs() + ATOL * scale;
+        if !within {
             return Err(format!(
                 "{what}[{i}]: got {a}, PyTorch {e} (error {err:e}, tensor scale {scale:e})"
             ));
