@@ -5,9 +5,36 @@ mod golden_common;
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
-use golden_common::{MaxErr, check, check_scalar, leaf, load, tensor};
+use golden_common::{
+    MaxErr, Rejections, accepts, accepts_scalar, check, check_scalar, leaf, load, tensor,
+};
 use meal::distill::adversarial::{bce_with_logits, discriminator_targets};
 use meal::distill::discriminator::{Discriminator, DiscriminatorConfig, DiscriminatorKind};
+use serde_json::Value;
+
+/// The discriminator of a golden case, with PyTorch's weights.
+fn golden_disc(case: &Value, device: &Device) -> Discriminator {
+    let dim = case["dim"].as_u64().unwrap() as usize;
+    let kind = match case["kind"].as_str().unwrap() {
+        "reference" => DiscriminatorKind::Reference,
+        "fixed" => DiscriminatorKind::Fixed,
+        other => panic!("kind {other}"),
+    };
+    let mut disc: Discriminator = DiscriminatorConfig::new(dim, kind).init(device);
+    let layers = case["layers"].as_array().unwrap();
+    assert_eq!(disc.layers.len(), layers.len());
+    // PyTorch stores [out, in]; burn's Linear stores [in, out].
+    for (layer, l) in disc.layers.iter_mut().zip(layers) {
+        let w: Tensor<2> = tensor(&l["weight"], device);
+        assert_eq!(
+            w.dims().iter().rev().copied().collect::<Vec<_>>(),
+            layer.weight.dims()
+        );
+        layer.weight = Param::from_tensor(w.transpose());
+        layer.bias = Some(Param::from_tensor(tensor(&l["bias"], device)));
+    }
+    disc
+}
 
 #[test]
 fn discriminator_matches_pytorch() {
@@ -17,31 +44,19 @@ fn discriminator_matches_pytorch() {
     let cases = golden.as_object().unwrap();
     assert_eq!(cases.len(), 4);
     for (name, case) in cases {
-        let dim = case["dim"].as_u64().unwrap() as usize;
         let batch = case["batch"].as_u64().unwrap() as usize;
         let kind = match case["kind"].as_str().unwrap() {
             "reference" => DiscriminatorKind::Reference,
             "fixed" => DiscriminatorKind::Fixed,
             other => panic!("kind {other}"),
         };
-        let mut disc: Discriminator = DiscriminatorConfig::new(dim, kind).init(&device);
+        let disc = golden_disc(case, &device);
         assert_eq!(disc.final_relu, kind == DiscriminatorKind::Reference);
         assert_eq!(
             disc.num_params(),
             case["num_params"].as_u64().unwrap() as usize
         );
         let layers = case["layers"].as_array().unwrap();
-        assert_eq!(disc.layers.len(), layers.len());
-        // PyTorch stores [out, in]; burn's Linear stores [in, out].
-        for (layer, l) in disc.layers.iter_mut().zip(layers) {
-            let w: Tensor<2> = tensor(&l["weight"], &device);
-            assert_eq!(
-                w.dims().iter().rev().copied().collect::<Vec<_>>(),
-                layer.weight.dims()
-            );
-            layer.weight = Param::from_tensor(w.transpose());
-            layer.bias = Some(Param::from_tensor(tensor(&l["bias"], &device)));
-        }
         let x = leaf::<2>(&case["x"], &device);
         let out = disc.forward(x.clone());
         errs.add(
@@ -113,11 +128,17 @@ fn widths_and_parameter_counts_follow_the_spec() {
     }
 }
 
+/// PyTorch's default: weights and biases both `U(±1/√fan_in)`. Each tensor must stay in the
+/// bound and fill it (a largest |value| near the bound, a mean |value| near bound/2, values of
+/// both signs), so all-zero or one-signed biases fail.
 #[test]
 fn pytorch_default_init_bounds() {
     let device = Device::default();
     let d = DiscriminatorConfig::new(400, DiscriminatorKind::Reference).init(&device);
-    for layer in &d.layers {
+    // Biases of the last layer (2 values) say little alone: judge them with the weights' bound
+    // pooled over layers, as values scaled to ±1.
+    let mut scaled_biases = Vec::new();
+    for (i, layer) in d.layers.iter().enumerate() {
         let fan_in = layer.weight.dims()[0] as f32;
         let bound = 1.0 / fan_in.sqrt();
         let w = layer.weight.val().try_into_vec_as::<f32>().unwrap();
@@ -129,14 +150,42 @@ fn pytorch_default_init_bounds() {
             .try_into_vec_as::<f32>()
             .unwrap();
         for v in w.iter().chain(&b) {
-            assert!(v.abs() <= bound, "{v} outside ±{bound}");
+            assert!(v.abs() <= bound, "layer {i}: {v} outside ±{bound}");
         }
-        // not degenerate: the weights spread over most of the range
-        let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(max > 0.9 * bound);
+        assert_fills_bound(&format!("layer {i} weight"), &w, bound);
+        if b.len() >= 50 {
+            assert_fills_bound(&format!("layer {i} bias"), &b, bound);
+        }
+        scaled_biases.extend(b.iter().map(|v| v / bound));
     }
+    assert_fills_bound("all biases / bound", &scaled_biases, 1.0);
 }
 
+/// `values` look like `U(±bound)`: largest |v| above 0.9·bound, mean |v| within 0.4..0.6 of
+/// bound, and both signs present in about equal numbers.
+fn assert_fills_bound(what: &str, values: &[f32], bound: f32) {
+    let n = values.len() as f32;
+    let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mean_abs = values.iter().map(|v| v.abs()).sum::<f32>() / n;
+    let negative = values.iter().filter(|&&v| v < 0.0).count() as f32 / n;
+    assert!(
+        max > 0.9 * bound,
+        "{what}: largest |v| {max} of bound {bound}"
+    );
+    assert!(
+        (0.4 * bound..0.6 * bound).contains(&mean_abs),
+        "{what}: mean |v| {mean_abs}, uniform gives {}",
+        0.5 * bound
+    );
+    assert!(
+        (0.3..0.7).contains(&negative),
+        "{what}: {negative} of the values negative"
+    );
+}
+
+/// The reference keeps a ReLU after the last layer, so its logits are never negative; the fixed
+/// discriminator drops it, so on the same input (and the same weights) some logits are negative
+/// and equal the reference's pre-activation.
 #[test]
 fn reference_logits_are_non_negative_fixed_ones_are_not() {
     let device = Device::default();
@@ -146,11 +195,60 @@ fn reference_logits_are_non_negative_fixed_ones_are_not() {
         &device,
     );
     let reference = DiscriminatorConfig::new(40, DiscriminatorKind::Reference).init(&device);
-    let min = reference.forward(x.clone()).min().into_scalar::<f32>();
-    assert!(min >= 0.0);
-    let fixed = DiscriminatorConfig::new(40, DiscriminatorKind::Fixed).init(&device);
+    let r = reference
+        .forward(x.clone())
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    assert!(r.iter().all(|&z| z >= 0.0), "reference logits: {r:?}");
+    let mut fixed = DiscriminatorConfig::new(40, DiscriminatorKind::Fixed).init(&device);
+    fixed.layers = reference.layers.clone();
     let v = fixed.forward(x).try_into_vec_as::<f32>().unwrap();
-    assert!(v.iter().any(|&z| z != 0.0));
+    let negative = v.iter().filter(|&&z| z < 0.0).count();
+    assert!(
+        negative > 0,
+        "no negative logit without the final ReLU: {v:?}"
+    );
+    for (f, r) in v.iter().zip(&r) {
+        assert_eq!(f.max(0.0), *r, "fixed {f} vs reference {r}");
+    }
+}
+
+/// Each golden case rejects a discriminator with one bug: the final ReLU toggled (where it
+/// changes some output), the BCE targets swapped, or the weights of one layer scaled by 2.
+#[test]
+fn discriminator_comparison_rejects_buggy_implementations() {
+    let golden = load("discriminator.json");
+    let device = Device::default().autodiff();
+    let mut rejections = Rejections::default();
+    for (name, case) in golden.as_object().unwrap() {
+        let batch = case["batch"].as_u64().unwrap() as usize;
+        let disc = golden_disc(case, &device);
+        for bug in ["relu toggled", "targets swapped", "layer 1 doubled"] {
+            let mut d = disc.clone();
+            let mut y = discriminator_targets(batch, &device);
+            match bug {
+                "relu toggled" => d.final_relu = !d.final_relu,
+                "targets swapped" => y = y.neg().add_scalar(1.0),
+                _ => {
+                    d.layers[1].weight =
+                        Param::from_tensor(d.layers[1].weight.val().mul_scalar(2.0).detach())
+                }
+            }
+            let x = leaf::<2>(&case["x"], &device);
+            let out = d.forward(x.clone());
+            let out_ok = accepts(out.clone(), &case["out"]);
+            if bug == "relu toggled" && out_ok {
+                // Only a negative pre-activation tells the two apart; the fixed cases have some.
+                assert_eq!(case["kind"], "reference", "{name}: fixed logits all ≥ 0");
+                continue;
+            }
+            let loss = bce_with_logits(out, y);
+            let loss_ok = accepts_scalar(loss.clone(), &case["loss"]);
+            let grad_ok = accepts(x.grad(&loss.backward()).unwrap(), &case["x_grad"]);
+            rejections.see(format!("{name} {bug}"), out_ok && loss_ok && grad_ok);
+        }
+    }
+    rejections.assert_all_rejected(10);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 mod golden_common;
 
 use burn::tensor::{Device, Tensor};
-use golden_common::{MaxErr, check, leaf, load, pool_weights};
+use golden_common::{MaxErr, Rejections, accepts, check, leaf, load, pool_weights};
 use meal::distill::pool::{PoolKind, adaptive_pool1d, stage_feature};
 
 fn kinds() -> [(&'static str, PoolKind); 2] {
@@ -70,6 +70,60 @@ fn stage_feature_matches_pytorch() {
         }
     }
     errs.report();
+}
+
+/// Each case rejects the other pooling kind (where they
+/// differ: not when every window holds one element) and a doubled output; each stage case also rejects a channel sum in place of
+/// the mean (avg) and the other kind.
+#[test]
+fn pool_comparison_rejects_buggy_implementations() {
+    let golden = load("pool.json");
+    let device = Device::default().autodiff();
+    let mut rejections = Rejections::default();
+    for (name, case) in golden["adaptive_pool1d"].as_object().unwrap() {
+        let out_len = case["out_len"].as_u64().unwrap() as usize;
+        for (kname, kind) in kinds() {
+            let other = if kind == PoolKind::Avg {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            };
+            let x: Tensor<3> = leaf(&case["x"], &device);
+            let want = &case[kname];
+            let swapped = adaptive_pool1d(x.clone(), out_len, other);
+            // Every window holds one element when the output repeats the input a whole number
+            // of times: avg and max agree there.
+            let same = out_len.is_multiple_of(x.dims()[2]);
+            if !same {
+                rejections.see(
+                    format!("{name} {kname} computed as {other:?}"),
+                    accepts(swapped, &want["out"]),
+                );
+            }
+            let doubled = adaptive_pool1d(x, out_len, kind).mul_scalar(2.0);
+            rejections.see(
+                format!("{name} {kname} doubled"),
+                accepts(doubled, &want["out"]),
+            );
+        }
+    }
+    for (name, case) in golden["stage_feature"].as_object().unwrap() {
+        let out_len = case["out_len"].as_u64().unwrap() as usize;
+        let x: Tensor<4> = leaf(&case["x"], &device);
+        let c = x.dims()[1] as f64;
+        let avg = stage_feature(x.clone(), out_len, PoolKind::Avg);
+        let max = stage_feature(x, out_len, PoolKind::Max);
+        let checks = [
+            ("avg as max", max.clone(), "avg"),
+            ("max as avg", avg.clone(), "max"),
+            ("avg summing channels", avg.mul_scalar(c), "avg"),
+        ];
+        for (bug, out, kname) in checks {
+            rejections.see(format!("{name} {bug}"), accepts(out, &case[kname]["out"]));
+        }
+    }
+    // 7 cases × 2 kinds doubled, 5 cases × 2 kinds swapped (16→10000 and 7→7 repeat), 6 × 3.
+    rejections.assert_all_rejected(7 * 2 + 5 * 2 + 6 * 3);
 }
 
 #[test]

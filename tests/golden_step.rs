@@ -11,6 +11,12 @@
 //! sums and samples) and of every discriminator tensor (in full). Two tests pin the modes down
 //! without PyTorch: grl's adversarial gradient is exactly the negation of joint's, and the
 //! alternating D step does not reach the student.
+//!
+//! Five variants of the joint step change one thing each (documented in the script): the random
+//! teacher draw (given the drawn index), eval-mode teachers (`freeze`), max pooling, MEAL V2's
+//! single logits discriminator on the mean teacher logits, and the discriminator lr under a
+//! decayed MultiStep schedule. Each must also miss the golden values when that one thing is
+//! done the base way (or the other teacher drawn, or d_lr left unscaled).
 
 mod golden_common;
 
@@ -21,7 +27,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use golden_common::{load, shape_data};
 use meal::data::Normalization;
-use meal::distill::config::{AdversarialMode, Combine, MealConfig, StageSpec};
+use meal::distill::config::{AdversarialMode, Combine, MealConfig, StageSpec, TeacherBn};
 use meal::distill::discriminator::DiscriminatorKind;
 use meal::distill::objective::{self, Discriminators, MealState, StepStats, Teacher};
 use meal::distill::pool::PoolKind;
@@ -29,6 +35,7 @@ use meal::distill::similarity::SimilarityKind;
 use meal::distill::stages::{self, Participant, Stage, extract};
 use meal::models::{self, Net, arch_info};
 use meal::train::optim::SgdSettings;
+use meal::train::schedule::ScheduleConfig;
 use serde_json::Value;
 
 /// Relative tolerance of the changes over the step (float32 against float64); the observed
@@ -212,6 +219,8 @@ struct Setup {
     device: Device,
     x: Tensor<4>,
     teachers: Vec<Teacher>,
+    /// The same teachers as the trainer freezes them for `teacher_bn = "eval"`.
+    teachers_eval: Vec<Teacher>,
     disc_prefix: String,
     lr: f64,
     d_lr: f64,
@@ -240,20 +249,29 @@ impl Setup {
             .collect();
         let x = Tensor::<4>::from_data(TensorData::new(x, [batch, 3, 32, 32]), &device);
         let classes = cfg["classes"].as_u64().unwrap() as usize;
-        let teachers = cfg["teachers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .map(|(k, arch)| {
-                let arch = arch.as_str().unwrap();
-                let net = models::build(arch, classes, &device).unwrap();
-                // Frozen weights, BatchNorm on batch statistics (`teacher_bn = "train"`).
-                let net = fill(net, &format!("teacher{k}."), 1).no_grad();
-                let n = Normalization::CIFAR10;
-                Teacher::new(arch.into(), net, arch_info(arch).unwrap().stages, n, n)
-            })
-            .collect();
+        let build_teachers = |bn: TeacherBn| -> Vec<Teacher> {
+            cfg["teachers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(k, arch)| {
+                    let arch = arch.as_str().unwrap();
+                    let net = models::build(arch, classes, &device).unwrap();
+                    let net = fill(net, &format!("teacher{k}."), 1);
+                    // As src/distill/trainer.rs: frozen weights; `Train` keeps BatchNorm on
+                    // batch statistics, `Eval` (`freeze`) switches it to running statistics.
+                    let net = match bn {
+                        TeacherBn::Train => net.no_grad(),
+                        TeacherBn::Eval => net.freeze(),
+                    };
+                    let n = Normalization::CIFAR10;
+                    Teacher::new(arch.into(), net, arch_info(arch).unwrap().stages, n, n)
+                })
+                .collect()
+        };
+        let teachers = build_teachers(TeacherBn::Train);
+        let teachers_eval = build_teachers(TeacherBn::Eval);
         let f = |k: &str| cfg[k].as_f64().unwrap();
         let sgd = SgdSettings {
             momentum: f("momentum"),
@@ -268,6 +286,7 @@ impl Setup {
             device,
             x,
             teachers,
+            teachers_eval,
             golden,
         }
     }
@@ -343,12 +362,28 @@ impl Setup {
 
     fn run(&self, mode: AdversarialMode, zero_gamma: bool) -> Outcome {
         let config = self.config(mode, zero_gamma);
-        let stages = self.stages(&config);
+        let run = Run {
+            teachers: &self.teachers,
+            chosen: self.chosen(),
+            sgd: self.sgd,
+            lr: self.lr,
+            d_lr: self.d_lr,
+            disc_prefix: &self.disc_prefix,
+        };
+        self.run_with(&config, &run)
+    }
+
+    fn run_with(&self, config: &MealConfig, run: &Run) -> Outcome {
+        let stages = self.stages(config);
         let state = MealState {
             student: self.student(),
-            discs: self.discs(&stages, &config),
-            opt_student: self.sgd.init(),
-            opt_discs: self.sgd.init(),
+            discs: fill(
+                Discriminators::new(&stages, config, &self.device).unwrap(),
+                run.disc_prefix,
+                0,
+            ),
+            opt_student: run.sgd.init(),
+            opt_discs: run.sgd.init(),
         };
         let student_before = tensors(&state.student, 1);
         let discs_before = tensors(&state.discs, 0);
@@ -356,14 +391,14 @@ impl Setup {
         let labels = Tensor::<1, Int>::zeros([batch], &self.device);
         let (state, stats, logits) = objective::step(
             state,
-            &self.teachers,
-            &self.chosen(),
+            run.teachers,
+            &run.chosen,
             &stages,
-            &config,
+            config,
             self.x.clone(),
             labels,
-            self.lr,
-            self.d_lr,
+            run.lr,
+            run.d_lr,
         );
         Outcome {
             stats,
@@ -374,6 +409,16 @@ impl Setup {
             discs_before,
         }
     }
+}
+
+/// What a step runs with, besides its `MealConfig`.
+struct Run<'a> {
+    teachers: &'a [Teacher],
+    chosen: Vec<(usize, f64)>,
+    sgd: SgdSettings,
+    lr: f64,
+    d_lr: f64,
+    disc_prefix: &'a str,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,6 +585,31 @@ fn check_student(name: &str, o: &Outcome, expected: &Value) -> (Worst, Worst) {
     (params, running)
 }
 
+/// Every discriminator tensor's change (in full) against one step's golden values.
+fn check_discs(name: &str, o: &Outcome, expected: &Value) -> Worst {
+    let want = expected["discs"].as_object().unwrap();
+    assert_eq!(
+        o.discs_before.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{name}: discriminator tensors"
+    );
+    let mut worst = Worst::default();
+    for (key, want) in want {
+        let (before, after) = (&o.discs_before[key], &o.discs_after[key]);
+        let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let slack: Vec<f64> = before.iter().zip(after).map(|(&b, &a)| ulp(b, a)).collect();
+        check_full(
+            &format!("{name} D {key}"),
+            &delta,
+            want,
+            RTOL,
+            &slack,
+            &mut worst,
+        );
+    }
+    worst
+}
+
 fn mode_name(mode: AdversarialMode) -> &'static str {
     match mode {
         AdversarialMode::Joint => "joint",
@@ -654,25 +724,7 @@ fn one_step_matches_pytorch_in_every_mode() {
         if mode == AdversarialMode::None {
             assert!(o.discs_before.is_empty(), "none: no discriminators");
         } else {
-            let want = e["discs"].as_object().unwrap();
-            assert_eq!(
-                o.discs_before.keys().collect::<Vec<_>>(),
-                want.keys().collect::<Vec<_>>(),
-                "{name}: discriminator tensors"
-            );
-            for (key, want) in want {
-                let (before, after) = (&o.discs_before[key], &o.discs_after[key]);
-                let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
-                let slack: Vec<f64> = before.iter().zip(after).map(|(&b, &a)| ulp(b, a)).collect();
-                check_full(
-                    &format!("{name} D {key}"),
-                    &delta,
-                    want,
-                    RTOL,
-                    &slack,
-                    &mut discs,
-                );
-            }
+            discs = check_discs(name, o, e);
             discs.assert_ok("discriminators");
         }
 
@@ -796,5 +848,272 @@ fn alternating_discriminator_step_does_not_reach_the_student() {
         );
         let expected = if detach { 0 } else { n_student };
         assert_eq!(gs.len(), expected, "detach = {detach}: student gradients");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The variants of make_golden_step.py: one joint step each, one thing changed from the setup.
+// ---------------------------------------------------------------------------------------------
+
+struct Variant {
+    name: &'static str,
+    /// `Some(k)`: combine = random, with teacher `k` drawn.
+    draw: Option<usize>,
+    teacher_bn: TeacherBn,
+    pool: PoolKind,
+    /// MEAL V2 as coded: one logits stage (γ = η = 1), d_lr 0.01, weight decay 0, the regime
+    /// schedule of recipes/meal-v2.toml.
+    v2: bool,
+    /// V1's MultiStepLR with its first milestone passed (both lrs ×0.1).
+    milestone_passed: bool,
+}
+
+const BASE: Variant = Variant {
+    name: "",
+    draw: None,
+    teacher_bn: TeacherBn::Train,
+    pool: PoolKind::Avg,
+    v2: false,
+    milestone_passed: false,
+};
+
+const VARIANTS: [Variant; 5] = [
+    Variant {
+        name: "random_draw",
+        draw: Some(1),
+        ..BASE
+    },
+    Variant {
+        name: "eval_teachers",
+        teacher_bn: TeacherBn::Eval,
+        ..BASE
+    },
+    Variant {
+        name: "max_pool",
+        pool: PoolKind::Max,
+        ..BASE
+    },
+    Variant {
+        name: "v2",
+        teacher_bn: TeacherBn::Eval,
+        v2: true,
+        ..BASE
+    },
+    Variant {
+        name: "d_lr_schedule",
+        milestone_passed: true,
+        ..BASE
+    },
+];
+
+impl Variant {
+    fn config(&self, setup: &Setup) -> MealConfig {
+        let mut c = setup.config(AdversarialMode::Joint, false);
+        c.combine = match self.draw {
+            Some(_) => Combine::Random,
+            None => Combine::MeanSoftmax,
+        };
+        c.teacher_bn = self.teacher_bn;
+        c.pool = self.pool;
+        if self.v2 {
+            c.stages = vec![StageSpec {
+                index: -1,
+                out_dim: None,
+                gamma: 1.0,
+                eta: 1.0,
+            }];
+            c.d_lr = 0.01;
+        }
+        c
+    }
+
+    /// The base lr and the schedule of the run.
+    fn schedule(&self, setup: &Setup) -> (f64, ScheduleConfig) {
+        if self.v2 {
+            let intervals = vec![(0, 100, 0.01), (101, 300, 0.001)];
+            (0.01, ScheduleConfig::Regime { intervals })
+        } else if self.milestone_passed {
+            let schedule = ScheduleConfig::Multistep {
+                milestones: vec![1],
+                gamma: 0.1,
+                warmup_epochs: 0,
+                reference_step_first: true,
+            };
+            (setup.lr, schedule)
+        } else {
+            (setup.lr, ScheduleConfig::Constant { warmup_epochs: 0 })
+        }
+    }
+
+    /// The student's and the discriminators' lr in the first epoch, derived as
+    /// src/distill/trainer.rs does: `d_lr` follows the student's schedule factor.
+    fn lrs(&self, setup: &Setup, config: &MealConfig) -> (f64, f64) {
+        let (base, schedule) = self.schedule(setup);
+        let lr = schedule.lr(base, 0, 0.0, 2);
+        let d_lr = if config.d_lr_follows_schedule {
+            config.d_lr * lr / base
+        } else {
+            config.d_lr
+        };
+        (lr, d_lr)
+    }
+
+    fn teachers<'a>(&self, setup: &'a Setup) -> &'a [Teacher] {
+        match self.teacher_bn {
+            TeacherBn::Train => &setup.teachers,
+            TeacherBn::Eval => &setup.teachers_eval,
+        }
+    }
+
+    fn chosen(&self, config: &MealConfig, draw: usize) -> Vec<(usize, f64)> {
+        objective::teacher_weights(config.combine, &[1.0, 1.0], |n| {
+            assert_eq!(n, 2, "a draw among the two teachers");
+            draw
+        })
+    }
+
+    /// One step; `draw` and `d_lr` replace the variant's own when given (to show that the
+    /// golden values tell them apart).
+    fn run(&self, setup: &Setup, draw: Option<usize>, d_lr: Option<f64>) -> Outcome {
+        let config = self.config(setup);
+        let (lr, own_d_lr) = self.lrs(setup, &config);
+        let weight_decay = if self.v2 { 0.0 } else { setup.sgd.weight_decay };
+        let disc_prefix = setup.golden["variants"][self.name]["disc_prefix"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let run = Run {
+            teachers: self.teachers(setup),
+            chosen: self.chosen(&config, draw.or(self.draw).unwrap_or(0)),
+            sgd: SgdSettings {
+                weight_decay,
+                ..setup.sgd
+            },
+            lr,
+            d_lr: d_lr.unwrap_or(own_d_lr),
+            disc_prefix: &disc_prefix,
+        };
+        setup.run_with(&config, &run)
+    }
+}
+
+/// Each variant against PyTorch: the lrs the schedule gives, the teacher targets (of the drawn
+/// teacher; of eval-mode teachers through `freeze`, which must switch BatchNorm to running
+/// statistics; of max pooling; of V2's mean logits), the losses, the D accuracies and the change
+/// of every student and discriminator tensor. Each variant's golden values must also reject
+/// the base setup's step, and: drawing the other teacher, and a D lr that ignores the schedule.
+#[test]
+fn variants_match_pytorch_and_are_told_apart() {
+    let setup = Setup::new();
+    let g = &setup.golden;
+    let variants = g["variants"].as_object().unwrap();
+    assert_eq!(variants.len(), VARIANTS.len());
+    let base = setup.run(AdversarialMode::Joint, false);
+    let mut report = Vec::new();
+    for v in &VARIANTS {
+        let name = v.name;
+        let e = &variants[name];
+        let config = v.config(&setup);
+        let (lr, d_lr) = v.lrs(&setup, &config);
+        for (what, got, key) in [("lr", lr, "lr"), ("d_lr", d_lr, "d_lr")] {
+            let want = e[key].as_f64().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-12 * want,
+                "{name}: {what} {got}, PyTorch's optimizer group {want}"
+            );
+        }
+        let stages = setup.stages(&config);
+        let chosen = v.chosen(&config, v.draw.unwrap_or(0));
+        let targets =
+            objective::teacher_targets(v.teachers(&setup), &chosen, &setup.x, &stages, &config);
+        let expected = e["targets"].as_array().unwrap();
+        assert_eq!(targets.len(), expected.len(), "{name}: stages");
+        let mut forward = Worst::default();
+        for (j, (t, want)) in targets.iter().zip(expected).enumerate() {
+            for (part, got) in [("raw", &t.raw), ("probs", &t.probs)] {
+                let w = check_tensor(
+                    &format!("{name} target {j} {part}"),
+                    got.clone(),
+                    &want[part],
+                );
+                if w.ratio >= forward.ratio {
+                    forward = w;
+                }
+            }
+        }
+
+        let o = v.run(&setup, None, None);
+        let mut losses = Worst::default();
+        check_rel(
+            &format!("{name} sim"),
+            o.stats.sim,
+            e["sim"].as_f64().unwrap(),
+            &mut losses,
+        );
+        check_rel(
+            &format!("{name} adv"),
+            o.stats.adv,
+            e["adv"].as_f64().unwrap(),
+            &mut losses,
+        );
+        losses.assert_ok("losses");
+        assert_eq!(
+            o.stats.d_acc_student,
+            e["d_acc_student"].as_f64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            o.stats.d_acc_teacher,
+            e["d_acc_teacher"].as_f64().unwrap(),
+            "{name}"
+        );
+        let logits = &e["student_features"].as_array().unwrap().last().unwrap();
+        check_tensor(&format!("{name} returned logits"), o.logits.clone(), logits);
+        let (params, running) = check_student(name, &o, e);
+        params.assert_ok("student parameters");
+        running.assert_ok("student running statistics");
+        let discs = check_discs(name, &o, e);
+        discs.assert_ok("discriminators");
+
+        // The base step differs in the one thing the variant changes: the golden values see it.
+        let (against_base, _) = check_student(name, &base, e);
+        let mut missed = vec![("base step", against_base.ratio)];
+        if v.draw.is_some() {
+            let other = v.run(&setup, Some(0), None);
+            missed.push(("teacher 0 drawn", check_student(name, &other, e).0.ratio));
+        }
+        if v.milestone_passed {
+            // The student alone cannot tell (same lr): the discriminators' change must.
+            let unscaled = v.run(&setup, None, Some(config.d_lr));
+            check_student(name, &unscaled, e)
+                .0
+                .assert_ok("student with unscaled d_lr");
+            missed.push(("d_lr not scaled", check_discs(name, &unscaled, e).ratio));
+        }
+        for &(what, ratio) in &missed {
+            assert!(
+                ratio > 10.0,
+                "{name}: the {what} is within {ratio:.2} tolerances of the golden values"
+            );
+        }
+        report.push((
+            name,
+            forward.ratio,
+            losses.ratio,
+            params.ratio,
+            running.ratio,
+            discs.ratio,
+            missed,
+        ));
+    }
+    println!(
+        "largest error / tolerance: targets, losses, student params, running stats, D; missed by"
+    );
+    for (name, t, l, p, r, d, missed) in report {
+        let missed: Vec<String> = missed.iter().map(|(w, x)| format!("{w} {x:.0}")).collect();
+        println!(
+            "  {name:<14} {t:.3} {l:.3} {p:.3} {r:.3} {d:.3}; {}",
+            missed.join(", ")
+        );
     }
 }

@@ -1,4 +1,4 @@
-# Regenerate with: /work/torchvenv/bin/python scripts/golden/make_golden_step.py  (from the repo root)
+# Regenerate with: /root/torchenv/bin/python scripts/golden/make_golden_step.py  (from the repo root)
 """Golden values from PyTorch for `tests/golden_step.rs`: one full MEAL step
 (`meal::distill::objective::step`) in each adversarial mode, on a tiny real student/teacher set.
 
@@ -29,11 +29,25 @@ the step, after - before, as {shape, sum, sumsq, sum_abs, samples} (samples at t
 (j*(n-1))//(SAMPLES-1), j = 0..SAMPLES-1) or in full when it has at most FULL elements; the
 discriminators' changes, the student features/logits, the teacher targets and the D logits are
 written in full. Tensors are keyed and laid out like PyTorch ([out, in] for a Linear weight).
+
+Variants ("variants" in the JSON), each one joint step that changes one thing of the setup above
+(its own discriminator prefix, found the same way, since the D inputs differ):
+- random_draw: combine = random with the draw given (teacher 1, the vgg8): targets are that
+  teacher's softmax and raw output, unweighted;
+- eval_teachers: teachers in eval mode (BatchNorm on running statistics, `teacher_bn = "eval"`);
+- max_pool: stage features by adaptive max pooling + channel max (`pool = "max"`);
+- v2: MEAL V2 as coded (spec 4.1): eval-mode teachers, mean of softmaxes, one discriminator on
+  the logits against the mean teacher logits (the divisor-2 layout 10 -> 5 -> 2 -> 2, final ReLU),
+  gamma = eta = 1, weight decay 0, lr = d_lr = 0.01;
+- d_lr_schedule: ONE SGD over two parameter groups (student lr 0.1, discriminators d_lr 0.01) as
+  the V1 reference builds it, with MultiStepLR(milestones=[1], gamma=0.1) stepped once (epoch
+  1): every group decays, so the step runs at lr 0.01 and d_lr 0.001.
 """
 
 import math
 import os
 import sys
+import warnings
 
 import torch
 import torch.nn as nn
@@ -100,15 +114,18 @@ def build(arch, prefix):
     return model
 
 
-def extract(out, index, out_dim):
+def extract(out, index, out_dim, pool="avg"):
     """MEAL's matched output: the logits, or stage `index` as (B, C, H*W) -> adaptive avg pool
-    to out_dim -> channel mean."""
+    to out_dim -> channel mean (max: adaptive max pool -> channel max)."""
     stages, logits = out
     if out_dim is None:
         return logits
     x = stages[index]
     b, c, h, w = x.shape
-    return F.adaptive_avg_pool1d(x.reshape(b, c, h * w), out_dim).mean(dim=1)
+    v = x.reshape(b, c, h * w)
+    if pool == "max":
+        return F.adaptive_max_pool1d(v, out_dim).max(dim=1)[0]
+    return F.adaptive_avg_pool1d(v, out_dim).mean(dim=1)
 
 
 def soft_ce(s, probs):
@@ -148,21 +165,37 @@ def inputs():
     return f32(torch.from_numpy(uniform("step.input", BATCH * 3 * 32 * 32)).reshape(BATCH, 3, 32, 32))
 
 
-def targets(x):
+# The base setup; every variant overrides some of it.
+BASE = dict(chosen=None, teacher_bn="train", pool="avg", stages=STAGES, lr=LR, d_lr=D_LR,
+            weight_decay=WEIGHT_DECAY, milestone_passed=False)
+VARIANTS = {
+    "random_draw": dict(chosen=1),
+    "eval_teachers": dict(teacher_bn="eval"),
+    "max_pool": dict(pool="max"),
+    "v2": dict(teacher_bn="eval", stages=[(-1, None, 1.0, 1.0)], lr=0.01, d_lr=0.01, weight_decay=0.0),
+    "d_lr_schedule": dict(milestone_passed=True),
+}
+
+
+def targets(x, v=BASE):
+    """Per stage: (raw, probs) of the teachers `v` chooses: all, equally weighted (mean of
+    softmaxes; raw = mean output), or the one drawn, unweighted."""
     teachers = [build(arch, f"teacher{k}.") for k, arch in enumerate(TEACHERS)]
+    if v["chosen"] is not None:
+        teachers = [teachers[v["chosen"]]]
     raws, probs = [], []
     with torch.no_grad():
-        outs = [t.train()(x) for t in teachers]
-        for index, out_dim, _, _ in STAGES:
-            r = [extract(o, index, out_dim) for o in outs]
+        outs = [(t.eval() if v["teacher_bn"] == "eval" else t.train())(x) for t in teachers]
+        for index, out_dim, _, _ in v["stages"]:
+            r = [extract(o, index, out_dim, v["pool"]) for o in outs]
             w = 1.0 / len(r)
-            raws.append(sum(w * v for v in r))
-            probs.append(sum(w * F.softmax(v, dim=1) for v in r))
+            raws.append(sum(w * f for f in r))
+            probs.append(sum(w * F.softmax(f, dim=1) for f in r))
     return raws, probs
 
 
-def build_discs(prefix):
-    discs = Discriminators([CLASSES if out_dim is None else out_dim for _, out_dim, _, _ in STAGES]).double()
+def build_discs(prefix, stages=STAGES):
+    discs = Discriminators([CLASSES if out_dim is None else out_dim for _, out_dim, _, _ in stages]).double()
     fill(discs, prefix)
     return discs
 
@@ -185,41 +218,53 @@ def lively(discs, feats, raws):
     return True
 
 
-def disc_prefix(x):
+def disc_prefix(x, v=BASE):
     """The first "disc<k>." whose discriminators are lively on the initial student features: with
     the shared fill, small discriminators with a final ReLU are often dead (all outputs 0), which
     would leave the adversarial gradient untested."""
     student = build(STUDENT, "student.").train()
     out = student(x)
-    feats = [extract(out, index, out_dim).detach() for index, out_dim, _, _ in STAGES]
-    raws, _ = targets(x)
+    feats = [extract(out, index, out_dim, v["pool"]).detach() for index, out_dim, _, _ in v["stages"]]
+    raws, _ = targets(x, v)
     for k in range(1000):
         prefix = f"disc{k}."
-        if lively(build_discs(prefix), feats, raws):
+        if lively(build_discs(prefix, v["stages"]), feats, raws):
             return prefix
     raise RuntimeError("no lively discriminator prefix")
 
 
-def step(mode, x, raws, probs, prefix):
+def step(mode, x, raws, probs, prefix, v=BASE):
+    stages = v["stages"]
     student = build(STUDENT, "student.").train()
-    discs = build_discs(prefix)
+    discs = build_discs(prefix, stages)
     before_s, before_d = snapshot(student), snapshot(discs)
-    sgd = dict(momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    opt_s = torch.optim.SGD(student.parameters(), lr=LR, **sgd)
-    opt_d = torch.optim.SGD(discs.parameters(), lr=D_LR, **sgd)
+    sgd = dict(momentum=MOMENTUM, weight_decay=v["weight_decay"])
+    # One optimizer, one group per side, as the V1 reference; its scheduler decays every group.
+    opt = torch.optim.SGD([{"params": student.parameters(), "lr": v["lr"]},
+                           {"params": discs.parameters(), "lr": v["d_lr"]}], **sgd)
+    if v["milestone_passed"]:
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1], gamma=0.1)
+        with warnings.catch_warnings():  # stepped before any update on purpose, as V1 does
+            warnings.simplefilter("ignore")
+            sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    # The modes that update one side at a time step the optimizer with the other side's
+    # gradients absent (SGD skips parameters without a gradient).
+    opt_s = opt_d = opt
 
     out = student(x)
-    feats = [extract(out, index, out_dim) for index, out_dim, _, _ in STAGES]
-    sim = sum(g * soft_ce(f, p) for f, p, (_, _, g, _) in zip(feats, probs, STAGES))
+    feats = [extract(out, index, out_dim, v["pool"]) for index, out_dim, _, _ in stages]
+    sim = sum(g * soft_ce(f, p) for f, p, (_, _, g, _) in zip(feats, probs, stages))
     y = d_targets(BATCH)
-    result = {"sim": sim.item(), "adv": 0.0, "d_acc_student": 0.0, "d_acc_teacher": 0.0}
+    result = {"sim": sim.item(), "adv": 0.0, "d_acc_student": 0.0, "d_acc_teacher": 0.0,
+              "lr": lrs[0], "d_lr": lrs[1]}
     d_logits = []
     if mode == "none":
         sim.backward()
         opt_s.step()
     else:
         adv = 0.0
-        for d, f, t, (_, _, _, eta) in zip(discs.list, feats, raws, STAGES):
+        for d, f, t, (_, _, _, eta) in zip(discs.list, feats, raws, stages):
             inp = torch.cat([f.detach() if mode == "alternating" else f, t], 0)
             if mode == "grl":
                 inp = GradReverse.apply(inp)
@@ -234,22 +279,24 @@ def step(mode, x, raws, probs, prefix):
             adv.backward()
             assert all(p.grad is None for p in student.parameters()), "D step reached the student"
             opt_d.step()
-            opt_d.zero_grad()
+            opt_d.zero_grad(set_to_none=True)
             fool = 0.0
-            for d, f, (_, _, _, eta) in zip(discs.list, feats, STAGES):
+            for d, f, (_, _, _, eta) in zip(discs.list, feats, stages):
                 fool = fool + eta * F.binary_cross_entropy_with_logits(d(f), y[BATCH:])
             result["fool"] = fool.item()
             (sim + fool).backward()
+            for p in discs.parameters():  # the student step leaves D as the D step left it
+                p.grad = None
             opt_s.step()
         else:
             (sim + adv).backward()
-            opt_s.step()
-            opt_d.step()
+            opt.step()
     after_s, after_d = snapshot(student), snapshot(discs)
     result["student"] = {k: summary(after_s[k] - before_s[k]) for k in before_s}
     if mode != "none":  # the Rust side builds no discriminators then
         result["discs"] = {k: arr(after_d[k] - before_d[k]) for k in before_d}
     common = {
+        "targets": [{"raw": arr(r), "probs": arr(p)} for r, p in zip(raws, probs)],
         "student_features": [arr(f) for f in feats],
         "d_logits": [arr(z) for z in d_logits],
     }
@@ -287,6 +334,21 @@ def main():
             golden["d_logits"] = common["d_logits"]
         print(f"{mode}: sim {result['sim']:.6f} adv {result['adv']:.6f} "
               f"acc {result['d_acc_student']:.2f}/{result['d_acc_teacher']:.2f}")
+    golden["variants"] = {}
+    for name, over in VARIANTS.items():
+        v = {**BASE, **over}
+        vraws, vprobs = targets(x, v)
+        vprefix = disc_prefix(x, v)
+        result, common = step("joint", x, vraws, vprobs, vprefix, v)
+        result["disc_prefix"] = vprefix
+        result["weight_decay"] = v["weight_decay"]
+        result["targets"] = common["targets"]
+        result["student_features"] = common["student_features"]
+        result["d_logits"] = common["d_logits"]
+        golden["variants"][name] = result
+        print(f"{name}: sim {result['sim']:.6f} adv {result['adv']:.6f} "
+              f"acc {result['d_acc_student']:.2f}/{result['d_acc_teacher']:.2f} "
+              f"lr {result['lr']:g} d_lr {result['d_lr']:g} ({vprefix})")
     write("step.json", golden)
 
 

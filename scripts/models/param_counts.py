@@ -6,16 +6,13 @@ Every architecture here is written from the descriptions in docs/meal-reference.
 MACs are summed by forward hooks on Conv2d (out_h*out_w*k_h*k_w*in/groups*out per image, bias
 not counted) and Linear (in*out), at batch 1.
 
-With --golden, every model is also filled with deterministic weights (a splitmix64 stream keyed
-by the FNV-1a hash of each tensor's name, which the module attributes here make equal to the
-Rust module path) and run in eval mode, in float64, on a deterministic batch of 2; summaries of
-every stage and the logits are written for tests/models_golden.rs, which fills the Rust models
-the same way and compares. This checks the wiring (concatenation order, shortcut inputs, pooling)
-that parameter counts and shapes cannot.
+`fill` gives every model deterministic weights (a splitmix64 stream keyed by the FNV-1a hash of
+each tensor's name, which the module attributes here make equal to the Rust module path);
+make_golden_models.py uses it to write the forward and backward goldens of
+tests/models_golden.rs.
 
-    /work/torchvenv/bin/python scripts/models/param_counts.py \
-        --json tests/fixtures/models/param_counts.json \
-        --golden tests/fixtures/models/golden_outputs.json
+    /root/torchenv/bin/python scripts/models/param_counts.py \
+        --json tests/fixtures/models/param_counts.json
 """
 
 import argparse
@@ -487,37 +484,9 @@ def keys_digest(model):
     return f"{fnv1a(chr(10).join(lines)):016x}", len(lines)
 
 
-def summary(t):
-    flat = t.flatten()
-    n = flat.numel()
-    idx = [(j * (n - 1)) // 15 for j in range(16)]
-    return {
-        "shape": list(t.shape),
-        "mean": flat.mean().item(),
-        "mean_abs": flat.abs().mean().item(),
-        "samples": [flat[i].item() for i in idx],
-    }
-
-
-def golden(name, make):
-    model = make(10).double().eval()
-    fill(model)
-    digest, count = keys_digest(model)
-    x = torch.from_numpy(uniform("input", 2 * 3 * 32 * 32).reshape(2, 3, 32, 32))
-    with torch.no_grad():
-        stages, logits = model(x)
-    return {
-        "keys_digest": digest,
-        "tensors": count,
-        "stages": [summary(s) for s in stages],
-        "logits": summary(logits),
-    }
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="write the table here")
-    ap.add_argument("--golden", help="write deterministic-weight output summaries here")
     args = ap.parse_args()
     table = {}
     print(f"{'arch':<18}{'params k=10':>14}{'params k=100':>14}{'MACs@32x32':>16}  stages [C,H,W]")
@@ -532,14 +501,6 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=1)
-            f.write("\n")
-    if args.golden:
-        gold = {}
-        for name, make in ARCHS.items():
-            gold[name] = golden(name, make)
-            print(f"golden {name}: logits[0..3] {gold[name]['logits']['samples'][:3]}")
-        with open(args.golden, "w") as f:
-            json.dump(gold, f, indent=1)
             f.write("\n")
 
 

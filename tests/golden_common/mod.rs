@@ -1,5 +1,7 @@
 //! Shared helpers of the `golden_*` tests: reading the JSON written by
-//! `scripts/golden/make_golden.py` and comparing every element with a mixed abs/rel tolerance.
+//! `scripts/golden/make_golden.py` and comparing every element with a tolerance relative to the
+//! element and to its tensor's scale, plus the means for each test to show that a perturbed
+//! implementation is rejected.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -7,8 +9,12 @@ use std::path::PathBuf;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 
-/// The tolerance of every golden comparison: `|a − e| ≤ TOL · max(1, |e|)`.
-pub const TOL: f64 = 1e-5;
+/// Every golden comparison accepts `|a − e| ≤ RTOL·|e| + ATOL·max|e|`, the max over the whole
+/// tensor: float32 against float64 errs relative to the values summed, so a tensor whose values
+/// are all tiny (a gradient of 3e-6) is held to its own scale, not to an absolute floor that any
+/// value, zero included, would pass.
+pub const RTOL: f64 = 1e-5;
+pub const ATOL: f64 = 1e-5;
 
 /// Reads `tests/golden/<name>`.
 pub fn load(name: &str) -> Value {
@@ -79,18 +85,81 @@ pub fn check_values(what: &str, shape: &[usize], actual: &[f64], expected: &Valu
     check_slice(what, actual, &edata)
 }
 
-pub fn check_slice(what: &str, actual: &[f64], expected: &[f64]) -> f64 {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
+/// Every element within `RTOL·|e| + ATOL·max|e|`; the largest absolute error, or the first
+/// element out of tolerance.
+pub fn compare_slice(what: &str, actual: &[f64], expected: &[f64]) -> Result<f64, String> {
+    if actual.len() != expected.len() {
+        return Err(format!(
+            "{what}: {} values, PyTorch has {}",
+            actual.len(),
+            expected.len()
+        ));
+    }
+    let scale = expected.iter().fold(0.0f64, |m, e| m.max(e.abs()));
     let mut max_abs = 0.0f64;
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let err = (a - e).abs();
-        assert!(
-            err <= TOL * e.abs().max(1.0),
-            "{what}[{i}]: got {a}, PyTorch {e} (error {err:e})"
-        );
+        // NaN is never within.
+        let within = err <= RTOL * e.abs() + ATOL * scale;
+        if !within {
+            return Err(format!(
+                "{what}[{i}]: got {a}, PyTorch {e} (error {err:e}, tensor scale {scale:e})"
+            ));
+        }
         max_abs = max_abs.max(err);
     }
-    max_abs
+    Ok(max_abs)
+}
+
+pub fn check_slice(what: &str, actual: &[f64], expected: &[f64]) -> f64 {
+    compare_slice(what, actual, expected).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Whether the comparison accepts `actual` (shape and every element) for a JSON tensor.
+pub fn accepts<const D: usize>(actual: Tensor<D>, expected: &Value) -> bool {
+    let (shape, data) = values(actual);
+    let (eshape, edata) = shape_data(expected);
+    shape == eshape && compare_slice("", &data, &edata).is_ok()
+}
+
+/// Whether the comparison accepts a scalar tensor for a JSON number.
+pub fn accepts_scalar(actual: Tensor<1>, expected: &Value) -> bool {
+    let (_, data) = values(actual);
+    compare_slice("", &data, &[expected.as_f64().expect("a number")]).is_ok()
+}
+
+/// Counts the perturbations that the comparison must reject and panics, naming the ones it
+/// accepted, unless it rejected them all (and there was at least one).
+#[derive(Default)]
+pub struct Rejections {
+    pub tried: usize,
+    pub accepted: Vec<String>,
+}
+
+impl Rejections {
+    /// `accepted`: whether the golden comparison let the perturbed result through.
+    pub fn see(&mut self, what: impl Into<String>, accepted: bool) {
+        self.tried += 1;
+        if accepted {
+            self.accepted.push(what.into());
+        }
+    }
+
+    pub fn assert_all_rejected(&self, min: usize) {
+        assert!(
+            self.tried >= min,
+            "only {} perturbations tried, expected at least {min}",
+            self.tried
+        );
+        assert!(
+            self.accepted.is_empty(),
+            "{} of {} perturbed implementations pass the golden comparison: {:?}",
+            self.accepted.len(),
+            self.tried,
+            self.accepted
+        );
+        println!("{} perturbed implementations, all rejected", self.tried);
+    }
 }
 
 /// Compares a tensor with a JSON tensor (shape and every element); returns the max abs error.
