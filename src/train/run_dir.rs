@@ -68,8 +68,7 @@ impl RunDir {
         Ok(dir)
     }
 
-    /// Opens an existing run folder (for `--resume`), refusing a damaged `last.ckpt` before
-    /// anything is loaded or written.
+    /// Opens an existing run folder (for `--resume`), taking its lock.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.join(LAST).exists() {
             return Err(Error::file(
@@ -78,17 +77,15 @@ impl RunDir {
             ));
         }
         let lock = Arc::new(RunLock::acquire(path)?);
-        let dir = Self {
+        Ok(Self {
             path: path.to_path_buf(),
             _lock: lock,
-        };
-        dir.check_last()?;
-        Ok(dir)
+        })
     }
 
     /// A `last.ckpt` that fails its CRC or is cut short cannot be resumed; say where the other
     /// copy of the weights is (best.ckpt is written separately, so it may well be intact).
-    fn check_last(&self) -> Result<()> {
+    pub fn check_last(&self) -> Result<()> {
         let Err(err) = Container::load(&self.last()) else {
             return Ok(());
         };
