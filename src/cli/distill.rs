@@ -80,6 +80,9 @@ pub(crate) fn resolve(a: &DistillArgs) -> Result<(DistillConfig, toml::Table)> {
         crate::config::apply_set(&mut table, s)?;
     }
     let config = crate::config::from_table(table.clone(), "distill config")?;
+    if let Some(name) = &a.recipe {
+        crate::recipes::check_requirements(name, &config)?;
+    }
     Ok((config, table))
 }
 

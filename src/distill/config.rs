@@ -27,7 +27,8 @@ pub struct DistillConfig {
     pub name: Option<String>,
     /// Student architecture (see `meal models`).
     pub student: String,
-    /// Start the student from this checkpoint (MEAL V2 starts from a trained student).
+    /// Start the student from this checkpoint (MEAL V2 starts from a trained student);
+    /// [`STUDENT_INIT_NONE`] says "from random weights" on purpose, where a recipe asks for one.
     #[serde(default)]
     pub student_init: Option<PathBuf>,
     pub teachers: Vec<TeacherSpec>,
@@ -199,19 +200,29 @@ pub struct MealConfig {
     pub adversarial: AdversarialMode,
     #[serde(default)]
     pub discriminator: DiscriminatorKind,
-    /// Discriminator learning rate (`--d_lr`; the released scripts use 1e-3).
+    /// Each discriminator layer is this many times narrower than the previous one: 2 in MEAL V1
+    /// (d → d/2 → d/4 → 2), 8 in MEAL V2 (1000 → 125 → 15 → 2).
+    #[serde(default = "default_d_width_divisor")]
+    pub d_width_divisor: usize,
+    /// Discriminator learning rate while the student runs at its base `lr`; see
+    /// [`DistillConfig::d_lr_at`] for how it follows the schedule.
     #[serde(default = "default_d_lr")]
     pub d_lr: f64,
     /// Discriminator weight decay; default: the student's (the reference shares it).
     #[serde(default)]
     pub d_weight_decay: Option<f64>,
-    /// Whether the student's schedule also scales d_lr (true in the reference's MultiStepLR).
+    /// Whether D's lr is scaled by the same factor as the student's (true in the reference's
+    /// MultiStepLR, where both parameter groups decay together).
     #[serde(default = "yes")]
     pub d_lr_follows_schedule: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_d_width_divisor() -> usize {
+    super::discriminator::V1_DIVISOR
 }
 
 fn default_d_lr() -> f64 {
@@ -239,6 +250,7 @@ impl Default for MealConfig {
             alpha: 0.0,
             adversarial: AdversarialMode::default(),
             discriminator: DiscriminatorKind::default(),
+            d_width_divisor: default_d_width_divisor(),
             d_lr: default_d_lr(),
             d_weight_decay: None,
             d_lr_follows_schedule: true,
@@ -264,7 +276,55 @@ pub struct StageSpec {
     pub eta: f64,
 }
 
+/// The `student_init` value that asks for random weights explicitly.
+pub const STUDENT_INIT_NONE: &str = "none";
+
 impl DistillConfig {
+    /// The checkpoint the student starts from, if any (`"none"` is no checkpoint).
+    pub fn student_init_path(&self) -> Option<&std::path::Path> {
+        self.student_init
+            .as_deref()
+            .filter(|p| p.as_os_str() != STUDENT_INIT_NONE)
+    }
+
+    /// The discriminators' learning rate while the student's is `student_lr`.
+    ///
+    /// `meal.d_lr` is D's lr where the student runs at `lr`; with `d_lr_follows_schedule` it is
+    /// scaled by the student's factor `student_lr / lr`, so warm-up, decays and regime steps move
+    /// both together (MEAL V1's MultiStepLR decays both parameter groups; MEAL V2 writes one lr
+    /// into both, which is `d_lr = lr` here). Because the ratio is taken to `lr`, `lr` must be
+    /// the lr the student actually runs at somewhere: `validate` refuses a `regime` schedule that
+    /// never uses it.
+    pub fn d_lr_at(&self, student_lr: f64) -> f64 {
+        if self.meal.d_lr_follows_schedule {
+            self.meal.d_lr * student_lr / self.lr
+        } else {
+            self.meal.d_lr
+        }
+    }
+
+    /// Under a `regime` that sets the lr of every epoch, `lr` is never used by the student,
+    /// yet it would still scale D's lr (see [`d_lr_at`](Self::d_lr_at)): refuse the mismatch.
+    fn check_regime_base(&self) -> Result<()> {
+        let ScheduleConfig::Regime { intervals } = &self.schedule else {
+            return Ok(());
+        };
+        let covered = |e: usize| intervals.iter().any(|(s, end, _)| (*s..=*end).contains(&e));
+        if !(0..self.epochs).all(covered) {
+            return Ok(());
+        }
+        let first = self.schedule.lr(self.lr, 0, 0.0, self.epochs);
+        if first != self.lr {
+            return Err(Error::Config(format!(
+                "lr = {} is never used: schedule.intervals set the lr of every epoch (epoch 0 \
+                 runs at {first}); meal.d_lr is the discriminators' lr at the student's `lr`, so \
+                 set lr = {first} (and change schedule.intervals to change the student's lr)",
+                self.lr
+            )));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         crate::models::arch_info(&self.student)
             .map_err(|e| Error::Config(format!("student: {e}")))?;
@@ -298,6 +358,7 @@ impl DistillConfig {
             "",
         )?;
         self.schedule.validate(self.epochs)?;
+        self.check_regime_base()?;
         let m = &self.meal;
         if m.stages.is_empty() && m.alpha == 0.0 {
             return Err(Error::Config(
@@ -336,6 +397,11 @@ impl DistillConfig {
                 m.d_lr
             )));
         }
+        if m.d_width_divisor == 0 {
+            return Err(Error::Config(
+                "meal.d_width_divisor must be at least 1 (2 = MEAL V1, 8 = MEAL V2)".into(),
+            ));
+        }
         if let Some(wd) = m.d_weight_decay
             && !(wd >= 0.0 && wd.is_finite())
         {
@@ -368,5 +434,81 @@ impl crate::train::run::RunConfig for DistillConfig {
     }
     fn data(&self) -> &DataConfig {
         &self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(name: &str, sets: &[&str]) -> DistillConfig {
+        let mut t = crate::recipes::table(name).unwrap();
+        for s in sets {
+            crate::config::apply_set(&mut t, s).unwrap();
+        }
+        crate::config::from_table(t, name).unwrap()
+    }
+
+    /// The D's lr at the start of `epoch`, as the training loop computes it.
+    fn d_lr(c: &DistillConfig, epoch: usize) -> f64 {
+        c.d_lr_at(c.schedule.lr(c.lr, epoch, 0.0, c.epochs))
+    }
+
+    #[test]
+    fn v2_discriminator_runs_at_the_students_regime_lr() {
+        let c = recipe("meal-v2", &[]);
+        for (epoch, want) in [(0, 0.01), (100, 0.01), (101, 0.001), (179, 0.001)] {
+            let student = c.schedule.lr(c.lr, epoch, 0.0, c.epochs);
+            assert_eq!(student, want, "student lr at epoch {epoch}");
+            assert!((d_lr(&c, epoch) - want).abs() < 1e-15, "epoch {epoch}");
+        }
+        // Halving d_lr halves D's lr at every epoch and leaves the student's alone.
+        let half = recipe("meal-v2", &["meal.d_lr=0.005"]);
+        assert!((d_lr(&half, 150) - 0.0005).abs() < 1e-15);
+        // A constant D lr ignores the regime.
+        let fixed = recipe("meal-v2", &["meal.d_lr_follows_schedule=false"]);
+        assert_eq!(d_lr(&fixed, 150), 0.01);
+    }
+
+    #[test]
+    fn an_lr_the_regime_never_uses_is_refused() {
+        // The old trap: lr = 0.02 left the student at the regime's 0.01 but halved D's lr.
+        let c = recipe("meal-v2", &["lr=0.02"]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("lr = 0.02") && err.contains("never used") && err.contains("0.01"),
+            "{err}"
+        );
+        // Epochs outside every interval do run at `lr`, so there it is meaningful.
+        let mut t = crate::recipes::table("meal-v2").unwrap();
+        crate::config::apply_set(&mut t, "lr=0.02").unwrap();
+        crate::config::apply_set(&mut t, "schedule.intervals=[[0, 9, 0.01]]").unwrap();
+        let partial: DistillConfig = crate::config::from_table(t, "partial").unwrap();
+        partial.validate().unwrap();
+        assert!((d_lr(&partial, 0) - 0.005).abs() < 1e-15);
+        assert!((d_lr(&partial, 10) - 0.01).abs() < 1e-15);
+    }
+
+    #[test]
+    fn v1_discriminator_decays_with_the_multistep_schedule() {
+        let c = recipe("meal-v1-single-vgg19", &[]);
+        // reference_step_first: the decay reaches epoch 149, one before the milestone.
+        assert!((d_lr(&c, 148) - 1e-3).abs() < 1e-15);
+        assert!((d_lr(&c, 149) - 1e-4).abs() < 1e-15);
+        assert!((d_lr(&c, 249) - 1e-5).abs() < 1e-15);
+        // A larger student lr does not change D's lr at the base: d_lr is D's lr at `lr`.
+        let c = recipe("meal-v1-single-vgg19", &["lr=0.2"]);
+        assert!((d_lr(&c, 0) - 1e-3).abs() < 1e-15);
+    }
+
+    #[test]
+    fn width_divisor_is_validated_and_defaults_to_v1() {
+        assert_eq!(recipe("meal-v1-single-vgg19", &[]).meal.d_width_divisor, 2);
+        assert_eq!(recipe("meal-v2", &[]).meal.d_width_divisor, 8);
+        let err = recipe("meal-v2", &["meal.d_width_divisor=0", "student_init=none"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("meal.d_width_divisor"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! MEAL's discriminator (spec §1.6): three fully connected layers `d → d/2 → d/4 → 2`.
+//! MEAL's discriminator (spec §1.6): three fully connected layers `d → d/k → (d/k)/k → 2`,
+//! k = 2 in MEAL V1 and 8 in MEAL V2 (spec §4.1: 1000 → 125 → 15 → 2).
 //!
 //! The reference writes them as 1×1 convolutions on a 1×1 map, which are exactly linear layers
 //! with the same PyTorch default initialisation, `U(±1/√fan_in)` for weight and bias.
@@ -20,7 +21,7 @@ pub enum DiscriminatorKind {
     Fixed,
 }
 
-/// `d → d/2 → (d/2)/2 → 2` with bias (integer floor division), a ReLU after every layer, the
+/// `d → d/k → (d/k)/k → 2` with bias (integer floor division), a ReLU after every layer, the
 /// last one only for [`DiscriminatorKind::Reference`].
 #[derive(Module, Debug)]
 pub struct Discriminator {
@@ -33,26 +34,52 @@ pub struct Discriminator {
 pub struct DiscriminatorConfig {
     pub dim: usize,
     pub kind: DiscriminatorKind,
+    /// How much each hidden layer narrows (`meal.d_width_divisor`).
+    pub divisor: usize,
 }
 
+/// MEAL V1's narrowing.
+pub const V1_DIVISOR: usize = 2;
+
 impl DiscriminatorConfig {
+    /// MEAL V1's widths (`divisor` 2).
     pub fn new(dim: usize, kind: DiscriminatorKind) -> Self {
-        Self { dim, kind }
+        Self {
+            dim,
+            kind,
+            divisor: V1_DIVISOR,
+        }
     }
 
-    /// The layer widths `[d, d/2, (d/2)/2, 2]`.
+    pub fn with_divisor(self, divisor: usize) -> Self {
+        Self { divisor, ..self }
+    }
+
+    /// The layer widths `[d, d/k, (d/k)/k, 2]`.
     pub fn widths(&self) -> [usize; 4] {
-        let half = self.dim / 2;
-        [self.dim, half, half / 2, 2]
+        let k = self.divisor.max(1);
+        let first = self.dim / k;
+        [self.dim, first, first / k, 2]
     }
 
-    /// Builds the discriminator, or says why a dim is too small (`(d/2)/2 == 0`, i.e. `d < 4`).
+    /// Builds the discriminator, or says why a dim is too small for the divisor (a hidden layer
+    /// would have no units, `d < k²`). PyTorch would build such a layer, and the reference's
+    /// D would then output a constant: refusing is the honest answer.
     pub fn try_init(&self, device: &Device) -> Result<Discriminator, String> {
+        let k = self.divisor;
+        if k == 0 {
+            return Err("meal.d_width_divisor must be at least 1".into());
+        }
         let widths = self.widths();
         if widths[2] == 0 {
             return Err(format!(
-                "discriminator input dim {} is too small: the layers d → d/2 → d/4 → 2 need d ≥ 4",
-                self.dim
+                "discriminator input dim {d} is too small for meal.d_width_divisor = {k}: \
+                 the layers {d} → {} → {} → 2 leave a layer with no units; the input must be at \
+                 least {} wide (or lower meal.d_width_divisor: 2 needs d ≥ 4)",
+                widths[1],
+                widths[2],
+                k * k,
+                d = self.dim,
             ));
         }
         let layers = widths
@@ -68,7 +95,7 @@ impl DiscriminatorConfig {
     /// Like [`try_init`](Self::try_init).
     ///
     /// # Panics
-    /// When `dim < 4`.
+    /// When `dim < divisor²`.
     pub fn init(&self, device: &Device) -> Discriminator {
         self.try_init(device).unwrap_or_else(|e| panic!("{e}"))
     }

@@ -37,6 +37,7 @@ impl Discriminators {
             .enumerate()
             .map(|(i, s)| {
                 DiscriminatorConfig::new(s.dim, config.discriminator)
+                    .with_divisor(config.d_width_divisor)
                     .try_init(device)
                     .map_err(|e| Error::Config(format!("meal.stages[{i}]: {e}")))
             })

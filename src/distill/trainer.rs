@@ -236,7 +236,7 @@ pub fn distill_in(
 
     device.seed(config.seed);
     let mut student = models::build(&config.student, num_classes, &device)?;
-    if let Some(init) = &config.student_init {
+    if let Some(init) = config.student_init_path() {
         let path = resolve_checkpoint(init);
         let (_, meta, c) = model_io::load_model(&path, &plain)?;
         if meta.arch != config.student || meta.num_classes != num_classes {
@@ -323,11 +323,7 @@ pub fn distill_in(
             lr = config
                 .schedule
                 .lr(config.lr, epoch, i as f64 / nb as f64, config.epochs);
-            d_lr = if config.meal.d_lr_follows_schedule {
-                config.meal.d_lr * lr / config.lr
-            } else {
-                config.meal.d_lr
-            };
+            d_lr = config.d_lr_at(lr);
             let mut rng = batch_rng(config.seed, epoch, i);
             let chosen = objective::teacher_weights(config.meal.combine, &weights, |n| {
                 rng.random_range(0..n)

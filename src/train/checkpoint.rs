@@ -70,17 +70,33 @@ impl Container {
                 f.write_all(&(name.len() as u32).to_le_bytes())?;
                 f.write_all(name.as_bytes())?;
                 f.write_all(&(data.len() as u64).to_le_bytes())?;
+                if let Some(e) = injected_fault(path) {
+                    f.write_all(&data[..data.len() / 2])?;
+                    f.flush()?;
+                    return Err(e);
+                }
                 f.write_all(data)?;
             }
             let f = f.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             Ok(())
         };
-        if let Err(e) = write() {
+        let kept = |e: &dyn std::fmt::Display| {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::file(&tmp, format!("cannot write checkpoint: {e}")));
-        }
-        std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot rename: {e}")))
+            let previous = if path.exists() {
+                "the previous version is left as it was"
+            } else {
+                "nothing was written"
+            };
+            Error::checkpoint(
+                path,
+                format!(
+                    "cannot save it ({e}); {previous}. Free some space or fix the folder's permissions, then resume"
+                ),
+            )
+        };
+        write().map_err(|e| kept(&e))?;
+        std::fs::rename(&tmp, path).map_err(|e| kept(&e))
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -122,7 +138,7 @@ impl Container {
         if let Some(stored) = sections.remove(CHECKSUM) {
             let expected = checksum(&sections).to_le_bytes();
             if stored != expected {
-                return Err(bad("checksum mismatch: the file is corrupt"));
+                return Err(bad("CRC-32 checksum mismatch: the file is corrupt"));
             }
         }
         Ok(Self { sections })
@@ -137,6 +153,14 @@ fn checksum(sections: &BTreeMap<String, Vec<u8>>) -> u32 {
         crc.update(data);
     }
     crc.sum()
+}
+
+/// Test hook for the write-failure path: `MEAL_TEST_FAIL_WRITE=<file name>` makes saving a
+/// checkpoint of that name stop halfway with "no space left on device", as a full disk would.
+/// Root ignores read-only folders, so this is the only way a test can make a write fail.
+fn injected_fault(path: &Path) -> Option<std::io::Error> {
+    let target = std::env::var_os("MEAL_TEST_FAIL_WRITE")?;
+    (path.file_name() == Some(target.as_os_str())).then(|| std::io::Error::from_raw_os_error(28))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

@@ -1,5 +1,7 @@
 //! Ctrl-C handling: the first Ctrl-C asks the loops to stop at the next batch boundary (the
-//! last completed epoch is already checkpointed); a second one exits at once.
+//! last completed epoch is already checkpointed); a second one exits at once. SIGTERM (what
+//! `kill`, schedulers and container runtimes send) and SIGHUP are handled the same way, through
+//! ctrlc's `termination` feature, so a killed job stays resumable.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

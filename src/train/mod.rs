@@ -9,6 +9,7 @@ pub mod model_io;
 pub mod optim;
 pub mod run;
 pub mod run_dir;
+pub mod run_lock;
 pub mod schedule;
 pub mod supervised;
 pub mod tensors;

@@ -102,6 +102,8 @@ pub fn open<C: RunConfig>(start: Start<C>) -> Result<Opened<C>> {
             }
             let config: C = crate::config::from_table(table.clone(), C::WHAT)?;
             config.validate()?;
+            // A damaged last.ckpt is refused before anything in the folder is rewritten.
+            run.check_last()?;
             run.write_config(&table)?;
             let splits = data::open(config.data())?;
             Ok(Opened {

@@ -3,9 +3,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::checkpoint::Container;
+use super::run_lock::RunLock;
 use crate::error::{Error, Result};
 
 pub const CONFIG_FILE: &str = "config.toml";
@@ -13,9 +16,12 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LAST: &str = "last.ckpt";
 pub const BEST: &str = "best.ckpt";
 
+/// An open run folder. It holds the folder's lock (see [`RunLock`]) until the last clone is
+/// dropped, so a second process cannot write into it meanwhile.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub path: PathBuf,
+    _lock: Arc<RunLock>,
 }
 
 impl RunDir {
@@ -41,7 +47,15 @@ impl RunDir {
         }
         let path = path.to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| Error::file(&path, e))?;
-        let dir = Self { path };
+        let lock = Arc::new(RunLock::acquire(&path)?);
+        // Checked again under the lock: another process may have finished an epoch here.
+        if path.join(LAST).exists() {
+            return Err(Error::file(
+                &path,
+                "already holds a run; use --resume to continue it or choose another folder",
+            ));
+        }
+        let dir = Self { path, _lock: lock };
         dir.write_config(config)?;
         let command: Vec<String> = std::env::args().collect();
         let info = format!(
@@ -54,7 +68,7 @@ impl RunDir {
         Ok(dir)
     }
 
-    /// Opens an existing run folder (for `--resume`).
+    /// Opens an existing run folder (for `--resume`), taking its lock.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.join(LAST).exists() {
             return Err(Error::file(
@@ -62,8 +76,38 @@ impl RunDir {
                 format!("no {LAST} here: not a run folder, or the run never finished an epoch"),
             ));
         }
+        let lock = Arc::new(RunLock::acquire(path)?);
         Ok(Self {
             path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// A `last.ckpt` that fails its CRC or is cut short cannot be resumed; say where the other
+    /// copy of the weights is (best.ckpt is written separately, so it may well be intact).
+    pub fn check_last(&self) -> Result<()> {
+        let Err(err) = Container::load(&self.last()) else {
+            return Ok(());
+        };
+        let Error::Checkpoint { path, message } = err else {
+            return Err(err);
+        };
+        let best = self.best();
+        let pointer = if best.exists() {
+            format!(
+                "the run cannot resume from it. {} (the best epoch's weights) is a separate \
+                 file: check it with `meal eval --checkpoint {} --data DATA`, and start a new run \
+                 from it (`meal distill ... --set student_init={}`) or retrain",
+                best.display(),
+                best.display(),
+                best.display()
+            )
+        } else {
+            format!("the run cannot resume from it, and there is no {BEST} beside it")
+        };
+        Err(Error::Checkpoint {
+            path,
+            message: format!("{message}; {pointer}"),
         })
     }
 
