@@ -39,31 +39,25 @@ impl BnShape {
     }
 }
 
-/// `Σ (v − shift)` and `Σ (v − shift)²` of one row, in eight independent lanes so that the
-/// compiler vectorises it.
-fn shifted_sums(row: &[f32], shift: f32) -> (f64, f64) {
-    let mut s = [0f32; 8];
-    let mut q = [0f32; 8];
+/// `Σ (v − shift)^p` of one row for `p` = 1 or 2, in eight independent lanes so that the
+/// compiler vectorises it; the lanes are short enough (a row is one image's plane) that `f32`
+/// partial sums lose nothing that matters next to the `f64` total.
+fn row_sum(row: &[f32], shift: f32, square: bool) -> f64 {
+    let mut acc = [0f32; 8];
     let chunks = row.chunks_exact(8);
     let tail = chunks.remainder();
     for c in chunks {
         for l in 0..8 {
             let d = c[l] - shift;
-            s[l] += d;
-            q[l] += d * d;
+            acc[l] += if square { d * d } else { d };
         }
     }
-    let (mut s64, mut q64) = (0f64, 0f64);
-    for l in 0..8 {
-        s64 += s[l] as f64;
-        q64 += q[l] as f64;
-    }
+    let mut total: f64 = acc.iter().map(|&v| v as f64).sum();
     for &v in tail {
         let d = (v - shift) as f64;
-        s64 += d;
-        q64 += d * d;
+        total += if square { d * d } else { d };
     }
-    (s64, q64)
+    total
 }
 
 /// Output, batch mean and biased batch variance.
@@ -79,23 +73,27 @@ pub fn forward(
     assert_eq!(gamma.len(), shape.channels);
     assert_eq!(beta.len(), shape.channels);
     let n = shape.count();
-    // Shifting by a sample of the channel keeps E[x²] − E[x]² from cancelling when the mean is
-    // large against the spread.
+    // Two passes (mean, then squared deviations) as PyTorch does: a one-pass E[x²] − E[x]²
+    // cancels badly when the mean is large against the spread, and the error is then
+    // amplified by every BatchNorm downstream.
     let stats: Vec<(f64, f64)> = (0..shape.channels)
         .into_par_iter()
         .map(|ch| {
             if n == 0.0 {
                 return (f64::NAN, f64::NAN);
             }
-            let shift = x[(ch * shape.spatial)..][0];
-            let (mut s, mut q) = (0f64, 0f64);
-            for r in shape.rows(ch) {
-                let (rs, rq) = shifted_sums(&x[r], shift);
-                s += rs;
-                q += rq;
-            }
-            let m = s / n;
-            (shift as f64 + m, (q / n - m * m).max(0.0))
+            let mean = shape
+                .rows(ch)
+                .map(|r| row_sum(&x[r], 0.0, false))
+                .sum::<f64>()
+                / n;
+            let q: f64 = shape
+                .rows(ch)
+                .map(|r| row_sum(&x[r], mean as f32, true))
+                .sum();
+            // The squared deviations were taken from the f32-rounded mean; correct for it.
+            let d = mean - (mean as f32) as f64;
+            (mean, (q / n - d * d).max(0.0))
         })
         .collect();
     let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();

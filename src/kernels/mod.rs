@@ -17,6 +17,7 @@ mod flex;
 pub mod simd;
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::ops::ConvOptions;
 use burn::backend::{Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
@@ -115,14 +116,33 @@ where
 {
 }
 
+static OVERRIDE: AtomicU8 = AtomicU8::new(0);
+
 /// Whether meal's kernels are used where they apply (`MEAL_KERNELS=burn` turns them off).
 pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("MEAL_KERNELS")
-            .map(|v| v != "burn")
-            .unwrap_or(true)
-    })
+    static ENV: OnceLock<bool> = OnceLock::new();
+    match OVERRIDE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => *ENV.get_or_init(|| {
+            std::env::var("MEAL_KERNELS")
+                .map(|v| v != "burn")
+                .unwrap_or(true)
+        }),
+    }
+}
+
+/// Forces meal's kernels on or off for the whole process (`None`: back to `MEAL_KERNELS`), so
+/// that one program can compare both.
+pub fn set_enabled(on: Option<bool>) {
+    OVERRIDE.store(
+        match on {
+            Some(true) => 1,
+            Some(false) => 2,
+            None => 0,
+        },
+        Ordering::Relaxed,
+    );
 }
 
 /// `burn::tensor::module::conv2d` through meal's kernels where they apply.
