@@ -21,7 +21,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use golden_common::{load, shape_data};
 use meal::data::Normalization;
-use meal::distill::config::{AdversarialMode, Combine, MealConfig, StageSpec};
+use meal::distill::config::{AdversarialMode, Combine, MealConfig, StageSpec, TeacherBn};
 use meal::distill::discriminator::DiscriminatorKind;
 use meal::distill::objective::{self, Discriminators, MealState, StepStats, Teacher};
 use meal::distill::pool::PoolKind;
@@ -251,7 +251,9 @@ impl Setup {
                 // Frozen weights, BatchNorm on batch statistics (`teacher_bn = "train"`).
                 let net = fill(net, &format!("teacher{k}."), 1).no_grad();
                 let n = Normalization::CIFAR10;
+                // On the inner device, as `meal distill` runs them.
                 Teacher::new(arch.into(), net, arch_info(arch).unwrap().stages, n, n)
+                    .without_autodiff(TeacherBn::Train)
             })
             .collect();
         let f = |k: &str| cfg[k].as_f64().unwrap();

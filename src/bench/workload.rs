@@ -99,7 +99,9 @@ pub fn bench_workload(
             crate::distill::config::TeacherBn::Eval => net.freeze(),
         };
         let n = arch_info(arch)?.stages;
-        teachers.push(Teacher::new(arch.to_string(), net, n, norm, norm));
+        teachers.push(
+            Teacher::new(arch.to_string(), net, n, norm, norm).without_autodiff(config.teacher_bn),
+        );
     }
     let student = Participant {
         name: w.student,

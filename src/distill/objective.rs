@@ -6,7 +6,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor};
 
 use super::adversarial::{bce_with_logits, discriminator_accuracy, discriminator_targets};
-use super::config::{AdversarialMode, Combine, MealConfig};
+use super::config::{AdversarialMode, Combine, MealConfig, TeacherBn};
 use super::discriminator::{DInput, Discriminator, DiscriminatorConfig};
 use super::grl::gradient_reversal;
 use super::similarity::{TeacherTarget, similarity, teacher_probs};
@@ -52,6 +52,9 @@ pub struct Teacher {
     pub net: Net,
     pub stages: usize,
     renorm: Option<Renorm>,
+    /// Set by [`Teacher::without_autodiff`]: the net lives on the inner device, and runs on
+    /// batch statistics when `Some(Train)`.
+    inner: Option<TeacherBn>,
 }
 
 impl Teacher {
@@ -67,13 +70,49 @@ impl Teacher {
             net,
             stages,
             renorm: Renorm::between(data, own),
+            inner: None,
         }
     }
 
+    /// The same teacher on the inner (non-autodiff) device: its outputs are constants of the
+    /// step anyway, so recording its operations for a backward pass is wasted work. `bn` keeps
+    /// its BatchNorm semantics: `Train` normalises with the batch's statistics and updates the
+    /// running buffers (of the teacher's own copy of them) exactly as on the autodiff device;
+    /// `Eval` uses the running statistics.
+    pub fn without_autodiff(self, bn: TeacherBn) -> Self {
+        Self {
+            net: self.net.valid(),
+            inner: Some(bn),
+            ..self
+        }
+    }
+
+    /// The teacher's outputs, on the device of `x`.
     pub fn forward(&self, x: &Tensor<4>) -> crate::models::ModelOutput {
+        let Some(bn) = self.inner else {
+            return self.net.forward(self.renormed(x.clone()));
+        };
+        let back = x.device().is_autodiff();
+        let xi = self.renormed(x.clone().inner());
+        let out = match bn {
+            TeacherBn::Train => {
+                crate::models::layers::with_batch_statistics(|| self.net.forward(xi))
+            }
+            TeacherBn::Eval => self.net.forward(xi),
+        };
+        if !back {
+            return out;
+        }
+        crate::models::ModelOutput {
+            stages: out.stages.into_iter().map(Tensor::from_inner).collect(),
+            logits: Tensor::from_inner(out.logits),
+        }
+    }
+
+    fn renormed(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.renorm {
-            None => self.net.forward(x.clone()),
-            Some(r) => self.net.forward(r.apply(x.clone())),
+            None => x,
+            Some(r) => r.apply(x),
         }
     }
 }
