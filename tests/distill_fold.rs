@@ -156,6 +156,16 @@ fn diff(after: &[Vec<f32>], before: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// What [`loss_and_grads`] measured.
+struct Measured {
+    loss: f32,
+    accuracy: (f64, f64),
+    student_grads: Vec<Vec<f32>>,
+    disc_grads: Vec<Vec<f32>>,
+    /// Stages whose discriminator read the maps.
+    folded: usize,
+}
+
 /// The joint objective (similarity + discriminator loss) and its gradients, folded or not.
 fn loss_and_grads(
     s: &Setup,
@@ -163,7 +173,7 @@ fn loss_and_grads(
     chosen: &[(usize, f64)],
     reverse: bool,
     fold: bool,
-) -> (f32, (f64, f64), Vec<Vec<f32>>, Vec<Vec<f32>>, usize) {
+) -> Measured {
     let (targets, maps) =
         objective::teacher_targets_with_maps(&s.teachers, chosen, &s.x, &s.stages, config, fold);
     let out = s.student.forward(s.x.clone());
@@ -189,15 +199,15 @@ fn loss_and_grads(
     let sim = objective::similarity_loss(&feats, &targets, &s.stages, config).unwrap();
     let (adv, acc) = objective::discriminator_loss_on(&s.discs, &pairs, &s.stages, reverse, false);
     let total = sim + adv.unwrap();
-    let value: f32 = total.clone().into_scalar();
+    let loss: f32 = total.clone().into_scalar();
     let grads = total.backward();
-    (
-        value,
-        acc,
-        values(&s.student, Some(&grads)),
-        values(&s.discs, Some(&grads)),
+    Measured {
+        loss,
+        accuracy: acc,
+        student_grads: values(&s.student, Some(&grads)),
+        disc_grads: values(&s.discs, Some(&grads)),
         folded,
-    )
+    }
 }
 
 #[test]
@@ -208,23 +218,20 @@ fn folded_discriminators_give_the_same_loss_and_gradients() {
     // the teacher side falls back to vectors and nothing folds (same numbers either way).
     for (chosen, expect_folded) in [(vec![(0, 1.0)], 2), (vec![(0, 0.5), (1, 0.5)], 0)] {
         for reverse in [false, true] {
-            let (l1, acc1, gs1, gd1, n1) = loss_and_grads(&s, &config, &chosen, reverse, true);
-            let (l0, acc0, gs0, gd0, n0) = loss_and_grads(&s, &config, &chosen, reverse, false);
-            assert_eq!((n1, n0), (expect_folded, 0), "{chosen:?}");
+            let on = loss_and_grads(&s, &config, &chosen, reverse, true);
+            let off = loss_and_grads(&s, &config, &chosen, reverse, false);
+            assert_eq!((on.folded, off.folded), (expect_folded, 0), "{chosen:?}");
+            let (l1, l0) = (on.loss, off.loss);
             assert!(
                 l1.is_finite() && (l1 - l0).abs() <= 1e-5 * l0.abs(),
                 "{l1} vs {l0}"
             );
-            assert_eq!(acc1, acc0);
+            assert_eq!(on.accuracy, off.accuracy);
             let what = format!("{chosen:?} reverse {reverse}");
-            assert_close(&format!("student grads {what}"), &gs1, &gs0, 1e-4, &[]);
-            assert_close(
-                &format!("discriminator grads {what}"),
-                &gd1,
-                &gd0,
-                1e-4,
-                &[],
-            );
+            let (a, b) = (&on.student_grads, &off.student_grads);
+            assert_close(&format!("student grads {what}"), a, b, 1e-4, &[]);
+            let (a, b) = (&on.disc_grads, &off.disc_grads);
+            assert_close(&format!("discriminator grads {what}"), a, b, 1e-4, &[]);
         }
     }
 }
