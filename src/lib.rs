@@ -8,6 +8,7 @@
 //! - [`cli`]: the `meal` command line.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

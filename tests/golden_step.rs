@@ -266,7 +266,9 @@ impl Setup {
                         TeacherBn::Eval => net.freeze(),
                     };
                     let n = Normalization::CIFAR10;
+                    // On the inner device, as `meal distill` runs them.
                     Teacher::new(arch.into(), net, arch_info(arch).unwrap().stages, n, n)
+                        .without_autodiff(bn)
                 })
                 .collect()
         };

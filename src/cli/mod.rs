@@ -1,6 +1,7 @@
 //! The command line. Each subcommand lives in its own file and only translates flags into
 //! library calls.
 
+mod bench;
 mod config_cmd;
 mod distill;
 mod download;
@@ -62,6 +63,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Write a checkpoint's weights for PyTorch (safetensors or .pth, PyTorch module names).
     Export(export::ExportArgs),
+    /// Training and inference speed of a zoo model or a whole MEAL step, on random data.
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Config(a) => config_cmd::run(a),
         Command::Import(a) => import::run(a),
         Command::Export(a) => export::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

@@ -215,6 +215,11 @@ pub struct MealConfig {
     /// MultiStepLR, where both parameter groups decay together).
     #[serde(default = "yes")]
     pub d_lr_follows_schedule: bool,
+    /// Discriminators of average-pooled stages read the few hundred values a stage vector is
+    /// pooled from, with the pooling folded into their first layer: same results up to float
+    /// rounding, much less work. `false` computes the pooled vectors first (for comparison).
+    #[serde(default = "yes")]
+    pub fold_discriminators: bool,
 }
 
 fn yes() -> bool {
@@ -254,6 +259,7 @@ impl Default for MealConfig {
             d_lr: default_d_lr(),
             d_weight_decay: None,
             d_lr_follows_schedule: true,
+            fold_discriminators: true,
         }
     }
 }

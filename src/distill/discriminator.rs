@@ -9,6 +9,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::pool::fold_rows;
 use crate::models::layers::{linear, relu};
 
 /// `Reference` keeps the ReLU after the final layer (sic, spec §1.6); `Fixed` drops it
@@ -101,13 +102,88 @@ impl DiscriminatorConfig {
     }
 }
 
+/// What a discriminator reads: matched vectors `(N, d)`, or the `(N, L)` channel-mean maps
+/// that average pooling turns into them (the fold: see [`Discriminator::forward_inputs`]).
+#[derive(Debug, Clone)]
+pub enum DInput {
+    Vector(Tensor<2>),
+    Map(Tensor<2>),
+}
+
+impl DInput {
+    pub fn rows(&self) -> usize {
+        match self {
+            DInput::Vector(t) | DInput::Map(t) => t.dims()[0],
+        }
+    }
+
+    /// The same kind of input with `f` applied to its tensor (detach, gradient reversal: both
+    /// commute with the linear pooling).
+    pub fn map_tensor(self, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Self {
+        match self {
+            DInput::Vector(t) => DInput::Vector(f(t)),
+            DInput::Map(t) => DInput::Map(f(t)),
+        }
+    }
+}
+
 impl Discriminator {
     /// `(N, d)` → `(N, 2)` logits.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let z = self.layers[0].forward(x);
+        self.after_first(z)
+    }
+
+    /// The logits of the rows of `inputs`, stacked in order: the same as [`forward`] on the
+    /// stacked matched vectors. A [`DInput::Map`] `m` (whose vector is `pool(m)`) goes through
+    /// the first layer as `m·(Pᵀ·W₁) + b₁`, which is `pool(m)·W₁ + b₁` with `L` instead of
+    /// `d` multiply-adds per output, and whose weight gradient `P·(mᵀ·g)` is what `W₁` would
+    /// get from the pooled vectors.
+    ///
+    /// [`forward`]: Self::forward
+    pub fn forward_inputs(&self, inputs: Vec<DInput>) -> Tensor<2> {
+        if inputs.iter().all(|i| matches!(i, DInput::Vector(_))) {
+            let vectors = inputs
+                .into_iter()
+                .map(|i| match i {
+                    DInput::Vector(t) => t,
+                    DInput::Map(_) => unreachable!("all inputs are vectors"),
+                })
+                .collect();
+            return self.forward(Tensor::cat(vectors, 0));
+        }
+        let first = &self.layers[0];
+        let bias = first.bias.as_ref().map(|b| b.val());
+        // One folded weight per map length, shared by the rows that have it.
+        let mut folded: Vec<(usize, Tensor<2>)> = Vec::new();
+        let z = inputs
+            .into_iter()
+            .map(|input| match input {
+                DInput::Vector(t) => first.forward(t),
+                DInput::Map(m) => {
+                    let len = m.dims()[1];
+                    let q = match folded.iter().find(|(l, _)| *l == len) {
+                        Some((_, q)) => q.clone(),
+                        None => {
+                            let q = fold_rows(first.weight.val(), len);
+                            folded.push((len, q.clone()));
+                            q
+                        }
+                    };
+                    burn::tensor::module::linear(m, q, bias.clone())
+                }
+            })
+            .collect();
+        self.after_first(Tensor::cat(z, 0))
+    }
+
+    fn after_first(&self, z: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len() - 1;
-        let mut x = x;
+        let mut x = z;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            if i > 0 {
+                x = layer.forward(x);
+            }
             if i < last || self.final_relu {
                 x = relu(x);
             }

@@ -6,11 +6,11 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor};
 
 use super::adversarial::{bce_with_logits, discriminator_accuracy, discriminator_targets};
-use super::config::{AdversarialMode, Combine, MealConfig};
-use super::discriminator::{Discriminator, DiscriminatorConfig};
+use super::config::{AdversarialMode, Combine, MealConfig, TeacherBn};
+use super::discriminator::{DInput, Discriminator, DiscriminatorConfig};
 use super::grl::gradient_reversal;
 use super::similarity::{TeacherTarget, similarity, teacher_probs};
-use super::stages::{Stage, extract};
+use super::stages::{Stage, extract_matched};
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::models::Net;
@@ -53,6 +53,9 @@ pub struct Teacher {
     pub net: Net,
     pub stages: usize,
     renorm: Option<Renorm>,
+    /// Set by [`Teacher::without_autodiff`]: the net lives on the inner device, and runs on
+    /// batch statistics when `Some(Train)`.
+    inner: Option<TeacherBn>,
 }
 
 impl Teacher {
@@ -68,13 +71,49 @@ impl Teacher {
             net,
             stages,
             renorm: Renorm::between(data, own),
+            inner: None,
         }
     }
 
+    /// The same teacher on the inner (non-autodiff) device: its outputs are constants of the
+    /// step anyway, so recording its operations for a backward pass is wasted work. `bn` keeps
+    /// its BatchNorm semantics: `Train` normalises with the batch's statistics and updates the
+    /// running buffers (of the teacher's own copy of them) exactly as on the autodiff device;
+    /// `Eval` uses the running statistics.
+    pub fn without_autodiff(self, bn: TeacherBn) -> Self {
+        Self {
+            net: self.net.valid(),
+            inner: Some(bn),
+            ..self
+        }
+    }
+
+    /// The teacher's outputs, on the device of `x`.
     pub fn forward(&self, x: &Tensor<4>) -> crate::models::ModelOutput {
+        let Some(bn) = self.inner else {
+            return self.net.forward(self.renormed(x.clone()));
+        };
+        let back = x.device().is_autodiff();
+        let xi = self.renormed(x.clone().inner());
+        let out = match bn {
+            TeacherBn::Train => {
+                crate::models::layers::with_batch_statistics(|| self.net.forward(xi))
+            }
+            TeacherBn::Eval => self.net.forward(xi),
+        };
+        if !back {
+            return out;
+        }
+        crate::models::ModelOutput {
+            stages: out.stages.into_iter().map(Tensor::from_inner).collect(),
+            logits: Tensor::from_inner(out.logits),
+        }
+    }
+
+    fn renormed(&self, x: Tensor<4>) -> Tensor<4> {
         match &self.renorm {
-            None => self.net.forward(x.clone()),
-            Some(r) => self.net.forward(r.apply(x.clone())),
+            None => x,
+            Some(r) => r.apply(x),
         }
     }
 }
@@ -112,36 +151,58 @@ pub fn teacher_targets(
     stages: &[Stage],
     config: &MealConfig,
 ) -> Vec<TeacherTarget> {
+    teacher_targets_with_maps(teachers, chosen, x, stages, config, false).0
+}
+
+/// [`teacher_targets`], and with `fold` for every stage the combined channel-mean map
+/// Σ w·map that pools to `raw` (pooling is linear), where every chosen teacher has one of
+/// the same length (see [`extract_matched`]).
+pub fn teacher_targets_with_maps(
+    teachers: &[Teacher],
+    chosen: &[(usize, f64)],
+    x: &Tensor<4>,
+    stages: &[Stage],
+    config: &MealConfig,
+    fold: bool,
+) -> (Vec<TeacherTarget>, Vec<Option<Tensor<2>>>) {
     let mut raws: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
     let mut probs: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
+    let mut maps: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
+    let mut foldable = vec![fold; stages.len()];
     let single = chosen.len() == 1;
+    let weigh = |t: Tensor<2>, w: f64| if single { t } else { t.mul_scalar(w) };
+    let sum = |acc: Option<Tensor<2>>, t: Tensor<2>| match acc {
+        None => t,
+        Some(acc) => acc + t,
+    };
     for &(k, w) in chosen {
         let out = teachers[k].forward(x);
         for (j, stage) in stages.iter().enumerate() {
-            let raw = extract(&out, stage.teacher_pos[k], stage, config.pool).detach();
+            let m = extract_matched(&out, stage.teacher_pos[k], stage, config.pool, foldable[j]);
+            let raw = m.vector.detach();
             let p = teacher_probs(raw.clone(), config.temperature);
-            let (raw, p) = if single {
-                (raw, p)
-            } else {
-                (raw.mul_scalar(w), p.mul_scalar(w))
-            };
-            raws[j] = Some(match raws[j].take() {
-                None => raw,
-                Some(acc) => acc + raw,
-            });
-            probs[j] = Some(match probs[j].take() {
-                None => p,
-                Some(acc) => acc + p,
-            });
+            raws[j] = Some(sum(raws[j].take(), weigh(raw, w)));
+            probs[j] = Some(sum(probs[j].take(), weigh(p, w)));
+            match m.map {
+                Some(map) if maps[j].as_ref().is_none_or(|acc| acc.dims() == map.dims()) => {
+                    maps[j] = Some(sum(maps[j].take(), weigh(map.detach(), w)));
+                }
+                _ => {
+                    foldable[j] = false;
+                    maps[j] = None;
+                }
+            }
         }
     }
-    raws.into_iter()
+    let targets = raws
+        .into_iter()
         .zip(probs)
         .map(|(raw, probs)| TeacherTarget {
             raw: raw.expect("at least one teacher"),
             probs: probs.expect("at least one teacher"),
         })
-        .collect()
+        .collect();
+    (targets, maps)
 }
 
 /// Σ_j γ_j · sim(s_j, t_j).
@@ -181,22 +242,41 @@ pub fn discriminator_loss(
     reverse: bool,
     detach_student: bool,
 ) -> (Option<Tensor<1>>, (f64, f64)) {
+    let pairs: Vec<(DInput, DInput)> = student
+        .iter()
+        .zip(targets)
+        .map(|(s, t)| (DInput::Vector(s.clone()), DInput::Vector(t.raw.clone())))
+        .collect();
+    discriminator_loss_on(discs, &pairs, stages, reverse, detach_student)
+}
+
+/// [`discriminator_loss`] on (student, teacher) inputs per stage, each a matched vector or,
+/// folded, the map that pools to it.
+pub fn discriminator_loss_on(
+    discs: &Discriminators,
+    pairs: &[(DInput, DInput)],
+    stages: &[Stage],
+    reverse: bool,
+    detach_student: bool,
+) -> (Option<Tensor<1>>, (f64, f64)) {
     let mut total: Option<Tensor<1>> = None;
     let (mut acc_s, mut acc_t) = (0.0, 0.0);
-    for (((d, s), t), stage) in discs.list.iter().zip(student).zip(targets).zip(stages) {
-        let batch = s.dims()[0];
+    for ((d, (s, t)), stage) in discs.list.iter().zip(pairs).zip(stages) {
+        let batch = s.rows();
         let s = if detach_student {
-            s.clone().detach()
+            s.clone().map_tensor(Tensor::detach)
         } else {
             s.clone()
         };
-        let input = Tensor::cat(vec![s, t.raw.clone()], 0);
-        let input = if reverse {
-            gradient_reversal(input)
+        let (s, t) = if reverse {
+            (
+                s.map_tensor(gradient_reversal),
+                t.clone().map_tensor(gradient_reversal),
+            )
         } else {
-            input
+            (s, t.clone())
         };
-        let logits = d.forward(input);
+        let logits = d.forward_inputs(vec![s, t]);
         let (a_s, a_t) = discriminator_accuracy(logits.clone().detach(), batch);
         acc_s += a_s;
         acc_t += a_t;
@@ -218,10 +298,20 @@ pub fn fooling_loss(
     student: &[Tensor<2>],
     stages: &[Stage],
 ) -> Option<Tensor<1>> {
+    let inputs: Vec<DInput> = student.iter().cloned().map(DInput::Vector).collect();
+    fooling_loss_on(discs, &inputs, stages)
+}
+
+/// [`fooling_loss`] on student inputs that may be folded maps.
+pub fn fooling_loss_on(
+    discs: &Discriminators,
+    student: &[DInput],
+    stages: &[Stage],
+) -> Option<Tensor<1>> {
     let mut total: Option<Tensor<1>> = None;
     for ((d, s), stage) in discs.list.iter().zip(student).zip(stages) {
-        let batch = s.dims()[0];
-        let logits = d.forward(s.clone());
+        let batch = s.rows();
+        let logits = d.forward_inputs(vec![s.clone()]);
         // Rows [0,1]: the teacher label (the second half of the D targets).
         let y = discriminator_targets(batch, &logits.device()).slice([batch..2 * batch, 0..2]);
         let l = bce_with_logits(logits, y).mul_scalar(stage.eta);
@@ -278,11 +368,25 @@ pub fn step(
     lr: f64,
     d_lr: f64,
 ) -> (MealState, StepStats, Tensor<2>) {
-    let targets = teacher_targets(teachers, chosen, &x, stages, config);
+    let fold = config.fold_discriminators && config.adversarial != AdversarialMode::None;
+    let (targets, teacher_maps) =
+        teacher_targets_with_maps(teachers, chosen, &x, stages, config, fold);
     let out = state.student.forward(x);
-    let feats: Vec<Tensor<2>> = stages
+    let matched: Vec<_> = stages
         .iter()
-        .map(|s| extract(&out, s.student_pos, s, config.pool))
+        .map(|s| extract_matched(&out, s.student_pos, s, config.pool, fold))
+        .collect();
+    let feats: Vec<Tensor<2>> = matched.iter().map(|m| m.vector.clone()).collect();
+    // The discriminators read the maps where both sides have one: the same losses and
+    // gradients as from the pooled vectors, for a fraction of the work (spec: issue 9).
+    let d_inputs: Vec<(DInput, DInput)> = matched
+        .into_iter()
+        .zip(&targets)
+        .zip(teacher_maps)
+        .map(|((m, t), tm)| match (m.map, tm) {
+            (Some(sm), Some(tm)) => (DInput::Map(sm), DInput::Map(tm)),
+            _ => (DInput::Vector(m.vector), DInput::Vector(t.raw.clone())),
+        })
         .collect();
     let logits = out.logits.clone().detach();
     let sim = similarity_loss(&feats, &targets, stages, config);
@@ -304,7 +408,7 @@ pub fn step(
         AdversarialMode::Joint | AdversarialMode::Grl => {
             let reverse = config.adversarial == AdversarialMode::Grl;
             let (adv, (a_s, a_t)) =
-                discriminator_loss(&state.discs, &feats, &targets, stages, reverse, false);
+                discriminator_loss_on(&state.discs, &d_inputs, stages, reverse, false);
             stats.adv = value(&adv);
             stats.d_acc_student = a_s;
             stats.d_acc_teacher = a_t;
@@ -318,7 +422,7 @@ pub fn step(
         }
         AdversarialMode::Alternating => {
             let (adv, (a_s, a_t)) =
-                discriminator_loss(&state.discs, &feats, &targets, stages, false, true);
+                discriminator_loss_on(&state.discs, &d_inputs, stages, false, true);
             stats.adv = value(&adv);
             stats.d_acc_student = a_s;
             stats.d_acc_teacher = a_t;
@@ -326,7 +430,8 @@ pub fn step(
                 let gd = GradientsParams::from_grads(adv.backward(), &state.discs);
                 state.discs = state.opt_discs.step(d_lr, state.discs, gd);
             }
-            let fool = fooling_loss(&state.discs, &feats, stages);
+            let students: Vec<DInput> = d_inputs.into_iter().map(|(s, _)| s).collect();
+            let fool = fooling_loss_on(&state.discs, &students, stages);
             if let Some(total) = add(base, fool) {
                 let grads = GradientsParams::from_grads(total.backward(), &state.student);
                 state.student = state.opt_student.step(lr, state.student, grads);

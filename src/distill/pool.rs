@@ -10,7 +10,7 @@
 //! The cost is `O(B·C·(L + n))` in both directions (a dense window matrix would cost
 //! `O(B·C·L·n)`: 256 × 10000 multiply-adds per channel for the usual MEAL upsampling).
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// The pooling of `--pool_out`: adaptive average (the default) or adaptive max.
@@ -73,6 +73,21 @@ impl Windows {
             lasts,
             weights,
         }
+    }
+
+    /// Slot `j` of every window that has one: `(window, input position, weight)` as three
+    /// lists, the padding left out.
+    fn slot(&self, j: usize) -> (Vec<i64>, Vec<i64>, Vec<f32>) {
+        let (mut rows, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..self.starts.len() {
+            let w = self.weights[i * self.k + j];
+            if w > 0.0 {
+                rows.push(i as i64);
+                targets.push(self.members[i * self.k + j]);
+                weights.push(w);
+            }
+        }
+        (rows, targets, weights)
     }
 }
 
@@ -148,13 +163,64 @@ fn int_tensor(values: Vec<i64>, device: &Device) -> Tensor<1, Int> {
 ///   different ones when distinct elements tie exactly for the maximum of a window, where both
 ///   choices are valid subgradients.
 pub fn stage_feature(x: Tensor<4>, out_len: usize, kind: PoolKind) -> Tensor<2> {
+    pool_map(channel_reduce(x, kind), out_len, kind)
+}
+
+/// The first half of [`stage_feature`]: `(B, C, H, W)` → `(B, H·W)`, the channel mean (or max).
+pub fn channel_reduce(x: Tensor<4>, kind: PoolKind) -> Tensor<2> {
     let [b, c, h, w] = x.dims();
     let v = x.reshape([b, c, h * w]);
     let reduced = match kind {
         PoolKind::Avg => v.mean_dim(1),
         PoolKind::Max => v.max_dim(1),
     };
-    adaptive_pool1d(reduced, out_len, kind).reshape([b, out_len])
+    reduced.reshape([b, h * w])
+}
+
+/// The second half of [`stage_feature`]: adaptive pooling of `(B, L)` rows to `(B, out_len)`.
+pub fn pool_map(map: Tensor<2>, out_len: usize, kind: PoolKind) -> Tensor<2> {
+    let [b, len] = map.dims();
+    adaptive_pool1d(map.reshape([b, 1, len]), out_len, kind).reshape([b, out_len])
+}
+
+/// `Pᵀ·w` for the adaptive average pooling `P` from `len_in` to `n = w.dims()[0]` values:
+/// row `l` of the result is `Σ_i P[i, l]·w[i, :]`, so `pool(m)·w = m·(Pᵀ·w)` for every `m`.
+///
+/// A discriminator whose first layer reads a pooled vector of length `n ≫ len_in` can thus
+/// read the `len_in` values it was pooled from: `len_in / n` of the multiply-adds, forward and
+/// backward. Differentiable: the gradient reaching `w` is `P·∂(Pᵀ·w)`, the same sparse map
+/// scattered back. `P` has at most `K` entries per window, so this costs `O(K·n·cols)`, one
+/// pass over `w` per window slot, and the later slots only touch the windows that long.
+pub fn fold_rows(w: Tensor<2>, len_in: usize) -> Tensor<2> {
+    let [len_out, cols] = w.dims();
+    assert!(
+        len_out > 0 && len_in > 0,
+        "fold_rows: empty input ({len_in}) or output ({len_out})"
+    );
+    let device = w.device();
+    let windows = Windows::new(len_in, len_out);
+    let mut folded = Tensor::<2>::zeros([len_in, cols], &device);
+    for j in 0..windows.k {
+        let (rows, targets, weights) = windows.slot(j);
+        let n = rows.len();
+        if n == 0 {
+            continue;
+        }
+        // Every window has a first slot: then the rows are all of `w`, in order.
+        let picked = if n == len_out {
+            w.clone()
+        } else {
+            w.clone().select(0, int_tensor(rows, &device))
+        };
+        let scale = Tensor::<2>::from_data(TensorData::new(weights, [n, 1]), &device);
+        folded = folded.select_assign(
+            0,
+            int_tensor(targets, &device),
+            picked.mul(scale),
+            IndexingUpdateOp::Add,
+        );
+    }
+    folded
 }
 
 #[cfg(test)]
@@ -182,6 +248,22 @@ mod tests {
         let g = x.grad(&grads).unwrap().try_into_vec_as::<f32>().unwrap();
         // windows [0,4), [3,7), [6,10): PyTorch picks the first maximum of each
         assert_eq!(g, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn folded_rows_act_like_pooling_first() {
+        let device = Device::default();
+        for (len_in, len_out) in [(5, 13), (7, 3), (4, 4), (1, 6)] {
+            let m = Tensor::<2>::random([3, len_in], burn::tensor::Distribution::Default, &device);
+            let w = Tensor::<2>::random([len_out, 4], burn::tensor::Distribution::Default, &device);
+            let pooled_first = pool_map(m.clone(), len_out, PoolKind::Avg).matmul(w.clone());
+            let folded = m.matmul(fold_rows(w, len_in));
+            let a = pooled_first.try_into_vec_as::<f32>().unwrap();
+            let b = folded.try_into_vec_as::<f32>().unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-5, "{len_in}->{len_out}: {a:?} vs {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 
 use super::config::StageSpec;
-use super::pool::{PoolKind, stage_feature};
+use super::pool::{PoolKind, channel_reduce, pool_map, stage_feature};
 use crate::error::{Error, Result};
 use crate::models::ModelOutput;
 
@@ -116,6 +116,42 @@ pub fn extract(out: &ModelOutput, pos: usize, stage: &Stage, pool: PoolKind) -> 
     match stage.out_dim {
         None => out.logits.clone(),
         Some(d) => stage_feature(out.stages[pos].clone(), d, pool),
+    }
+}
+
+/// A matched output and, when the discriminator may read it instead, the channel-mean map it
+/// was pooled from.
+pub struct Matched {
+    pub vector: Tensor<2>,
+    /// `(B, H·W)`; `Some` only for an average-pooled feature stage that pooling lengthens
+    /// (`H·W < out_dim`), the one case where the discriminator fold saves work.
+    pub map: Option<Tensor<2>>,
+}
+
+/// Like [`extract`], also keeping the map when `fold` is asked for and applies.
+pub fn extract_matched(
+    out: &ModelOutput,
+    pos: usize,
+    stage: &Stage,
+    pool: PoolKind,
+    fold: bool,
+) -> Matched {
+    if let Some(d) = stage.out_dim
+        && fold
+        && pool == PoolKind::Avg
+    {
+        let [_, _, h, w] = out.stages[pos].dims();
+        if h * w < d {
+            let map = channel_reduce(out.stages[pos].clone(), pool);
+            return Matched {
+                vector: pool_map(map.clone(), d, pool),
+                map: Some(map),
+            };
+        }
+    }
+    Matched {
+        vector: extract(out, pos, stage, pool),
+        map: None,
     }
 }
 

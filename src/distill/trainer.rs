@@ -122,13 +122,16 @@ pub fn load_teachers(
             TeacherBn::Eval => net.freeze(),
         };
         let stages = arch_info(&meta.arch)?.stages;
-        teachers.push(Teacher::new(
-            format!("{}:{}", meta.arch, path.display()),
-            net,
-            stages,
-            train_set.normalization(),
-            meta.normalization,
-        ));
+        teachers.push(
+            Teacher::new(
+                format!("{}:{}", meta.arch, path.display()),
+                net,
+                stages,
+                train_set.normalization(),
+                meta.normalization,
+            )
+            .without_autodiff(config.meal.teacher_bn),
+        );
         metas.push(meta);
     }
     Ok((teachers, metas))

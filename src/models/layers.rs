@@ -136,9 +136,9 @@ pub fn flatten(x: Tensor<4>) -> Tensor<2> {
 /// variance for `running_var`, momentum 0.1, eps 1e-5, γ=1, β=0.
 ///
 /// Batch statistics are used when the module's training flag is on *and* the input lives on an
-/// autodiff device, as for burn's own layer. A frozen teacher kept in "train mode" (MEAL V1's
-/// default) therefore stays on the autodiff device with `no_grad()`, and a teacher in eval mode
-/// uses `freeze()`.
+/// autodiff device, as for burn's own layer, or inside [`with_batch_statistics`]: a frozen
+/// teacher kept in "train mode" (MEAL V1's default) runs on the inner device, with no gradient
+/// bookkeeping, and still normalises with (and updates its buffers from) the batch.
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
     pub weight: Param<Tensor<1>>,
@@ -148,6 +148,24 @@ pub struct BatchNorm2d {
     pub training: Param<Flag>,
     pub momentum: f64,
     pub epsilon: f64,
+}
+
+thread_local! {
+    static FORCE_BATCH_STATS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every [`BatchNorm2d`] on batch statistics (updating its running buffers), on
+/// any device and whatever its training flag, like a PyTorch module in `train()` mode under
+/// `no_grad`. Restored on return, also when `f` panics.
+pub fn with_batch_statistics<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCE_BATCH_STATS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCE_BATCH_STATS.with(|c| c.replace(true)));
+    f()
 }
 
 impl BatchNorm2d {
@@ -164,11 +182,18 @@ impl BatchNorm2d {
     }
 
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        if input.device().is_autodiff() && self.training.is_enabled() {
+        if self.batch_statistics(&input) {
             self.forward_train(input)
         } else {
             self.forward_eval(input, false)
         }
+    }
+
+    /// Batch statistics in training on an autodiff device, or anywhere inside
+    /// [`with_batch_statistics`]; running statistics otherwise.
+    fn batch_statistics<const D: usize>(&self, input: &Tensor<D>) -> bool {
+        (input.device().is_autodiff() && self.training.is_enabled())
+            || FORCE_BATCH_STATS.with(|c| c.get())
     }
 
     /// Running statistics folded into one multiply-add per element.
@@ -197,7 +222,7 @@ impl BatchNorm2d {
 
     /// `relu(self.forward(input))`, with the ReLU fused into the BatchNorm kernel in training.
     pub fn forward_relu<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        if input.device().is_autodiff() && self.training.is_enabled() {
+        if self.batch_statistics(&input) {
             self.forward_train_fused(input, true)
         } else {
             self.forward_eval(input, true)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# meal beside PyTorch on the same machine in one run: `meal bench` and its PyTorch twin
+# (scripts/bench/torch_bench.py) on each benchmark, then a markdown table of both and their ratio
+# (meal / PyTorch: above 1 means meal is faster, or for memory, uses more).
+#
+# Usage: scripts/bench/compare.sh PYTHON [quick|full]
+#   PYTHON  an interpreter with torch (e.g. /root/torchenv/bin/python)
+#   quick   few steps (a smoke run: minutes); full (default) the numbers for BENCHMARKS.md
+# PyTorch runs with torch.set_num_threads(2), matching the 2-core development machine; set
+# TORCH_THREADS to change it. Measure on an otherwise idle machine: both sides suffer from
+# contention, PyTorch's OpenMP pool (which spins while waiting) the more.
+set -euo pipefail
+PY=${1:?usage: scripts/bench/compare.sh PYTHON [quick|full]}
+MODE=${2:-full}
+THREADS=${TORCH_THREADS:-2}
+cd "$(dirname "$0")/../.."
+case "$MODE" in
+  quick) WARMUP=1; STEPS_SMALL=3; STEPS_BIG=2 ;;
+  full) WARMUP=2; STEPS_SMALL=10; STEPS_BIG=5 ;;
+  *) echo "compare.sh: mode must be quick or full, got '$MODE'" >&2; exit 2 ;;
+esac
+"$PY" -c "import torch" 2>/dev/null || { echo "compare.sh: $PY cannot import torch" >&2; exit 2; }
+cargo build --release -q
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
+# name | flags shared by both sides
+BENCHES=(
+  "--arch resnet20 --batch 128 --steps $STEPS_SMALL"
+  "--arch resnet18 --batch 128 --steps $STEPS_BIG"
+  "--workload meal-v1-resnet18 --batch 64 --steps $STEPS_BIG"
+  "--workload meal-v1-cifar-small --batch 64 --steps $((STEPS_SMALL / 3 * 3))"
+)
+for b in "${BENCHES[@]}"; do
+  echo "compare.sh: $b" >&2
+  # shellcheck disable=SC2086
+  target/release/meal bench $b --warmup "$WARMUP" --json >> "$OUT"
+  # shellcheck disable=SC2086
+  "$PY" scripts/bench/torch_bench.py $b --warmup "$WARMUP" --threads "$THREADS" --json >> "$OUT"
+done
+"$PY" scripts/bench/table.py "$OUT"

@@ -1,0 +1,44 @@
+"""Markdown table of `meal bench` / torch_bench.py JSON lines (pairs: meal, then PyTorch).
+
+Usage: python scripts/bench/table.py FILE   (needs only the standard library)
+"""
+import json
+import sys
+
+
+def main():
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    meal = [r for r in rows if r["framework"].startswith("meal")]
+    torch = [r for r in rows if r["framework"].startswith("pytorch")]
+    if not meal or len(meal) != len(torch):
+        raise SystemExit(f"table.py: expected meal/PyTorch pairs, got {len(meal)} and {len(torch)}")
+    first = meal[0]
+    print(f"CPU: {first.get('cpu')} [{' '.join(first.get('simd', []))}]; "
+          f"{first['framework']} on {first['threads']} thread(s); {torch[0]['framework']} "
+          f"on {torch[0]['threads']} thread(s) (capability {torch[0].get('cpu_capability')}); "
+          f"median of {first['steps']}+ timed steps after {first['warmup']} warm-up.\n")
+    print("| benchmark | batch | meal train | PyTorch train | ratio | meal infer | PyTorch infer "
+          "| ratio | meal peak MiB | PyTorch peak MiB | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for m, t in zip(meal, torch):
+        name = m.get("arch") or m.get("workload")
+        if name != (t.get("arch") or t.get("workload")) or m["batch"] != t["batch"]:
+            raise SystemExit(f"table.py: mismatched pair {name} / {t}")
+
+        def cell(key):
+            a, b = m[key], t[key]
+            spread = lambda r: f"{r[key]:.1f} ({r[key.split('_')[0]]['min']:.1f}–{r[key.split('_')[0]]['max']:.1f})"
+            return f"{spread(m)} | {spread(t)} | {a / b:.2f}×"
+
+        mem = "n/a | n/a | n/a"
+        if m.get("peak_rss_mb") and t.get("peak_rss_mb"):
+            mem = f"{m['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} | {m['peak_rss_mb'] / t['peak_rss_mb']:.2f}×"
+        print(f"| {name} | {m['batch']} | {cell('train_img_per_s')} | {cell('infer_img_per_s')} | {mem} |")
+    print("\nimages/s: median (min–max over the timed steps). Workloads: train = the whole MEAL "
+          "step, infer = the student's eval forward. Peak MiB: the process's peak resident "
+          f"memory; PyTorch's includes {torch[0].get('import_rss_mb', 0):.0f} MiB resident "
+          "after `import torch`, before any model.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+//! `meal bench`: the one way meal measures its speed. Training and inference throughput of a
+//! zoo model, or of a whole MEAL step, on seeded random data, with the machine it ran on, so
+//! that scripts/bench/compare.sh can put it beside the PyTorch twin measured in the same run.
+
+pub mod arch;
+pub mod machine;
+pub mod timing;
+pub mod workload;
+
+use serde::Serialize;
+
+use crate::distill::config::MealConfig;
+use crate::error::{Error, Result};
+pub use timing::Throughput;
+pub use workload::{WORKLOADS, Workload};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Arch(String),
+    Workload(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub target: Target,
+    pub batch: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    pub seed: u64,
+    /// `KEY=VALUE` overrides of a workload's MEAL config (`meal.` prefix optional), e.g.
+    /// the discriminator fold off for a before/after.
+    pub sets: Vec<String>,
+}
+
+/// One measurement, as `--json` prints it (one line).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub framework: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    pub batch: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    pub device: String,
+    pub threads: usize,
+    pub cpu: Option<String>,
+    pub simd: Vec<String>,
+    /// Median images/s of the training step (for a workload: the whole MEAL step).
+    pub train_img_per_s: f64,
+    pub train: Throughput,
+    /// Median images/s of the eval-mode forward (for a workload: the student's).
+    pub infer_img_per_s: f64,
+    pub infer: Throughput,
+    /// Peak resident memory of the process (VmHWM), MiB.
+    pub peak_rss_mb: Option<f64>,
+}
+
+pub fn run(o: &BenchOptions) -> Result<BenchReport> {
+    if o.batch == 0 {
+        return Err(Error::Config("bench: --batch must be at least 1".into()));
+    }
+    let ((train, infer), arch, workload) = match &o.target {
+        Target::Arch(_) if !o.sets.is_empty() => {
+            return Err(Error::Config(
+                "bench: --set changes a workload's MEAL config; it does not apply to --arch".into(),
+            ));
+        }
+        Target::Arch(a) => (
+            arch::bench_arch(a, o.batch, o.warmup, o.steps, o.seed)?,
+            Some(a.clone()),
+            None,
+        ),
+        Target::Workload(name) => {
+            let w = workload::workload(name)?;
+            let config = with_sets(w.meal_config(), &o.sets)?;
+            (
+                workload::bench_workload(w, &config, o.batch, o.warmup, o.steps, o.seed)?,
+                None,
+                Some(name.clone()),
+            )
+        }
+    };
+    let (cpu, simd) = match machine::cpu() {
+        Some((model, simd)) => (Some(model), simd),
+        None => (None, Vec::new()),
+    };
+    Ok(BenchReport {
+        framework: format!("meal {}", env!("CARGO_PKG_VERSION")),
+        arch,
+        workload,
+        batch: o.batch,
+        warmup: o.warmup,
+        steps: o.steps,
+        device: crate::backend::describe(&crate::backend::device()),
+        threads: machine::threads(),
+        cpu,
+        simd,
+        train_img_per_s: train.median,
+        train,
+        infer_img_per_s: infer.median,
+        infer,
+        peak_rss_mb: machine::peak_rss_mb(),
+    })
+}
+
+fn with_sets(config: MealConfig, sets: &[String]) -> Result<MealConfig> {
+    if sets.is_empty() {
+        return Ok(config);
+    }
+    let mut table = toml::Table::try_from(&config)
+        .map_err(|e| Error::Other(format!("bench: cannot tabulate the MEAL config: {e}")))?;
+    for s in sets {
+        crate::config::apply_set(&mut table, s.strip_prefix("meal.").unwrap_or(s))?;
+    }
+    crate::config::from_table(table, "bench --set (keys of [meal])")
+}
+
+impl BenchReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a bench report serialises")
+    }
+
+    /// The human-readable summary.
+    pub fn to_text(&self) -> String {
+        let what = match (&self.arch, &self.workload) {
+            (Some(a), _) => format!("{a} (train step / eval forward)"),
+            (_, Some(w)) => format!("workload {w} (MEAL step / student eval forward)"),
+            _ => unreachable!("a report names its arch or workload"),
+        };
+        let line = |name: &str, t: &Throughput| {
+            format!(
+                "  {name:<6} {:>9.1} img/s median ({:.1} ms/step), min {:.1}, max {:.1}\n",
+                t.median, t.median_ms, t.min, t.max
+            )
+        };
+        let mut s = format!(
+            "{what}, batch {}, {} timed steps after {} warm-up, {} on {} thread(s)\n",
+            self.batch, self.steps, self.warmup, self.device, self.threads
+        );
+        s += &line("train", &self.train);
+        s += &line("infer", &self.infer);
+        s += &match self.peak_rss_mb {
+            Some(mb) => format!("  peak RSS {mb:.0} MiB\n"),
+            None => "  peak RSS unknown (no /proc/self/status)\n".into(),
+        };
+        s += &format!(
+            "  cpu {} [{}]",
+            self.cpu.as_deref().unwrap_or("unknown"),
+            self.simd.join(" ")
+        );
+        s
+    }
+}
