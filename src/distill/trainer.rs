@@ -314,6 +314,7 @@ pub fn distill_in(
             command: "distill",
             run_dir: &run.path,
             epochs_done: run_state.epochs_done,
+            rate_keys: &["lr", "meal.d_lr"],
         };
         for (i, batch) in train_loader.epoch(epoch).enumerate() {
             if crate::train::interrupt::requested() {
@@ -358,7 +359,7 @@ pub fn distill_in(
                 ("discriminator", stats.adv),
                 ("cross-entropy", stats.ce),
             ];
-            if let Err(e) = guard.losses(epoch, i, nb, lr, &losses) {
+            if let Err(e) = guard.losses(epoch, i, nb, &[("lr", lr), ("d_lr", d_lr)], &losses) {
                 bar.abandon();
                 return Err(e);
             }

@@ -19,17 +19,19 @@ pub struct Guard<'a> {
     pub run_dir: &'a Path,
     /// Epochs held by the run folder's `last.ckpt` (0: none written yet).
     pub epochs_done: usize,
+    /// The config keys of the run's learning rates, main one first, for the hint.
+    pub rate_keys: &'static [&'static str],
 }
 
 impl Guard<'_> {
     /// Fails when any of the named losses of batch `batch` of epoch `epoch` (both 0-based) is
-    /// NaN or infinite.
+    /// NaN or infinite; `rates` are the step's named learning rates, for the message.
     pub fn losses(
         &self,
         epoch: usize,
         batch: usize,
         batches: usize,
-        lr: f64,
+        rates: &[(&str, f64)],
         losses: &[(&str, f64)],
     ) -> Result<()> {
         let bad: Vec<String> = losses
@@ -40,11 +42,16 @@ impl Guard<'_> {
         if bad.is_empty() {
             return Ok(());
         }
+        let rates: Vec<String> = rates
+            .iter()
+            .map(|(name, v)| format!("{name} {v:.3e}"))
+            .collect();
         Err(self.diverged(
             epoch,
             format!(
-                "batch {} of {batches} (lr {lr:e}): {}",
+                "batch {} of {batches} ({}): {}",
                 batch + 1,
+                rates.join(", "),
                 bad.join(" and ")
             ),
         ))
@@ -89,12 +96,18 @@ impl Guard<'_> {
 
     fn diverged(&self, epoch: usize, what: String) -> Error {
         let dir = self.run_dir.display();
+        let set = self
+            .rate_keys
+            .iter()
+            .map(|k| format!("--set {k}=..."))
+            .collect::<Vec<_>>()
+            .join(" and/or ");
         let kept = if self.epochs_done == 0 {
             "no checkpoint was written".to_string()
         } else {
             format!(
                 "last.ckpt (epoch {}) and best.ckpt in {dir} are as they were, and \
-                 `meal {} --resume {dir} --set lr=...` continues from epoch {}",
+                 `meal {} --resume {dir}` with a lower {set} continues from epoch {}",
                 self.epochs_done,
                 self.command,
                 self.epochs_done + 1
@@ -102,9 +115,10 @@ impl Guard<'_> {
         };
         Error::Diverged(format!(
             "in epoch {}, {what}. Nothing of epoch {} was saved: {kept}. \
-             Hint: lower the learning rate, or check the data for corrupt values",
+             Hint: lower the learning rate ({}), or check the data for corrupt values",
             epoch + 1,
-            epoch + 1
+            epoch + 1,
+            self.rate_keys.join(" or ")
         ))
     }
 }

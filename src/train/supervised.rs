@@ -164,6 +164,7 @@ pub fn train_in(
             command: "train",
             run_dir: &run.path,
             epochs_done: state.epochs_done,
+            rate_keys: &["lr"],
         };
         for (i, batch) in train_loader.epoch(epoch).enumerate() {
             if super::interrupt::requested() {
@@ -186,7 +187,13 @@ pub fn train_in(
             correct += topk_correct(&scores, k, &batch.labels, 1);
             let n = batch.labels.len();
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            if let Err(e) = guard.losses(epoch, i, nb, lr, &[("cross-entropy", loss_value)]) {
+            if let Err(e) = guard.losses(
+                epoch,
+                i,
+                nb,
+                &[("lr", lr)],
+                &[("cross-entropy", loss_value)],
+            ) {
                 bar.abandon();
                 return Err(e);
             }
