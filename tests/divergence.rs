@@ -104,7 +104,7 @@ fn train_divergence_keeps_the_last_good_epoch_and_resume_continues_from_it() {
 
     let text = assert_diverged(train_resume(&run, &["epochs=2", "lr=1e20"]));
     let resume = format!(
-        "`meal train --resume {}` with a lower --set lr=...",
+        "`meal train --resume {}` with --set lr=<lower> continues",
         run.display()
     );
     assert_mentions(
@@ -166,7 +166,7 @@ fn distill_divergence_of_the_discriminator_keeps_checkpoints_and_resume_continue
             "discriminator loss is non-finite",
             "last.ckpt (epoch 1) and best.ckpt",
             "`meal distill --resume",
-            "--set lr=... and/or --set meal.d_lr=...",
+            "with --set lr=<lower> and/or --set meal.d_lr=<lower> continues from epoch 2",
             "lower the learning rate (lr or meal.d_lr)",
         ],
     );

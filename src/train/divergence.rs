@@ -99,7 +99,7 @@ impl Guard<'_> {
         let set = self
             .rate_keys
             .iter()
-            .map(|k| format!("--set {k}=..."))
+            .map(|k| format!("--set {k}=<lower>"))
             .collect::<Vec<_>>()
             .join(" and/or ");
         let kept = if self.epochs_done == 0 {
@@ -107,7 +107,7 @@ impl Guard<'_> {
         } else {
             format!(
                 "last.ckpt (epoch {}) and best.ckpt in {dir} are as they were, and \
-                 `meal {} --resume {dir}` with a lower {set} continues from epoch {}",
+                 `meal {} --resume {dir}` with {set} continues from epoch {}",
                 self.epochs_done,
                 self.command,
                 self.epochs_done + 1
