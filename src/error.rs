@@ -25,6 +25,10 @@ pub enum Error {
     #[error("distill: {0}")]
     Distill(String),
 
+    /// A loss, weight or output went NaN or infinite; the message names where and what was kept.
+    #[error("diverged: {0}")]
+    Diverged(String),
+
     #[error("interrupted: {0}")]
     Interrupted(String),
 

@@ -32,6 +32,9 @@ pub struct QuickstartConfig {
     pub train_subset: Option<usize>,
     pub test_subset: Option<usize>,
     pub seed: u64,
+    /// Learning rate of the teachers and the labels-only baseline (MEAL's comes from the
+    /// `quickstart` recipe).
+    pub lr: f64,
 }
 
 impl Default for QuickstartConfig {
@@ -46,6 +49,7 @@ impl Default for QuickstartConfig {
             train_subset: Some(2500),
             test_subset: None,
             seed: 0,
+            lr: 0.05,
         }
     }
 }
@@ -85,7 +89,7 @@ fn train_config(q: &QuickstartConfig, arch: &str, epochs: usize, dir: &Path) -> 
         epochs,
         batch_size: 64,
         eval_batch_size: 100,
-        lr: 0.05,
+        lr: q.lr,
         optimizer: Default::default(),
         schedule: ScheduleConfig::Cosine {
             min_lr: 0.0,
@@ -169,7 +173,8 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         train::train(train::Start::Fresh {
             config: Box::new(cfg),
             table,
-        })?;
+        })
+        .map_err(in_phase(format!("teacher {arch}")))?;
         teacher_dirs.push(dir);
     }
 
@@ -187,7 +192,8 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     let base = train::train(train::Start::Fresh {
         config: Box::new(cfg),
         table,
-    })?;
+    })
+    .map_err(in_phase(format!("baseline {}", q.student)))?;
 
     progress::say(format!(
         "[{}/{}] MEAL {}: {} epochs from the teachers (recipe `quickstart`)",
@@ -219,7 +225,8 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     let meal = distill::distill(DistillStart::Fresh {
         config: Box::new(dcfg),
         table,
-    })?;
+    })
+    .map_err(in_phase(format!("MEAL {}", q.student)))?;
 
     for ((arch, _, acc), dir) in meal.teachers.teachers.iter().zip(&teacher_dirs) {
         let (net, _) = load_run_model(dir, true)?;
@@ -272,6 +279,15 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     )
     .map_err(|e| Error::file(&js, e))?;
     Ok(summary)
+}
+
+/// Names the phase in a divergence error: five runs share one command, and the run's own
+/// message only names its epoch and batch.
+fn in_phase(phase: String) -> impl FnOnce(Error) -> Error {
+    move |e| match e {
+        Error::Diverged(m) => Error::Diverged(format!("quickstart {phase}: {m}")),
+        e => e,
+    }
 }
 
 /// The comparison table as Markdown.

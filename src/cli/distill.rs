@@ -2,15 +2,43 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::distill::config::{AdversarialMode, Combine, config_name};
 use crate::distill::{DistillConfig, DistillStart, distill};
 use crate::error::{Error, Result};
 
+/// What `--help` adds below the flags: the values the main switches take and the shipped
+/// recipes, generated from the code so that the list cannot go stale.
+pub fn after_help() -> String {
+    fn names<T: serde::Serialize>(all: &[T]) -> String {
+        all.iter().map(config_name).collect::<Vec<_>>().join(" | ")
+    }
+    let recipes = crate::recipes::RECIPES
+        .iter()
+        .map(|r| format!("  {:<28} {}", r.name, crate::recipes::summary(r)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "Main switches (with --set):\n  \
+         meal.adversarial={}\n  \
+         meal.combine={}\n\n\
+         Shipped recipes (--recipe NAME):\n{recipes}\n\n\
+         Every config key, with its type, default, allowed values and meaning: `meal config help` \
+         (or `meal config help meal` for the MEAL keys; the same text is docs/config.md). \
+         `meal config show --recipe NAME --set ...` prints the config a run would use.\n\n\
+         Example: meal distill --recipe quickstart --teacher runs/t1 runs/t2 --data data/cifar10-mini \
+         --set meal.adversarial=grl",
+        names(&AdversarialMode::ALL),
+        names(&Combine::ALL),
+    )
+}
+
 #[derive(Debug, Args)]
+#[command(after_help = after_help())]
 pub struct DistillArgs {
     /// TOML config file.
     #[arg(long, conflicts_with = "recipe")]
     pub config: Option<PathBuf>,
-    /// A shipped recipe (see `meal recipes`).
+    /// A shipped recipe (listed below; `meal recipes` describes each).
     #[arg(long)]
     pub recipe: Option<String>,
     /// Teacher checkpoints or run folders (replaces the config's [[teachers]]).
@@ -28,7 +56,7 @@ pub struct DistillArgs {
     /// Write into exactly this run folder.
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Override any config key: --set meal.adversarial=grl
+    /// Override any config key: --set meal.adversarial=grl (keys: `meal config help`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Continue the run in this folder from its last checkpoint.

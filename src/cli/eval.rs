@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::data::{self, DataConfig, Loader, LoaderConfig};
 use crate::error::{Error, Result};
-use crate::train::evaluate::{Renorm, evaluate_renormalized};
+use crate::train::evaluate::{Accuracy, Renorm, evaluate_renormalized};
 use crate::train::model_io::load_model;
 
 #[derive(Debug, Args)]
@@ -67,15 +67,26 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let refs: Vec<_> = models.iter().collect();
     let (each, ensemble) = evaluate_renormalized(&refs, &renorms, &loader, &device)?;
     println!("{:<60} {:>8} {:>8}", "model", "top-1", "top-5");
-    for (name, acc) in names.iter().zip(&each) {
-        println!("{name:<60} {:>7.2}% {:>7.2}%", acc.top1, acc.top5);
-    }
+    let mut rows: Vec<(String, _)> = names.iter().cloned().zip(each).collect();
     if models.len() > 1 {
-        println!(
-            "{:<60} {:>7.2}% {:>7.2}%",
+        rows.push((
             format!("ensemble of {} (mean softmax)", models.len()),
-            ensemble.top1,
-            ensemble.top5
+            ensemble,
+        ));
+    }
+    for (name, acc) in &rows {
+        println!(
+            "{name:<60} {:>7.2}% {:>7.2}%{}",
+            acc.top1,
+            acc.top5,
+            nonfinite_note(acc)
+        );
+    }
+    for (name, acc) in rows.iter().filter(|(_, a)| a.nonfinite > 0) {
+        // On stderr too, so that a script reading only the numbers still hears of it.
+        eprintln!(
+            "warning: {name}: {} of {} test images got non-finite (NaN or infinite) outputs and count as wrong; the weights have probably diverged",
+            acc.nonfinite, acc.images
         );
     }
     println!(
@@ -84,4 +95,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
         splits.test.describe()
     );
     Ok(())
+}
+
+/// The table's marker for a model with non-finite outputs; empty when there were none.
+fn nonfinite_note(acc: &Accuracy) -> String {
+    if acc.nonfinite == 0 {
+        String::new()
+    } else {
+        format!(
+            "  NON-FINITE OUTPUTS on {} of {} images (counted as wrong)",
+            acc.nonfinite, acc.images
+        )
+    }
 }

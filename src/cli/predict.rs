@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::train::model_io::{ModelMeta, load_model};
-use crate::train::tensors::{host_rows, softmax_rows};
+use crate::train::tensors::{host_rows, row_is_finite, softmax_rows};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -43,7 +43,10 @@ pub struct ClassProb {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
     pub image: PathBuf,
+    /// Empty when `nonfinite`: a NaN or infinite output has no ranking.
     pub top: Vec<ClassProb>,
+    /// The model's outputs for this image held a NaN or an infinity (diverged weights).
+    pub nonfinite: bool,
 }
 
 /// The `k` largest probabilities of `probs`, descending (ties: lower index first).
@@ -108,10 +111,20 @@ pub fn predict(
         let x = Tensor::<4>::from_data(TensorData::new(flat, [n, 3, size, size]), &device);
         let (scores, classes) = host_rows(&net.forward(x).logits);
         let probs = softmax_rows(&scores, classes);
-        for (img, row) in chunk_imgs.iter().zip(probs.chunks(classes)) {
+        for ((img, row), logits) in chunk_imgs
+            .iter()
+            .zip(probs.chunks(classes))
+            .zip(scores.chunks(classes))
+        {
+            let nonfinite = !row_is_finite(logits);
             out.push(Prediction {
                 image: img.clone(),
-                top: top_k(row, k.min(classes), &meta.class_names),
+                top: if nonfinite {
+                    Vec::new()
+                } else {
+                    top_k(row, k.min(classes), &meta.class_names)
+                },
+                nonfinite,
             });
         }
     }
@@ -120,6 +133,14 @@ pub fn predict(
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let (meta, path, preds) = predict(&a.checkpoint, &a.images, a.top.max(1), a.batch_size)?;
+    let bad = preds.iter().filter(|p| p.nonfinite).count();
+    if bad > 0 {
+        eprintln!(
+            "warning: {}: the model's outputs are non-finite (NaN or infinite) for {bad} of {} images, which get no prediction; its weights have probably diverged",
+            path.display(),
+            preds.len()
+        );
+    }
     if a.json {
         for p in &preds {
             println!(
@@ -139,6 +160,9 @@ pub fn run(a: PredictArgs) -> Result<()> {
     );
     for p in &preds {
         println!("{}", p.image.display());
+        if p.nonfinite {
+            println!("  no prediction: the model's outputs are non-finite (NaN or infinite)");
+        }
         for (rank, c) in p.top.iter().enumerate() {
             println!("  {}. {:<16} {:>7.2}%", rank + 1, c.class, 100.0 * c.prob);
         }

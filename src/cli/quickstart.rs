@@ -39,6 +39,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         train_subset: (a.train_subset > 0).then_some(a.train_subset),
         test_subset: None,
         seed: a.seed,
+        ..QuickstartConfig::default()
     };
     let summary = run_quickstart(&q)?;
     println!("\n{}", render(&summary));

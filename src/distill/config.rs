@@ -149,6 +149,11 @@ pub enum Combine {
     Weighted,
 }
 
+impl Combine {
+    /// Every rule, for help texts.
+    pub const ALL: [Self; 3] = [Self::Random, Self::MeanSoftmax, Self::Weighted];
+}
+
 /// Teacher BatchNorm during distillation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -173,6 +178,19 @@ pub enum AdversarialMode {
     Alternating,
     /// No discriminators (similarity loss only).
     None,
+}
+
+impl AdversarialMode {
+    /// Every mode, for help texts.
+    pub const ALL: [Self; 4] = [Self::Joint, Self::Grl, Self::Alternating, Self::None];
+}
+
+/// How a unit variant is spelled in a config file (its serde name), e.g. `mean-softmax`.
+pub fn config_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => panic!("not a unit variant: {other:?}"),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::models::{self, arch_info};
 use crate::progress;
 use crate::train::checkpoint::Container;
+use crate::train::divergence::Guard;
 use crate::train::evaluate::{Accuracy, Renorm, evaluate, evaluate_renormalized};
 use crate::train::model_io::{self, ModelMeta};
 use crate::train::optim::SgdSettings;
@@ -312,6 +313,12 @@ pub fn distill_in(
         let (mut sums, mut correct, mut seen, mut batches) =
             (objective::StepStats::default(), 0usize, 0usize, 0usize);
         let (mut lr, mut d_lr) = (0.0, 0.0);
+        let guard = Guard {
+            command: "distill",
+            run_dir: &run.path,
+            epochs_done: run_state.epochs_done,
+            rate_keys: &["lr", "meal.d_lr"],
+        };
         for (i, batch) in train_loader.epoch(epoch).enumerate() {
             if crate::train::interrupt::requested() {
                 bar.abandon();
@@ -344,6 +351,17 @@ pub fn distill_in(
                 d_lr,
             );
             state = next;
+            // The step has already updated the weights, but a failed step ends the run and
+            // nothing of this epoch is saved, so the damage never leaves memory.
+            let losses = [
+                ("similarity", stats.sim),
+                ("discriminator", stats.adv),
+                ("cross-entropy", stats.ce),
+            ];
+            if let Err(e) = guard.losses(epoch, i, nb, &[("lr", lr), ("d_lr", d_lr)], &losses) {
+                bar.abandon();
+                return Err(e);
+            }
             let (scores, k) = host_rows(&logits);
             correct += topk_correct(&scores, k, &batch.labels, 1);
             seen += batch.labels.len();
@@ -363,7 +381,10 @@ pub fn distill_in(
         }
         bar.finish_and_clear();
         let train_seconds = t0.elapsed().as_secs_f64();
+        guard.weights(epoch, "student", &state.student)?;
+        guard.weights(epoch, "discriminators", &state.discs)?;
         let (accs, _) = evaluate(&[&state.student.valid()], &test_loader, &plain)?;
+        guard.outputs(epoch, "student", &accs[0])?;
         last = accs[0];
         let improved = run_state.finish_epoch(epoch, last.top1);
         let b = batches.max(1) as f64;

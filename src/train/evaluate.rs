@@ -3,7 +3,9 @@
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::tensors::{batch_tensors, host_rows, softmax_rows, topk_correct};
+use super::tensors::{
+    batch_tensors, host_rows, nonfinite_rows, row_is_finite, softmax_rows, topk_correct,
+};
 use crate::data::{Loader, Normalization};
 use crate::error::Result;
 use crate::models::Net;
@@ -14,6 +16,10 @@ pub struct Accuracy {
     pub top5: f64,
     pub loss: f64,
     pub images: usize,
+    /// Images whose outputs held a NaN or an infinity; they count as wrong in `top1`/`top5`,
+    /// and a model with any is one to distrust (usually diverged weights).
+    #[serde(default)]
+    pub nonfinite: usize,
 }
 
 /// The per-channel `x·scale + shift` that turns an input normalised with one mean/std into the
@@ -72,6 +78,7 @@ pub fn evaluate_renormalized(
     let mut correct1 = vec![0usize; models.len() + 1];
     let mut correct5 = vec![0usize; models.len() + 1];
     let mut loss = vec![0f64; models.len() + 1];
+    let mut nonfinite = vec![0usize; models.len() + 1];
     let mut seen = 0usize;
     for batch in loader.epoch(0) {
         let batch = batch?;
@@ -89,6 +96,7 @@ pub fn evaluate_renormalized(
             correct1[i] += topk_correct(&scores, k, &batch.labels, 1);
             correct5[i] += topk_correct(&scores, k, &batch.labels, 5.min(k));
             loss[i] += nll(&probs, k, &batch.labels);
+            nonfinite[i] += nonfinite_rows(&scores, k);
             if mean_probs.is_empty() {
                 mean_probs = probs;
             } else {
@@ -101,6 +109,7 @@ pub fn evaluate_renormalized(
         correct1[e] += topk_correct(&mean_probs, classes, &batch.labels, 1);
         correct5[e] += topk_correct(&mean_probs, classes, &batch.labels, 5.min(classes));
         loss[e] += nll(&mean_probs, classes, &batch.labels);
+        nonfinite[e] += nonfinite_rows(&mean_probs, classes);
         seen += batch.labels.len();
     }
     let acc = |i: usize| Accuracy {
@@ -108,15 +117,23 @@ pub fn evaluate_renormalized(
         top5: 100.0 * correct5[i] as f64 / seen.max(1) as f64,
         loss: loss[i] / seen.max(1) as f64,
         images: seen,
+        nonfinite: nonfinite[i],
     };
     let per_model = (0..models.len()).map(acc).collect();
     Ok((per_model, acc(models.len())))
 }
 
+/// Summed negative log-likelihood. Probabilities are floored at 1e-12 so one confident mistake
+/// costs at most ~27.6; a non-finite row costs exactly that, the worst a finite row can, rather
+/// than a NaN that would poison the whole mean.
 fn nll(probs: &[f32], classes: usize, labels: &[usize]) -> f64 {
     labels
         .iter()
         .enumerate()
-        .map(|(row, &l)| -(probs[row * classes + l].max(1e-12) as f64).ln())
+        .map(|(row, &l)| {
+            let r = &probs[row * classes..(row + 1) * classes];
+            let p = if row_is_finite(r) { r[l] } else { 0.0 };
+            -(p.max(1e-12) as f64).ln()
+        })
         .sum()
 }

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod divergence;
 pub mod evaluate;
 pub mod interrupt;
 pub mod model_io;

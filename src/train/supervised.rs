@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Container;
 use super::config::TrainConfig;
+use super::divergence::Guard;
 use super::evaluate::{Accuracy, evaluate};
 use super::model_io::{self, ModelMeta};
 use super::run::Start;
@@ -159,6 +160,12 @@ pub fn train_in(
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut lr = 0.0;
         let nb = train_loader.num_batches().max(1);
+        let guard = Guard {
+            command: "train",
+            run_dir: &run.path,
+            epochs_done: state.epochs_done,
+            rate_keys: &["lr"],
+        };
         for (i, batch) in train_loader.epoch(epoch).enumerate() {
             if super::interrupt::requested() {
                 bar.abandon();
@@ -179,7 +186,18 @@ pub fn train_in(
             let (scores, k) = host_rows(&out.logits);
             correct += topk_correct(&scores, k, &batch.labels, 1);
             let n = batch.labels.len();
-            loss_sum += loss.clone().into_scalar::<f32>() as f64 * n as f64;
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if let Err(e) = guard.losses(
+                epoch,
+                i,
+                nb,
+                &[("lr", lr)],
+                &[("cross-entropy", loss_value)],
+            ) {
+                bar.abandon();
+                return Err(e);
+            }
+            loss_sum += loss_value * n as f64;
             seen += n;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
@@ -192,7 +210,9 @@ pub fn train_in(
         }
         bar.finish_and_clear();
         let train_seconds = t0.elapsed().as_secs_f64();
+        guard.weights(epoch, "model", &model)?;
         let (accs, _) = evaluate(&[&model.valid()], &test_loader, &plain)?;
+        guard.outputs(epoch, "model", &accs[0])?;
         last = accs[0];
         let improved = state.finish_epoch(epoch, last.top1);
         let record = EpochRecord {

@@ -35,14 +35,33 @@ pub fn host_rows(logits: &Tensor<2>) -> (Vec<f32>, usize) {
     (data, k)
 }
 
+/// Whether every score of a row is finite. A row with a NaN or an infinity has no meaningful
+/// ranking: NaN compares false with everything, so a naive "how many beat the label" count
+/// would call it correct.
+pub fn row_is_finite(row: &[f32]) -> bool {
+    row.iter().all(|v| v.is_finite())
+}
+
+/// Number of rows of `scores` (row-major, `classes` wide) holding any non-finite value.
+pub fn nonfinite_rows(scores: &[f32], classes: usize) -> usize {
+    scores
+        .chunks(classes.max(1))
+        .filter(|r| !row_is_finite(r))
+        .count()
+}
+
 /// Number of rows whose label is among the `k` highest scores (ties broken towards the lower
-/// index, as `torch.topk` does in practice for distinct values).
+/// index, as `torch.topk` does in practice for distinct values). A row with any non-finite
+/// score counts as wrong.
 pub fn topk_correct(scores: &[f32], classes: usize, labels: &[usize], k: usize) -> usize {
     labels
         .iter()
         .enumerate()
         .filter(|&(row, &label)| {
             let r = &scores[row * classes..(row + 1) * classes];
+            if !row_is_finite(r) {
+                return false;
+            }
             let target = r[label];
             let better = r
                 .iter()
@@ -78,6 +97,31 @@ mod tests {
         assert_eq!(topk_correct(&scores, 3, &[2, 2], 2), 2);
         let p = softmax_rows(&scores, 3);
         assert!((p[0] + p[1] + p[2] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn nonfinite_rows_are_never_correct() {
+        // Row 0 would be right at top-1 by its finite values; row 1 is all NaN; row 2 has an
+        // infinity on the label itself.
+        let scores = [
+            0.1,
+            0.9,
+            f32::NAN,
+            f32::NAN,
+            f32::NAN,
+            f32::NAN,
+            0.0,
+            f32::INFINITY,
+            0.0,
+        ];
+        for k in 1..=3 {
+            assert_eq!(topk_correct(&scores, 3, &[1, 0, 1], k), 0, "top-{k}");
+        }
+        assert_eq!(nonfinite_rows(&scores, 3), 3);
+        let finite = [0.1, 0.9, 0.0, 0.2, 0.1, 0.0];
+        assert_eq!(topk_correct(&finite, 3, &[1, 0], 1), 2);
+        assert_eq!(nonfinite_rows(&finite, 3), 0);
+        assert_eq!(nonfinite_rows(&[0.0, f32::NEG_INFINITY], 2), 1);
     }
 
     #[test]
