@@ -363,9 +363,15 @@ fn fuzz_model_checkpoint_sections() {
 
 #[test]
 fn fuzz_pytorch_import() {
-    let corpus = ["resnet8.pth", "resnet8.t7", "resnet8.safetensors"]
-        .map(|f| read(format!("tests/fixtures/interop/{f}")))
-        .to_vec();
+    let corpus = [
+        "resnet8.pth",
+        "resnet8.t7",
+        "resnet8.safetensors",
+        "hostile/expanded.pth",
+        "hostile/expanded_legacy.pth",
+    ]
+    .map(|f| read(format!("tests/fixtures/interop/{f}")))
+    .to_vec();
     run(
         Target {
             name: "pytorch",
@@ -626,4 +632,50 @@ fn pickle_deep_nesting_is_an_error() {
         err.contains("more than 1000 dicts, lists and tuples"),
         "{err}"
     );
+}
+
+/// A zero-stride view (`torch.zeros(1).expand(50000, 50000)`, made by
+/// `scripts/interop/make_hostile_fixtures.py`) is a few hundred bytes of file and 10 GB of
+/// tensor: reading its bytes allocated all of it.
+#[test]
+fn pytorch_broadcast_view_is_refused_before_allocating() {
+    for name in ["expanded.pth", "expanded_legacy.pth"] {
+        let p = root().join("tests/fixtures/interop/hostile").join(name);
+        let out = fuzz_common::guarded(64 * MIB, move || {
+            let state = meal::interop::read::read_state_dict(&p, None)?;
+            for t in state.tensors.values() {
+                t.to_bytes()
+                    .map_err(|e| meal::Error::file(&p, format!("tensor bytes: {e}")))?;
+            }
+            Ok::<_, meal::Error>(())
+        });
+        let err = out.expect("no panic").unwrap_err().to_string();
+        assert!(err.contains(name), "{err}");
+        assert!(
+            err.contains("conv1.weight") && err.contains("10000000000 bytes"),
+            "{err}"
+        );
+    }
+}
+
+/// A PNG header claiming 12000×12000 pixels (valid CRC, 100-odd bytes of file) made the decoder
+/// allocate 432 MB for the pixels before finding that the data is missing.
+#[test]
+fn image_header_claiming_a_huge_size_is_refused_before_allocating() {
+    let mut png = image_corpus().swap_remove(0);
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&12000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&12000u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("huge.png");
+    std::fs::write(&p, &png).unwrap();
+    let out = fuzz_common::guarded(300 * MIB, move || {
+        meal::data::load_image_for_eval(&p, 32, Normalization::CIFAR10).map(drop)
+    });
+    let err = out.expect("no panic").unwrap_err().to_string();
+    assert!(err.contains("huge.png"), "{err}");
+    assert!(err.to_lowercase().contains("limit"), "{err}");
 }
