@@ -679,3 +679,24 @@ fn image_header_claiming_a_huge_size_is_refused_before_allocating() {
     assert!(err.contains("huge.png"), "{err}");
     assert!(err.to_lowercase().contains("limit"), "{err}");
 }
+
+/// A compressed element whose stream inflates to 64 MiB of zeros behind a header stating 16
+/// bytes: the whole stream was inflated into memory.
+#[test]
+fn mat_compressed_element_inflates_only_what_it_states() {
+    use std::io::Write;
+    let mut elem = 14u32.to_le_bytes().to_vec();
+    elem.extend(16u32.to_le_bytes());
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    z.write_all(&elem).unwrap();
+    let zeros = vec![0u8; MIB];
+    for _ in 0..64 {
+        z.write_all(&zeros).unwrap();
+    }
+    let z = z.finish().unwrap();
+    let mut c = 15u32.to_le_bytes().to_vec();
+    c.extend((z.len() as u32).to_le_bytes());
+    c.extend(z);
+    let err = mat_err(mat_file(&[c]));
+    assert!(err.contains("array flags sub-element missing"), "{err}");
+}

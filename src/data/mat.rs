@@ -273,10 +273,29 @@ pub fn read_mat(path: &Path) -> Result<Vec<MatArray>, DataError> {
         match t {
             MI_MATRIX => out.push(parse_matrix(path, payload, le)?),
             MI_COMPRESSED => {
-                let mut inflated = Vec::new();
-                flate2::read::ZlibDecoder::new(payload)
+                let corrupt = |e: std::io::Error| c.err(format!("corrupt compressed element: {e}"));
+                let mut z = flate2::read::ZlibDecoder::new(payload);
+                let mut head = [0u8; 8];
+                z.read_exact(&mut head).map_err(corrupt)?;
+                let word = |b: &[u8]| {
+                    let a = b.try_into().unwrap();
+                    if le {
+                        u32::from_le_bytes(a)
+                    } else {
+                        u32::from_be_bytes(a)
+                    }
+                };
+                // One element per compressed block: inflate no more than its header states,
+                // so a decompression bomb stops there instead of at the end of the stream.
+                let stated = if word(&head[..4]) >> 16 != 0 {
+                    0
+                } else {
+                    word(&head[4..])
+                };
+                let mut inflated = head.to_vec();
+                z.take(u64::from(stated))
                     .read_to_end(&mut inflated)
-                    .map_err(|e| c.err(format!("corrupt compressed element: {e}")))?;
+                    .map_err(corrupt)?;
                 let mut inner = Cursor {
                     path,
                     data: &inflated,

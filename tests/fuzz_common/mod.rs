@@ -37,8 +37,8 @@ fn over_ceiling(size: usize) -> bool {
     let mut w = &mut buf[..];
     let _ = write!(
         w,
-        "\nfuzz: case seed {seed:#018x} asked for one allocation of {size} bytes \
-         (ceiling {ceiling}): a length taken from the file was trusted\n"
+        "\nfuzz: case seed {seed:#x} (0: a regression test) asked for one allocation of \
+         {size} bytes (ceiling {ceiling}): a length taken from the file was trusted\n"
     );
     let left = w.len();
     let _ = std::io::stderr().write_all(&buf[..buf.len() - left]);
