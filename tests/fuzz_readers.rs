@@ -700,3 +700,59 @@ fn mat_compressed_element_inflates_only_what_it_states() {
     let err = mat_err(mat_file(&[c]));
     assert!(err.contains("array flags sub-element missing"), "{err}");
 }
+
+/// Nesting is where a recursive-descent parser runs out of stack: 100k `[` and `{` must be an
+/// error naming the file on a 2 MiB stack, not an overflow.
+#[test]
+fn toml_deep_nesting_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for open in ["[", "{a="] {
+        let p = dir.path().join("deep.toml");
+        std::fs::write(&p, format!("lr = {}", open.repeat(100_000))).unwrap();
+        let out = fuzz_common::guarded(16 * MIB, move || {
+            meal::config::read_table(&p).map(drop).map_err(text)
+        });
+        let err = out.expect("no panic").unwrap_err();
+        assert!(err.contains("deep.toml"), "{err}");
+    }
+}
+
+/// The model-checkpoint case of the long run (seed 0xf3251c62680dd87a): a checkpoint with a
+/// valid checksum whose `model` section stores a weight as I32 made burn panic ("Expected
+/// float dtype") while loading it.
+#[test]
+fn model_checkpoint_with_an_integer_weight_is_an_error() {
+    use meal::train::checkpoint::Container;
+    let dir = tempfile::tempdir().unwrap();
+    checkpoint_corpus(dir.path());
+    let path = dir.path().join("model.ckpt");
+    let mut c = Container::load(&path).unwrap();
+    let reader = burn::store::burn_pack::Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(
+        c.get(&path, "model").unwrap().to_vec(),
+    ))
+    .unwrap();
+    let tensors: Vec<_> = reader
+        .into_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|mut t| {
+            if t.name.ends_with("conv1.weight") {
+                t.dtype = burn::tensor::DType::I32;
+            }
+            t
+        })
+        .collect();
+    let w = burn::store::burn_pack::Writer::new(tensors);
+    let bytes = w.into_bytes().unwrap();
+    c.insert("model", bytes.to_vec());
+    let bad = dir.path().join("int.ckpt");
+    c.save_atomic(&bad).unwrap();
+    let out = fuzz_common::guarded(64 * MIB, move || {
+        let device = meal::backend::device();
+        meal::train::model_io::load_model(&bad, &device)
+            .map(drop)
+            .map_err(text)
+    });
+    let err = out.expect("load_model panicked").unwrap_err();
+    assert!(err.contains("int.ckpt") && err.contains("I32"), "{err}");
+}

@@ -69,6 +69,9 @@ unsafe impl GlobalAlloc for Guard {
     }
 }
 
+/// See [`Target::wrap`].
+pub type Wrap = Box<dyn Fn(Vec<u8>) -> Vec<u8>>;
+
 /// How a reader is fuzzed.
 pub struct Target<'a> {
     /// Shown in every message (and part of the seed).
@@ -83,7 +86,7 @@ pub struct Target<'a> {
     pub ceiling: usize,
     /// Turns a mutated input into the file the reader gets (e.g. puts it inside a container
     /// with a valid checksum); the identity when `None`.
-    pub wrap: Option<Box<dyn Fn(Vec<u8>) -> Vec<u8>>>,
+    pub wrap: Option<Wrap>,
 }
 
 /// Per-reader counts, printed at the end.
