@@ -15,7 +15,28 @@
 //! MEAL_FUZZ_REPLAY=<hex seed> ...  # one failing case, as printed
 //! ```
 //!
-//! Each reader prints how many cases it ran, accepted and rejected.
+//! Each reader prints how many cases it ran, accepted and rejected. A case is one mutated file;
+//! "accepted" means the reader returned `Ok` (mutations that keep a file valid), "rejected"
+//! that it returned an error naming the file. Every other outcome fails the test.
+//!
+//! Inputs survived (0 panics, 0 hangs, no allocation over the ceiling, every error naming the
+//! file), default seed, on the 2-core development machine:
+//!
+//! | reader             | default run (29 s for all, 2 threads) | long run (`MEAL_FUZZ_CASES`) |
+//! |--------------------|---------------------------------------|------------------------------|
+//! | cifar-binary       | 3,000 (1,000 accepted)                | 25,000 (8,310 accepted)      |
+//! | cifar-python       | 6,000 (648)                           | 25,000 (2,723)               |
+//! | svhn-mat           | 4,000 (675)                           | 25,000 (4,179)               |
+//! | checkpoint         | 4,000 (180)                           | 25,000 (1,028)               |
+//! | model-checkpoint   | 600 (82)                              | 4,000 (576)                  |
+//! | pytorch            | 1,500 (50)                            | 25,000 (826)                 |
+//! | image              | 3,000 (521)                           | 25,000 (4,116)               |
+//! | toml-config        | 4,000 (378)                           | 25,000 (2,290)               |
+//!
+//! The long run was `MEAL_FUZZ_CASES=25000` (model-checkpoint: 4000), about 25 minutes on one
+//! thread of a shared machine. Its model-checkpoint stream found the integer-dtype panic that
+//! `model_checkpoint_with_an_integer_weight_is_an_error` now covers; the numbers above are
+//! after the fix. The focused tests at the end of this file are one per bug found.
 
 mod fuzz_common;
 
