@@ -36,7 +36,8 @@
 //! The long run was `MEAL_FUZZ_CASES=25000` (model-checkpoint: 4000), about 25 minutes on one
 //! thread of a shared machine. Its model-checkpoint stream found the integer-dtype panic that
 //! `model_checkpoint_with_an_integer_weight_is_an_error` now covers; the numbers above are
-//! after the fix. The focused tests at the end of this file are one per bug found.
+//! after the fix. The other long runs predate the last two fixes (model weights' dtype, the
+//! MAT compressed-element bound), which the default runs include. The focused tests at the end of this file are one per bug found.
 
 mod fuzz_common;
 
