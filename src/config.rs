@@ -101,13 +101,24 @@ pub fn load<T: DeserializeOwned>(
         Some(f) => read_table(f)?,
         None => toml::Table::new(),
     };
+    let overridden = !flags.is_empty() || !sets.is_empty();
     for (k, v) in flags {
         table.insert(k, v);
     }
     for s in sets {
         apply_set(&mut table, s)?;
     }
-    let typed = from_table(table.clone(), what)?;
+    let typed = from_table(table.clone(), what).map_err(|e| match (file, e) {
+        (Some(f), Error::Config(msg)) => {
+            let source = if overridden {
+                " (from the file or a command-line flag)"
+            } else {
+                ""
+            };
+            Error::file(f, format!("{msg}{source}"))
+        }
+        (_, e) => e,
+    })?;
     Ok((typed, table))
 }
 

@@ -206,12 +206,16 @@ fn parse_matrix(path: &Path, payload: &[u8], le: bool) -> Result<MatArray, DataE
     let (t, data) = c.element()?;
     let size = elem_size(t)
         .ok_or_else(|| c.err(format!("variable '{name}': unsupported data type {t}")))?;
-    let count: usize = dims.iter().product();
-    if data.len() != count * size {
+    // Dimensions come from the file: a product that overflows cannot match the data.
+    let expected = dims
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n == data.len());
+    if expected.is_none() {
         return Err(c.err(format!(
-            "variable '{name}' of dims {dims:?} holds {} bytes, expected {}",
+            "variable '{name}' of dims {dims:?} holds {} bytes of {size}-byte elements, \
+             which does not match its dimensions",
             data.len(),
-            count * size
         )));
     }
     Ok(MatArray {
@@ -269,10 +273,29 @@ pub fn read_mat(path: &Path) -> Result<Vec<MatArray>, DataError> {
         match t {
             MI_MATRIX => out.push(parse_matrix(path, payload, le)?),
             MI_COMPRESSED => {
-                let mut inflated = Vec::new();
-                flate2::read::ZlibDecoder::new(payload)
+                let corrupt = |e: std::io::Error| c.err(format!("corrupt compressed element: {e}"));
+                let mut z = flate2::read::ZlibDecoder::new(payload);
+                let mut head = [0u8; 8];
+                z.read_exact(&mut head).map_err(corrupt)?;
+                let word = |b: &[u8]| {
+                    let a = b.try_into().unwrap();
+                    if le {
+                        u32::from_le_bytes(a)
+                    } else {
+                        u32::from_be_bytes(a)
+                    }
+                };
+                // One element per compressed block: inflate no more than its header states,
+                // so a decompression bomb stops there instead of at the end of the stream.
+                let stated = if word(&head[..4]) >> 16 != 0 {
+                    0
+                } else {
+                    word(&head[4..])
+                };
+                let mut inflated = head.to_vec();
+                z.take(u64::from(stated))
                     .read_to_end(&mut inflated)
-                    .map_err(|e| c.err(format!("corrupt compressed element: {e}")))?;
+                    .map_err(corrupt)?;
                 let mut inner = Cursor {
                     path,
                     data: &inflated,
@@ -295,9 +318,21 @@ pub fn read_mat(path: &Path) -> Result<Vec<MatArray>, DataError> {
 pub fn read_svhn(path: &Path, out: &mut RawSplit) -> Result<(), DataError> {
     let vars = read_mat(path)?;
     let get = |name: &str| {
-        vars.iter()
+        let v = vars
+            .iter()
             .find(|v| v.name == name)
-            .ok_or_else(|| DataError::format(path, format!("MAT file has no variable '{name}'")))
+            .ok_or_else(|| DataError::format(path, format!("MAT file has no variable '{name}'")))?;
+        // Cells, structs, chars etc. are listed by `read_mat` without their data.
+        if v.data_type == 0 {
+            return Err(DataError::format(
+                path,
+                format!(
+                    "variable '{name}' is not a numeric array (MATLAB class {})",
+                    v.class
+                ),
+            ));
+        }
+        Ok(v)
     };
     let x = get("X")?;
     let y = get("y")?;

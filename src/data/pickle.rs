@@ -97,6 +97,11 @@ impl Value {
 
 type R<T> = Result<T, DataError>;
 
+/// The most dicts, lists and tuples one pickle may build. The CIFAR files build about ten; the
+/// cap bounds how deeply values can nest, and so the recursion that dropping them takes, however
+/// the opcodes are arranged (a nest of 100k one-element tuples costs 100k bytes of file).
+const MAX_CONTAINERS: usize = 1000;
+
 struct Machine<'a> {
     path: &'a Path,
     data: &'a [u8],
@@ -104,6 +109,7 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
+    containers: usize,
 }
 
 /// Parses one pickle from `data`; `path` is used in error messages.
@@ -115,6 +121,7 @@ pub fn load(data: &[u8], path: &Path) -> Result<Value, DataError> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        containers: 0,
     };
     m.run()
 }
@@ -165,6 +172,17 @@ impl<'a> Machine<'a> {
         let s = String::from_utf8_lossy(&rest[..end]).into_owned();
         self.pos += end + 1;
         Ok(s)
+    }
+
+    /// Counts one new dict, list or tuple against [`MAX_CONTAINERS`].
+    fn container(&mut self) -> R<()> {
+        self.containers += 1;
+        if self.containers > MAX_CONTAINERS {
+            return Err(self.err(format!(
+                "more than {MAX_CONTAINERS} dicts, lists and tuples: not a CIFAR pickle"
+            )));
+        }
+        Ok(())
     }
 
     fn pop(&mut self) -> R<Value> {
@@ -354,6 +372,9 @@ impl<'a> Machine<'a> {
         loop {
             let op_pos = self.pos;
             let op = self.u8()?;
+            if matches!(op, b'}' | b']' | b')' | b'd' | b'l' | b't' | 0x85..=0x87) {
+                self.container()?;
+            }
             match op {
                 0x80 => {
                     let proto = self.u8()?;
@@ -592,13 +613,13 @@ pub fn u8_matrix(
         ));
     }
     let rows = a.shape[0];
-    if a.data.len() != rows * cols {
+    // The shape comes from the file: an overflowing product cannot match the data.
+    if rows.checked_mul(cols) != Some(a.data.len()) {
         return Err(DataError::format(
             path,
             format!(
-                "'{key}' holds {} bytes, expected {} for shape {:?}",
+                "'{key}' holds {} bytes, which does not match its shape {:?}",
                 a.data.len(),
-                rows * cols,
                 a.shape
             ),
         ));
@@ -628,10 +649,17 @@ pub fn int_list(dict: &Value, key: &str, path: &Path) -> Result<Vec<usize>, Data
         .enumerate()
         .map(|(i, x)| match x {
             Value::Int(n) if *n >= 0 => Ok(*n as usize),
+            // Not `{x:?}`: a list can hold itself (through the memo), and printing it would
+            // recurse without end.
+            Value::Int(n) => Err(DataError::record(
+                path,
+                i,
+                format!("'{key}' entry is {n}, not a non-negative int"),
+            )),
             _ => Err(DataError::record(
                 path,
                 i,
-                format!("'{key}' entry is {x:?}, not a non-negative int"),
+                format!("'{key}' entry is a {}, not a non-negative int", x.kind()),
             )),
         })
         .collect()

@@ -207,10 +207,21 @@ pub enum EvalResize {
     ResizeCenterCrop,
 }
 
+/// The most memory one decoded image may take. A PNG or JPEG header states the size and the
+/// decoder allocates for it before reading any pixel, so a 100-byte file can ask for gigabytes;
+/// 256 MiB still holds an 8000×8000 RGB photo.
+const MAX_DECODED_BYTES: u64 = 256 << 20;
+
 /// Decodes an image file as RGB.
 pub fn decode_image(path: &Path) -> Result<RgbImage, DataError> {
     let bytes = super::error::read_file(path)?;
-    let img = image::load_from_memory(&bytes).map_err(|e| DataError::image(path, e))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::image(path, e))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| DataError::image(path, e))?;
     Ok(img.to_rgb8())
 }
 

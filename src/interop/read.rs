@@ -155,15 +155,30 @@ fn read_raw(path: &Path) -> Result<(BTreeMap<String, PackTensor>, String)> {
         )
     })?;
     let format = format!("torch.save ({:?})", reader.metadata().format_type).to_lowercase();
-    let tensors = reader
-        .into_tensors()
-        .into_iter()
-        .map(|(k, t)| {
-            let mut t = bridge::from_pytorch(t);
-            t.name = k.clone();
-            (k, t)
-        })
-        .collect();
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| Error::file(path, e))?
+        .len();
+    let mut tensors = BTreeMap::new();
+    for (k, t) in reader.into_tensors() {
+        let mut t = bridge::from_pytorch(t);
+        // The bytes are read later, when the tensor is used. A view with zero strides
+        // (`expand`) materialises more than its storage holds: a few hundred bytes of file can
+        // describe 10 GB. No state-dict tensor is larger than the file that stores it.
+        if t.byte_len() as u64 > file_len {
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor `{k}` of shape {:?} would take {} bytes, more than the whole \
+                     {file_len}-byte file: it is a broadcast view (e.g. `expand`) of a smaller \
+                     storage; save `tensor.contiguous()` instead",
+                    t.shape.as_slice(),
+                    t.byte_len()
+                ),
+            ));
+        }
+        t.name = k.clone();
+        tensors.insert(k, t);
+    }
     Ok((tensors, format))
 }
 

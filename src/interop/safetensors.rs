@@ -65,8 +65,16 @@ pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     f.read_exact(&mut len)
         .map_err(|e| Error::file(path, format!("not a safetensors file: {e}")))?;
     let len = u64::from_le_bytes(len);
-    if len > 100_000_000 {
-        return Err(Error::file(path, "not a safetensors file: header too long"));
+    // The header length comes from the file: check it against what the file holds before
+    // allocating for it.
+    let file_len = f.metadata().map_err(|e| Error::file(path, e))?.len();
+    if len > 100_000_000 || len > file_len.saturating_sub(8) {
+        return Err(Error::file(
+            path,
+            format!(
+                "not a safetensors file: header length {len} does not fit in a {file_len}-byte                  file"
+            ),
+        ));
     }
     let mut text = vec![0u8; len as usize];
     f.read_exact(&mut text)

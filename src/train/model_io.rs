@@ -50,6 +50,7 @@ pub fn model_bytes(model: &Net) -> Result<Vec<u8>> {
 pub fn load_weights(model: Net, bytes: &[u8], path: &Path) -> Result<Net> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| Error::checkpoint(path, format!("weights are corrupt: {e}")))?;
+    check_float_dtypes(bytes, path)?;
     model.try_load_record(record).map_err(|e| {
         Error::checkpoint(
             path,
@@ -60,6 +61,25 @@ pub fn load_weights(model: Net, bytes: &[u8], path: &Path) -> Result<Net> {
             ),
         )
     })
+}
+
+/// Every parameter and buffer of the zoo is floating point. burn panics when it loads a tensor
+/// of another dtype into a float parameter, which a crafted checkpoint (valid checksum, one
+/// dtype byte changed) can ask for: refuse it here, naming the tensor.
+fn check_float_dtypes(bytes: &[u8], path: &Path) -> Result<()> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| Error::checkpoint(path, format!("weights are corrupt: {e}"));
+    let reader = burn::store::burn_pack::Reader::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| corrupt(&e))?;
+    for t in reader.into_tensors().map_err(|e| corrupt(&e))? {
+        if !t.dtype.is_float() {
+            return Err(corrupt(&format!(
+                "tensor `{}` has dtype {:?}, where every weight is floating point",
+                t.name, t.dtype
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Shortens every list of quoted names (`["a", "b", ...]`, as burn reports missing, unused or
