@@ -95,6 +95,7 @@ fn train_config(q: &QuickstartConfig, arch: &str, epochs: usize, dir: &Path) -> 
         num_workers: 1,
         out_dir: dir.to_path_buf(),
         run_dir: Some(dir.to_path_buf()),
+        device: Default::default(),
     }
 }
 
