@@ -4,7 +4,7 @@
 mod golden_common;
 
 use burn::module::Param;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use golden_common::{MaxErr, check, check_scalar, leaf, load, tensor};
 use meal::distill::adversarial::{bce_with_logits, discriminator_targets};
 use meal::distill::discriminator::{Discriminator, DiscriminatorConfig, DiscriminatorKind};
@@ -12,7 +12,7 @@ use meal::distill::discriminator::{Discriminator, DiscriminatorConfig, Discrimin
 #[test]
 fn discriminator_matches_pytorch() {
     let golden = load("discriminator.json");
-    let device = Device::default().autodiff();
+    let device = golden_common::device().autodiff();
     let mut errs = MaxErr::default();
     let cases = golden.as_object().unwrap();
     assert_eq!(cases.len(), 4);
@@ -95,7 +95,7 @@ fn discriminator_matches_pytorch() {
 
 #[test]
 fn widths_and_parameter_counts_follow_the_spec() {
-    let device = Device::default();
+    let device = golden_common::device();
     for (dim, widths, params) in [
         (10, [10, 5, 2, 2], 73),
         (500, [500, 250, 125, 2], 156_877),
@@ -115,7 +115,7 @@ fn widths_and_parameter_counts_follow_the_spec() {
 
 #[test]
 fn pytorch_default_init_bounds() {
-    let device = Device::default();
+    let device = golden_common::device();
     let d = DiscriminatorConfig::new(400, DiscriminatorKind::Reference).init(&device);
     for layer in &d.layers {
         let fan_in = layer.weight.dims()[0] as f32;
@@ -139,7 +139,7 @@ fn pytorch_default_init_bounds() {
 
 #[test]
 fn reference_logits_are_non_negative_fixed_ones_are_not() {
-    let device = Device::default();
+    let device = golden_common::device();
     let x = Tensor::<2>::random(
         [64, 40],
         burn::tensor::Distribution::Normal(0.0, 3.0),
@@ -155,7 +155,7 @@ fn reference_logits_are_non_negative_fixed_ones_are_not() {
 
 #[test]
 fn too_small_dims_are_rejected() {
-    let device = Device::default();
+    let device = golden_common::device();
     for dim in 0..4 {
         let err = DiscriminatorConfig::new(dim, DiscriminatorKind::Reference)
             .try_init(&device)

@@ -6,7 +6,6 @@ mod golden_common;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
-use burn::tensor::Device;
 use golden_common::{MaxErr, check, check_scalar, leaf, load, tensor};
 use meal::models::layers::BatchNorm2d;
 use meal::train::optim::SgdSettings;
@@ -14,7 +13,7 @@ use meal::train::optim::SgdSettings;
 #[test]
 fn sgd_matches_torch_optim_sgd() {
     let golden = load("optim.json");
-    let device = Device::default().autodiff();
+    let device = golden_common::device().autodiff();
     let init = &golden["sgd_init"];
     let x = tensor::<2>(&init["x"], &device);
     let y = tensor::<2>(&init["y"], &device);
@@ -73,7 +72,7 @@ fn sgd_matches_torch_optim_sgd() {
 fn batchnorm2d_matches_pytorch() {
     let golden = load("optim.json");
     let g = &golden["batchnorm"];
-    let device = Device::default().autodiff();
+    let device = golden_common::device().autodiff();
     let mut bn = BatchNorm2d::new(&device, 3);
     bn.weight = Param::from_tensor(tensor::<1>(&g["weight"], &device));
     bn.bias = Param::from_tensor(tensor::<1>(&g["bias"], &device));
@@ -143,7 +142,7 @@ fn batchnorm2d_matches_pytorch() {
 
     // Eval mode: the running statistics, on the plain device.
     let eval = bn.valid();
-    let out3 = eval.forward(tensor::<4>(&g["x3"], &Device::default()));
+    let out3 = eval.forward(tensor::<4>(&g["x3"], &golden_common::device()));
     errs.add("eval forward", check("bn eval out", out3, &g["eval_out"]));
     errs.report();
 }

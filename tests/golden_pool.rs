@@ -2,7 +2,7 @@
 
 mod golden_common;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use golden_common::{MaxErr, check, leaf, load, pool_weights};
 use meal::distill::pool::{PoolKind, adaptive_pool1d, stage_feature};
 
@@ -13,7 +13,7 @@ fn kinds() -> [(&'static str, PoolKind); 2] {
 #[test]
 fn adaptive_pool1d_matches_pytorch() {
     let golden = load("pool.json");
-    let device = Device::default().autodiff();
+    let device = golden_common::device().autodiff();
     let mut errs = MaxErr::default();
     let cases = golden["adaptive_pool1d"].as_object().unwrap();
     assert_eq!(cases.len(), 7);
@@ -43,7 +43,7 @@ fn adaptive_pool1d_matches_pytorch() {
 #[test]
 fn stage_feature_matches_pytorch() {
     let golden = load("pool.json");
-    let device = Device::default().autodiff();
+    let device = golden_common::device().autodiff();
     let mut errs = MaxErr::default();
     let cases = golden["stage_feature"].as_object().unwrap();
     assert_eq!(cases.len(), 6);
@@ -74,7 +74,7 @@ fn stage_feature_matches_pytorch() {
 
 #[test]
 fn pooling_works_without_autodiff_and_for_batch_one() {
-    let device = Device::default();
+    let device = golden_common::device();
     let x = Tensor::<4>::from_floats([[[[1.0, 2.0], [3.0, 4.0]]]], &device);
     let avg = stage_feature(x.clone(), 6, PoolKind::Avg);
     assert_eq!(avg.dims(), [1, 6]);
@@ -94,7 +94,7 @@ fn pooling_works_without_autodiff_and_for_batch_one() {
 #[ignore]
 fn stage_feature_timing() {
     use burn::tensor::Distribution;
-    let device = Device::default().autodiff();
+    let device = golden_common::device().autodiff();
     let stages = [
         (64, 32, 5000),
         (128, 16, 1000),

@@ -1,5 +1,7 @@
 //! Shared helpers of the `golden_*` tests: reading the JSON written by
 //! `scripts/golden/make_golden.py` and comparing every element with a mixed abs/rel tolerance.
+//! They run on the device `MEAL_TEST_DEVICE` names (flex when unset), with that device's
+//! tolerance (`meal::selftest::Tolerance`: looser on a GPU, relative to each tensor's scale).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -7,8 +9,16 @@ use std::path::PathBuf;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
 
-/// The tolerance of every golden comparison: `|a − e| ≤ TOL · max(1, |e|)`.
-pub const TOL: f64 = 1e-5;
+/// The device of the golden tests (plain; `.autodiff()` for gradients).
+pub fn device() -> Device {
+    meal::selftest::test_device()
+}
+
+/// Whether the golden tests run on a GPU (whose tolerances are wider).
+pub fn device_is_gpu() -> bool {
+    device();
+    meal::selftest::Tolerance::for_selected() == meal::selftest::Tolerance::GPU
+}
 
 /// Reads `tests/golden/<name>`.
 pub fn load(name: &str) -> Value {
@@ -80,17 +90,9 @@ pub fn check_values(what: &str, shape: &[usize], actual: &[f64], expected: &Valu
 }
 
 pub fn check_slice(what: &str, actual: &[f64], expected: &[f64]) -> f64 {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    let mut max_abs = 0.0f64;
-    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        let err = (a - e).abs();
-        assert!(
-            err <= TOL * e.abs().max(1.0),
-            "{what}[{i}]: got {a}, PyTorch {e} (error {err:e})"
-        );
-        max_abs = max_abs.max(err);
-    }
-    max_abs
+    meal::selftest::Tolerance::for_selected()
+        .compare(what, actual, expected)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Compares a tensor with a JSON tensor (shape and every element); returns the max abs error.
