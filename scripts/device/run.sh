@@ -16,7 +16,10 @@
 #   MEAL_DEVICE  device for meal and PyTorch: cuda (default), cuda:N or flex (CPU test runs)
 #   SMALL=1      tiny sizes (batch 8, one step, one epoch): a rehearsal of every step on a CPU
 #   PYTHON       Python with torch (default python3)
-#   STEP_TIMEOUT seconds any one step may take before it is killed and marked failed (600)
+#   STEP_TIMEOUT seconds any one step may take before it is killed and marked failed (300)
+#   BUDGET       seconds for the whole script (540: a GPU lease allows 600 per command); a step
+#                gets at most what is left, and steps that no longer fit are skipped (exit 124)
+#   EPOCHS       epochs of the end-to-end teachers and student (5; 1 with SMALL=1)
 # A failing step is recorded and the script goes on; it exits non-zero if any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +30,9 @@ BIN_IN=${1:-carry/meal.xz}
 DEVICE=${MEAL_DEVICE:-cuda}
 SMALL=${SMALL:-0}
 PYTHON=${PYTHON:-python3}
-STEP_TIMEOUT=${STEP_TIMEOUT:-600}
+STEP_TIMEOUT=${STEP_TIMEOUT:-300}
+BUDGET=${BUDGET:-540}
+DEADLINE=$(($(date +%s) + BUDGET))
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/meal-device.XXXXXX")
@@ -43,15 +48,25 @@ step() {
   local name=$1
   shift
   log "step $name: $*"
-  local t0 t1 rc
+  local t0 t1 rc limit left
+  left=$((DEADLINE - $(date +%s)))
+  limit=$((left < STEP_TIMEOUT ? left : STEP_TIMEOUT))
   t0=$(date +%s.%N)
-  timeout "$STEP_TIMEOUT" "$@" >"$OUT/$name.log" 2>&1
-  rc=$?
+  if [ "$limit" -lt 10 ]; then
+    echo "skipped: the script's BUDGET of ${BUDGET}s is spent" >"$OUT/$name.log"
+    rc=124
+  else
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    rc=$?
+  fi
   t1=$(date +%s.%N)
   local secs
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
   printf '%s\t%s\t%s\n' "$name" "$rc" "$secs" >>"$STEPS_FILE"
-  if [ "$rc" -ne 0 ]; then
+  if [ "$limit" -lt 10 ]; then
+    FAILED=$((FAILED + 1))
+    log "step $name skipped: the budget of ${BUDGET}s is spent"
+  elif [ "$rc" -ne 0 ]; then
     FAILED=$((FAILED + 1))
     log "step $name FAILED (exit $rc after ${secs}s); last lines:"
     tail -n 5 "$OUT/$name.log" | sed 's/^/    /' | tee -a "$OUT/run.log"
@@ -148,7 +163,7 @@ esac
 if [ "$SMALL" = 1 ]; then
   EPOCHS=1; SUBSET=(--set data.train_subset=200 --set data.test_subset=100)
 else
-  EPOCHS=15; SUBSET=()
+  EPOCHS=${EPOCHS:-5}; SUBSET=()
 fi
 E2E="$WORK/e2e"
 DATA=data/cifar10-mini

@@ -10,8 +10,8 @@ pub struct SelftestArgs {
     /// Only the golden comparisons (skip the train/distill/resume round).
     #[arg(long)]
     pub golden_only: bool,
-    /// Folder of the round's runs (default: a fresh folder under the system temp dir, removed
-    /// when every check passed).
+    /// Folder of the round's runs; its data/, teacher/ and student/ are replaced (default: a
+    /// fresh folder under the system temp dir, removed when every check passed).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Also write the results as JSON to this file.

@@ -75,10 +75,15 @@ fn accuracy_ok(
     Ok(format!("{epochs_done} epoch(s), test top-1 {top1:.1}%"))
 }
 
-/// Runs the round in `work` (created, left in place for inspection) on the selected device.
+/// Runs the round in `work` (created, left in place for inspection; its `data/`, `teacher/`
+/// and `student/` are replaced) on the selected device.
 pub fn round(work: &Path) -> Vec<Check> {
     let mut checks = Vec::new();
     let spec = crate::backend::selected_spec().unwrap_or(DeviceSpec::Flex);
+    // A work folder used before would hold finished runs, which a fresh run refuses.
+    for sub in ["data", "teacher", "student"] {
+        let _ = std::fs::remove_dir_all(work.join(sub));
+    }
     let data = work.join("data");
     if let Err(e) = write_data(&data) {
         checks.push(Check::from_result("selftest data", Err(e)));
