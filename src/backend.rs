@@ -1,12 +1,243 @@
 //! Device selection. burn 0.22 dispatches at run time: the default build compiles burn-flex
-//! (pure-Rust CPU); the `cuda` feature adds burn-cuda, which `Device::default()` prefers.
-//! `BURN_DEVICE=flex|cuda` overrides the choice.
+//! (pure-Rust CPU); the `cuda` feature adds burn-cuda.
+//!
+//! The device is chosen once per process: `--device` (any command that computes) wins over a
+//! config's `device` key, which wins over the `BURN_DEVICE` environment variable; `auto` takes
+//! CUDA device 0 when the build has CUDA and the machine a working one, else flex. Everything
+//! then asks [`device`] for it, so no function signature carries a device.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Mutex, RwLock};
 
 use burn::tensor::Device;
+#[cfg(feature = "cuda")]
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
-/// The device every command computes on.
+use crate::error::{Error, Result};
+
+/// A device as the user names it: `auto`, `flex`, `cuda` (= `cuda:0`) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceSpec {
+    #[default]
+    Auto,
+    Flex,
+    Cuda(usize),
+}
+
+const NAMES: &str = "auto, flex, cuda, cuda:N (N = GPU index)";
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "auto" => Ok(Self::Auto),
+            "flex" => Ok(Self::Flex),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(index)) => Ok(Self::Cuda(index)),
+                Some(Err(_)) => Err(format!(
+                    "unknown device {s:?}: the GPU index after `cuda:` must be a number ({NAMES})"
+                )),
+                None => Err(format!("unknown device {s:?}: expected one of {NAMES}")),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceSpec {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(spec: DeviceSpec) -> String {
+        spec.to_string()
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Flex => f.write_str("flex"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Whether this binary was built with the CUDA backend.
+pub const HAS_CUDA: bool = cfg!(feature = "cuda");
+
+struct Selected {
+    spec: DeviceSpec,
+    device: Device,
+    name: String,
+}
+
+/// The device of this process once chosen; `--device` as given on the command line.
+static SELECTED: RwLock<Option<Selected>> = RwLock::new(None);
+static REQUESTED: Mutex<Option<DeviceSpec>> = Mutex::new(None);
+
+/// Records `--device`; it then overrides any config's `device` key in [`select`].
+pub fn request(spec: Option<DeviceSpec>) {
+    *REQUESTED.lock().unwrap_or_else(|e| e.into_inner()) = spec;
+}
+
+/// The `--device` flag of this process, if one was given.
+pub fn requested() -> Option<DeviceSpec> {
+    *REQUESTED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Chooses, checks and remembers the device of this process: the `--device` flag if given,
+/// else `configured` (a config's `device` key), resolving `auto`. Returns the device's name.
+pub fn select(configured: DeviceSpec) -> Result<String> {
+    let spec = resolve(requested().unwrap_or(configured))?;
+    if let Some(s) = SELECTED.read().unwrap_or_else(|e| e.into_inner()).as_ref()
+        && s.spec == spec
+    {
+        return Ok(s.name.clone());
+    }
+    let (device, name) = open(spec)?;
+    tracing::info!("device: {name}");
+    *SELECTED.write().unwrap_or_else(|e| e.into_inner()) = Some(Selected { spec, device, name });
+    Ok(describe_selected())
+}
+
+/// Resolves `auto`: `BURN_DEVICE` if set, else CUDA device 0 when this build has CUDA and the
+/// machine has a CUDA device, else flex.
+pub fn resolve(spec: DeviceSpec) -> Result<DeviceSpec> {
+    if spec != DeviceSpec::Auto {
+        return Ok(spec);
+    }
+    if let Ok(env) = std::env::var("BURN_DEVICE") {
+        let parsed = env
+            .parse::<DeviceSpec>()
+            .map_err(|e| Error::Config(format!("environment variable BURN_DEVICE: {e}")))?;
+        if parsed != DeviceSpec::Auto {
+            return Ok(parsed);
+        }
+    }
+    Ok(if cuda_device_count() > 0 {
+        DeviceSpec::Cuda(0)
+    } else {
+        DeviceSpec::Flex
+    })
+}
+
+/// Opens `spec` (not `auto`) and runs a tiny computation on it, so that a missing driver or
+/// runtime library is reported here, as an error, rather than as a panic deep in a run.
+pub fn open(spec: DeviceSpec) -> Result<(Device, String)> {
+    match spec {
+        DeviceSpec::Auto => open(resolve(spec)?),
+        DeviceSpec::Flex => Ok((Device::flex(), "flex".to_string())),
+        DeviceSpec::Cuda(index) => open_cuda(index),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(index: usize) -> Result<(Device, String)> {
+    Err(Error::Other(format!(
+        "device cuda:{index}: this meal was built without CUDA; build it with \
+         `scripts/setup-gpu-build.sh && cargo build --release --features cuda` (see README), \
+         or use --device flex"
+    )))
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(index: usize) -> Result<(Device, String)> {
+    let count = cuda_device_count();
+    if count == 0 {
+        return Err(Error::Other(format!(
+            "device cuda:{index}: no CUDA device found (the NVIDIA driver library libcuda.so \
+             could not be loaded, or it lists no GPU); use --device flex"
+        )));
+    }
+    if index >= count {
+        return Err(Error::Other(format!(
+            "device cuda:{index} does not exist: this machine has {count} CUDA device(s), \
+             cuda:0..cuda:{}",
+            count - 1
+        )));
+    }
+    let device = Device::cuda(index);
+    let probe = device.clone();
+    // cudarc panics (instead of erroring) when e.g. libnvrtc cannot be loaded; a first
+    // kernel here turns that into an error naming the device.
+    let outcome = quietly(move || {
+        let name = probe
+            .identity()
+            .map(|id| id.name)
+            .unwrap_or_else(|| "unknown GPU".into());
+        let sum = Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], &probe)
+            .mul_scalar(2.0)
+            .sum()
+            .into_scalar::<f32>();
+        (name, sum)
+    });
+    match outcome {
+        Ok((name, sum)) if sum == 12.0 => Ok((device, format!("cuda:{index} ({name})"))),
+        Ok((_, sum)) => Err(Error::Other(format!(
+            "device cuda:{index}: a test computation returned {sum} instead of 12"
+        ))),
+        Err(message) => Err(Error::Other(format!(
+            "device cuda:{index} could not run a kernel: {message} (is the CUDA runtime's \
+             libnvrtc on LD_LIBRARY_PATH?)"
+        ))),
+    }
+}
+
+/// Runs `f`, turning a panic into its message without printing the panic.
+#[cfg(feature = "cuda")]
+fn quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    out.map_err(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into())
+    })
+}
+
+/// CUDA devices this process can use (0 without the `cuda` feature or without a driver; the
+/// enumeration checks for libcuda before asking it).
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        Device::enumerate(burn::tensor::DeviceType::Cuda).len()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+/// The device every command computes on: the selected one, or burn's default for library
+/// callers that never selected.
 pub fn device() -> Device {
-    Device::default()
+    match SELECTED.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(s) => s.device.clone(),
+        None => Device::default(),
+    }
+}
+
+/// The resolved choice behind [`device`], once one was selected.
+pub fn selected_spec() -> Option<DeviceSpec> {
+    SELECTED
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|s| s.spec)
 }
 
 /// The autodiff twin of [`device`], used for training.
@@ -14,7 +245,21 @@ pub fn autodiff_device() -> Device {
     device().autodiff()
 }
 
-/// A one-word description for logs and reports.
+/// The selected device's name for logs, `run.txt` and reports (`flex`, `cuda:0 (NVIDIA H200)`).
+pub fn describe_selected() -> String {
+    match SELECTED.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(s) => s.name.clone(),
+        None => describe(&Device::default()),
+    }
+}
+
+/// A short description of any device.
 pub fn describe(device: &Device) -> String {
+    let selected = SELECTED.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = selected.as_ref()
+        && s.device == *device
+    {
+        return s.name.clone();
+    }
     format!("{device:?}")
 }

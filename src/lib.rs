@@ -21,6 +21,7 @@ pub mod progress;
 pub mod quickstart;
 pub mod recipes;
 pub mod report;
+pub mod selftest;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -72,6 +72,8 @@ pub struct Summary {
     pub speedup: f64,
     pub seconds: f64,
     pub run_dir: PathBuf,
+    /// Where everything ran (and the latencies were measured).
+    pub device: String,
 }
 
 fn data_config(q: &QuickstartConfig) -> DataConfig {
@@ -99,6 +101,7 @@ fn train_config(q: &QuickstartConfig, arch: &str, epochs: usize, dir: &Path) -> 
         num_workers: 1,
         out_dir: dir.to_path_buf(),
         run_dir: Some(dir.to_path_buf()),
+        device: Default::default(),
     }
 }
 
@@ -262,6 +265,7 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         seconds: started.elapsed().as_secs_f64(),
         rows,
         run_dir: root.clone(),
+        device: crate::backend::describe_selected(),
     };
     // The training curves of every phase, side by side.
     let mut dirs = teacher_dirs.clone();
@@ -293,7 +297,14 @@ fn in_phase(phase: String) -> impl FnOnce(Error) -> Error {
 /// The comparison table as Markdown.
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
-    out.push_str("| model | arch | params | MFLOPs | CPU latency (ms/img) | test top-1 |\n");
+    let latency = if s.device == "flex" {
+        "CPU latency"
+    } else {
+        "latency"
+    };
+    out.push_str(&format!(
+        "| model | arch | params | MFLOPs | {latency} (ms/img) | test top-1 |\n"
+    ));
     out.push_str("|---|---|---:|---:|---:|---:|\n");
     for r in &s.rows {
         out.push_str(&format!(
@@ -318,9 +329,10 @@ pub fn render(s: &Summary) -> String {
         s.ensemble_top1
     ));
     out.push_str(&format!(
-        "\nThe MEAL student runs {:.1}x faster than the ensemble. Total time {:.0} s. Run folder: {}\n",
+        "\nThe MEAL student runs {:.1}x faster than the ensemble. Total time {:.0} s on {}. Run folder: {}\n",
         s.speedup,
         s.seconds,
+        s.device,
         s.run_dir.display()
     ));
     out

@@ -13,6 +13,7 @@ pub mod predict;
 mod quickstart;
 mod recipes;
 mod report;
+mod selftest;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,10 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Compute on this device: flex (CPU), cuda, cuda:N, or auto (default: cuda:0 when
+    /// this build has CUDA and the machine a GPU, else flex). Overrides a config's `device`.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<crate::backend::DeviceSpec>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,6 +70,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Training and inference speed of a zoo model or a whole MEAL step, on random data.
     Bench(bench::BenchArgs),
+    /// Check this build on a device: golden comparisons with PyTorch and a tiny train/distill/resume round.
+    Selftest(selftest::SelftestArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -74,6 +81,16 @@ pub fn main() -> Result<()> {
 pub fn run(cli: Cli) -> Result<()> {
     crate::progress::set_quiet(cli.quiet);
     crate::progress::init_logging(cli.quiet, cli.verbose);
+    crate::backend::request(cli.device);
+    match &cli.command {
+        // These read no tensors (the config commands also want no GPU start-up).
+        Command::Recipes | Command::Download(_) | Command::Report(_) | Command::Config(_) => {}
+        // Their config's `device` key is the fallback of the flag: they select in train::run.
+        Command::Train(_) | Command::Distill(_) => {}
+        _ => {
+            crate::backend::select(crate::backend::DeviceSpec::Auto)?;
+        }
+    }
     match cli.command {
         Command::Quickstart(a) => quickstart::run(a),
         Command::Train(a) => train::run(a),
@@ -88,6 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(a) => import::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Selftest(a) => selftest::run(a),
     }
 }
 

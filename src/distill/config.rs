@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::discriminator::DiscriminatorKind;
 use super::pool::PoolKind;
 use super::similarity::SimilarityKind;
+use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
 use crate::train::config::{
@@ -56,6 +57,9 @@ pub struct DistillConfig {
     /// Use exactly this run folder instead of `<out_dir>/<name>-<timestamp>`.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// Compute device (`--device` overrides it); checkpoints load on any device.
+    #[serde(default)]
+    pub device: DeviceSpec,
     #[serde(default)]
     pub meal: MealConfig,
 }
@@ -458,6 +462,9 @@ impl crate::train::run::RunConfig for DistillConfig {
     }
     fn data(&self) -> &DataConfig {
         &self.data
+    }
+    fn device(&self) -> DeviceSpec {
+        self.device
     }
 }
 

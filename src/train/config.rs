@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::SgdSettings;
 use super::schedule::ScheduleConfig;
+use crate::backend::DeviceSpec;
 use crate::data::DataConfig;
 use crate::error::{Error, Result};
 
@@ -42,6 +43,9 @@ pub struct TrainConfig {
     /// Use exactly this run folder instead of `<out_dir>/<name>-<timestamp>`.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// Compute device (`--device` overrides it); checkpoints load on any device.
+    #[serde(default)]
+    pub device: DeviceSpec,
 }
 
 pub(crate) fn default_epochs() -> usize {
@@ -122,5 +126,8 @@ impl super::run::RunConfig for TrainConfig {
     }
     fn data(&self) -> &DataConfig {
         &self.data
+    }
+    fn device(&self) -> DeviceSpec {
+        self.device
     }
 }

@@ -36,6 +36,15 @@ pub trait RunConfig: DeserializeOwned {
     fn out_dir(&self) -> &Path;
     fn seed(&self) -> u64;
     fn data(&self) -> &DataConfig;
+    /// The config's `device` key (`--device` overrides it).
+    fn device(&self) -> crate::backend::DeviceSpec;
+}
+
+/// Puts `--device` into a run's config table, so that `config.toml` records where it ran.
+fn record_device_flag(table: &mut toml::Table) {
+    if let Some(spec) = crate::backend::requested() {
+        table.insert("device".into(), toml::Value::String(spec.to_string()));
+    }
 }
 
 /// The shuffled, augmented training loader and the ordered, plain test loader of a run.
@@ -76,9 +85,11 @@ pub struct Opened<C> {
 
 pub fn open<C: RunConfig>(start: Start<C>) -> Result<Opened<C>> {
     match start {
-        Start::Fresh { config, table } => {
+        Start::Fresh { config, mut table } => {
             let config = *config;
             config.validate()?;
+            record_device_flag(&mut table);
+            crate::backend::select(config.device())?;
             // Bad data fails before a run folder is created.
             let splits = data::open(config.data())?;
             let run = match config.run_dir() {
@@ -100,10 +111,14 @@ pub fn open<C: RunConfig>(start: Start<C>) -> Result<Opened<C>> {
             for s in &sets {
                 crate::config::apply_set(&mut table, s)?;
             }
+            record_device_flag(&mut table);
             let config: C = crate::config::from_table(table.clone(), C::WHAT)?;
             config.validate()?;
             // A damaged last.ckpt is refused before anything in the folder is rewritten.
             run.check_last()?;
+            // Checkpoints hold host bytes, so a run may continue on another device.
+            let device = crate::backend::select(config.device())?;
+            run.note(&format!("resumed on device: {device}"))?;
             run.write_config(&table)?;
             let splits = data::open(config.data())?;
             Ok(Opened {

@@ -62,10 +62,22 @@ impl RunDir {
             "command: {}\nmeal_version: {}\nseed: {seed}\ndevice: {}\n",
             command.join(" "),
             env!("CARGO_PKG_VERSION"),
-            crate::backend::describe(&crate::backend::device())
+            crate::backend::describe_selected()
         );
         write_file(&dir.path.join("run.txt"), info.as_bytes())?;
         Ok(dir)
+    }
+
+    /// Appends a line to `run.txt`.
+    pub fn note(&self, line: &str) -> Result<()> {
+        use std::io::Write;
+        let path = self.path.join("run.txt");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .map_err(|e| Error::file(&path, e))
     }
 
     /// Opens an existing run folder (for `--resume`), taking its lock.

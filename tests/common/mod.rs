@@ -20,7 +20,8 @@ pub fn mini() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini")
 }
 
-/// A tiny `meal train` config table: 256 training / 100 test images, batch 64, one worker.
+/// A tiny `meal train` config table: 256 training / 100 test images, batch 64, one worker, on
+/// the device `MEAL_TEST_DEVICE` names (flex when unset).
 pub fn train_table(arch: &str, run_dir: &Path, epochs: usize, seed: u64) -> toml::Table {
     let text = format!(
         r#"
@@ -32,6 +33,7 @@ lr = 0.05
 seed = {seed}
 num_workers = 1
 run_dir = {run_dir:?}
+device = "{device}"
 # The lr halves after epoch 1, so a resumed run must pick the schedule up at the right epoch.
 schedule = {{ kind = "multistep", milestones = [1], gamma = 0.5 }}
 
@@ -42,6 +44,7 @@ test_subset = 100
 "#,
         run_dir = run_dir.display().to_string(),
         data = mini().display().to_string(),
+        device = meal::selftest::test_device_name(),
     );
     text.parse().expect("valid TOML")
 }
@@ -98,6 +101,7 @@ lr = 0.05
 seed = 11
 num_workers = 1
 run_dir = {run_dir:?}
+device = "{device}"
 schedule = {{ kind = "multistep", milestones = [1], gamma = 0.5 }}
 
 [data]
@@ -111,6 +115,7 @@ test_subset = 100
         teachers = teachers.join(", "),
         run_dir = run_dir.display().to_string(),
         data = mini().display().to_string(),
+        device = meal::selftest::test_device_name(),
     );
     text.parse().expect("valid TOML")
 }

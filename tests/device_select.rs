@@ -1,0 +1,160 @@
+//! Choosing the device: `--device` and the config key parse strictly, a device the build or
+//! the machine lacks is a clear error (never a panic), checkpoints move between devices, and
+//! `meal selftest` reports its checks.
+
+use std::process::{Command, Output};
+
+use meal::backend::DeviceSpec;
+use meal::train::model_io::{self, ModelMeta};
+
+fn meal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meal"))
+        .args(args)
+        .env_remove("BURN_DEVICE")
+        .output()
+        .expect("run meal")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn device_names_parse_and_print_back() {
+    for (text, spec) in [
+        ("auto", DeviceSpec::Auto),
+        ("flex", DeviceSpec::Flex),
+        ("cuda", DeviceSpec::Cuda(0)),
+        ("CUDA:3", DeviceSpec::Cuda(3)),
+    ] {
+        assert_eq!(text.parse::<DeviceSpec>().unwrap(), spec, "{text}");
+        assert_eq!(
+            spec.to_string().parse::<DeviceSpec>().unwrap(),
+            spec,
+            "{spec}"
+        );
+    }
+    for bad in ["gpu", "cuda:", "cuda:-1", "cuda:x", "wgpu", ""] {
+        let err = bad.parse::<DeviceSpec>().unwrap_err();
+        assert!(
+            err.contains("flex") && err.contains("cuda:N"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn config_device_key_is_checked() {
+    let table: toml::Table = r#"
+arch = "resnet8"
+device = "tpu"
+[data]
+path = "data/cifar10-mini"
+"#
+    .parse()
+    .unwrap();
+    let err = meal::config::from_table::<meal::train::TrainConfig>(table, "train config")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tpu") && err.contains("device"),
+        "the error must name the key and the value: {err}"
+    );
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_is_a_clear_error() {
+    let o = meal(&["--device", "cuda", "models"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("built without CUDA") && e.contains("--features cuda"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+/// A CUDA build on a machine without a GPU (or driver) must say so, not panic in cudarc.
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error() {
+    if meal::backend::cuda_device_count() > 0 {
+        let o = meal(&["--device", "cuda:99", "models"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+        return;
+    }
+    let o = meal(&["--device", "cuda", "models"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("no CUDA device found"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn unknown_burn_device_is_a_clear_error() {
+    let o = Command::new(env!("CARGO_BIN_EXE_meal"))
+        .args(["models"])
+        .env("BURN_DEVICE", "wgpu")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("BURN_DEVICE"), "{}", stderr(&o));
+}
+
+/// A checkpoint written from the test device loads on it and on the CPU with the same logits.
+#[test]
+fn checkpoints_load_on_any_device() {
+    let device = meal::selftest::test_device();
+    let net = meal::models::build("resnet8", 10, &device).unwrap();
+    let meta = ModelMeta {
+        meal_version: env!("CARGO_PKG_VERSION").into(),
+        arch: "resnet8".into(),
+        num_classes: 10,
+        input_shape: [3, 32, 32],
+        normalization: meal::data::Normalization::CIFAR10,
+        class_names: (0..10).map(|i| format!("c{i}")).collect(),
+        source: "train".into(),
+        epoch: 0,
+        test_acc: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.ckpt");
+    model_io::model_container(&meta, &net)
+        .unwrap()
+        .save_atomic(&path)
+        .unwrap();
+    let summary = meal::selftest::round::across_devices(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.contains("40 logits"), "{summary}");
+}
+
+#[test]
+fn selftest_reports_every_golden_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("selftest.json");
+    let device = meal::selftest::test_device_name();
+    let o = meal(&[
+        "--device",
+        &device,
+        "selftest",
+        "--golden-only",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    // One per zoo model plus the three loss groups.
+    assert_eq!(checks.len(), meal::models::ARCHS.len() + 3, "{report:#}");
+    assert_eq!(report["failed"], 0);
+    assert!(checks.iter().all(|c| c["passed"] == true));
+    assert_eq!(out.matches("PASS ").count(), checks.len(), "{out}");
+    let name = report["device"].as_str().unwrap();
+    assert!(
+        name.starts_with(device.split(':').next().unwrap()),
+        "{name}"
+    );
+}
