@@ -308,3 +308,53 @@ fn batch_norm_train_and_gradients_match_burn() {
         }
     }
 }
+
+/// A whole training step of zoo models (forward in train mode, backward) through meal's kernels
+/// and through burn's ops: same loss, same gradients.
+#[test]
+fn zoo_training_step_matches_burn() {
+    let device = Device::default().autodiff();
+    for arch in ["resnet20", "vgg8", "resnet18"] {
+        let mut results = Vec::new();
+        for on in [true, false] {
+            kernels::set_enabled(Some(on));
+            device.seed(11);
+            let model = meal::models::build(arch, 10, &device).unwrap();
+            let x = Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let out = model.forward(x.clone());
+            let r = Tensor::<2>::random([4, 10], Distribution::Normal(0.0, 1.0), &device);
+            let loss = (out.logits * r).sum();
+            let grads = loss.clone().backward();
+            results.push(vec![
+                loss.into_data().try_to_vec::<f32>().unwrap(),
+                x.grad(&grads)
+                    .unwrap()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap(),
+            ]);
+        }
+        kernels::set_enabled(None);
+        let s = ConvShape {
+            batch: 4,
+            cin: 3,
+            h: 32,
+            w: 32,
+            cout: 10,
+            kh: 1,
+            kw: 1,
+            stride: [1, 1],
+            pad: [(0, 0), (0, 0)],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        assert_close(&format!("{arch} loss"), &s, &results[0][0], &results[1][0]);
+        assert_close(
+            &format!("{arch} input grad"),
+            &s,
+            &results[0][1],
+            &results[1][1],
+        );
+    }
+}

@@ -405,6 +405,11 @@ fn zoo_eval_forward_matches_pytorch() {
 
 #[test]
 fn zoo_train_forward_and_backward_match_pytorch() {
+    // The model definitions against PyTorch, through burn's own ops: with batch-2 BatchNorm the
+    // deepest nets amplify float rounding past any useful tolerance (resnet56's input gradient
+    // lands on another branch under any 1e-7 perturbation, meal's kernels or burn's alike), so
+    // meal's kernels are held to burn's ops instead, in tests/kernels.rs.
+    meal::kernels::set_enabled(Some(false));
     let (fixture, values) = load();
     let device = meal::backend::autodiff_device();
     for info in ARCHS {

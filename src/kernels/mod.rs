@@ -106,15 +106,9 @@ pub trait ConvKernels: burn::backend::Backend {
     }
 }
 
+// burn's own kernels on CUDA (the trait's default bodies).
 #[cfg(feature = "cuda")]
-impl<R, F, I, BT> ConvKernels for burn::backend::cubecl::CubeBackend<R, F, I, BT>
-where
-    R: burn::backend::cubecl::CubeRuntime,
-    F: burn::backend::cubecl::FloatElement,
-    I: burn::backend::cubecl::IntElement,
-    BT: burn::backend::cubecl::BoolElement,
-{
-}
+impl ConvKernels for burn::backend::Cube {}
 
 static OVERRIDE: AtomicU8 = AtomicU8::new(0);
 
