@@ -30,6 +30,10 @@ struct Setup {
 /// resnet8 from resnet8 (+ vgg8), matching stage 1 (16×16 → 300) and stage 2 (8×8 → 100),
 /// both lengthened by pooling so both fold, and the logits (10, never folded). vgg8's maps
 /// have other sizes, so an ensemble with it exercises the fallback to the pooled vectors.
+/// The device's generator is shared by the tests of this binary, which run on parallel threads:
+/// each test holds this lock so that its seeded draws are its own.
+static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn setup(config: &MealConfig) -> Setup {
     let device = Device::default().autodiff();
     device.seed(7);
@@ -212,6 +216,7 @@ fn loss_and_grads(
 
 #[test]
 fn folded_discriminators_give_the_same_loss_and_gradients() {
+    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let config = config(AdversarialMode::Joint, true);
     let s = setup(&config);
     // One teacher: both feature stages fold. The ensemble: vgg8's maps differ in size, so
@@ -238,6 +243,7 @@ fn folded_discriminators_give_the_same_loss_and_gradients() {
 
 #[test]
 fn a_folded_step_moves_every_parameter_like_the_unfolded_one() {
+    let _seeded = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     for mode in [
         AdversarialMode::Joint,
         AdversarialMode::Grl,

@@ -205,7 +205,8 @@ pub fn backward(
     (dx, dgamma, dbeta)
 }
 
-/// `relu?(x · scale[c] + shift[c])`.
+/// `relu?(x · scale[c] + shift[c])`; a NaN stays NaN through the ReLU, as in burn's, so that a
+/// diverged model is seen as one.
 pub fn channel_affine(
     shape: BnShape,
     x: &[f32],
@@ -227,7 +228,7 @@ pub fn channel_affine(
                     let (a, b) = (scale[ch], shift[ch]);
                     for (o, &v) in yi[r.clone()].iter_mut().zip(&xi[r]) {
                         let t = v * a + b;
-                        *o = if relu { t.max(0.0) } else { t };
+                        *o = if relu && t < 0.0 { 0.0 } else { t };
                     }
                 }
             });

@@ -80,8 +80,8 @@ impl ConvShape {
             && self.kw > 0
             && self.stride.iter().all(|&s| s > 0)
             && self.dilation.iter().all(|&d| d > 0)
-            && self.hp() >= self.dilation[0] * (self.kh - 1) + 1
-            && self.wp() >= self.dilation[1] * (self.kw - 1) + 1;
+            && self.hp() > self.dilation[0] * (self.kh - 1)
+            && self.wp() > self.dilation[1] * (self.kw - 1);
         // Thin groups (depthwise) would leave most of each micro-tile empty.
         well_formed
             && (self.groups == 1 || (self.cout_g() >= MR && self.cin_g() >= MR))
@@ -197,6 +197,7 @@ const KC: usize = 256;
 /// `c[panel rows][0..blocks·nr] = Σ_k a · b[offs[k] + n]` for every output-channel panel of a
 /// group, blocked over the reduction so that a `KC × nr` slice of `b` stays in L1 while every
 /// panel uses it.
+#[allow(clippy::too_many_arguments)]
 fn gemm_panels(
     isa: Isa,
     a: &[f32],
@@ -503,17 +504,23 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     }
 }
 
-fn sum_partials(partials: impl ParallelIterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
-    partials.reduce(
-        || vec![0f32; len],
-        |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        },
-    )
+/// Sums the partial gradients in a fixed order: rayon's `reduce` pairs them as work was stolen,
+/// and a different rounding on every run would break bit-exact `--resume`.
+fn sum_partials(partials: impl IndexedParallelIterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
+    let parts: Vec<Vec<f32>> = partials.collect();
+    let mut total = vec![0f32; len];
+    for p in &parts {
+        total.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    total
 }
 
+/// Weight-gradient work is split into this many fixed groups of images (not one per thread), so
+/// that the summation order, and so the result, is the same whatever the thread count.
+const WEIGHT_GRAD_GROUPS: usize = 4;
+
 /// Adds `Σ_n d[co][n] · b[offs[k] + n]` into `dw` for every output channel and tap of group `g`.
+#[allow(clippy::too_many_arguments)]
 fn accumulate_dots(
     isa: Isa,
     s: &ConvShape,
@@ -557,7 +564,7 @@ fn backward_weight_direct<'a>(
     s: &'a ConvShape,
     x: &'a [f32],
     dy: &'a [f32],
-) -> impl ParallelIterator<Item = Vec<f32>> + 'a {
+) -> impl IndexedParallelIterator<Item = Vec<f32>> + 'a {
     let (ho, wo, hp, wp) = (s.ho(), s.wo(), s.hp(), s.wp());
     let nr = isa.nr();
     let len = (ho * wp).div_ceil(isa.width()) * isa.width();
@@ -567,33 +574,27 @@ fn backward_weight_direct<'a>(
     let total = s.cout * s.k();
     // Rows past the last channel stay zero so a partial last panel reads zeros.
     let d_len = (s.cout + MR) * len;
-    (0..s.batch)
-        .into_par_iter()
-        .fold(
-            move || {
-                (
-                    vec![0f32; total],
-                    vec![0f32; padded_len(s, nr)],
-                    vec![0f32; d_len],
-                )
-            },
-            move |(mut dw, mut xpad, mut dpw), i| {
-                pad_image(s, &x[i * in_image..][..in_image], &mut xpad);
-                let dyi = &dy[i * out_image..][..out_image];
-                for co in 0..s.cout {
-                    for oy in 0..ho {
-                        let dst = co * len + oy * wp;
-                        dpw[dst..dst + wo].copy_from_slice(&dyi[(co * ho + oy) * wo..][..wo]);
-                    }
+    let per = s.batch.div_ceil(WEIGHT_GRAD_GROUPS);
+    (0..s.batch.div_ceil(per)).into_par_iter().map(move |grp| {
+        let mut dw = vec![0f32; total];
+        let mut xpad = vec![0f32; padded_len(s, nr)];
+        let mut dpw = vec![0f32; d_len];
+        for i in grp * per..((grp + 1) * per).min(s.batch) {
+            pad_image(s, &x[i * in_image..][..in_image], &mut xpad);
+            let dyi = &dy[i * out_image..][..out_image];
+            for co in 0..s.cout {
+                for oy in 0..ho {
+                    let dst = co * len + oy * wp;
+                    dpw[dst..dst + wo].copy_from_slice(&dyi[(co * ho + oy) * wo..][..wo]);
                 }
-                for g in 0..s.groups {
-                    let b = &xpad[g * s.cin_g() * hp * wp..];
-                    accumulate_dots(isa, s, g, &dpw, len, b, &offs, len, &mut dw);
-                }
-                (dw, xpad, dpw)
-            },
-        )
-        .map(|(dw, _, _)| dw)
+            }
+            for g in 0..s.groups {
+                let b = &xpad[g * s.cin_g() * hp * wp..];
+                accumulate_dots(isa, s, g, &dpw, len, b, &offs, len, &mut dw);
+            }
+        }
+        dw
+    })
 }
 
 fn backward_weight_im2col<'a>(
@@ -601,7 +602,7 @@ fn backward_weight_im2col<'a>(
     s: &'a ConvShape,
     x: &'a [f32],
     dy: &'a [f32],
-) -> impl ParallelIterator<Item = Vec<f32>> + 'a {
+) -> impl IndexedParallelIterator<Item = Vec<f32>> + 'a {
     let (ho, wo) = (s.ho(), s.wo());
     let width = isa.width();
     let chunk = chunk_images(s);
@@ -610,34 +611,28 @@ fn backward_weight_im2col<'a>(
     let in_image = s.cin * s.h * s.w;
     let total = s.cout * s.k();
     let chunks = s.batch.div_ceil(chunk);
-    (0..chunks)
-        .into_par_iter()
-        .fold(
-            move || {
-                (
-                    vec![0f32; total],
-                    vec![0f32; s.k() * ld + width],
-                    vec![0f32; (s.cout + MR) * ld],
-                )
-            },
-            move |(mut dw, mut col, mut dcols), c| {
-                let imgs = chunk.min(s.batch - c * chunk);
-                let xs = &x[c * chunk * in_image..][..imgs * in_image];
-                dcols.fill(0.0);
-                for co in 0..s.cout {
-                    for img in 0..imgs {
-                        let src = ((c * chunk + img) * s.cout + co) * ho * wo;
-                        let dst = co * ld + img * ho * wo;
-                        dcols[dst..dst + ho * wo].copy_from_slice(&dy[src..src + ho * wo]);
-                    }
+    let per = chunks.div_ceil(WEIGHT_GRAD_GROUPS);
+    (0..chunks.div_ceil(per)).into_par_iter().map(move |grp| {
+        let mut dw = vec![0f32; total];
+        let mut col = vec![0f32; s.k() * ld + width];
+        let mut dcols = vec![0f32; (s.cout + MR) * ld];
+        for c in grp * per..((grp + 1) * per).min(chunks) {
+            let imgs = chunk.min(s.batch - c * chunk);
+            let xs = &x[c * chunk * in_image..][..imgs * in_image];
+            dcols.fill(0.0);
+            for co in 0..s.cout {
+                for img in 0..imgs {
+                    let src = ((c * chunk + img) * s.cout + co) * ho * wo;
+                    let dst = co * ld + img * ho * wo;
+                    dcols[dst..dst + ho * wo].copy_from_slice(&dy[src..src + ho * wo]);
                 }
-                let len = (imgs * ho * wo).div_ceil(width) * width;
-                for g in 0..s.groups {
-                    im2col(s, xs, imgs, g * s.cin_g(), &mut col, ld);
-                    accumulate_dots(isa, s, g, &dcols, ld, &col, &offs, len, &mut dw);
-                }
-                (dw, col, dcols)
-            },
-        )
-        .map(|(dw, _, _)| dw)
+            }
+            let len = (imgs * ho * wo).div_ceil(width) * width;
+            for g in 0..s.groups {
+                im2col(s, xs, imgs, g * s.cin_g(), &mut col, ld);
+                accumulate_dots(isa, s, g, &dcols, ld, &col, &offs, len, &mut dw);
+            }
+        }
+        dw
+    })
 }

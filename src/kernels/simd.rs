@@ -123,10 +123,10 @@ unsafe fn gemm_portable(args: &GemmArgs) {
         let mut acc = [[0f32; NR]; MR];
         for (k, &off) in args.offs.iter().enumerate() {
             let brow = &args.b[off + n0..off + n0 + NR];
-            for m in 0..MR {
+            for (m, accm) in acc.iter_mut().enumerate() {
                 let av = args.a[k * MR + m];
-                for n in 0..NR {
-                    acc[m][n] += av * brow[n];
+                for (c, b) in accm.iter_mut().zip(brow) {
+                    *c += av * b;
                 }
             }
         }
