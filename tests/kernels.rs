@@ -196,6 +196,61 @@ fn zoo_shapes_match_burn() {
     }
 }
 
+/// The Winograd F(2×2, 3×3) path (3×3, stride 1, padding 1, ≥ 32 channels): odd and even maps,
+/// maps smaller than a tile, batches whose tiles straddle chunk boundaries, channel counts that
+/// are not multiples of the micro-tile; values and both gradients against burn's op.
+#[test]
+fn winograd_shapes_match_burn() {
+    let device = Device::default().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut shapes = vec![
+        (1, 32, 1, 1, 32),
+        (3, 32, 2, 3, 33),
+        (2, 37, 5, 7, 40),
+        (1, 64, 32, 32, 64),
+        (5, 48, 9, 4, 35),
+        (4, 64, 8, 8, 128),
+    ];
+    for _ in 0..6 {
+        shapes.push((
+            rng.random_range(1..5),
+            rng.random_range(32..70),
+            rng.random_range(1..20),
+            rng.random_range(1..20),
+            rng.random_range(32..70),
+        ));
+    }
+    for (batch, cin, h, w, cout) in shapes {
+        let s = ConvShape {
+            batch,
+            cin,
+            h,
+            w,
+            cout,
+            kh: 3,
+            kw: 3,
+            stride: [1, 1],
+            pad: [(1, 1), (1, 1)],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        assert!(kernels::winograd::shape_fits(&s), "{s:?}");
+        let c = Case { s, bias: true };
+        let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let wt = Tensor::<4>::random([cout, cin, 3, 3], Distribution::Normal(0.0, 0.1), &device);
+        let b = Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<4>::random([batch, cout, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let ours = run(&c, true, &x, &wt, &b, &r);
+        let theirs = run(&c, false, &x, &wt, &b, &r);
+        for (what, (g, e)) in ["output", "input grad", "weight grad", "bias grad"]
+            .iter()
+            .zip(ours.iter().zip(&theirs))
+        {
+            assert_close(what, &s, g, e);
+        }
+    }
+}
+
 /// A non-contiguous input (a transposed view) is read correctly.
 #[test]
 fn strided_views_are_read_correctly() {

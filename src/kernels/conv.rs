@@ -194,11 +194,11 @@ fn padded_len(s: &ConvShape, nr: usize) -> usize {
 
 const KC: usize = 256;
 
-/// `c[panel rows][0..blocks·nr] = Σ_k a · b[offs[k] + n]` for every output-channel panel of a
+/// `c[panel rows][0..blocks·nr] (+)= Σ_k a · b[offs[k] + n]` for every output-channel panel of a
 /// group, blocked over the reduction so that a `KC × nr` slice of `b` stays in L1 while every
 /// panel uses it.
 #[allow(clippy::too_many_arguments)]
-fn gemm_panels(
+pub(super) fn gemm_panels(
     isa: Isa,
     a: &[f32],
     k: usize,
@@ -207,6 +207,7 @@ fn gemm_panels(
     c: &mut [f32],
     ldc: usize,
     blocks: usize,
+    accumulate: bool,
 ) {
     let panels = a.len() / (k * MR);
     assert!(c.len() >= panels * MR * ldc && ldc >= blocks * isa.nr());
@@ -228,7 +229,7 @@ fn gemm_panels(
                             c: c.as_mut_ptr().add(p * MR * ldc + nb * isa.nr()),
                             ldc,
                             blocks: 1,
-                            accumulate: k0 > 0,
+                            accumulate: accumulate || k0 > 0,
                         },
                     )
                 };
@@ -339,6 +340,10 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
     if s.batch == 0 || y.is_empty() {
         return y;
     }
+    if super::winograd::applies(s) {
+        super::winograd::forward(s, x, w, &mut y);
+        return y;
+    }
     let packed: Vec<Vec<f32>> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
     if s.direct() {
         forward_direct(isa, s, x, &packed, &mut y);
@@ -363,7 +368,7 @@ fn forward_direct(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &m
             pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
             for (g, a) in packed.iter().enumerate() {
                 let b = &xpad[g * s.cin_g() * hp * wp..];
-                gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, blocks);
+                gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, blocks, false);
                 for co in 0..s.cout_g() {
                     for oy in 0..ho {
                         let dst = ((g * s.cout_g() + co) * ho + oy) * wo;
@@ -401,7 +406,7 @@ fn forward_im2col(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &m
                 let blocks = ld_for(imgs) / nr;
                 for (g, a) in packed.iter().enumerate() {
                     im2col(s, xs, imgs, g * s.cin_g(), col, ld);
-                    gemm_panels(isa, a, s.k(), col, &offs, tmp, ld, blocks);
+                    gemm_panels(isa, a, s.k(), col, &offs, tmp, ld, blocks, false);
                     for co in 0..s.cout_g() {
                         for img in 0..imgs {
                             let dst = (img * s.cout + g * s.cout_g() + co) * ho * wo;
@@ -420,7 +425,7 @@ pub fn backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(dy.len(), s.batch * s.cout * s.ho() * s.wo());
     if s.stride == [1, 1] {
         let t = s.transposed();
-        if t.direct() {
+        if t.direct() || super::winograd::applies(&t) {
             return forward(&t, dy, &flip_transpose(s, w));
         }
     }
@@ -477,7 +482,7 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
                             dyb[dst..dst + ho * wo].copy_from_slice(&dy[src..src + ho * wo]);
                         }
                     }
-                    gemm_panels(isa, a, cout_g, dyb, &offs, dcol, ld, blocks);
+                    gemm_panels(isa, a, cout_g, dyb, &offs, dcol, ld, blocks, false);
                     col2im(s, dcol, ld, imgs, g * s.cin_g(), dxchunk);
                 }
             },
@@ -494,6 +499,9 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let total = s.cout * s.k();
     if s.batch == 0 {
         return vec![0f32; total];
+    }
+    if super::winograd::applies(s) {
+        return super::winograd::backward_weight(s, x, dy);
     }
     // Short rows make the dot products' horizontal sums dominate: below 16 output columns the
     // im2col layout, with several images per row, is faster.

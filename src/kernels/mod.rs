@@ -15,6 +15,7 @@ pub mod batch_norm;
 pub mod conv;
 mod flex;
 pub mod simd;
+pub mod winograd;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -1,0 +1,103 @@
+//! Per-layer cost of meal's convolution kernels: forward, input gradient and weight gradient of
+//! the 3×3 layers of resnet20, vgg8 and resnet18, in CPU milliseconds of the process
+//! (summed over `/proc/self/task/*/schedstat`, so another process on the machine does not inflate
+//! it). Run single-threaded and once per path to compare them:
+//!
+//! ```sh
+//! RAYON_NUM_THREADS=1 MEAL_WINOGRAD=0 cargo bench --bench conv_layers
+//! RAYON_NUM_THREADS=1 MEAL_WINOGRAD=1 cargo bench --bench conv_layers
+//! ```
+
+use meal::kernels::conv::{self, ConvShape};
+
+/// CPU time of the whole process (every thread, the rayon workers included), in nanoseconds.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn shape(batch: usize, c: usize, hw: usize, k: usize) -> ConvShape {
+    ConvShape {
+        batch,
+        cin: c,
+        h: hw,
+        w: hw,
+        cout: k,
+        kh: 3,
+        kw: 3,
+        stride: [1, 1],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    }
+}
+
+fn main() {
+    let batch: usize = std::env::var("BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let layers = [
+        ("resnet20 s1", 16, 32, 16),
+        ("resnet20 s2", 32, 16, 32),
+        ("resnet20 s3", 64, 8, 64),
+        ("vgg8 32ch", 32, 32, 64),
+        ("vgg8 128ch", 128, 8, 128),
+        ("resnet18 l1", 64, 32, 64),
+        ("resnet18 l2", 128, 16, 128),
+        ("resnet18 l3", 256, 8, 256),
+        ("resnet18 l4", 512, 4, 512),
+    ];
+    println!(
+        "batch {batch}, winograd {}, isa {}",
+        std::env::var("MEAL_WINOGRAD").unwrap_or_else(|_| "default".into()),
+        meal::kernels::simd::isa().name()
+    );
+    println!(
+        "{:<14} {:>10} {:>10} {:>10} {:>8}",
+        "layer", "fwd ms", "dx ms", "dw ms", "GMAC/s"
+    );
+    let mut total = 0.0;
+    for (name, c, hw, k) in layers {
+        let s = shape(batch, c, hw, k);
+        let x: Vec<f32> = (0..batch * c * hw * hw)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let w: Vec<f32> = (0..k * c * 9)
+            .map(|i| ((i * 104729) % 1000) as f32 / 5000.0 - 0.1)
+            .collect();
+        let dy: Vec<f32> = (0..batch * k * hw * hw)
+            .map(|i| ((i * 31) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let reps = 3;
+        let mut t = [u64::MAX; 3];
+        for _ in 0..reps {
+            let t0 = cpu_ns();
+            std::hint::black_box(conv::forward(&s, &x, &w));
+            let t1 = cpu_ns();
+            std::hint::black_box(conv::backward_input(&s, &dy, &w));
+            let t2 = cpu_ns();
+            std::hint::black_box(conv::backward_weight(&s, &x, &dy));
+            let t3 = cpu_ns();
+            t = [t[0].min(t1 - t0), t[1].min(t2 - t1), t[2].min(t3 - t2)];
+        }
+        let ms = t.map(|v| v as f64 / 1e6);
+        let macs = (batch * c * k * 9 * hw * hw) as f64 * 3.0;
+        total += ms.iter().sum::<f64>();
+        println!(
+            "{name:<14} {:>10.2} {:>10.2} {:>10.2} {:>8.1}",
+            ms[0],
+            ms[1],
+            ms[2],
+            macs / (ms.iter().sum::<f64>() * 1e6)
+        );
+    }
+    println!(
+        "total {total:.1} ms (CPU time of the process; GMAC/s counts the direct method's MACs)"
+    );
+}
