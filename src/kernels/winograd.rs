@@ -411,12 +411,15 @@ mod isa_dispatch {
         ($name:ident, $inner:ident, ($($arg:ident: $ty:ty),*)) => {
             /// # Safety
             /// As the function it wraps.
+            #[allow(clippy::too_many_arguments)]
             pub(super) unsafe fn $name(isa: Isa, $($arg: $ty),*) {
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
                     unsafe fn avx2($($arg: $ty),*) { unsafe { $inner($($arg),*) } }
                     #[target_feature(enable = "avx512f,avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
                     unsafe fn avx512($($arg: $ty),*) { unsafe { $inner($($arg),*) } }
                     match isa {
                         // SAFETY: the ISA was detected on this CPU (`simd::isa`).
@@ -582,13 +585,12 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
         for ci in 0..cin {
             let mm = |xi: usize| msum[(xi * rows + co) * ldc + ci];
             // q = Gᵀ M (3×4), then dg = q G (3×3).
-            let mut q = [[0f32; 4]; 3];
-            for j in 0..4 {
+            let col = |j: usize| {
                 let (m0, m1, m2, m3) = (mm(j), mm(4 + j), mm(8 + j), mm(12 + j));
-                q[0][j] = m0 + 0.5 * (m1 + m2);
-                q[1][j] = 0.5 * (m1 - m2);
-                q[2][j] = 0.5 * (m1 + m2) + m3;
-            }
+                [m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3]
+            };
+            let cols = [col(0), col(1), col(2), col(3)];
+            let q: [[f32; 4]; 3] = std::array::from_fn(|a| cols.map(|c| c[a]));
             let g = &mut dw[(co * cin + ci) * 9..][..9];
             for (a, qa) in q.iter().enumerate() {
                 g[a * 3] = qa[0] + 0.5 * (qa[1] + qa[2]);
