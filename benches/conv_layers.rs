@@ -1,11 +1,12 @@
 //! Per-layer cost of meal's convolution kernels: forward, input gradient and weight gradient of
-//! the 3×3 layers of resnet20, vgg8 and resnet18, in CPU milliseconds of the process
+//! the convolutions of resnet20, vgg8 and resnet18 (↓: stride 2; sc: 1×1 shortcut), in CPU milliseconds of the process
 //! (summed over `/proc/self/task/*/schedstat`, so another process on the machine does not inflate
 //! it). Run single-threaded and once per path to compare them:
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=1 MEAL_WINOGRAD=0 cargo bench --bench conv_layers
 //! RAYON_NUM_THREADS=1 MEAL_WINOGRAD=1 cargo bench --bench conv_layers
+//! ONLY=resnet18 BATCH=128 cargo bench --bench conv_layers   # a subset, another batch
 //! ```
 
 use meal::kernels::conv::{self, ConvShape};
@@ -21,20 +22,56 @@ fn cpu_ns() -> u64 {
         .sum()
 }
 
-fn shape(batch: usize, c: usize, hw: usize, k: usize) -> ConvShape {
+/// `kernel` 3 (padding 1) or 1 (padding 0); `hw` is the input side.
+fn shape(batch: usize, c: usize, hw: usize, k: usize, kernel: usize, stride: usize) -> ConvShape {
+    let pad = kernel / 2;
     ConvShape {
         batch,
         cin: c,
         h: hw,
         w: hw,
         cout: k,
-        kh: 3,
-        kw: 3,
-        stride: [1, 1],
-        pad: [(1, 1), (1, 1)],
+        kh: kernel,
+        kw: kernel,
+        stride: [stride, stride],
+        pad: [(pad, pad), (pad, pad)],
         dilation: [1, 1],
         groups: 1,
     }
+}
+
+/// The gemm micro-kernel alone on in-cache operands: the ceiling every path shares.
+fn kernel_peak() -> f64 {
+    use meal::kernels::simd::{self, GemmArgs, MR};
+    let isa = simd::isa();
+    let (k, blocks) = (256, 6);
+    let ld = blocks * isa.nr();
+    let a = vec![0.5f32; k * MR];
+    let b = vec![0.25f32; k * ld + ld];
+    let offs: Vec<usize> = (0..k).map(|i| i * ld).collect();
+    let mut c = vec![0f32; MR * ld];
+    let reps = 20_000;
+    let t0 = cpu_ns();
+    for _ in 0..reps {
+        // SAFETY: a holds k·MR values, every b row ld + slack, c MR rows of ld.
+        unsafe {
+            simd::gemm(
+                isa,
+                &GemmArgs {
+                    a: &a,
+                    b: &b,
+                    offs: &offs,
+                    c: c.as_mut_ptr(),
+                    ldc: ld,
+                    blocks,
+                    accumulate: false,
+                },
+            )
+        };
+        std::hint::black_box(&mut c);
+    }
+    let secs = (cpu_ns() - t0) as f64 / 1e9;
+    (reps * k * MR * ld) as f64 / secs / 1e9
 }
 
 fn main() {
@@ -43,35 +80,46 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
     let layers = [
-        ("resnet20 s1", 16, 32, 16),
-        ("resnet20 s2", 32, 16, 32),
-        ("resnet20 s3", 64, 8, 64),
-        ("vgg8 32ch", 32, 32, 64),
-        ("vgg8 128ch", 128, 8, 128),
-        ("resnet18 l1", 64, 32, 64),
-        ("resnet18 l2", 128, 16, 128),
-        ("resnet18 l3", 256, 8, 256),
-        ("resnet18 l4", 512, 4, 512),
+        ("resnet20 s1", 16, 32, 16, 3, 1),
+        ("resnet20 s2", 32, 16, 32, 3, 1),
+        ("resnet20 s3", 64, 8, 64, 3, 1),
+        ("resnet20 s2↓", 16, 32, 32, 3, 2),
+        ("vgg8 32ch", 32, 32, 64, 3, 1),
+        ("vgg8 128ch", 128, 8, 128, 3, 1),
+        ("resnet18 stem", 3, 32, 64, 3, 1),
+        ("resnet18 l1", 64, 32, 64, 3, 1),
+        ("resnet18 l2", 128, 16, 128, 3, 1),
+        ("resnet18 l3", 256, 8, 256, 3, 1),
+        ("resnet18 l4", 512, 4, 512, 3, 1),
+        ("resnet18 l2↓", 64, 32, 128, 3, 2),
+        ("resnet18 l3↓", 128, 16, 256, 3, 2),
+        ("resnet18 l4↓", 256, 8, 512, 3, 2),
+        ("resnet18 l4sc", 256, 8, 512, 1, 2),
     ];
     println!(
         "batch {batch}, winograd {}, isa {}",
         std::env::var("MEAL_WINOGRAD").unwrap_or_else(|_| "default".into()),
         meal::kernels::simd::isa().name()
     );
+    println!("gemm micro-kernel in cache: {:.1} GMAC/s", kernel_peak());
     println!(
         "{:<14} {:>10} {:>10} {:>10} {:>8}",
         "layer", "fwd ms", "dx ms", "dw ms", "GMAC/s"
     );
     let mut total = 0.0;
-    for (name, c, hw, k) in layers {
-        let s = shape(batch, c, hw, k);
+    let only = std::env::var("ONLY").unwrap_or_default();
+    for (name, c, hw, k, kernel, stride) in layers {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
+        let s = shape(batch, c, hw, k, kernel, stride);
         let x: Vec<f32> = (0..batch * c * hw * hw)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let w: Vec<f32> = (0..k * c * 9)
+        let w: Vec<f32> = (0..k * c * kernel * kernel)
             .map(|i| ((i * 104729) % 1000) as f32 / 5000.0 - 0.1)
             .collect();
-        let dy: Vec<f32> = (0..batch * k * hw * hw)
+        let dy: Vec<f32> = (0..batch * k * s.ho() * s.wo())
             .map(|i| ((i * 31) % 1000) as f32 / 500.0 - 1.0)
             .collect();
         let reps = 3;
@@ -87,7 +135,7 @@ fn main() {
             t = [t[0].min(t1 - t0), t[1].min(t2 - t1), t[2].min(t3 - t2)];
         }
         let ms = t.map(|v| v as f64 / 1e6);
-        let macs = (batch * c * k * 9 * hw * hw) as f64 * 3.0;
+        let macs = (batch * c * k * kernel * kernel * s.ho() * s.wo()) as f64 * 3.0;
         total += ms.iter().sum::<f64>();
         println!(
             "{name:<14} {:>10.2} {:>10.2} {:>10.2} {:>8.1}",

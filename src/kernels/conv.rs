@@ -195,8 +195,7 @@ fn padded_len(s: &ConvShape, nr: usize) -> usize {
 const KC: usize = 256;
 
 /// `c[panel rows][0..blocks·nr] (+)= Σ_k a · b[offs[k] + n]` for every output-channel panel of a
-/// group, blocked over the reduction so that a `KC × nr` slice of `b` stays in L1 while every
-/// panel uses it.
+/// group, blocked over the reduction (`KC` rows at a time).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_panels(
     isa: Isa,
@@ -211,28 +210,44 @@ pub(super) fn gemm_panels(
 ) {
     let panels = a.len() / (k * MR);
     assert!(c.len() >= panels * MR * ldc && ldc >= blocks * isa.nr());
+    // Keep the larger operand's slice in cache across the inner loop: with many output rows
+    // (wide layers, few columns) an `A` panel stays in L1 while the short `B` slices are re-read
+    // from L2; otherwise one `KC × nr` slice of `B` serves every panel.
+    let panels_outer = panels * MR > blocks * isa.nr();
+    let cp = c.as_mut_ptr();
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        for nb in 0..blocks {
+        let tile = |p: usize, nb: usize| {
+            let ap = &a[(p * k + k0) * MR..(p * k + k0 + kc) * MR];
+            // SAFETY: `c` holds every panel's MR rows of ldc ≥ blocks·nr columns (asserted);
+            // `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed by the
+            // callers' slack.
+            unsafe {
+                simd::gemm(
+                    isa,
+                    &GemmArgs {
+                        a: ap,
+                        b: &b[nb * isa.nr()..],
+                        offs: &offs[k0..k0 + kc],
+                        c: cp.add(p * MR * ldc + nb * isa.nr()),
+                        ldc,
+                        blocks: 1,
+                        accumulate: accumulate || k0 > 0,
+                    },
+                )
+            };
+        };
+        if panels_outer {
             for p in 0..panels {
-                let ap = &a[(p * k + k0) * MR..(p * k + k0 + kc) * MR];
-                // SAFETY: `c` holds every panel's MR rows of ldc ≥ blocks·nr columns (asserted);
-                // `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed by the
-                // callers' slack.
-                unsafe {
-                    simd::gemm(
-                        isa,
-                        &GemmArgs {
-                            a: ap,
-                            b: &b[nb * isa.nr()..],
-                            offs: &offs[k0..k0 + kc],
-                            c: c.as_mut_ptr().add(p * MR * ldc + nb * isa.nr()),
-                            ldc,
-                            blocks: 1,
-                            accumulate: accumulate || k0 > 0,
-                        },
-                    )
-                };
+                for nb in 0..blocks {
+                    tile(p, nb);
+                }
+            }
+        } else {
+            for nb in 0..blocks {
+                for p in 0..panels {
+                    tile(p, nb);
+                }
             }
         }
     }
@@ -425,7 +440,10 @@ pub fn backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(dy.len(), s.batch * s.cout * s.ho() * s.wo());
     if s.stride == [1, 1] {
         let t = s.transposed();
-        if t.direct() || super::winograd::applies(&t) {
+        if super::winograd::applies(s) {
+            return super::winograd::backward_input(s, dy, w);
+        }
+        if t.direct() {
             return forward(&t, dy, &flip_transpose(s, w));
         }
     }

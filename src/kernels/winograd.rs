@@ -36,9 +36,6 @@ const CHUNK: usize = 96;
 const CHUNK_W: usize = 192;
 /// Below this many channels on either side the transforms cost about as much as they save.
 const MIN_CHANNELS: usize = 32;
-/// Fixed split of the weight-gradient tile sum, as in `conv.rs`: the summation order, and so the
-/// result, does not depend on the thread count (bit-exact `--resume`).
-const WEIGHT_GRAD_GROUPS: usize = 4;
 
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
@@ -115,6 +112,21 @@ impl Tiles {
     }
 }
 
+/// Tiles from `p` on that continue one image row (at most `RUN`).
+#[inline(always)]
+fn run_len(tiles: &[Tile], p: usize) -> usize {
+    let first = tiles[p];
+    let mut len = 1;
+    while len < RUN && p + len < tiles.len() {
+        let next = tiles[p + len];
+        if next.img != first.img || next.oy != first.oy || next.ox != first.ox + 2 * len {
+            break;
+        }
+        len += 1;
+    }
+    len
+}
+
 /// Shares an output pointer between the workers; every chunk writes its own tiles only.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -122,60 +134,89 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The address `i` values past the start (a method, so that closures capture the whole
+    /// `Send` wrapper rather than its raw-pointer field).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
 /// `U_ξ = (G g Gᵀ)_ξ` packed for the gemm: `[ξ][panel][cin][MR]`, zero rows past `cout`.
-fn transform_weights(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+/// With `flipped`, `w` is the forward kernel `[cin, cout, 3, 3]` of the convolution whose input
+/// gradient this is, and `g[co][ci]` is its `w[ci][co]` rotated by 180°.
+fn transform_weights(w: &[f32], cout: usize, cin: usize, flipped: bool) -> Vec<f32> {
     let panels = cout.div_ceil(MR);
     let mut u = vec![0f32; 16 * panels * cin * MR];
-    for co in 0..cout {
-        for ci in 0..cin {
-            let g = &w[(co * cin + ci) * 9..][..9];
-            // h = G g (4×3), then U = h Gᵀ (4×4).
-            let mut h = [[0f32; 3]; 4];
-            for b in 0..3 {
-                let (g0, g1, g2) = (g[b], g[3 + b], g[6 + b]);
-                h[0][b] = g0;
-                h[1][b] = 0.5 * (g0 + g1 + g2);
-                h[2][b] = 0.5 * (g0 - g1 + g2);
-                h[3][b] = g2;
-            }
-            for (i, hi) in h.iter().enumerate() {
-                let row = [
-                    hi[0],
-                    0.5 * (hi[0] + hi[1] + hi[2]),
-                    0.5 * (hi[0] - hi[1] + hi[2]),
-                    hi[2],
-                ];
-                for (j, &v) in row.iter().enumerate() {
-                    let xi = i * 4 + j;
-                    u[((xi * panels + co / MR) * cin + ci) * MR + co % MR] = v;
+    let up = OutPtr(u.as_mut_ptr());
+    (0..panels).into_par_iter().for_each(|panel| {
+        for co in panel * MR..((panel + 1) * MR).min(cout) {
+            for ci in 0..cin {
+                let g: [f32; 9] = if flipped {
+                    let src = &w[(ci * cout + co) * 9..][..9];
+                    std::array::from_fn(|k| src[8 - k])
+                } else {
+                    w[(co * cin + ci) * 9..][..9].try_into().unwrap()
+                };
+                // h = G g (4×3), then U = h Gᵀ (4×4).
+                let mut h = [[0f32; 3]; 4];
+                for b in 0..3 {
+                    let (g0, g1, g2) = (g[b], g[3 + b], g[6 + b]);
+                    h[0][b] = g0;
+                    h[1][b] = 0.5 * (g0 + g1 + g2);
+                    h[2][b] = 0.5 * (g0 - g1 + g2);
+                    h[3][b] = g2;
+                }
+                for (i, hi) in h.iter().enumerate() {
+                    let row = [
+                        hi[0],
+                        0.5 * (hi[0] + hi[1] + hi[2]),
+                        0.5 * (hi[0] - hi[1] + hi[2]),
+                        hi[2],
+                    ];
+                    for (j, &v) in row.iter().enumerate() {
+                        let at = (((i * 4 + j) * panels + panel) * cin + ci) * MR + co % MR;
+                        // SAFETY: in bounds; each panel is written by one task only.
+                        unsafe { *up.at(at) = v };
+                    }
                 }
             }
         }
-    }
+    });
     u
 }
 
 const MAX_CHUNK: usize = if CHUNK > CHUNK_W { CHUNK } else { CHUNK_W };
+/// Tiles gathered together when they are neighbours inside the image.
+const RUN: usize = 8;
 /// Input channels transformed together before their values are interleaved into the weight
 /// gradient's right operand (one short contiguous store per tile instead of one per channel).
 const CHANNEL_GROUP: usize = 8;
 
 type Rows16 = [[f32; MAX_CHUNK]; 16];
+/// Gathered patches: rows with `RUN` values of slack, so a run is always copied whole.
+type Patches = [[f32; MAX_CHUNK + RUN]; 16];
 
 /// Per-worker buffers of the transforms, allocated once per worker rather than per call (they
 /// are too large to zero on the stack for every channel).
 struct Scratch {
-    patches: Box<Rows16>,
+    patches: Box<Patches>,
     out: Vec<Rows16>,
     grad: Box<[[f32; MAX_CHUNK]; 4]>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+    tiles: Vec<Tile>,
 }
 
 impl Scratch {
     fn new() -> Scratch {
         Scratch {
-            patches: Box::new([[0.0; MAX_CHUNK]; 16]),
+            patches: Box::new([[0.0; MAX_CHUNK + RUN]; 16]),
             out: vec![[[0.0; MAX_CHUNK]; 16]; CHANNEL_GROUP],
             grad: Box::new([[0.0; MAX_CHUNK]; 4]),
+            v: Vec::new(),
+            m: Vec::new(),
+            tiles: Vec::with_capacity(MAX_CHUNK),
         }
     }
 }
@@ -188,34 +229,44 @@ fn input_tiles(
     (cin, ci): (usize, usize),
     t: &Tiles,
     tiles: &[Tile],
-    d: &mut Rows16,
+    d: &mut Patches,
     o: &mut Rows16,
 ) {
     let (h, w) = (t.h, t.w);
     let n = tiles.len();
-    for (p, tile) in tiles.iter().enumerate() {
-        let plane = &x[(tile.img * cin + ci) * h * w..][..h * w];
-        if tile.inside {
-            let base = (tile.oy - 1) * w + tile.ox - 1;
-            for r in 0..4 {
-                let row = &plane[base + r * w..][..4];
-                for c in 0..4 {
-                    d[r * 4 + c][p] = row[c];
-                }
+    let mut p = 0;
+    while p < n {
+        let first = tiles[p];
+        let len = run_len(tiles, p);
+        let plane = &x[(first.img * cin + ci) * h * w..][..h * w];
+        // A run's patches are four rows of 2·len + 2 contiguous input values; split into even
+        // and odd columns, the four patch columns of tile t are even[t], odd[t], even[t + 1]
+        // and odd[t + 1], so each becomes one vector copy.
+        let whole = len == RUN && first.inside && tiles[p + RUN - 1].inside;
+        for r in 0..4 {
+            let mut src = [0f32; 2 * RUN + 2];
+            let iy = (first.oy + r).wrapping_sub(1);
+            if whole {
+                src.copy_from_slice(&plane[iy * w + first.ox - 1..][..2 * RUN + 2]);
+            } else if iy < h {
+                // Columns first.ox − 1 .. first.ox + 2·len + 1, clipped to the image.
+                let lo = first.ox.saturating_sub(1);
+                let hi = (first.ox + 2 * len + 1).min(w);
+                let at = lo + 1 - first.ox;
+                src[at..at + hi - lo].copy_from_slice(&plane[iy * w + lo..iy * w + hi]);
             }
-        } else {
-            for r in 0..4 {
-                let iy = (tile.oy + r).wrapping_sub(1);
-                for c in 0..4 {
-                    let ix = (tile.ox + c).wrapping_sub(1);
-                    d[r * 4 + c][p] = if iy < h && ix < w {
-                        plane[iy * w + ix]
-                    } else {
-                        0.0
-                    };
-                }
+            let mut even = [0f32; RUN + 1];
+            let mut odd = [0f32; RUN + 1];
+            for t in 0..=RUN {
+                even[t] = src[2 * t];
+                odd[t] = src[2 * t + 1];
             }
+            d[r * 4][p..p + RUN].copy_from_slice(&even[..RUN]);
+            d[r * 4 + 1][p..p + RUN].copy_from_slice(&odd[..RUN]);
+            d[r * 4 + 2][p..p + RUN].copy_from_slice(&even[1..]);
+            d[r * 4 + 3][p..p + RUN].copy_from_slice(&odd[1..]);
         }
+        p += len;
     }
     for p in 0..n {
         let mut tt = [[0f32; 4]; 4];
@@ -322,7 +373,7 @@ unsafe fn output_chunk(
 ) {
     let (h, w) = (t.h, t.w);
     let n = tiles.len();
-    let mut o = [[0f32; MAX_CHUNK]; 4];
+    let mut o = [[0f32; MAX_CHUNK + RUN]; 4];
     for co in 0..cout {
         let ms: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * rows + co) * ld..][..n]);
         for p in 0..n {
@@ -338,66 +389,89 @@ unsafe fn output_chunk(
                 o[2 * r + 1][p] = sr[1] - sr[2] - sr[3];
             }
         }
-        for (p, tile) in tiles.iter().enumerate() {
-            let at = ((tile.img * cout + co) * h + tile.oy) * w + tile.ox;
-            // SAFETY: the pixels are inside the output (checked against h and w) and belong to
-            // this chunk's tiles.
-            unsafe {
-                let q = y.0.add(at);
-                *q = o[0][p];
-                let col2 = tile.ox + 1 < w;
-                if col2 {
-                    *q.add(1) = o[1][p];
+        // Each run of tiles along a row writes two output rows of 2·len values (interleaving
+        // the even and odd columns), cropped where the last tile hangs over the image.
+        let mut p = 0;
+        while p < n {
+            let first = tiles[p];
+            let len = run_len(tiles, p);
+            let cols = (2 * len).min(w - first.ox);
+            for r in 0..2 {
+                if first.oy + r >= h {
+                    break;
                 }
-                if tile.oy + 1 < h {
-                    *q.add(w) = o[2][p];
-                    if col2 {
-                        *q.add(w + 1) = o[3][p];
-                    }
+                let mut row = [0f32; 2 * RUN];
+                for t in 0..RUN {
+                    row[2 * t] = o[2 * r][p + t];
+                    row[2 * t + 1] = o[2 * r + 1][p + t];
                 }
+                let at = ((first.img * cout + co) * h + first.oy + r) * w + first.ox;
+                // SAFETY: `cols` pixels from `at` lie in this output row, and they belong to
+                // this chunk's tiles.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), y.at(at), cols) };
             }
+            p += len;
         }
     }
 }
 
-/// Weight-gradient operands of one chunk, laid out for the gemm micro-kernel: the output
-/// gradient's transform as its packed left operand `dp[ξ][panel][p][MR]`, the input's as rows
-/// `vt[ξ][p][0..ldc]` of its right operand.
+/// The output gradient's transform for channels `cos` of one chunk, as the packed left operand
+/// of the weight gradient's products: `dp[ξ][panel][p][MR]`.
+///
+/// # Safety
+/// `dp` holds `16 · panels · n · MR` values and no other thread writes these channels' panels.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn weight_operands_chunk(
-    x: &[f32],
+unsafe fn grad_operand(
     dy: &[f32],
-    (cin, cout, panels, ldc): (usize, usize, usize, usize),
+    (cout, panels): (usize, usize),
+    cos: std::ops::Range<usize>,
     t: &Tiles,
     tiles: &[Tile],
     sc: &mut Scratch,
-    dp: &mut [f32],
-    vt: &mut [f32],
+    dp: OutPtr,
 ) {
     let n = tiles.len();
-    for co in 0..cout {
+    for co in cos {
         let o = &mut sc.out[0];
         grad_tiles(dy, (cout, co), t, tiles, &mut sc.grad, o);
         let (panel, m) = (co / MR, co % MR);
         for (xi, oxi) in o.iter().enumerate() {
             let base = (xi * panels + panel) * n * MR + m;
             for (p, &val) in oxi[..n].iter().enumerate() {
-                dp[base + p * MR] = val;
+                // SAFETY: in bounds and owned by this call (the function's contract).
+                unsafe { *dp.at(base + p * MR) = val };
             }
         }
     }
-    for c0 in (0..cin).step_by(CHANNEL_GROUP) {
-        let cg = CHANNEL_GROUP.min(cin - c0);
-        for (g, o) in sc.out[..cg].iter_mut().enumerate() {
-            input_tiles(x, (cin, c0 + g), t, tiles, &mut sc.patches, o);
-        }
-        for xi in 0..16 {
-            for p in 0..n {
-                let dst = &mut vt[(xi * CHUNK_W + p) * ldc + c0..][..cg];
-                for (g, d) in dst.iter_mut().enumerate() {
-                    *d = sc.out[g][xi][p];
-                }
+}
+
+/// The input's transform for channels `c0..c0+cg` (`cg ≤ CHANNEL_GROUP`) of one chunk, as rows
+/// `vt[ξ][p][0..ldc]` of the weight gradient's right operand.
+///
+/// # Safety
+/// `vt` holds `16 · CHUNK_W · ldc` values and no other thread writes these channels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_operand(
+    x: &[f32],
+    (cin, ldc): (usize, usize),
+    (c0, cg): (usize, usize),
+    t: &Tiles,
+    tiles: &[Tile],
+    sc: &mut Scratch,
+    vt: OutPtr,
+) {
+    let n = tiles.len();
+    for (g, o) in sc.out[..cg].iter_mut().enumerate() {
+        input_tiles(x, (cin, c0 + g), t, tiles, &mut sc.patches, o);
+    }
+    for xi in 0..16 {
+        for p in 0..n {
+            let row = (xi * CHUNK_W + p) * ldc + c0;
+            for g in 0..cg {
+                // SAFETY: in bounds and owned by this call (the function's contract).
+                unsafe { *vt.at(row + g) = sc.out[g][xi][p] };
             }
         }
     }
@@ -463,66 +537,104 @@ mod isa_dispatch {
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn weight_inner(
-        x: &[f32],
+    unsafe fn grad_inner(
         dy: &[f32],
-        dims: (usize, usize, usize, usize),
+        dims: (usize, usize),
+        cos: std::ops::Range<usize>,
         t: &Tiles,
         tiles: &[Tile],
         sc: &mut Scratch,
-        dp: &mut [f32],
-        vt: &mut [f32],
+        dp: OutPtr,
     ) {
-        weight_operands_chunk(x, dy, dims, t, tiles, sc, dp, vt);
+        // SAFETY: forwarded contract.
+        unsafe { grad_operand(dy, dims, cos, t, tiles, sc, dp) };
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn input_op_inner(
+        x: &[f32],
+        dims: (usize, usize),
+        group: (usize, usize),
+        t: &Tiles,
+        tiles: &[Tile],
+        sc: &mut Scratch,
+        vt: OutPtr,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { input_operand(x, dims, group, t, tiles, sc, vt) };
     }
 
     dispatch!(input, input_inner, (x: &[f32], cin: usize, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: &mut [f32], ld: usize));
     dispatch!(output, output_inner, (m: &[f32], ld: usize, rows: usize, cout: usize, t: &Tiles, tiles: &[Tile], y: OutPtr));
-    dispatch!(weight_operands, weight_inner, (x: &[f32], dy: &[f32], dims: (usize, usize, usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: &mut [f32], vt: &mut [f32]));
+    dispatch!(grad_op, grad_inner, (dy: &[f32], dims: (usize, usize), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
+    dispatch!(input_op, input_op_inner, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
 }
 
 /// `y = conv(x, w)` for a shape where [`shape_fits`] holds; `y` is `[batch, cout, h, w]`.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
     assert!(shape_fits(s), "not a Winograd shape: {s:?}");
-    assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
     assert_eq!(w.len(), s.cout * s.cin * 9);
+    convolve(s, x, &transform_weights(w, s.cout, s.cin, false), y);
+}
+
+/// `dx` (`[batch, cin, h, w]`) of `y = conv(x, w)` given `dy`, for a shape where
+/// [`shape_fits`]: the same transform applied to `dy` with the flipped, transposed kernel.
+pub fn backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    assert!(shape_fits(s), "not a Winograd shape: {s:?}");
+    assert_eq!(w.len(), s.cout * s.cin * 9);
+    let t = ConvShape {
+        cin: s.cout,
+        cout: s.cin,
+        ..*s
+    };
+    let mut dx = vec![0f32; s.batch * s.cin * s.h * s.w];
+    convolve(&t, dy, &transform_weights(w, s.cin, s.cout, true), &mut dx);
+    dx
+}
+
+fn convolve(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
     assert_eq!(y.len(), s.batch * s.cout * s.h * s.w);
     let isa = simd::isa();
     let nr = isa.nr();
     let (cin, cout) = (s.cin, s.cout);
     let rows = cout.div_ceil(MR) * MR;
-    let u = transform_weights(w, cout, cin);
     let t = Tiles::new(s);
     let offs: Vec<usize> = (0..cin).map(|c| c * CHUNK).collect();
     let out = OutPtr(y.as_mut_ptr());
-    (0..t.total.div_ceil(CHUNK)).into_par_iter().for_each_init(
-        || {
-            (
-                vec![0f32; 16 * cin * CHUNK + nr],
-                vec![0f32; 16 * rows * CHUNK],
-                Vec::with_capacity(CHUNK),
-                Scratch::new(),
-            )
-        },
-        |(v, m, tiles, sc), chunk| {
-            let p0 = chunk * CHUNK;
-            t.chunk(p0, CHUNK.min(t.total - p0), tiles);
-            // SAFETY: slices are sized above; the ISA is this CPU's.
-            unsafe { isa_dispatch::input(isa, x, cin, &t, tiles, sc, v, CHUNK) };
-            let blocks = tiles.len().div_ceil(nr);
-            for xi in 0..16 {
-                let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
-                let b = &v[xi * cin * CHUNK..];
-                let c = &mut m[xi * rows * CHUNK..(xi + 1) * rows * CHUNK];
-                gemm_panels(isa, a, cin, b, &offs, c, CHUNK, blocks, false);
-            }
-            // SAFETY: this chunk's tiles are written by this closure only.
-            unsafe { isa_dispatch::output(isa, m, CHUNK, rows, cout, &t, tiles, out) };
-        },
-    );
+    (0..t.total.div_ceil(CHUNK))
+        .into_par_iter()
+        .for_each(|chunk| {
+            with_scratch(|sc| {
+                let p0 = chunk * CHUNK;
+                t.chunk(p0, CHUNK.min(t.total - p0), &mut sc.tiles);
+                let mut v = grown(&mut sc.v, 16 * cin * CHUNK + nr);
+                let mut m = grown(&mut sc.m, 16 * rows * CHUNK);
+                let tiles = std::mem::take(&mut sc.tiles);
+                // SAFETY: slices are sized above; the ISA is this CPU's.
+                unsafe { isa_dispatch::input(isa, x, cin, &t, &tiles, sc, &mut v[..], CHUNK) };
+                let blocks = tiles.len().div_ceil(nr);
+                for xi in 0..16 {
+                    let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
+                    let b = &v[xi * cin * CHUNK..];
+                    let c = &mut m[xi * rows * CHUNK..(xi + 1) * rows * CHUNK];
+                    gemm_panels(isa, a, cin, b, &offs, c, CHUNK, blocks, false);
+                }
+                // SAFETY: this chunk's tiles are written by this closure only.
+                unsafe { isa_dispatch::output(isa, &m, CHUNK, rows, cout, &t, &tiles, out) };
+                sc.v = v;
+                sc.m = m;
+                sc.tiles = tiles;
+            })
+        });
 }
 
 /// `dw` (`[cout, cin, 3, 3]`) of `y = conv(x, w)` given `dy`, for a shape where [`shape_fits`].
+///
+/// Chunks of tiles are taken in order, and within a chunk the work is split by channel (the
+/// transforms) and by ξ (the products), so every sum runs in the same order whatever the thread
+/// count: the result is bit-identical from run to run (`--resume` relies on it).
 pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(shape_fits(s), "not a Winograd shape: {s:?}");
     assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
@@ -532,72 +644,92 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (cin, cout) = (s.cin, s.cout);
     let panels = cout.div_ceil(MR);
     let rows = panels * MR;
-    // Columns of M (input channels) padded to whole micro-tiles; the padding stays zero.
+    // Columns of M (input channels) padded to whole micro-tiles; what lands there is dropped.
     let ldc = cin.div_ceil(nr) * nr;
     let t = Tiles::new(s);
-    let chunks = t.total.div_ceil(CHUNK_W);
-    let per = chunks.div_ceil(WEIGHT_GRAD_GROUPS);
     let offs: Vec<usize> = (0..CHUNK_W).map(|p| p * ldc).collect();
-    let mlen = 16 * rows * ldc;
-    let partials: Vec<Vec<f32>> = (0..chunks.div_ceil(per))
-        .into_par_iter()
-        .map(|grp| {
-            let mut msum = vec![0f32; mlen];
-            let mut dp = vec![0f32; 16 * rows * CHUNK_W];
-            let mut vt = vec![0f32; 16 * CHUNK_W * ldc];
-            let mut tiles = Vec::with_capacity(CHUNK_W);
-            let mut sc = Scratch::new();
-            for chunk in grp * per..((grp + 1) * per).min(chunks) {
-                let p0 = chunk * CHUNK_W;
-                t.chunk(p0, CHUNK_W.min(t.total - p0), &mut tiles);
-                let n = tiles.len();
-                // SAFETY: slices are sized above; the ISA is this CPU's.
+    let mut msum = vec![0f32; 16 * rows * ldc];
+    let mut dp = vec![0f32; 16 * rows * CHUNK_W];
+    let mut vt = vec![0f32; 16 * CHUNK_W * ldc];
+    let mut tiles = Vec::with_capacity(CHUNK_W);
+    for p0 in (0..t.total).step_by(CHUNK_W) {
+        t.chunk(p0, CHUNK_W.min(t.total - p0), &mut tiles);
+        let n = tiles.len();
+        let (dpp, vtp) = (OutPtr(dp.as_mut_ptr()), OutPtr(vt.as_mut_ptr()));
+        let tasks = panels + cin.div_ceil(CHANNEL_GROUP);
+        (0..tasks).into_par_iter().for_each(|task| {
+            with_scratch(|sc| {
+                // SAFETY: each task writes its own panel of `dp` or its own channels of `vt`,
+                // both sized above; the ISA is this CPU's.
                 unsafe {
-                    isa_dispatch::weight_operands(
-                        isa,
-                        x,
-                        dy,
-                        (cin, cout, panels, ldc),
-                        &t,
-                        &tiles,
-                        &mut sc,
-                        &mut dp,
-                        &mut vt,
-                    )
-                };
-                for xi in 0..16 {
-                    let a = &dp[xi * panels * n * MR..(xi + 1) * panels * n * MR];
-                    let b = &vt[xi * CHUNK_W * ldc..];
-                    let c = &mut msum[xi * rows * ldc..(xi + 1) * rows * ldc];
-                    gemm_panels(isa, a, n, b, &offs[..n], c, ldc, ldc / nr, true);
+                    if task < panels {
+                        let cos = task * MR..((task + 1) * MR).min(cout);
+                        isa_dispatch::grad_op(isa, dy, (cout, panels), cos, &t, &tiles, sc, dpp);
+                    } else {
+                        let c0 = (task - panels) * CHANNEL_GROUP;
+                        let cg = CHANNEL_GROUP.min(cin - c0);
+                        isa_dispatch::input_op(isa, x, (cin, ldc), (c0, cg), &t, &tiles, sc, vtp);
+                    }
                 }
-            }
-            msum
-        })
-        .collect();
-    let mut msum = vec![0f32; mlen];
-    for p in &partials {
-        msum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            })
+        });
+        msum.par_chunks_mut(rows * ldc)
+            .enumerate()
+            .for_each(|(xi, c)| {
+                let a = &dp[xi * panels * n * MR..(xi + 1) * panels * n * MR];
+                let b = &vt[xi * CHUNK_W * ldc..];
+                gemm_panels(isa, a, n, b, &offs[..n], c, ldc, ldc / nr, true);
+            });
     }
     // dg = Gᵀ M G per channel pair.
     let mut dw = vec![0f32; cout * cin * 9];
-    for co in 0..cout {
-        for ci in 0..cin {
-            let mm = |xi: usize| msum[(xi * rows + co) * ldc + ci];
-            // q = Gᵀ M (3×4), then dg = q G (3×3).
-            let col = |j: usize| {
-                let (m0, m1, m2, m3) = (mm(j), mm(4 + j), mm(8 + j), mm(12 + j));
-                [m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3]
-            };
-            let cols = [col(0), col(1), col(2), col(3)];
-            let q: [[f32; 4]; 3] = std::array::from_fn(|a| cols.map(|c| c[a]));
-            let g = &mut dw[(co * cin + ci) * 9..][..9];
-            for (a, qa) in q.iter().enumerate() {
-                g[a * 3] = qa[0] + 0.5 * (qa[1] + qa[2]);
-                g[a * 3 + 1] = 0.5 * (qa[1] - qa[2]);
-                g[a * 3 + 2] = 0.5 * (qa[1] + qa[2]) + qa[3];
+    dw.par_chunks_mut(cin * 9)
+        .enumerate()
+        .for_each(|(co, dwc)| {
+            for ci in 0..cin {
+                let mm = |xi: usize| msum[(xi * rows + co) * ldc + ci];
+                // q = Gᵀ M (3×4), then dg = q G (3×3).
+                let col = |j: usize| {
+                    let (m0, m1, m2, m3) = (mm(j), mm(4 + j), mm(8 + j), mm(12 + j));
+                    [m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3]
+                };
+                let cols = [col(0), col(1), col(2), col(3)];
+                let q: [[f32; 4]; 3] = std::array::from_fn(|a| cols.map(|c| c[a]));
+                let g = &mut dwc[ci * 9..][..9];
+                for (a, qa) in q.iter().enumerate() {
+                    g[a * 3] = qa[0] + 0.5 * (qa[1] + qa[2]);
+                    g[a * 3 + 1] = 0.5 * (qa[1] - qa[2]);
+                    g[a * 3 + 2] = 0.5 * (qa[1] + qa[2]) + qa[3];
+                }
             }
-        }
-    }
+        });
     dw
+}
+
+/// `buf` taken out of its scratch slot, grown to at least `len` values. What it held before is
+/// left in place: every reader reads only what this call writes, or columns whose results are
+/// dropped.
+fn grown(buf: &mut Vec<f32>, len: usize) -> Vec<f32> {
+    let mut b = std::mem::take(buf);
+    if b.len() < len {
+        b.resize(len, 0.0);
+    }
+    b
+}
+
+thread_local! {
+    /// Each worker's transform buffers, kept between calls: allocating and zeroing megabytes
+    /// for every convolution cost more than some of the small layers' arithmetic.
+    static SCRATCH: std::cell::RefCell<Option<Box<Scratch>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's scratch (taken out of the slot, so a nested call on the same
+/// thread gets fresh buffers instead of a double borrow).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut sc = SCRATCH
+        .with_borrow_mut(Option::take)
+        .unwrap_or_else(|| Box::new(Scratch::new()));
+    let r = f(&mut sc);
+    SCRATCH.with_borrow_mut(|slot| *slot = Some(sc));
+    r
 }
