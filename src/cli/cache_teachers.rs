@@ -60,7 +60,10 @@ pub fn run(a: CacheTeachersArgs) -> Result<()> {
         None => None,
     };
     let teachers: Vec<TeacherSpec> = if a.teacher.is_empty() {
-        config.as_ref().map(|c| c.teachers.clone()).unwrap_or_default()
+        config
+            .as_ref()
+            .map(|c| c.teachers.clone())
+            .unwrap_or_default()
     } else {
         a.teacher.iter().map(TeacherSpec::checkpoint).collect()
     };

@@ -190,7 +190,14 @@ pub fn teacher_targets_with_maps(
     config: &MealConfig,
     fold: bool,
 ) -> (Vec<TeacherTarget>, Vec<Option<Tensor<2>>>) {
-    targets_from(TeacherSource::Live(teachers), chosen, x, stages, config, fold)
+    targets_from(
+        TeacherSource::Live(teachers),
+        chosen,
+        x,
+        stages,
+        config,
+        fold,
+    )
 }
 
 fn targets_from(

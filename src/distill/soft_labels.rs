@@ -188,7 +188,10 @@ fn encode_row(row: &[f32], k: usize, out: &mut Vec<u8>) -> std::result::Result<(
     order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
     let rest = if k < row.len() {
         let others = &order[k..];
-        let max = others.iter().map(|&c| row[c] as f64).fold(f64::MIN, f64::max);
+        let max = others
+            .iter()
+            .map(|&c| row[c] as f64)
+            .fold(f64::MIN, f64::max);
         let sum: f64 = others.iter().map(|&c| (row[c] as f64 - max).exp()).sum();
         (max + sum.ln() - (others.len() as f64).ln()) as f32
     } else {
@@ -476,9 +479,8 @@ const REBUILD: &str = "rebuild it with `meal cache-teachers`";
 impl SoftLabelStore {
     /// Reads `path` and checks its magic, version, size and CRC-32.
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            Error::file(path, format!("cannot read the soft-label store ({e})"))
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::file(path, format!("cannot read the soft-label store ({e})")))?;
         Self::parse(path, bytes)
     }
 
@@ -491,9 +493,10 @@ impl SoftLabelStore {
             )));
         }
         if &bytes[..8] != MAGIC {
-            return Err(bad(format!(
+            return Err(bad(
                 "not a meal soft-label store (wrong magic bytes); make one with `meal cache-teachers`"
-            )));
+                    .to_string(),
+            ));
         }
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
         let version = u32_at(8);
@@ -660,8 +663,7 @@ impl SoftLabelStore {
                 "this soft-label store was made on another training set ({detail}); it was made \
                  on \"{}\", this run trains on \"{}\". Use the same data.path and \
                  data.train_subset, or rebuild the store with `meal cache-teachers`",
-                there.description,
-                here.description
+                there.description, here.description
             ),
         ))
     }
@@ -686,8 +688,8 @@ impl SoftLabelStore {
         }
         for (i, (spec, st)) in specs.iter().zip(stored).enumerate() {
             let file = teacher_file(spec);
-            let same = file_identity(&file)
-                .is_ok_and(|(b, c)| b == st.file_bytes && c == st.file_crc32);
+            let same =
+                file_identity(&file).is_ok_and(|(b, c)| b == st.file_bytes && c == st.file_crc32);
             if !same {
                 return Err(Error::file(
                     &self.path,
@@ -769,7 +771,12 @@ mod tests {
         assert_eq!((back[2], back[3]), (3.0, 2.0));
         let (p, q) = (softmax(&row), softmax(&back));
         for c in [2, 3] {
-            assert!((p[c] - q[c]).abs() < 1e-6, "class {c}: {} vs {}", p[c], q[c]);
+            assert!(
+                (p[c] - q[c]).abs() < 1e-6,
+                "class {c}: {} vs {}",
+                p[c],
+                q[c]
+            );
         }
         let rest: f64 = [0, 1, 4, 5].iter().map(|&c| p[c]).sum();
         for c in [0, 1, 4, 5] {
