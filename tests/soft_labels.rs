@@ -368,3 +368,52 @@ fn other_data_or_teachers_are_refused() {
     let e = message(distill_fresh(table));
     assert_mentions(&e, &["teachers[0]", "files differ"]);
 }
+
+/// The command line: `meal cache-teachers` writes a store, `meal distill --soft-labels` takes
+/// the store's teachers in place of the recipe's and refuses V1's train-mode teachers.
+#[test]
+fn command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cli.bin");
+    let meal = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_meal"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let [a, b] = teachers().clone().map(|p| p.display().to_string());
+    let data = mini().display().to_string();
+    let o = meal(&[
+        "-q",
+        "cache-teachers",
+        "--teacher",
+        &a,
+        &b,
+        "--data",
+        &data,
+        "--train-subset",
+        "256",
+        "--views",
+        "1",
+        "--top-k",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let store = SoftLabelStore::open(&out).unwrap();
+    assert_eq!((store.header.views, store.header.top_k), (1, 4));
+
+    let o = meal(&[
+        "distill",
+        "--recipe",
+        "quickstart",
+        "--soft-labels",
+        out.to_str().unwrap(),
+        "--data",
+        &data,
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_mentions(&err, &["teacher_bn", "eval"]);
+}
