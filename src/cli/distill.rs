@@ -44,6 +44,11 @@ pub struct DistillArgs {
     /// Teacher checkpoints or run folders (replaces the config's [[teachers]]).
     #[arg(long, num_args = 1..)]
     pub teacher: Vec<PathBuf>,
+    /// Train from this `meal cache-teachers` store instead of running teachers (needs
+    /// meal.teacher_bn=eval and the logits stage only); without --teacher, the store's
+    /// teachers replace the config's.
+    #[arg(long, value_name = "FILE")]
+    pub soft_labels: Option<PathBuf>,
     /// Dataset folder (replaces data.path).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -86,7 +91,15 @@ pub(crate) fn resolve(a: &DistillArgs) -> Result<(DistillConfig, toml::Table)> {
             })
             .collect();
         table.insert("teachers".into(), toml::Value::Array(list));
+    } else if a.soft_labels.is_some() {
+        // A recipe's placeholder teachers would be checked against the store; it names its own.
+        table.remove("teachers");
     }
+    super::flag(
+        &mut table,
+        "soft_labels",
+        a.soft_labels.as_ref().map(|p| p.display().to_string()),
+    );
     super::flag(
         &mut table,
         "data.path",

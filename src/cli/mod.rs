@@ -2,6 +2,7 @@
 //! library calls.
 
 mod bench;
+mod cache_teachers;
 mod config_cmd;
 mod distill;
 mod download;
@@ -54,6 +55,9 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Distil teachers into a student with MEAL (V1, V2, and the min-max variants).
     Distill(distill::DistillArgs),
+    /// Precompute eval-mode teachers' logits on K augmented views of every training image
+    /// (a soft-label store for `meal distill --soft-labels`).
+    CacheTeachers(cache_teachers::CacheTeachersArgs),
     /// List the shipped recipes.
     Recipes,
     /// Download an official dataset release (checksum verified).
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Models(a) => models::run(a),
         Command::Distill(a) => distill::run(a),
+        Command::CacheTeachers(a) => cache_teachers::run(a),
         Command::Recipes => recipes::run(),
         Command::Download(a) => download::run(a),
         Command::Report(a) => report::run(a),

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{DataError, Dataset};
+use super::{CropFlip, DataError, Dataset};
 
 /// How a [`Loader`] batches a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,16 +112,32 @@ pub fn epoch_order(len: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<us
     order
 }
 
+/// The crop and flip of dataset sample `index` in `epoch`, when they are given rather than
+/// drawn (a soft-label store's recorded views).
+pub type ViewTable = Arc<dyn Fn(usize, usize) -> CropFlip + Send + Sync>;
+
 /// Batches a dataset; see the module documentation.
 pub struct Loader {
     dataset: Arc<dyn Dataset>,
     config: LoaderConfig,
+    views: Option<ViewTable>,
 }
 
 impl Loader {
     pub fn new(dataset: Arc<dyn Dataset>, mut config: LoaderConfig) -> Self {
         config.batch_size = config.batch_size.max(1);
-        Loader { dataset, config }
+        Loader {
+            dataset,
+            config,
+            views: None,
+        }
+    }
+
+    /// Augments every training sample with the crop and flip `views(epoch, index)` instead of
+    /// drawing them (see [`Dataset::get_view`]); the shuffling is unchanged.
+    pub fn with_views(mut self, views: ViewTable) -> Self {
+        self.views = Some(views);
+        self
     }
 
     pub fn num_batches(&self) -> usize {
@@ -156,6 +172,7 @@ impl Loader {
             augment: self.config.augment,
             seed: self.config.seed,
             epoch,
+            views: self.views.clone(),
             cancel: AtomicBool::new(false),
         });
         let total = self.num_batches();
@@ -185,6 +202,7 @@ struct Job {
     augment: bool,
     seed: u64,
     epoch: usize,
+    views: Option<ViewTable>,
     cancel: AtomicBool,
 }
 
@@ -201,8 +219,13 @@ impl Job {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(DataError::Worker("cancelled".into()));
             }
-            let mut rng = sample_rng(self.seed, self.epoch, i);
-            let (x, label) = self.dataset.get(i, self.augment, &mut rng)?;
+            let (x, label) = match &self.views {
+                Some(views) if self.augment => self.dataset.get_view(i, views(self.epoch, i))?,
+                _ => {
+                    let mut rng = sample_rng(self.seed, self.epoch, i);
+                    self.dataset.get(i, self.augment, &mut rng)?
+                }
+            };
             if x.len() != per {
                 return Err(DataError::Worker(format!(
                     "sample {i} has {} values, expected {per} for shape {:?}",

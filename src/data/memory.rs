@@ -2,7 +2,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::transform::{augment_small, normalize_chw};
+use super::transform::{CropFlip, augment_small, normalize_chw};
 use super::{DataError, Dataset, Normalization};
 
 /// Small images held in memory as CHW uint8, `shape[0]·shape[1]·shape[2]` bytes per image.
@@ -137,6 +137,23 @@ impl Dataset for MemoryDataset {
         } else {
             normalize_chw(img, self.shape, self.normalization)
         };
+        Ok((x, self.labels[index] as usize))
+    }
+
+    fn get_view(&self, index: usize, view: CropFlip) -> Result<(Vec<f32>, usize), DataError> {
+        if index >= self.len() {
+            return Err(DataError::Index {
+                index,
+                len: self.len(),
+            });
+        }
+        if !view.is_valid() {
+            return Err(DataError::Config(format!(
+                "crop offsets ({}, {}) of image {index} lie outside the padded image",
+                view.top, view.left
+            )));
+        }
+        let x = view.apply(self.raw_image(index), self.shape, self.normalization);
         Ok((x, self.labels[index] as usize))
     }
 }

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use error::DataError;
 pub use folder::FolderDataset;
-pub use loader::{Batch, Epoch, Loader, LoaderConfig, epoch_order, sample_rng};
+pub use loader::{Batch, Epoch, Loader, LoaderConfig, ViewTable, epoch_order, sample_rng};
 pub use memory::MemoryDataset;
-pub use transform::{EvalResize, load_image_for_eval, load_image_for_eval_with};
+pub use transform::{CropFlip, EvalResize, load_image_for_eval, load_image_for_eval_with};
 
 /// Per-channel mean and standard deviation of `Normalize`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -75,6 +75,17 @@ pub trait Dataset: Send + Sync {
         augment: bool,
         rng: &mut ChaCha8Rng,
     ) -> Result<(Vec<f32>, usize), DataError>;
+    /// The training transform with its crop and flip given instead of drawn (a view of a
+    /// soft-label store). Only datasets whose augmentation is the small-image padded crop +
+    /// flip have one; the others refuse.
+    fn get_view(&self, index: usize, view: CropFlip) -> Result<(Vec<f32>, usize), DataError> {
+        let _ = (index, view);
+        Err(DataError::Config(format!(
+            "{}: recorded crop/flip views (soft-label stores) exist only for 32×32 datasets \
+             (CIFAR, SVHN), whose augmentation is a padded crop + flip; distil from live teachers",
+            self.describe()
+        )))
+    }
 }
 
 /// On-disk dataset layouts.

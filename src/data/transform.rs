@@ -72,6 +72,54 @@ pub fn crop_flip_chw(
     out
 }
 
+/// The random part of the small-image training transform: where the padded crop starts and
+/// whether the image is flipped. A soft-label store records one per image and view, so that
+/// the training loader can rebuild exactly the image the teachers saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CropFlip {
+    /// Row offset into the padded image, `0..=2·CROP_PADDING`.
+    pub top: u8,
+    /// Column offset into the padded image, `0..=2·CROP_PADDING`.
+    pub left: u8,
+    pub flip: bool,
+}
+
+impl CropFlip {
+    /// Draws a crop and flip exactly as [`augment_small`] does (same draws, same order), so
+    /// `draw` on a sample's RNG gives the view the training loader would have made of it.
+    pub fn draw(rng: &mut ChaCha8Rng) -> Self {
+        // usize ranges, as augment_small always drew them: another integer type would
+        // consume the RNG differently and change every augmentation.
+        let top: usize = rng.random_range(0..=2 * CROP_PADDING);
+        let left: usize = rng.random_range(0..=2 * CROP_PADDING);
+        let flip = rng.random::<f64>() < 0.5;
+        CropFlip {
+            top: top as u8,
+            left: left as u8,
+            flip,
+        }
+    }
+
+    /// Whether both offsets lie inside the padded image.
+    pub fn is_valid(self) -> bool {
+        (self.top as usize) <= 2 * CROP_PADDING && (self.left as usize) <= 2 * CROP_PADDING
+    }
+
+    /// The small-image training transform with this crop and flip: padded crop, flip,
+    /// ToTensor, Normalize.
+    pub fn apply(self, src: &[u8], shape: [usize; 3], norm: Normalization) -> Vec<f32> {
+        let img = crop_flip_chw(
+            src,
+            shape,
+            CROP_PADDING,
+            self.top as usize,
+            self.left as usize,
+            self.flip,
+        );
+        normalize_chw(&img, shape, norm)
+    }
+}
+
 /// The full training transform of a small (CIFAR/SVHN) image: random padded crop, random
 /// horizontal flip, ToTensor, Normalize.
 pub fn augment_small(
@@ -80,11 +128,7 @@ pub fn augment_small(
     norm: Normalization,
     rng: &mut ChaCha8Rng,
 ) -> Vec<f32> {
-    let top = rng.random_range(0..=2 * CROP_PADDING);
-    let left = rng.random_range(0..=2 * CROP_PADDING);
-    let flip = rng.random::<f64>() < 0.5;
-    let img = crop_flip_chw(src, shape, CROP_PADDING, top, left, flip);
-    normalize_chw(&img, shape, norm)
+    CropFlip::draw(rng).apply(src, shape, norm)
 }
 
 /// An RGB image as CHW uint8.

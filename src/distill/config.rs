@@ -32,7 +32,13 @@ pub struct DistillConfig {
     /// [`STUDENT_INIT_NONE`] says "from random weights" on purpose, where a recipe asks for one.
     #[serde(default)]
     pub student_init: Option<PathBuf>,
+    /// May be empty with `soft_labels` (the store's teachers are used).
+    #[serde(default)]
     pub teachers: Vec<TeacherSpec>,
+    /// A `meal cache-teachers` store: the teachers' logits are read from it and no teacher is
+    /// loaded (eval-mode teachers and the logits stage only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_labels: Option<PathBuf>,
     pub data: DataConfig,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
@@ -356,7 +362,8 @@ impl DistillConfig {
     pub fn validate(&self) -> Result<()> {
         crate::models::arch_info(&self.student)
             .map_err(|e| Error::Config(format!("student: {e}")))?;
-        if self.teachers.is_empty() {
+        super::soft_labels::check_config(self)?;
+        if self.teachers.is_empty() && self.soft_labels.is_none() {
             return Err(Error::Config(
                 "teachers: at least one teacher checkpoint is required ([[teachers]] checkpoint = \"...\")".into(),
             ));

@@ -8,6 +8,7 @@ pub mod grl;
 pub mod objective;
 pub mod pool;
 pub mod similarity;
+pub mod soft_labels;
 pub mod stages;
 pub mod trainer;
 

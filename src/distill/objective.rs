@@ -118,6 +118,31 @@ impl Teacher {
     }
 }
 
+/// Where the teachers' outputs for a batch come from.
+#[derive(Clone, Copy)]
+pub enum TeacherSource<'a> {
+    /// The frozen teachers run on the batch.
+    Live(&'a [Teacher]),
+    /// Each teacher's logits for exactly the images of the batch, `(N, classes)`, read from a
+    /// soft-label store; only the logits stage can be served this way. `None` for a teacher
+    /// that no chosen weight needs.
+    Logits(&'a [Option<Tensor<2>>]),
+}
+
+impl TeacherSource<'_> {
+    fn output(&self, k: usize, x: &Tensor<4>) -> crate::models::ModelOutput {
+        match self {
+            TeacherSource::Live(teachers) => teachers[k].forward(x),
+            TeacherSource::Logits(logits) => crate::models::ModelOutput {
+                stages: Vec::new(),
+                logits: logits[k]
+                    .clone()
+                    .expect("the logits of every chosen teacher are given"),
+            },
+        }
+    }
+}
+
 /// Which teachers speak for this batch, with weights summing to one.
 pub fn teacher_weights(
     combine: Combine,
@@ -165,6 +190,24 @@ pub fn teacher_targets_with_maps(
     config: &MealConfig,
     fold: bool,
 ) -> (Vec<TeacherTarget>, Vec<Option<Tensor<2>>>) {
+    targets_from(
+        TeacherSource::Live(teachers),
+        chosen,
+        x,
+        stages,
+        config,
+        fold,
+    )
+}
+
+fn targets_from(
+    source: TeacherSource,
+    chosen: &[(usize, f64)],
+    x: &Tensor<4>,
+    stages: &[Stage],
+    config: &MealConfig,
+    fold: bool,
+) -> (Vec<TeacherTarget>, Vec<Option<Tensor<2>>>) {
     let mut raws: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
     let mut probs: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
     let mut maps: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
@@ -176,7 +219,7 @@ pub fn teacher_targets_with_maps(
         Some(acc) => acc + t,
     };
     for &(k, w) in chosen {
-        let out = teachers[k].forward(x);
+        let out = source.output(k, x);
         for (j, stage) in stages.iter().enumerate() {
             let m = extract_matched(&out, stage.teacher_pos[k], stage, config.pool, foldable[j]);
             let raw = m.vector.detach();
@@ -358,7 +401,7 @@ fn value(t: &Option<Tensor<1>>) -> f64 {
 /// One MEAL update on a batch. Returns the new state, the stats and the student logits.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
-    mut state: MealState,
+    state: MealState,
     teachers: &[Teacher],
     chosen: &[(usize, f64)],
     stages: &[Stage],
@@ -368,9 +411,34 @@ pub fn step(
     lr: f64,
     d_lr: f64,
 ) -> (MealState, StepStats, Tensor<2>) {
+    step_from(
+        state,
+        TeacherSource::Live(teachers),
+        chosen,
+        stages,
+        config,
+        x,
+        labels,
+        lr,
+        d_lr,
+    )
+}
+
+/// [`step`] with the teachers' outputs from `source` (live teachers or a soft-label store).
+#[allow(clippy::too_many_arguments)]
+pub fn step_from(
+    mut state: MealState,
+    source: TeacherSource,
+    chosen: &[(usize, f64)],
+    stages: &[Stage],
+    config: &MealConfig,
+    x: Tensor<4>,
+    labels: Tensor<1, Int>,
+    lr: f64,
+    d_lr: f64,
+) -> (MealState, StepStats, Tensor<2>) {
     let fold = config.fold_discriminators && config.adversarial != AdversarialMode::None;
-    let (targets, teacher_maps) =
-        teacher_targets_with_maps(teachers, chosen, &x, stages, config, fold);
+    let (targets, teacher_maps) = targets_from(source, chosen, &x, stages, config, fold);
     let out = state.student.forward(x);
     let matched: Vec<_> = stages
         .iter()

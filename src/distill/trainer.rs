@@ -10,8 +10,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::config::{DistillConfig, TeacherBn};
-use super::objective::{self, Discriminators, MealState, Teacher};
+use super::config::{DistillConfig, TeacherBn, TeacherSpec};
+use super::objective::{self, Discriminators, MealState, Teacher, TeacherSource};
+use super::soft_labels::SoftLabelStore;
 use super::stages::{self, Participant, Stage};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -79,10 +80,19 @@ pub fn load_teachers(
     config: &DistillConfig,
     train_set: &dyn Dataset,
 ) -> Result<(Vec<Teacher>, Vec<ModelMeta>)> {
+    load_teacher_specs(&config.teachers, config.meal.teacher_bn, train_set)
+}
+
+/// [`load_teachers`] of a list of teachers, in BatchNorm mode `bn`.
+pub fn load_teacher_specs(
+    specs: &[TeacherSpec],
+    bn: TeacherBn,
+    train_set: &dyn Dataset,
+) -> Result<(Vec<Teacher>, Vec<ModelMeta>)> {
     let device = crate::backend::autodiff_device();
     let mut teachers = Vec::new();
     let mut metas = Vec::new();
-    for (i, spec) in config.teachers.iter().enumerate() {
+    for (i, spec) in specs.iter().enumerate() {
         let (net, meta, path) = match (&spec.checkpoint, &spec.pytorch, &spec.arch) {
             (None, Some(file), Some(arch)) => {
                 let own = spec
@@ -117,7 +127,7 @@ pub fn load_teachers(
                 ),
             ));
         }
-        let net = match config.meal.teacher_bn {
+        let net = match bn {
             // Frozen weights, BatchNorm still on batch statistics (MEAL V1's default).
             TeacherBn::Train => net.no_grad(),
             TeacherBn::Eval => net.freeze(),
@@ -131,7 +141,7 @@ pub fn load_teachers(
                 train_set.normalization(),
                 meta.normalization,
             )
-            .without_autodiff(config.meal.teacher_bn),
+            .without_autodiff(bn),
         );
         metas.push(meta);
     }
@@ -155,10 +165,6 @@ pub fn resolve_stages(
     teachers: &[Teacher],
     num_classes: usize,
 ) -> Result<Vec<Stage>> {
-    let student = Participant {
-        name: &config.student,
-        stages: arch_info(&config.student)?.stages,
-    };
     let ts: Vec<Participant> = teachers
         .iter()
         .map(|t| Participant {
@@ -166,7 +172,58 @@ pub fn resolve_stages(
             stages: t.stages,
         })
         .collect();
-    stages::resolve(&config.meal.stages, &student, &ts, num_classes)
+    resolve_stages_with(config, &ts, num_classes)
+}
+
+fn resolve_stages_with(
+    config: &DistillConfig,
+    teachers: &[Participant],
+    num_classes: usize,
+) -> Result<Vec<Stage>> {
+    let student = Participant {
+        name: &config.student,
+        stages: arch_info(&config.student)?.stages,
+    };
+    stages::resolve(&config.meal.stages, &student, teachers, num_classes)
+}
+
+/// Opens `config.soft_labels` and checks it against the run: same training data and class
+/// count, and the config's teachers (if it lists any) are the store's.
+pub fn open_soft_labels(
+    config: &DistillConfig,
+    train_set: &dyn Dataset,
+) -> Result<Option<SoftLabelStore>> {
+    let Some(path) = &config.soft_labels else {
+        return Ok(None);
+    };
+    let store = SoftLabelStore::open(path)?;
+    store.check_dataset(train_set)?;
+    store.check_teachers(&config.teachers)?;
+    Ok(Some(store))
+}
+
+/// Each teacher's logits for `indices` from the store, on `device`; only the chosen teachers'.
+fn stored_logits(
+    store: &SoftLabelStore,
+    chosen: &[(usize, f64)],
+    indices: &[usize],
+    view: usize,
+    device: &burn::tensor::Device,
+) -> Vec<Option<burn::tensor::Tensor<2>>> {
+    let classes = store.header.classes;
+    (0..store.header.teachers.len())
+        .map(|t| {
+            chosen.iter().any(|&(k, _)| k == t).then(|| {
+                burn::tensor::Tensor::from_data(
+                    burn::tensor::TensorData::new(
+                        store.logits(indices, view, t),
+                        [indices.len(), classes],
+                    ),
+                    device,
+                )
+            })
+        })
+        .collect()
 }
 
 pub fn distill_in(
@@ -181,11 +238,36 @@ pub fn distill_in(
     let device = crate::backend::autodiff_device();
     let plain = crate::backend::device();
     let num_classes = train_set.num_classes();
-    let (teachers, teacher_metas) = load_teachers(config, train_set.as_ref())?;
-    let stages = resolve_stages(config, &teachers, num_classes)?;
+    let store = open_soft_labels(config, train_set.as_ref())?.map(Arc::new);
+    // From a store no teacher is loaded: it holds their logits, which is all the logits stage
+    // (the only one a store allows) needs.
+    let (teachers, teacher_metas) = match &store {
+        Some(_) => (Vec::new(), Vec::new()),
+        None => load_teachers(config, train_set.as_ref())?,
+    };
+    let stages = match &store {
+        Some(s) => {
+            let names = s.teacher_names();
+            let ts: Vec<Participant> = names
+                .iter()
+                .map(|name| Participant { name, stages: 0 })
+                .collect();
+            resolve_stages_with(config, &ts, num_classes)?
+        }
+        None => resolve_stages(config, &teachers, num_classes)?,
+    };
     progress::say(format!(
-        "meal distill: {} teacher(s) -> {} on {} -> {}",
-        teachers.len(),
+        "meal distill: {} -> {} on {} -> {}",
+        match &store {
+            Some(s) => format!(
+                "{} teacher(s) from soft-label store {} ({} views, top-{})",
+                s.header.teachers.len(),
+                s.path.display(),
+                s.header.views,
+                s.header.top_k
+            ),
+            None => format!("{} teacher(s)", teachers.len()),
+        },
         config.student,
         train_set.describe(),
         run.path.display()
@@ -198,12 +280,30 @@ pub fn distill_in(
         config.seed,
         config.num_workers,
     );
+    // Each image gets the crop and flip its stored logits were computed on.
+    let train_loader = match &store {
+        Some(s) => {
+            let s = s.clone();
+            train_loader.with_views(Arc::new(move |epoch, i| s.view(i, s.view_of_epoch(epoch))))
+        }
+        None => train_loader,
+    };
 
     // Teachers alone and as an ensemble, in eval mode, once: the bar the student is held to.
     let report = if resume && run.path.join(TEACHERS_FILE).exists() {
         let p = run.path.join(TEACHERS_FILE);
         let text = std::fs::read_to_string(&p).map_err(|e| Error::file(&p, e))?;
         serde_json::from_str(&text).map_err(|e| Error::file(&p, e))?
+    } else if let Some(s) = &store {
+        // Measured by `meal cache-teachers` on the same test split.
+        let report = s.header.report.clone();
+        let p = run.path.join(TEACHERS_FILE);
+        std::fs::write(
+            &p,
+            serde_json::to_vec_pretty(&report).expect("serialisable"),
+        )
+        .map_err(|e| Error::file(&p, e))?;
+        report
     } else {
         let evals: Vec<_> = teachers.iter().map(|t| t.net.valid()).collect();
         let refs: Vec<_> = evals.iter().collect();
@@ -304,7 +404,10 @@ pub fn distill_in(
         epoch: 0,
         test_acc: None,
     };
-    let weights: Vec<f64> = config.teachers.iter().map(|t| t.weight).collect();
+    let weights: Vec<f64> = match &store {
+        Some(s) if config.teachers.is_empty() => vec![1.0; s.header.teachers.len()],
+        _ => config.teachers.iter().map(|t| t.weight).collect(),
+    };
     let mut last = Accuracy::default();
     for epoch in run_state.epochs_done..config.epochs {
         let t0 = Instant::now();
@@ -339,9 +442,16 @@ pub fn distill_in(
                 rng.random_range(0..n)
             });
             let (x, y) = batch_tensors(&batch, &device);
-            let (next, stats, logits) = objective::step(
+            let cached = store.as_ref().map(|s| {
+                stored_logits(s, &chosen, &batch.indices, s.view_of_epoch(epoch), &device)
+            });
+            let source = match &cached {
+                Some(logits) => TeacherSource::Logits(logits),
+                None => TeacherSource::Live(&teachers),
+            };
+            let (next, stats, logits) = objective::step_from(
                 state,
-                &teachers,
+                source,
                 &chosen,
                 &stages,
                 &config.meal,
