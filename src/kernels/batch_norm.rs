@@ -42,7 +42,8 @@ impl BnShape {
 /// `Σ (v − shift)^p` of one row for `p` = 1 or 2, in eight independent lanes so that the
 /// compiler vectorises it; the lanes are short enough (a row is one image's plane) that `f32`
 /// partial sums lose nothing that matters next to the `f64` total.
-fn row_sum(row: &[f32], shift: f32, square: bool) -> f64 {
+#[inline(always)]
+unsafe fn row_sum_inner(row: &[f32], shift: f32, square: bool) -> f64 {
     let mut acc = [0f32; 8];
     let chunks = row.chunks_exact(8);
     let tail = chunks.remainder();
@@ -59,6 +60,82 @@ fn row_sum(row: &[f32], shift: f32, square: bool) -> f64 {
     }
     total
 }
+
+isa_versions!(row_sum_isa, row_sum_inner, (row: &[f32], shift: f32, square: bool) -> f64);
+
+fn row_sum(row: &[f32], shift: f32, square: bool) -> f64 {
+    // SAFETY: `simd::isa` is this CPU's.
+    unsafe { row_sum_isa(super::simd::isa(), row, shift, square) }
+}
+
+/// `Σ dy'` and `Σ dy'·(x − m)` of one row, `dy'` being `dy` through the ReLU mask when `y` is
+/// given (eight lanes, as [`row_sum`]).
+#[inline(always)]
+unsafe fn grad_sums_inner(dy: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64) {
+    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+    let len = x.len();
+    let full = len / 8 * 8;
+    let g = |i: usize| match y {
+        Some(y) if y[i] <= 0.0 => 0.0,
+        _ => dy[i],
+    };
+    for i in (0..full).step_by(8) {
+        for l in 0..8 {
+            let gi = g(i + l);
+            a[l] += gi;
+            b[l] += gi * (x[i + l] - m);
+        }
+    }
+    let (mut sd, mut sdx) = (0f64, 0f64);
+    for i in full..len {
+        let gi = g(i) as f64;
+        sd += gi;
+        sdx += gi * (x[i] - m) as f64;
+    }
+    sd += a.iter().map(|&v| v as f64).sum::<f64>();
+    sdx += b.iter().map(|&v| v as f64).sum::<f64>();
+    (sd, sdx)
+}
+
+isa_versions!(grad_sums, grad_sums_inner, (dy: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64));
+
+/// `out = a·dy' + b·x + c` over one row.
+#[inline(always)]
+unsafe fn dx_row_inner(
+    out: &mut [f32],
+    dy: &[f32],
+    y: Option<&[f32]>,
+    x: &[f32],
+    abc: (f32, f32, f32),
+) {
+    let (a, b, c) = abc;
+    match y {
+        Some(y) => {
+            for i in 0..out.len() {
+                let g = if y[i] > 0.0 { dy[i] } else { 0.0 };
+                out[i] = a * g + b * x[i] + c;
+            }
+        }
+        None => {
+            for i in 0..out.len() {
+                out[i] = a * dy[i] + b * x[i] + c;
+            }
+        }
+    }
+}
+
+isa_versions!(dx_row, dx_row_inner, (out: &mut [f32], dy: &[f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)));
+
+/// `out = relu?(x·a + b)` over one row; NaN passes the ReLU.
+#[inline(always)]
+unsafe fn affine_row_inner(out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        let t = v * a + b;
+        *o = if relu && t < 0.0 { 0.0 } else { t };
+    }
+}
+
+isa_versions!(affine_row, affine_row_inner, (out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool));
 
 /// Output, batch mean and biased batch variance.
 pub fn forward(
@@ -128,37 +205,17 @@ pub fn backward(
         assert_eq!(y.len(), shape.len());
     }
     let n = shape.count();
-    let masked = |i: usize| match y {
-        Some(y) if y[i] <= 0.0 => 0.0,
-        _ => dy[i],
-    };
+    let isa = super::simd::isa();
     // Σ dy' and Σ dy'·(x − mean) per channel (dy' is dy through the ReLU mask).
     let sums: Vec<(f64, f64)> = (0..shape.channels)
         .into_par_iter()
         .map(|ch| {
-            let m = mean[ch];
-            let (mut sd, mut sdx) = (0f64, 0f64);
-            for r in shape.rows(ch) {
-                let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
-                let start = r.start;
-                let len = r.len();
-                let full = len / 8 * 8;
-                for i in (0..full).step_by(8) {
-                    for l in 0..8 {
-                        let g = masked(start + i + l);
-                        a[l] += g;
-                        b[l] += g * (x[start + i + l] - m);
-                    }
-                }
-                for i in full..len {
-                    let g = masked(start + i) as f64;
-                    sd += g;
-                    sdx += g * (x[start + i] - m) as f64;
-                }
-                sd += a.iter().map(|&v| v as f64).sum::<f64>();
-                sdx += b.iter().map(|&v| v as f64).sum::<f64>();
-            }
-            (sd, sdx)
+            shape.rows(ch).fold((0f64, 0f64), |(sd, sdx), r| {
+                let yr = y.map(|y| &y[r.clone()]);
+                // SAFETY: `simd::isa` is this CPU's.
+                let (a, b) = unsafe { grad_sums(isa, &dy[r.clone()], yr, &x[r], mean[ch]) };
+                (sd + a, sdx + b)
+            })
         })
         .collect();
     let mut dgamma = vec![0f32; shape.channels];
@@ -180,25 +237,12 @@ pub fn backward(
     if image > 0 {
         dx.par_chunks_mut(image).enumerate().for_each(|(img, dxi)| {
             for ch in 0..shape.channels {
-                let (a, b, c) = coef[ch];
                 let base = img * image + ch * shape.spatial;
                 let out = &mut dxi[ch * shape.spatial..(ch + 1) * shape.spatial];
-                let xs = &x[base..base + shape.spatial];
-                let gs = &dy[base..base + shape.spatial];
-                match y {
-                    Some(y) => {
-                        let ys = &y[base..base + shape.spatial];
-                        for i in 0..shape.spatial {
-                            let g = if ys[i] > 0.0 { gs[i] } else { 0.0 };
-                            out[i] = a * g + b * xs[i] + c;
-                        }
-                    }
-                    None => {
-                        for i in 0..shape.spatial {
-                            out[i] = a * gs[i] + b * xs[i] + c;
-                        }
-                    }
-                }
+                let r = base..base + shape.spatial;
+                let ys = y.map(|y| &y[r.clone()]);
+                // SAFETY: `simd::isa` is this CPU's.
+                unsafe { dx_row(isa, out, &dy[r.clone()], ys, &x[r], coef[ch]) };
             }
         });
     }
@@ -219,17 +263,17 @@ pub fn channel_affine(
     assert_eq!(shift.len(), shape.channels);
     let mut y = vec![0f32; x.len()];
     let image = shape.channels * shape.spatial;
+    let isa = super::simd::isa();
     if image > 0 {
         y.par_chunks_mut(image)
             .zip(x.par_chunks(image))
             .for_each(|(yi, xi)| {
                 for ch in 0..shape.channels {
                     let r = ch * shape.spatial..(ch + 1) * shape.spatial;
-                    let (a, b) = (scale[ch], shift[ch]);
-                    for (o, &v) in yi[r.clone()].iter_mut().zip(&xi[r]) {
-                        let t = v * a + b;
-                        *o = if relu && t < 0.0 { 0.0 } else { t };
-                    }
+                    // SAFETY: `simd::isa` is this CPU's.
+                    unsafe {
+                        affine_row(isa, &mut yi[r.clone()], &xi[r], scale[ch], shift[ch], relu)
+                    };
                 }
             });
     }

@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::conv::{ConvShape, gemm_panels};
-use super::simd::{self, Isa, MR};
+use super::simd::{self, MR};
 
 /// Tiles per chunk of the forward pass: a multiple of every micro-tile width (8, 16, 48).
 const CHUNK: usize = 96;
@@ -481,33 +481,6 @@ unsafe fn input_operand(
 mod isa_dispatch {
     use super::*;
 
-    macro_rules! dispatch {
-        ($name:ident, $inner:ident, ($($arg:ident: $ty:ty),*)) => {
-            /// # Safety
-            /// As the function it wraps.
-            #[allow(clippy::too_many_arguments)]
-            pub(super) unsafe fn $name(isa: Isa, $($arg: $ty),*) {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx2,fma")]
-                    #[allow(clippy::too_many_arguments)]
-                    unsafe fn avx2($($arg: $ty),*) { unsafe { $inner($($arg),*) } }
-                    #[target_feature(enable = "avx512f,avx2,fma")]
-                    #[allow(clippy::too_many_arguments)]
-                    unsafe fn avx512($($arg: $ty),*) { unsafe { $inner($($arg),*) } }
-                    match isa {
-                        // SAFETY: the ISA was detected on this CPU (`simd::isa`).
-                        Isa::Avx512 => return unsafe { avx512($($arg),*) },
-                        Isa::Avx2 => return unsafe { avx2($($arg),*) },
-                        Isa::Portable => {}
-                    }
-                }
-                let _ = isa;
-                unsafe { $inner($($arg),*) }
-            }
-        };
-    }
-
     #[inline(always)]
     unsafe fn input_inner(
         x: &[f32],
@@ -565,10 +538,10 @@ mod isa_dispatch {
         unsafe { input_operand(x, dims, group, t, tiles, sc, vt) };
     }
 
-    dispatch!(input, input_inner, (x: &[f32], cin: usize, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: &mut [f32], ld: usize));
-    dispatch!(output, output_inner, (m: &[f32], ld: usize, rows: usize, cout: usize, t: &Tiles, tiles: &[Tile], y: OutPtr));
-    dispatch!(grad_op, grad_inner, (dy: &[f32], dims: (usize, usize), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
-    dispatch!(input_op, input_op_inner, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
+    isa_versions!(pub(super) input, input_inner, (x: &[f32], cin: usize, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: &mut [f32], ld: usize));
+    isa_versions!(pub(super) output, output_inner, (m: &[f32], ld: usize, rows: usize, cout: usize, t: &Tiles, tiles: &[Tile], y: OutPtr));
+    isa_versions!(pub(super) grad_op, grad_inner, (dy: &[f32], dims: (usize, usize), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
+    isa_versions!(pub(super) input_op, input_op_inner, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
 }
 
 /// `y = conv(x, w)` for a shape where [`shape_fits`] holds; `y` is `[batch, cout, h, w]`.
