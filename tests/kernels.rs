@@ -196,7 +196,7 @@ fn zoo_shapes_match_burn() {
     }
 }
 
-/// The Winograd F(2×2, 3×3) path (3×3, stride 1, padding 1, ≥ 32 channels): odd and even maps,
+/// The Winograd F(2×2, 3×3) path (3×3, stride 1, padding 1, ≥ 48 channels): odd and even maps,
 /// maps smaller than a tile, batches whose tiles straddle chunk boundaries, channel counts that
 /// are not multiples of the micro-tile; values and both gradients against burn's op.
 #[test]
@@ -204,20 +204,21 @@ fn winograd_shapes_match_burn() {
     let device = Device::default().autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut shapes = vec![
-        (1, 32, 1, 1, 32),
-        (3, 32, 2, 3, 33),
-        (2, 37, 5, 7, 40),
+        (1, 48, 1, 1, 48),
+        (3, 48, 2, 3, 49),
+        (2, 53, 5, 7, 56),
         (1, 64, 32, 32, 64),
-        (5, 48, 9, 4, 35),
+        (5, 64, 9, 4, 51),
         (4, 64, 8, 8, 128),
+        (1, 64, 20, 37, 64),
     ];
     for _ in 0..6 {
         shapes.push((
             rng.random_range(1..5),
-            rng.random_range(32..70),
+            rng.random_range(48..80),
             rng.random_range(1..20),
-            rng.random_range(1..20),
-            rng.random_range(32..70),
+            rng.random_range(1..40),
+            rng.random_range(48..80),
         ));
     }
     for (batch, cin, h, w, cout) in shapes {

@@ -87,10 +87,10 @@ unsafe fn grad_sums_inner(dy: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (
         }
     }
     let (mut sd, mut sdx) = (0f64, 0f64);
-    for i in full..len {
+    for (i, &xi) in x.iter().enumerate().skip(full) {
         let gi = g(i) as f64;
         sd += gi;
-        sdx += gi * (x[i] - m) as f64;
+        sdx += gi * (xi - m) as f64;
     }
     sd += a.iter().map(|&v| v as f64).sum::<f64>();
     sdx += b.iter().map(|&v| v as f64).sum::<f64>();

@@ -34,8 +34,9 @@ use super::simd::{self, MR};
 const CHUNK: usize = 96;
 /// Tiles per chunk of the weight gradient (the reduction length of its products).
 const CHUNK_W: usize = 192;
-/// Below this many channels on either side the transforms cost about as much as they save.
-const MIN_CHANNELS: usize = 32;
+/// Below this many channels on either side the transforms cost as much as they save (32-channel
+/// layers measured even, 16-channel ones twice slower: `benches/conv_layers.rs`).
+const MIN_CHANNELS: usize = 48;
 
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
