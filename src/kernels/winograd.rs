@@ -10,15 +10,18 @@
 //!   the gemm micro-kernel of [`super::simd`];
 //! - input gradient: the same transform on the flipped, transposed kernel (a stride-1 padding-1
 //!   convolution of `dy`, see `conv.rs`);
-//! - weight gradient: the exact adjoint of the forward, `dg = Gᵀ[Σ_tiles (A Δ Aᵀ) ⊙ (Bᵀ d B)]G`,
-//!   whose tile sums are dot products on the micro-kernel of the direct path.
+//! - weight gradient: the exact adjoint of the forward, `dg = Gᵀ[Σ_tiles (A Δ Aᵀ) ⊙ (Bᵀ d B)]G`;
+//!   the tile sums are again 16 matrix products (cout × tiles times tiles × cin) on the same
+//!   micro-kernel, accumulated chunk after chunk in a fixed order (bit-exact `--resume`).
 //!
 //! The transform coefficients are 0, ±1 and ±½, so the rounding error stays within a few units
 //! of the direct sum's (checked against burn's op in `tests/kernels.rs`).
 //!
 //! Tiles are numbered across the batch (image, tile row, tile column) and processed in chunks of
 //! [`CHUNK`], so a single image still spreads over every core, and the transformed data of one
-//! chunk stays in cache between the transforms and the products.
+//! chunk stays in cache between the transforms and the products. The transforms gather a run of
+//! up to eight tiles along an image row at a time and are compiled per instruction set
+//! (`isa_versions!`), so their loops vectorise across tiles.
 //!
 //! `MEAL_WINOGRAD=0` turns the path off (the direct kernels of `conv.rs` take over), for
 //! comparison.
