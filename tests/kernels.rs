@@ -249,6 +249,18 @@ fn winograd_shapes_match_burn() {
         {
             assert_close(what, &s, g, e);
         }
+        // The Winograd functions themselves, whatever the dispatch picks for this batch size
+        // (`conv2d` leaves batches of few tiles to the direct path).
+        let vals = |t: &Tensor<4>| t.clone().into_data().try_to_vec::<f32>().unwrap();
+        let (xv, wv, rv) = (vals(&x), vals(&wt), vals(&r));
+        let no_bias = run(&Case { s, bias: false }, false, &x, &wt, &b, &r);
+        let mut y = vec![0f32; batch * cout * h * w];
+        kernels::winograd::forward(&s, &xv, &wv, &mut y);
+        assert_close("winograd output", &s, &y, &no_bias[0]);
+        let dx = kernels::winograd::backward_input(&s, &rv, &wv);
+        assert_close("winograd input grad", &s, &dx, &no_bias[1]);
+        let dw = kernels::winograd::backward_weight(&s, &xv, &rv);
+        assert_close("winograd weight grad", &s, &dw, &no_bias[2]);
     }
 }
 

@@ -48,7 +48,7 @@ fn enabled() -> bool {
 
 /// Whether a convolution takes this path.
 pub fn applies(s: &ConvShape) -> bool {
-    enabled() && shape_fits(s)
+    enabled() && shape_fits(s) && enough_tiles(s)
 }
 
 /// The shapes the transforms are written for (independent of the switch, for tests).
@@ -64,6 +64,14 @@ pub fn shape_fits(s: &ConvShape) -> bool {
         && s.batch > 0
         && s.h > 0
         && s.w > 0
+}
+
+/// Below this many tiles in the whole batch the kernel transform, paid once per call, outweighs
+/// what the tiles save (single-image inference on 8×8 and 4×4 maps).
+const MIN_TILES: usize = 64;
+
+fn enough_tiles(s: &ConvShape) -> bool {
+    s.batch * s.h.div_ceil(2) * s.w.div_ceil(2) >= MIN_TILES
 }
 
 /// Tile grid of the batch: `th × tw` tiles of 2×2 outputs per image (the last row/column may
