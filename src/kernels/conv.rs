@@ -173,12 +173,12 @@ fn direct_offsets(s: &ConvShape) -> Vec<usize> {
     offs
 }
 
-/// Copies image `x` (`cin × h × w`) into `buf` zero-padded to `cin × Hp × Wp`, leaving the
-/// slack after it zero.
+/// Copies image `x` (`cin × h × w`) into the interior of `buf`, laid out `cin × Hp × Wp`.
+/// `buf` must have been zeroed when allocated and used for this shape only: the padding and the
+/// slack after it are never written, so they stay zero without a fill per image.
 fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
     let (hp, wp) = (s.hp(), s.wp());
     let (top, left) = (s.pad[0].0, s.pad[1].0);
-    buf.fill(0.0);
     for c in 0..s.cin {
         for y in 0..s.h {
             let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
