@@ -43,7 +43,7 @@ impl BnShape {
 /// compiler vectorises it; the lanes are short enough (a row is one image's plane) that `f32`
 /// partial sums lose nothing that matters next to the `f64` total.
 #[inline(always)]
-unsafe fn row_sum_inner(row: &[f32], shift: f32, square: bool) -> f64 {
+fn row_sum_inner(row: &[f32], shift: f32, square: bool) -> f64 {
     let mut acc = [0f32; 8];
     let chunks = row.chunks_exact(8);
     let tail = chunks.remainder();
@@ -72,7 +72,7 @@ fn row_sum(row: &[f32], shift: f32, square: bool) -> f64 {
 /// given. Thirty-two lanes (four vectors of eight) so that the additions are not one long
 /// dependency chain; the mask is a select, not a branch.
 #[inline(always)]
-unsafe fn grad_sums_inner(dy: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64) {
+fn grad_sums_inner(dy: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64) {
     const L: usize = 32;
     let (mut a, mut b) = ([0f32; L], [0f32; L]);
     let full = x.len() / L * L;
@@ -117,13 +117,7 @@ isa_versions!(grad_sums, grad_sums_inner, (dy: &[f32], y: Option<&[f32]>, x: &[f
 
 /// `out = a·dy' + b·x + c` over one row.
 #[inline(always)]
-unsafe fn dx_row_inner(
-    out: &mut [f32],
-    dy: &[f32],
-    y: Option<&[f32]>,
-    x: &[f32],
-    abc: (f32, f32, f32),
-) {
+fn dx_row_inner(out: &mut [f32], dy: &[f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)) {
     let (a, b, c) = abc;
     // Zipped slices (no index bounds checks), so the loops vectorise.
     match y {
@@ -145,7 +139,7 @@ isa_versions!(dx_row, dx_row_inner, (out: &mut [f32], dy: &[f32], y: Option<&[f3
 
 /// `out = relu?(x·a + b)` over one row; NaN passes the ReLU.
 #[inline(always)]
-unsafe fn affine_row_inner(out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
+fn affine_row_inner(out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
     for (o, &v) in out.iter_mut().zip(x) {
         let t = v * a + b;
         *o = if relu && t < 0.0 { 0.0 } else { t };

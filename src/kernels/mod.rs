@@ -10,22 +10,23 @@
 //!
 //! `MEAL_KERNELS=burn` switches every call back to burn's implementation, for comparison.
 
-/// Defines `$name(isa, args..)`, which runs the `#[inline(always)]` function `$inner` compiled
+/// Defines `$name(isa, args..)`, which runs the `#[inline(always)]` function `$inner` (safe or
+/// `unsafe`; the caller of `$name` takes on its contract) compiled
 /// for the instruction set `isa` (AVX-512F, AVX2+FMA, or the build's baseline): the loops of the
 /// transforms and of BatchNorm vectorise to the CPU's width without hand-written intrinsics.
 macro_rules! isa_versions {
     ($vis:vis $name:ident, $inner:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         /// # Safety
         /// As the function it wraps.
-        #[allow(clippy::too_many_arguments)]
+        #[allow(clippy::too_many_arguments, unused_unsafe)]
         $vis unsafe fn $name(isa: $crate::kernels::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
+                #[allow(clippy::too_many_arguments, unused_unsafe)]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { unsafe { $inner($($arg),*) } }
                 #[target_feature(enable = "avx512f,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
+                #[allow(clippy::too_many_arguments, unused_unsafe)]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { unsafe { $inner($($arg),*) } }
                 match isa {
                     // SAFETY: the ISA was detected on this CPU (`simd::isa`).

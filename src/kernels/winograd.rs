@@ -493,67 +493,10 @@ unsafe fn input_operand(
 mod isa_dispatch {
     use super::*;
 
-    #[inline(always)]
-    unsafe fn input_inner(
-        x: &[f32],
-        cin: usize,
-        t: &Tiles,
-        tiles: &[Tile],
-        sc: &mut Scratch,
-        v: &mut [f32],
-        ld: usize,
-    ) {
-        input_chunk(x, cin, t, tiles, sc, v, ld);
-    }
-
-    #[inline(always)]
-    unsafe fn output_inner(
-        m: &[f32],
-        ld: usize,
-        rows: usize,
-        cout: usize,
-        t: &Tiles,
-        tiles: &[Tile],
-        y: OutPtr,
-    ) {
-        // SAFETY: forwarded contract.
-        unsafe { output_chunk(m, ld, rows, cout, t, tiles, y) };
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn grad_inner(
-        dy: &[f32],
-        dims: (usize, usize),
-        cos: std::ops::Range<usize>,
-        t: &Tiles,
-        tiles: &[Tile],
-        sc: &mut Scratch,
-        dp: OutPtr,
-    ) {
-        // SAFETY: forwarded contract.
-        unsafe { grad_operand(dy, dims, cos, t, tiles, sc, dp) };
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn input_op_inner(
-        x: &[f32],
-        dims: (usize, usize),
-        group: (usize, usize),
-        t: &Tiles,
-        tiles: &[Tile],
-        sc: &mut Scratch,
-        vt: OutPtr,
-    ) {
-        // SAFETY: forwarded contract.
-        unsafe { input_operand(x, dims, group, t, tiles, sc, vt) };
-    }
-
-    isa_versions!(pub(super) input, input_inner, (x: &[f32], cin: usize, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: &mut [f32], ld: usize));
-    isa_versions!(pub(super) output, output_inner, (m: &[f32], ld: usize, rows: usize, cout: usize, t: &Tiles, tiles: &[Tile], y: OutPtr));
-    isa_versions!(pub(super) grad_op, grad_inner, (dy: &[f32], dims: (usize, usize), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
-    isa_versions!(pub(super) input_op, input_op_inner, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
+    isa_versions!(pub(super) input, input_chunk, (x: &[f32], cin: usize, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: &mut [f32], ld: usize));
+    isa_versions!(pub(super) output, output_chunk, (m: &[f32], ld: usize, rows: usize, cout: usize, t: &Tiles, tiles: &[Tile], y: OutPtr));
+    isa_versions!(pub(super) grad_op, grad_operand, (dy: &[f32], dims: (usize, usize), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
+    isa_versions!(pub(super) input_op, input_operand, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
 }
 
 /// `y = conv(x, w)` for a shape where [`shape_fits`] holds; `y` is `[batch, cout, h, w]`.
