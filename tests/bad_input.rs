@@ -458,6 +458,11 @@ fn distill_missing_and_mismatched_teachers() {
     let absent = dir.path().join("no-such-teacher.ckpt");
     let msg = distill_err(dir.path(), &[&absent], "");
     assert_mentions(&msg, &["teachers[0]", &s(&absent), "does not exist"]);
+    // Refused before the run folder was made: nothing is left behind to clean up.
+    assert!(
+        !dir.path().join("distill-run").exists(),
+        "a run folder was created for a run that was refused"
+    );
     let msg = distill_err(dir.path(), &[&good, &absent], "");
     assert_mentions(&msg, &["teachers[1]", &s(&absent)]);
 
@@ -493,6 +498,14 @@ fn distill_missing_and_mismatched_teachers() {
         &s(&dir.path().join("runs")),
     ]));
     assert_mentions(&msg, &["teachers[0]", &s(&absent), "does not exist"]);
+    assert!(
+        !dir.path().join("runs").exists()
+            || std::fs::read_dir(dir.path().join("runs"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "`meal distill` left a run folder behind for a missing teacher"
+    );
 }
 
 #[test]

@@ -473,6 +473,9 @@ impl crate::train::run::RunConfig for DistillConfig {
     fn device(&self) -> DeviceSpec {
         self.device
     }
+    fn preflight(&self, splits: &crate::data::DataSplits) -> Result<()> {
+        super::trainer::preflight(self, splits.train.as_ref())
+    }
 }
 
 #[cfg(test)]

@@ -75,6 +75,49 @@ pub fn distill(start: DistillStart) -> Result<DistillOutcome> {
     distill_in(&o.config, &o.run, o.resume, o.splits.train, o.splits.test)
 }
 
+/// The checkpoint file of teacher `i` (a run folder means its best.ckpt), which must exist.
+fn teacher_checkpoint(i: usize, spec: &TeacherSpec) -> Result<std::path::PathBuf> {
+    let path = resolve_checkpoint(&spec.checkpoint.clone().unwrap_or_default());
+    if !path.exists() {
+        return Err(Error::Config(format!(
+            "teachers[{i}].checkpoint: {} does not exist; train one with `meal train` (or import it)",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// What [`distill_in`] would refuse about its inputs, checked before a fresh run folder is
+/// created: the soft-label store against the data (and the stages it can serve), or that every
+/// teacher file exists. Loading and checking the teachers' weights is left to the run itself.
+pub fn preflight(config: &DistillConfig, train_set: &dyn Dataset) -> Result<()> {
+    if let Some(store) = open_soft_labels(config, train_set)? {
+        let names = store.teacher_names();
+        let ts: Vec<Participant> = names
+            .iter()
+            .map(|name| Participant { name, stages: 0 })
+            .collect();
+        resolve_stages_with(config, &ts, train_set.num_classes())?;
+        return Ok(());
+    }
+    for (i, spec) in config.teachers.iter().enumerate() {
+        match (&spec.pytorch, &spec.arch) {
+            (Some(file), Some(_)) if spec.checkpoint.is_none() => {
+                if !file.exists() {
+                    return Err(Error::Config(format!(
+                        "teachers[{i}].pytorch: {} does not exist",
+                        file.display()
+                    )));
+                }
+            }
+            _ => {
+                teacher_checkpoint(i, spec)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads the teachers on the training device, frozen, in the configured BatchNorm mode.
 pub fn load_teachers(
     config: &DistillConfig,
@@ -105,14 +148,7 @@ pub fn load_teacher_specs(
                 (net, meta, file.clone())
             }
             _ => {
-                let checkpoint = spec.checkpoint.clone().unwrap_or_default();
-                let path = resolve_checkpoint(&checkpoint);
-                if !path.exists() {
-                    return Err(Error::Config(format!(
-                        "teachers[{i}].checkpoint: {} does not exist; train one with `meal train` (or import it)",
-                        path.display()
-                    )));
-                }
+                let path = teacher_checkpoint(i, spec)?;
                 let (net, meta, _) = model_io::load_model(&path, &device)?;
                 (net, meta, path)
             }

@@ -38,6 +38,12 @@ pub trait RunConfig: DeserializeOwned {
     fn data(&self) -> &DataConfig;
     /// The config's `device` key (`--device` overrides it).
     fn device(&self) -> crate::backend::DeviceSpec;
+    /// Checks of the inputs beyond the config and the data (teachers, stores) that can be made
+    /// before a fresh run folder exists, so that a bad input leaves no folder behind.
+    fn preflight(&self, splits: &data::DataSplits) -> Result<()> {
+        let _ = splits;
+        Ok(())
+    }
 }
 
 /// Puts `--device` into a run's config table, so that `config.toml` records where it ran.
@@ -90,8 +96,9 @@ pub fn open<C: RunConfig>(start: Start<C>) -> Result<Opened<C>> {
             config.validate()?;
             record_device_flag(&mut table);
             crate::backend::select(config.device())?;
-            // Bad data fails before a run folder is created.
+            // Bad data, teachers or stores fail before a run folder is created.
             let splits = data::open(config.data())?;
+            config.preflight(&splits)?;
             let run = match config.run_dir() {
                 Some(dir) => RunDir::create_at(dir, &table, config.seed())?,
                 None => {
