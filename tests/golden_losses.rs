@@ -9,7 +9,8 @@ use golden_common::{
 };
 use meal::distill::adversarial::{bce_with_logits, discriminator_accuracy, discriminator_targets};
 use meal::distill::grl::gradient_reversal;
-use meal::distill::similarity::{SimilarityKind, TeacherTarget, similarity, teacher_probs};
+use meal::distill::similarity::{SimilarityKind, TeacherTarget, similarity};
+use meal::selftest::losses::build_target;
 use serde_json::Value;
 
 fn kind(name: &str) -> SimilarityKind {
@@ -22,23 +23,6 @@ fn kind(name: &str) -> SimilarityKind {
         "l2_soft" => SimilarityKind::L2Soft,
         other => panic!("unknown similarity {other}"),
     }
-}
-
-/// The target as the trainer builds it: one teacher → its softmax; several → the mean of
-/// their softmaxes, with the mean of their logits as `raw`.
-fn build_target(teachers: &[Tensor<2>], temperature: f64) -> TeacherTarget {
-    let k = teachers.len() as f64;
-    let mut raw = teachers[0].clone();
-    let mut probs = teacher_probs(teachers[0].clone(), temperature);
-    for t in &teachers[1..] {
-        raw = raw.add(t.clone());
-        probs = probs.add(teacher_probs(t.clone(), temperature));
-    }
-    if teachers.len() > 1 {
-        raw = raw.div_scalar(k);
-        probs = probs.div_scalar(k);
-    }
-    TeacherTarget { raw, probs }
 }
 
 /// The student (a gradient-recording leaf) and the teacher target of one similarity case; the

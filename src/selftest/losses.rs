@@ -37,8 +37,8 @@ fn num_of(v: &Value, key: &str) -> Result<f64, String> {
 }
 
 /// The target as the trainer builds it: one teacher → its softmax; several → the mean of
-/// their softmaxes, with the mean of their logits as `raw`.
-fn build_target(teachers: &[Tensor<2>], temperature: f64) -> TeacherTarget {
+/// their softmaxes, with the mean of their logits as `raw`. Shared with `tests/golden_losses.rs`.
+pub fn build_target(teachers: &[Tensor<2>], temperature: f64) -> TeacherTarget {
     let k = teachers.len() as f64;
     let mut raw = teachers[0].clone();
     let mut probs = teacher_probs(teachers[0].clone(), temperature);
