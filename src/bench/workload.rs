@@ -116,9 +116,11 @@ pub fn bench_workload(
         .collect();
     let stages = stages::resolve(&config.stages, &student, &ts, CLASSES)?;
     let settings = SgdSettings::default();
+    let student = models::build(w.student, CLASSES, &device)?;
+    let fold = objective::fold_lengths(&student, &teachers, &stages, config, [3, 32, 32], &device);
     let mut state = Some(MealState {
-        student: models::build(w.student, CLASSES, &device)?,
-        discs: Discriminators::new(&stages, config, &device)?,
+        discs: Discriminators::new(&stages, config, &device)?.fold(&fold, &settings),
+        student,
         opt_student: settings.init(),
         opt_discs: settings.init(),
     });

@@ -244,8 +244,10 @@ pub struct MealConfig {
     #[serde(default = "yes")]
     pub d_lr_follows_schedule: bool,
     /// Discriminators of average-pooled stages read the few hundred values a stage vector is
-    /// pooled from, with the pooling folded into their first layer: same results up to float
-    /// rounding, much less work. `false` computes the pooled vectors first (for comparison).
+    /// pooled from and train their first layer in the folded space (`distill::folded`): same
+    /// results up to float rounding, a fraction of the work and memory. `false` pools first
+    /// and trains the full first layer (for comparison). Checkpoints hold the one form they
+    /// were written in: a run resumes with the setting it started with.
     #[serde(default = "yes")]
     pub fold_discriminators: bool,
 }

@@ -9,8 +9,10 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::pool::fold_rows;
+use super::folded::FoldedLinear;
+use super::pool::{PoolKind, pool_map};
 use crate::models::layers::{linear, relu};
+use crate::train::optim::SgdSettings;
 
 /// `Reference` keeps the ReLU after the final layer (sic, spec §1.6); `Fixed` drops it
 /// (spec §5 item 2), so the logits can be negative and the D loss has no floor.
@@ -23,10 +25,12 @@ pub enum DiscriminatorKind {
 }
 
 /// `d → d/k → (d/k)/k → 2` with bias (integer floor division), a ReLU after every layer, the
-/// last one only for [`DiscriminatorKind::Reference`].
+/// last one only for [`DiscriminatorKind::Reference`]. Once [`fold`](Discriminator::fold)ed,
+/// the first layer is `folded` and `layers` holds the other two.
 #[derive(Module, Debug)]
 pub struct Discriminator {
     pub layers: Vec<Linear>,
+    pub folded: Option<FoldedLinear>,
     pub final_relu: bool,
 }
 
@@ -89,6 +93,7 @@ impl DiscriminatorConfig {
             .collect();
         Ok(Discriminator {
             layers,
+            folded: None,
             final_relu: self.kind == DiscriminatorKind::Reference,
         })
     }
@@ -102,96 +107,131 @@ impl DiscriminatorConfig {
     }
 }
 
-/// What a discriminator reads: matched vectors `(N, d)`, or the `(N, L)` channel-mean maps
-/// that average pooling turns into them (the fold: see [`Discriminator::forward_inputs`]).
+/// What a discriminator reads for a group of rows: matched vectors `(N, d)`, or maps of
+/// distinct lengths whose pooled vectors sum to them (one model's channel-mean map, or a teacher
+/// ensemble's weighted maps grouped by length).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built a handful of times per step
 pub enum DInput {
     Vector(Tensor<2>),
-    Map(Tensor<2>),
+    Maps(Vec<Tensor<2>>),
 }
 
 impl DInput {
     pub fn rows(&self) -> usize {
         match self {
-            DInput::Vector(t) | DInput::Map(t) => t.dims()[0],
+            DInput::Vector(t) => t.dims()[0],
+            DInput::Maps(m) => m[0].dims()[0],
         }
     }
 
-    /// The same kind of input with `f` applied to its tensor (detach, gradient reversal: both
+    /// The same kind of input with `f` applied to its tensors (detach, gradient reversal: both
     /// commute with the linear pooling).
-    pub fn map_tensor(self, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Self {
+    pub fn map_tensor(self, f: impl Fn(Tensor<2>) -> Tensor<2>) -> Self {
         match self {
             DInput::Vector(t) => DInput::Vector(f(t)),
-            DInput::Map(t) => DInput::Map(f(t)),
+            DInput::Maps(m) => DInput::Maps(m.into_iter().map(f).collect()),
+        }
+    }
+
+    /// The matched vector, pooling the maps to `dim`.
+    fn into_vector(self, dim: usize) -> Tensor<2> {
+        match self {
+            DInput::Vector(t) => t,
+            DInput::Maps(maps) => maps
+                .into_iter()
+                .map(|m| pool_map(m, dim, PoolKind::Avg))
+                .reduce(|a, b| a + b)
+                .expect("at least one map"),
         }
     }
 }
 
 impl Discriminator {
     /// `(N, d)` → `(N, 2)` logits.
+    ///
+    /// # Panics
+    /// When folded (a folded discriminator reads maps: [`forward_inputs`](Self::forward_inputs)).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        assert!(
+            self.folded.is_none(),
+            "a folded discriminator reads maps, not vectors"
+        );
         let z = self.layers[0].forward(x);
         self.after_first(z)
     }
 
+    /// The input width `d`.
+    pub fn dim(&self) -> usize {
+        match &self.folded {
+            Some(f) => f.dim,
+            None => self.layers[0].weight.dims()[0],
+        }
+    }
+
+    /// Trains the first layer in the folded space from now on ([`FoldedLinear`]): every input
+    /// must then be maps of the given distinct `lengths`. `sgd` is the optimizer that will train
+    /// this discriminator.
+    pub fn fold(mut self, lengths: &[usize], sgd: &SgdSettings) -> Self {
+        if self.folded.is_some() {
+            return self;
+        }
+        let first = self.layers.remove(0);
+        self.folded = Some(FoldedLinear::new(&first, lengths, sgd));
+        self
+    }
+
     /// The logits of the rows of `inputs`, stacked in order: the same as [`forward`] on the
-    /// stacked matched vectors. A [`DInput::Map`] `m` (whose vector is `pool(m)`) goes through
-    /// the first layer as `m·(Pᵀ·W₁) + b₁`, which is `pool(m)·W₁ + b₁` with `L` instead of
-    /// `d` multiply-adds per output, and whose weight gradient `P·(mᵀ·g)` is what `W₁` would
-    /// get from the pooled vectors.
+    /// stacked matched vectors. A folded discriminator reads the maps (and needs them); an
+    /// unfolded one pools any maps to vectors first.
     ///
     /// [`forward`]: Self::forward
     pub fn forward_inputs(&self, inputs: Vec<DInput>) -> Tensor<2> {
-        if inputs.iter().all(|i| matches!(i, DInput::Vector(_))) {
-            let vectors = inputs
-                .into_iter()
-                .map(|i| match i {
-                    DInput::Vector(t) => t,
-                    DInput::Map(_) => unreachable!("all inputs are vectors"),
-                })
-                .collect();
-            return self.forward(Tensor::cat(vectors, 0));
-        }
-        let first = &self.layers[0];
-        let bias = first.bias.as_ref().map(|b| b.val());
-        // One folded weight per map length, shared by the rows that have it.
-        let mut folded: Vec<(usize, Tensor<2>)> = Vec::new();
-        let z = inputs
-            .into_iter()
-            .map(|input| match input {
-                DInput::Vector(t) => first.forward(t),
-                DInput::Map(m) => {
-                    let len = m.dims()[1];
-                    let q = match folded.iter().find(|(l, _)| *l == len) {
-                        Some((_, q)) => q.clone(),
-                        None => {
-                            let q = fold_rows(first.weight.val(), len);
-                            folded.push((len, q.clone()));
-                            q
+        let z = match &self.folded {
+            Some(f) => {
+                let groups: Vec<Vec<Tensor<2>>> = inputs
+                    .into_iter()
+                    .map(|input| match input {
+                        DInput::Maps(m) => m,
+                        DInput::Vector(_) => {
+                            panic!("a folded discriminator reads maps, not vectors")
                         }
-                    };
-                    burn::tensor::module::linear(m, q, bias.clone())
-                }
-            })
-            .collect();
-        self.after_first(Tensor::cat(z, 0))
+                    })
+                    .collect();
+                f.forward(&groups)
+            }
+            None => {
+                let dim = self.dim();
+                let v = inputs.into_iter().map(|i| i.into_vector(dim)).collect();
+                self.layers[0].forward(Tensor::cat(v, 0))
+            }
+        };
+        self.after_first(z)
+    }
+
+    /// Moves the folded layer's scalars after an optimizer step with learning rate `lr`.
+    pub fn after_step(self, lr: f64) -> Self {
+        Self {
+            folded: self.folded.map(|f| f.advance(lr)),
+            ..self
+        }
     }
 
     fn after_first(&self, z: Tensor<2>) -> Tensor<2> {
-        let last = self.layers.len() - 1;
-        let mut x = z;
-        for (i, layer) in self.layers.iter().enumerate() {
-            if i > 0 {
-                x = layer.forward(x);
-            }
-            if i < last || self.final_relu {
+        let skip = usize::from(self.folded.is_none());
+        let hidden = &self.layers[skip..];
+        let mut x = relu(z);
+        for (i, layer) in hidden.iter().enumerate() {
+            x = layer.forward(x);
+            if i + 1 < hidden.len() || self.final_relu {
                 x = relu(x);
             }
         }
         x
     }
 
-    /// The number of trainable scalars (73 for d = 10, 156,877 for d = 500).
+    /// The number of scalars (73 for d = 10, 156,877 for d = 500; folded, the first layer's
+    /// `ΣL × h` trained and fixed ones instead of `d × h`).
     pub fn num_params(&self) -> usize {
         Module::num_params(self)
     }

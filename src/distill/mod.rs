@@ -4,6 +4,7 @@
 pub mod adversarial;
 pub mod config;
 pub mod discriminator;
+pub mod folded;
 pub mod grl;
 pub mod objective;
 pub mod pool;

@@ -15,6 +15,7 @@ use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::models::Net;
 use crate::train::evaluate::Renorm;
+use crate::train::optim::SgdSettings;
 use crate::train::tensors::cross_entropy;
 
 /// One discriminator per matched stage, as one module so that one optimizer holds them.
@@ -44,6 +45,86 @@ impl Discriminators {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { list })
     }
+
+    /// Folds the discriminator of every stage that has map lengths (see [`fold_lengths`]):
+    /// its first layer is trained in the folded space from now on ([`FoldedLinear`]).
+    ///
+    /// [`FoldedLinear`]: super::folded::FoldedLinear
+    pub fn fold(self, lengths: &[Option<Vec<usize>>], sgd: &SgdSettings) -> Self {
+        let list = self
+            .list
+            .into_iter()
+            .zip(lengths)
+            .map(|(d, l)| match l {
+                Some(l) => d.fold(l, sgd),
+                None => d,
+            })
+            .collect();
+        Self { list }
+    }
+
+    /// One optimizer step over all discriminators, then the folded layers' scalars.
+    pub fn step(self, opt: &mut ModuleOptimizer, lr: f64, grads: GradientsParams) -> Self {
+        let list = opt.step(lr, self, grads).list;
+        Self {
+            list: list.into_iter().map(|d| d.after_step(lr)).collect(),
+        }
+    }
+
+    fn folded(&self, stage: usize) -> bool {
+        self.list.get(stage).is_some_and(|d| d.folded.is_some())
+    }
+}
+
+/// For every stage whose discriminator can be trained in the folded space, the distinct
+/// lengths of the channel-mean maps that reach it, student's first: a feature stage with
+/// average pooling that lengthens the map of every participant (`H·W < out_dim`). `None`
+/// elsewhere, and everywhere when `meal.fold_discriminators` is off or there is no
+/// discriminator. The map sizes come from one forward pass of each model on two blank images of
+/// `input` shape (`[C, H, W]`), without gradients or BatchNorm updates of the student.
+pub fn fold_lengths(
+    student: &Net,
+    teachers: &[Teacher],
+    stages: &[Stage],
+    config: &MealConfig,
+    input: [usize; 3],
+    device: &burn::tensor::Device,
+) -> Vec<Option<Vec<usize>>> {
+    let candidate = |s: &Stage| {
+        config.fold_discriminators
+            && config.adversarial != AdversarialMode::None
+            && config.pool == super::pool::PoolKind::Avg
+            && s.out_dim.is_some()
+    };
+    if !stages.iter().any(candidate) || teachers.is_empty() {
+        return vec![None; stages.len()];
+    }
+    let [c, h, w] = input;
+    let x = Tensor::<4>::zeros([2, c, h, w], device);
+    let map_len = |t: &Tensor<4>| {
+        let [_, _, h, w] = t.dims();
+        h * w
+    };
+    let own = if x.device().is_autodiff() {
+        student.valid().forward(x.clone().inner())
+    } else {
+        student.forward(x.clone())
+    };
+    let theirs: Vec<_> = teachers.iter().map(|t| t.forward(&x)).collect();
+    stages
+        .iter()
+        .map(|s| {
+            let d = s.out_dim.filter(|_| candidate(s))?;
+            let mut lengths = vec![map_len(&own.stages[s.student_pos])];
+            for (out, &pos) in theirs.iter().zip(&s.teacher_pos) {
+                let l = map_len(&out.stages[pos]);
+                if !lengths.contains(&l) {
+                    lengths.push(l);
+                }
+            }
+            lengths.iter().all(|&l| l < d).then_some(lengths)
+        })
+        .collect()
 }
 
 /// A frozen teacher. When its normalisation differs from the dataset's, its input is
@@ -179,9 +260,9 @@ pub fn teacher_targets(
     teacher_targets_with_maps(teachers, chosen, x, stages, config, false).0
 }
 
-/// [`teacher_targets`], and with `fold` for every stage the combined channel-mean map
-/// Σ w·map that pools to `raw` (pooling is linear), where every chosen teacher has one of
-/// the same length (see [`extract_matched`]).
+/// [`teacher_targets`], and with `fold` for every stage the combined channel-mean maps
+/// Σ w·map that pool to `raw` (pooling is linear), grouped by length: one map per distinct
+/// length, or `None` where some chosen teacher has none (see [`extract_matched`]).
 pub fn teacher_targets_with_maps(
     teachers: &[Teacher],
     chosen: &[(usize, f64)],
@@ -189,7 +270,7 @@ pub fn teacher_targets_with_maps(
     stages: &[Stage],
     config: &MealConfig,
     fold: bool,
-) -> (Vec<TeacherTarget>, Vec<Option<Tensor<2>>>) {
+) -> (Vec<TeacherTarget>, Vec<Option<Vec<Tensor<2>>>>) {
     targets_from(
         TeacherSource::Live(teachers),
         chosen,
@@ -207,11 +288,11 @@ fn targets_from(
     stages: &[Stage],
     config: &MealConfig,
     fold: bool,
-) -> (Vec<TeacherTarget>, Vec<Option<Tensor<2>>>) {
+) -> (Vec<TeacherTarget>, Vec<Option<Vec<Tensor<2>>>>) {
     let mut raws: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
     let mut probs: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
-    let mut maps: Vec<Option<Tensor<2>>> = vec![None; stages.len()];
-    let mut foldable = vec![fold; stages.len()];
+    let mut maps: Vec<Option<Vec<Tensor<2>>>> =
+        vec![if fold { Some(Vec::new()) } else { None }; stages.len()];
     let single = chosen.len() == 1;
     let weigh = |t: Tensor<2>, w: f64| if single { t } else { t.mul_scalar(w) };
     let sum = |acc: Option<Tensor<2>>, t: Tensor<2>| match acc {
@@ -221,20 +302,23 @@ fn targets_from(
     for &(k, w) in chosen {
         let out = source.output(k, x);
         for (j, stage) in stages.iter().enumerate() {
-            let m = extract_matched(&out, stage.teacher_pos[k], stage, config.pool, foldable[j]);
+            let want_map = maps[j].is_some();
+            let m = extract_matched(&out, stage.teacher_pos[k], stage, config.pool, want_map);
             let raw = m.vector.detach();
             let p = teacher_probs(raw.clone(), config.temperature);
             raws[j] = Some(sum(raws[j].take(), weigh(raw, w)));
             probs[j] = Some(sum(probs[j].take(), weigh(p, w)));
-            match m.map {
-                Some(map) if maps[j].as_ref().is_none_or(|acc| acc.dims() == map.dims()) => {
-                    maps[j] = Some(sum(maps[j].take(), weigh(map.detach(), w)));
+            maps[j] = match (maps[j].take(), m.map) {
+                (Some(mut group), Some(map)) => {
+                    let map = weigh(map.detach(), w);
+                    match group.iter_mut().find(|g| g.dims() == map.dims()) {
+                        Some(g) => *g = g.clone() + map,
+                        None => group.push(map),
+                    }
+                    Some(group)
                 }
-                _ => {
-                    foldable[j] = false;
-                    maps[j] = None;
-                }
-            }
+                _ => None,
+            };
         }
     }
     let targets = raws
@@ -437,23 +521,30 @@ pub fn step_from(
     lr: f64,
     d_lr: f64,
 ) -> (MealState, StepStats, Tensor<2>) {
-    let fold = config.fold_discriminators && config.adversarial != AdversarialMode::None;
+    let fold = (0..stages.len()).any(|j| state.discs.folded(j));
     let (targets, teacher_maps) = targets_from(source, chosen, &x, stages, config, fold);
     let out = state.student.forward(x);
     let matched: Vec<_> = stages
         .iter()
-        .map(|s| extract_matched(&out, s.student_pos, s, config.pool, fold))
+        .enumerate()
+        .map(|(j, s)| extract_matched(&out, s.student_pos, s, config.pool, state.discs.folded(j)))
         .collect();
     let feats: Vec<Tensor<2>> = matched.iter().map(|m| m.vector.clone()).collect();
-    // The discriminators read the maps where both sides have one: the same losses and
-    // gradients as from the pooled vectors, for a fraction of the work (spec: issue 9).
+    // A folded discriminator reads the maps (fold_lengths made sure every participant has one).
     let d_inputs: Vec<(DInput, DInput)> = matched
         .into_iter()
         .zip(&targets)
         .zip(teacher_maps)
-        .map(|((m, t), tm)| match (m.map, tm) {
-            (Some(sm), Some(tm)) => (DInput::Map(sm), DInput::Map(tm)),
-            _ => (DInput::Vector(m.vector), DInput::Vector(t.raw.clone())),
+        .enumerate()
+        .map(|(j, ((m, t), tm))| {
+            if !state.discs.folded(j) {
+                return (DInput::Vector(m.vector), DInput::Vector(t.raw.clone()));
+            }
+            let missing = "a folded discriminator lacks a map";
+            (
+                DInput::Maps(vec![m.map.expect(missing)]),
+                DInput::Maps(tm.expect(missing)),
+            )
         })
         .collect();
     let logits = out.logits.clone().detach();
@@ -485,7 +576,7 @@ pub fn step_from(
                 let gs = GradientsParams::from_module(&mut grads, &state.student);
                 let gd = GradientsParams::from_module(&mut grads, &state.discs);
                 state.student = state.opt_student.step(lr, state.student, gs);
-                state.discs = state.opt_discs.step(d_lr, state.discs, gd);
+                state.discs = state.discs.step(&mut state.opt_discs, d_lr, gd);
             }
         }
         AdversarialMode::Alternating => {
@@ -496,7 +587,7 @@ pub fn step_from(
             stats.d_acc_teacher = a_t;
             if let Some(adv) = adv {
                 let gd = GradientsParams::from_grads(adv.backward(), &state.discs);
-                state.discs = state.opt_discs.step(d_lr, state.discs, gd);
+                state.discs = state.discs.step(&mut state.opt_discs, d_lr, gd);
             }
             let students: Vec<DInput> = d_inputs.into_iter().map(|(s, _)| s).collect();
             let fool = fooling_loss_on(&state.discs, &students, stages);

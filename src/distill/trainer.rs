@@ -390,7 +390,6 @@ pub fn distill_in(
         }
         student = model_io::load_weights(student, c.get(&path, model_io::MODEL)?, &path)?;
     }
-    let discs = Discriminators::new(&stages, &config.meal, &device)?;
     let d_settings = SgdSettings {
         weight_decay: config
             .meal
@@ -398,6 +397,15 @@ pub fn distill_in(
             .unwrap_or(config.optimizer.weight_decay),
         ..config.optimizer
     };
+    let fold = objective::fold_lengths(
+        &student,
+        &teachers,
+        &stages,
+        &config.meal,
+        train_set.output_shape(),
+        &device,
+    );
+    let discs = Discriminators::new(&stages, &config.meal, &device)?.fold(&fold, &d_settings);
     let mut state = MealState {
         student,
         discs,
@@ -414,10 +422,15 @@ pub fn distill_in(
             c.get(&path, DISCS)?.to_vec(),
         ))
         .map_err(|e| Error::checkpoint(&path, format!("discriminators are corrupt: {e}")))?;
-        state.discs = state
-            .discs
-            .try_load_record(record)
-            .map_err(|e| Error::checkpoint(&path, format!("discriminators do not fit: {e}")))?;
+        state.discs = state.discs.try_load_record(record).map_err(|e| {
+            Error::checkpoint(
+                &path,
+                format!(
+                    "discriminators do not fit: {e} (a run written with another \
+                         meal.fold_discriminators, or by an older meal, resumes only with the same)"
+                ),
+            )
+        })?;
         state.opt_student = load_optim_bytes(state.opt_student, c.get(&path, OPTIM)?, &path)?;
         state.opt_discs = load_optim_bytes(state.opt_discs, c.get(&path, OPTIM_D)?, &path)?;
         run_state = c.get_json(&path, STATE)?;
