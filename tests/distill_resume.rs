@@ -163,7 +163,7 @@ combine = "mean-softmax"
 teacher_bn = "eval"
 adversarial = "alternating"
 d_lr = 0.01
-stages = [{ index = 2, out_dim = 32 }, { index = -1 }]
+stages = [{ index = 2, out_dim = 100 }, { index = -1 }]
 "#;
     teachers();
     let _g = training();
@@ -184,6 +184,17 @@ stages = [{ index = 2, out_dim = 32 }, { index = -1 }]
         discs.len(),
         2,
         "expected a discriminator per stage: {discs:?}"
+    );
+    // The feature stage's discriminator is folded: its scalars α, β must resume exactly too.
+    assert!(
+        after_one.keys().any(|k| k.starts_with("discriminators/")
+            && k.contains("folded")
+            && k.contains("scale")),
+        "expected a folded discriminator: {:?}",
+        after_one
+            .keys()
+            .filter(|k| k.starts_with("discriminators/"))
+            .collect::<Vec<_>>()
     );
 
     let out = distill_resume(&resumed, &["epochs=2"]).unwrap();
