@@ -1,7 +1,8 @@
-//! `meal quickstart`: the whole idea in one command on the embedded `data/cifar10-mini`:
-//! train three small teachers, evaluate them and their ensemble, train the student on labels
-//! alone, distil the same student with MEAL, and print one comparison table (parameters,
-//! FLOPs, CPU latency, accuracy, and the student's speed-up over running the ensemble).
+//! `meal quickstart`: the whole idea in one command on the embedded `data/cifar10-mini`: the
+//! teachers shipped in `data/teachers/` (trained on the full CIFAR-10 with `meal train`) are
+//! evaluated alone and as an ensemble, then one small student is trained three ways on the same
+//! budget (labels alone, plain Hinton KD, MEAL) and one comparison table is printed
+//! (parameters, FLOPs, CPU latency, accuracy, and the student's speed-up over the ensemble).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,26 +16,31 @@ use crate::distill::{self, DistillConfig, DistillStart};
 use crate::error::{Error, Result};
 use crate::models::{self, Net};
 use crate::progress;
+use crate::train::model_io;
 use crate::train::run_dir::timestamp;
 use crate::train::schedule::ScheduleConfig;
 use crate::train::supervised::load_run_model;
 use crate::train::{self, TrainConfig};
+
+/// Where `meal quickstart` looks for teachers by default.
+pub const SHIPPED_TEACHERS: &str = "data/teachers";
 
 /// What the quickstart runs; the defaults fit in about five minutes on two CPU cores.
 #[derive(Debug, Clone)]
 pub struct QuickstartConfig {
     pub data: PathBuf,
     pub out_dir: PathBuf,
-    pub teachers: Vec<String>,
+    /// Teacher checkpoints (`.ckpt` files or run folders).
+    pub teachers: Vec<PathBuf>,
     pub student: String,
-    pub teacher_epochs: usize,
     pub student_epochs: usize,
     pub train_subset: Option<usize>,
     pub test_subset: Option<usize>,
     pub seed: u64,
-    /// Learning rate of the teachers and the labels-only baseline (MEAL's comes from the
-    /// `quickstart` recipe).
+    /// Learning rate of the labels-only baseline (KD's and MEAL's come from their recipes).
     pub lr: f64,
+    /// Also train the student by plain Hinton KD (recipe `quickstart-kd`).
+    pub kd: bool,
 }
 
 impl Default for QuickstartConfig {
@@ -42,16 +48,41 @@ impl Default for QuickstartConfig {
         Self {
             data: PathBuf::from("data/cifar10-mini"),
             out_dir: PathBuf::from("runs"),
-            teachers: vec!["resnet20".into(), "vgg8".into(), "resnet14".into()],
+            teachers: Vec::new(),
             student: "resnet8".into(),
-            teacher_epochs: 3,
-            student_epochs: 3,
+            student_epochs: 10,
             train_subset: Some(2500),
             test_subset: None,
             seed: 0,
             lr: 0.05,
+            kd: true,
         }
     }
+}
+
+/// The teacher checkpoints in `dir` (`*.ckpt`, by name), or an error that says how to get some.
+pub fn shipped_teachers(dir: &Path) -> Result<Vec<PathBuf>> {
+    let how = "train your own with `meal train --config recipes/teacher-vgg8.toml --data \
+               PATH/cifar-10-batches-bin` (see data/teachers/README.md) and pass the run \
+               folders with --teachers";
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Error::Config(format!(
+            "no teachers: cannot read {} ({e}); {how}",
+            dir.display()
+        ))
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(Error::Config(format!(
+            "no teachers: {} holds no .ckpt file; {how}",
+            dir.display()
+        )));
+    }
+    Ok(found)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,113 +175,84 @@ fn describe(role: &str, net: &Net, arch: &str, top1: f64, shape: [usize; 3]) -> 
 
 pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     let started = Instant::now();
-    for arch in q.teachers.iter().chain(std::iter::once(&q.student)) {
-        models::arch_info(arch)?;
+    models::arch_info(&q.student)?;
+    // Every teacher is read up front, so a missing or broken file fails before any training.
+    if q.teachers.is_empty() {
+        return Err(Error::Config(
+            "quickstart: no teacher checkpoints given".into(),
+        ));
+    }
+    let device = crate::backend::device();
+    let mut teachers = Vec::new();
+    for path in &q.teachers {
+        let file = crate::train::run_dir::resolve_checkpoint(path);
+        let (net, meta, _) = model_io::load_model(&file, &device)?;
+        teachers.push((file, net, meta));
     }
     let root = q.out_dir.join(format!("quickstart-{}", timestamp()));
     std::fs::create_dir_all(&root).map_err(|e| Error::file(&root, e))?;
     // Open once up front so a bad data path fails before any training.
     let splits = data::open(&data_config(q))?;
     let shape = splits.train.output_shape();
+    let archs: Vec<&str> = teachers.iter().map(|t| t.2.arch.as_str()).collect();
     progress::say(format!(
-        "meal quickstart: {} teachers ({}) -> {} on {}\n  run folder {}",
-        q.teachers.len(),
-        q.teachers.join(", "),
+        "meal quickstart: {} shipped teachers ({}) -> {} on {}\n  run folder {}",
+        teachers.len(),
+        archs.join(", "),
         q.student,
         splits.train.describe(),
         root.display()
     ));
+    let phases = 2 + usize::from(q.kd);
 
-    let mut rows = Vec::new();
-    let mut teacher_dirs = Vec::new();
-    for (i, arch) in q.teachers.iter().enumerate() {
-        progress::say(format!(
-            "[{}/{}] teacher {arch}: {} epochs with cross-entropy",
-            i + 1,
-            q.teachers.len() + 2,
-            q.teacher_epochs
-        ));
-        let dir = root.join(format!("teacher-{arch}"));
-        let cfg = train_config(q, arch, q.teacher_epochs, &dir);
-        let table = to_table(&cfg)?;
-        train::train(train::Start::Fresh {
-            config: Box::new(cfg),
-            table,
-        })
-        .map_err(in_phase(format!("teacher {arch}")))?;
-        teacher_dirs.push(dir);
-    }
-
-    let n = q.teachers.len();
     progress::say(format!(
-        "[{}/{}] baseline {}: {} epochs on labels alone",
-        n + 1,
-        n + 2,
-        q.student,
-        q.student_epochs
+        "[1/{phases}] {}: {} epochs on labels alone",
+        q.student, q.student_epochs
     ));
-    let base_dir = root.join(format!("baseline-{}", q.student));
+    let base_dir = root.join(format!("labels-{}", q.student));
     let cfg = train_config(q, &q.student, q.student_epochs, &base_dir);
     let table = to_table(&cfg)?;
     let base = train::train(train::Start::Fresh {
         config: Box::new(cfg),
         table,
     })
-    .map_err(in_phase(format!("baseline {}", q.student)))?;
+    .map_err(in_phase(format!("labels {}", q.student)))?;
 
-    progress::say(format!(
-        "[{}/{}] MEAL {}: {} epochs from the teachers (recipe `quickstart`)",
-        n + 2,
-        n + 2,
-        q.student,
-        q.student_epochs
-    ));
-    let meal_dir = root.join(format!("meal-{}", q.student));
-    let mut table = crate::recipes::table("quickstart")?;
-    let teachers = teacher_dirs
-        .iter()
-        .map(|d| {
-            let mut t = toml::Table::new();
-            t.insert("checkpoint".into(), d.display().to_string().into());
-            toml::Value::Table(t)
-        })
-        .collect();
-    table.insert("teachers".into(), toml::Value::Array(teachers));
-    table.insert("student".into(), q.student.clone().into());
-    table.insert("epochs".into(), (q.student_epochs as i64).into());
-    table.insert("seed".into(), (q.seed as i64).into());
-    table.insert("run_dir".into(), meal_dir.display().to_string().into());
-    table.insert(
-        "data".into(),
-        toml::Value::Table(to_table(&data_config(q))?),
-    );
-    let dcfg: DistillConfig = crate::config::from_table(table.clone(), "quickstart")?;
-    let meal = distill::distill(DistillStart::Fresh {
-        config: Box::new(dcfg),
-        table,
-    })
-    .map_err(in_phase(format!("MEAL {}", q.student)))?;
-
-    for ((arch, _, acc), dir) in meal.teachers.teachers.iter().zip(&teacher_dirs) {
-        let (net, _) = load_run_model(dir, true)?;
-        rows.push(describe("teacher", &net, arch, acc.top1, shape));
+    let mut students = vec![("student (labels)", base_dir.clone(), base.last.top1)];
+    let mut methods = Vec::new();
+    if q.kd {
+        methods.push(("quickstart-kd", "student (KD)", "KD"));
     }
-    let (net, _) = load_run_model(&base_dir, false)?;
-    rows.push(describe(
-        "student (labels)",
-        &net,
-        &q.student,
-        base.last.top1,
-        shape,
-    ));
-    let (net, _) = load_run_model(&meal_dir, false)?;
-    rows.push(describe(
-        "student (MEAL)",
-        &net,
-        &q.student,
-        meal.last.top1,
-        shape,
-    ));
+    methods.push(("quickstart", "student (MEAL)", "MEAL"));
+    let mut report = None;
+    for (i, (recipe, role, short)) in methods.into_iter().enumerate() {
+        progress::say(format!(
+            "[{}/{phases}] {short} {}: {} epochs from the teachers (recipe `{recipe}`)",
+            i + 2,
+            q.student,
+            q.student_epochs
+        ));
+        let dir = root.join(format!("{}-{}", short.to_lowercase(), q.student));
+        let table = distill_table(q, recipe, &teachers, &dir)?;
+        let dcfg: DistillConfig = crate::config::from_table(table.clone(), recipe)?;
+        let out = distill::distill(DistillStart::Fresh {
+            config: Box::new(dcfg),
+            table,
+        })
+        .map_err(in_phase(format!("{short} {}", q.student)))?;
+        students.push((role, dir, out.last.top1));
+        report = Some(out.teachers);
+    }
+    let report = report.expect("MEAL always runs");
+
+    let mut rows = Vec::new();
+    for ((arch, _, acc), (_, net, _)) in report.teachers.iter().zip(&teachers) {
+        rows.push(describe("teacher", net, arch, acc.top1, shape));
+    }
+    for (role, dir, top1) in &students {
+        let (net, _) = load_run_model(dir, false)?;
+        rows.push(describe(role, &net, &q.student, *top1, shape));
+    }
 
     let ensemble_latency_ms: f64 = rows
         .iter()
@@ -259,7 +261,7 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         .sum();
     let student_latency = rows.last().map(|r| r.latency_ms).unwrap_or(1.0);
     let summary = Summary {
-        ensemble_top1: meal.teachers.ensemble.top1,
+        ensemble_top1: report.ensemble.top1,
         ensemble_latency_ms,
         speedup: ensemble_latency_ms / student_latency.max(1e-9),
         seconds: started.elapsed().as_secs_f64(),
@@ -267,12 +269,10 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         run_dir: root.clone(),
         device: crate::backend::describe_selected(),
     };
-    // The training curves of every phase, side by side.
-    let mut dirs = teacher_dirs.clone();
-    dirs.push(base_dir.clone());
-    dirs.push(meal_dir.clone());
-    let report = crate::report::write_report(&dirs, Some(&root.join("report")))?;
-    progress::say(format!("report: {}", report.html.display()));
+    // The students' training curves side by side.
+    let dirs: Vec<PathBuf> = students.iter().map(|s| s.1.clone()).collect();
+    let html = crate::report::write_report(&dirs, Some(&root.join("report")))?;
+    progress::say(format!("report: {}", html.html.display()));
     let text = render(&summary);
     let md = root.join("summary.md");
     std::fs::write(&md, &text).map_err(|e| Error::file(&md, e))?;
@@ -285,7 +285,36 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     Ok(summary)
 }
 
-/// Names the phase in a divergence error: five runs share one command, and the run's own
+/// The distillation config of `recipe` with the quickstart's teachers, student, budget, seed and
+/// data.
+fn distill_table(
+    q: &QuickstartConfig,
+    recipe: &str,
+    teachers: &[(PathBuf, Net, model_io::ModelMeta)],
+    dir: &Path,
+) -> Result<toml::Table> {
+    let mut table = crate::recipes::table(recipe)?;
+    let list = teachers
+        .iter()
+        .map(|(file, _, _)| {
+            let mut t = toml::Table::new();
+            t.insert("checkpoint".into(), file.display().to_string().into());
+            toml::Value::Table(t)
+        })
+        .collect();
+    table.insert("teachers".into(), toml::Value::Array(list));
+    table.insert("student".into(), q.student.clone().into());
+    table.insert("epochs".into(), (q.student_epochs as i64).into());
+    table.insert("seed".into(), (q.seed as i64).into());
+    table.insert("run_dir".into(), dir.display().to_string().into());
+    table.insert(
+        "data".into(),
+        toml::Value::Table(to_table(&data_config(q))?),
+    );
+    Ok(table)
+}
+
+/// Names the phase in a divergence error: three runs share one command, and the run's own
 /// message only names its epoch and batch.
 fn in_phase(phase: String) -> impl FnOnce(Error) -> Error {
     move |e| match e {
@@ -328,6 +357,13 @@ pub fn render(s: &Summary) -> String {
         s.ensemble_latency_ms,
         s.ensemble_top1
     ));
+    let top1 = |role: &str| s.rows.iter().find(|r| r.role == role).map(|r| r.top1);
+    if let (Some(labels), Some(meal)) = (top1("student (labels)"), top1("student (MEAL)")) {
+        out.push_str(&format!(
+            "\nMEAL against labels alone, same student and budget: {:+.2} points of top-1.",
+            meal - labels
+        ));
+    }
     out.push_str(&format!(
         "\nThe MEAL student runs {:.1}x faster than the ensemble. Total time {:.0} s on {}. Run folder: {}\n",
         s.speedup,
@@ -335,5 +371,10 @@ pub fn render(s: &Summary) -> String {
         s.device,
         s.run_dir.display()
     ));
+    out.push_str(
+        "Train your own teachers with `meal train --config recipes/teacher-vgg8.toml --data \
+         PATH/cifar-10-batches-bin` (recipes/teacher-*.toml) and distil from them with \
+         `meal quickstart --teachers RUN_DIR...` or `meal distill`.\n",
+    );
     out
 }

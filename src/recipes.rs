@@ -44,6 +44,11 @@ pub static RECIPES: &[Recipe] = &[
         text: include_str!("../recipes/quickstart.toml"),
         needs_student_init: false,
     },
+    Recipe {
+        name: "quickstart-kd",
+        text: include_str!("../recipes/quickstart-kd.toml"),
+        needs_student_init: false,
+    },
 ];
 
 /// The first comment line of a recipe: its one-line description.

@@ -708,3 +708,33 @@ fn truncated_or_corrupt_dataset_files() {
         "{leftovers:?}"
     );
 }
+
+#[test]
+fn quickstart_without_teachers_says_how_to_get_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // An empty teachers folder: the error names it and the `meal train` way to fill it.
+    let empty = dir.path().join("teachers");
+    std::fs::create_dir(&empty).unwrap();
+    let e = meal::quickstart::shipped_teachers(&empty)
+        .unwrap_err()
+        .to_string();
+    for want in [s(&empty).as_str(), "no .ckpt", "meal train"] {
+        assert!(e.contains(want), "{want:?} missing from: {e}");
+    }
+    // A missing teacher file: named, before any run folder is made.
+    let missing = dir.path().join("gone.ckpt");
+    let out = dir.path().join("runs");
+    let e = cli(&[
+        "quickstart",
+        "--teachers",
+        &s(&missing),
+        "--out-dir",
+        &s(&out),
+        "--data",
+        &s(&mini()),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains(&s(&missing)), "{e}");
+    assert!(!out.exists(), "a refused quickstart made {}", out.display());
+}

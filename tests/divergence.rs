@@ -188,20 +188,20 @@ fn quickstart_stops_naming_the_phase() {
     let q = meal::quickstart::QuickstartConfig {
         data: mini(),
         out_dir: out_dir.clone(),
-        teachers: vec!["resnet8".into()],
+        teachers: vec![teacher().to_path_buf()],
         student: "resnet8".into(),
-        teacher_epochs: 1,
         student_epochs: 1,
         train_subset: Some(256),
         test_subset: Some(100),
         seed: 0,
         lr: HUGE_LR,
+        kd: true,
     };
     let text = assert_diverged(meal::quickstart::run(&q));
     assert_mentions(
         &text,
         &[
-            "quickstart teacher resnet8: in epoch 1, batch ",
+            "quickstart labels resnet8: in epoch 1, batch ",
             "non-finite",
         ],
     );
@@ -210,7 +210,7 @@ fn quickstart_stops_naming_the_phase() {
         .next()
         .unwrap()
         .unwrap();
-    assert_no_checkpoints(&root.path().join("teacher-resnet8"));
+    assert_no_checkpoints(&root.path().join("labels-resnet8"));
 }
 
 /// Fills the first float tensor a module visits with NaN and remembers its path.

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::Result;
-use crate::quickstart::{QuickstartConfig, render, run as run_quickstart};
+use crate::quickstart::{
+    QuickstartConfig, SHIPPED_TEACHERS, render, run as run_quickstart, shipped_teachers,
+};
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
@@ -12,33 +14,41 @@ pub struct QuickstartArgs {
     pub data: PathBuf,
     #[arg(long, default_value = "runs")]
     pub out_dir: PathBuf,
-    /// Teacher architectures.
-    #[arg(long, num_args = 1.., default_values_t = ["resnet20".to_string(), "vgg8".to_string(), "resnet14".to_string()])]
-    pub teachers: Vec<String>,
+    /// Teacher checkpoints (.ckpt files or run folders); default: every .ckpt in
+    /// data/teachers, the teachers shipped with meal.
+    #[arg(long, num_args = 1..)]
+    pub teachers: Vec<PathBuf>,
     #[arg(long, default_value = "resnet8")]
     pub student: String,
-    #[arg(long, default_value_t = 3)]
-    pub teacher_epochs: usize,
-    #[arg(long, default_value_t = 3)]
+    /// Epochs of each student run (labels, KD, MEAL: the same budget).
+    #[arg(long, default_value_t = QuickstartConfig::default().student_epochs)]
     pub student_epochs: usize,
     /// Class-balanced training subset (0 = all training images).
     #[arg(long, default_value_t = 2500)]
     pub train_subset: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Skip the plain-KD student.
+    #[arg(long)]
+    pub no_kd: bool,
 }
 
 pub fn run(a: QuickstartArgs) -> Result<()> {
+    let teachers = if a.teachers.is_empty() {
+        shipped_teachers(SHIPPED_TEACHERS.as_ref())?
+    } else {
+        a.teachers
+    };
     let q = QuickstartConfig {
         data: a.data,
         out_dir: a.out_dir,
-        teachers: a.teachers,
+        teachers,
         student: a.student,
-        teacher_epochs: a.teacher_epochs,
         student_epochs: a.student_epochs,
         train_subset: (a.train_subset > 0).then_some(a.train_subset),
         test_subset: None,
         seed: a.seed,
+        kd: !a.no_kd,
         ..QuickstartConfig::default()
     };
     let summary = run_quickstart(&q)?;
