@@ -334,8 +334,19 @@ fn col2im(s: &ConvShape, col: &[f32], ld: usize, imgs: usize, c0: usize, dx: &mu
                         let drow = &mut dst[iy * s.w..][..s.w];
                         let srow = &src[(img * ho + oy) * wo..][..wo];
                         let base = ox_lo * sx + offx - s.pad[1].0;
-                        for (j, v) in srow[ox_lo..ox_hi].iter().enumerate() {
-                            drow[base + j * sx] += v;
+                        let srow = &srow[ox_lo..ox_hi];
+                        if sx == 1 {
+                            // Contiguous: zipped slices vectorise (the strided form stays scalar).
+                            let drow = &mut drow[base..base + srow.len()];
+                            drow.iter_mut().zip(srow).for_each(|(d, v)| *d += v);
+                        } else if let Some((last, head)) = srow.split_last() {
+                            // Strided: exact chunks let LLVM vectorise the interleaved access.
+                            let span = &mut drow[base..base + head.len() * sx + 1];
+                            let (body, tail) = span.split_at_mut(head.len() * sx);
+                            body.chunks_exact_mut(sx)
+                                .zip(head)
+                                .for_each(|(d, v)| d[0] += v);
+                            tail[0] += last;
                         }
                     }
                 }
