@@ -195,3 +195,45 @@ fn real_cifar10_counts_labels_and_mean() {
         assert!((mean - want[c]).abs() < 1e-3, "channel {c}: {mean}");
     }
 }
+
+#[test]
+fn train_holdout_leaves_out_exactly_the_embedded_training_images() {
+    // On the mini set itself: holding out everything is an error that names the key.
+    let mut all = DataConfig::new(mini());
+    all.train_holdout = Some(5000);
+    let e = open(&all)
+        .err()
+        .expect("an empty training split")
+        .to_string();
+    assert!(e.contains("data.train_holdout = 5000"), "{e}");
+    // Holdout, then subset: 100 per class held out, then the first 50 per class of the rest.
+    let mut cfg = DataConfig::new(mini());
+    cfg.train_holdout = Some(1000);
+    cfg.train_subset = Some(500);
+    let rest = open(&cfg).unwrap().train;
+    assert_eq!(rest.len(), 500);
+    assert_eq!(class_counts(&*rest), vec![50; 10]);
+
+    let Some(full) = shared() else { return };
+    let mut cfg = DataConfig::new(&full);
+    cfg.train_holdout = Some(5000);
+    let train = open(&cfg).unwrap().train;
+    assert_eq!(train.len(), 45_000);
+    assert_eq!(class_counts(&*train), vec![4_500; 10]);
+    // None of the embedded training images is among the 45,000 (compared pixel for pixel).
+    let mini_train = open(&DataConfig::new(mini())).unwrap().train;
+    let pixels = |ds: &dyn Dataset, i: usize| {
+        let (x, _) = ds.get(i, false, &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
+        x.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+    };
+    let held: std::collections::HashSet<Vec<u32>> = (0..mini_train.len())
+        .map(|i| pixels(&*mini_train, i))
+        .collect();
+    let leaked = (0..train.len())
+        .filter(|&i| held.contains(&pixels(&*train, i)))
+        .count();
+    assert_eq!(
+        leaked, 0,
+        "embedded training images left in the held-out split"
+    );
+}

@@ -136,6 +136,13 @@ pub struct DataConfig {
     /// images of each class, in file order (None = all).
     #[serde(default)]
     pub train_subset: Option<usize>,
+    /// Leave out of the training split the images `train_subset = n` would pick (the first
+    /// ceil(n / classes) of each class, in file order), before any `train_subset`. With 5000 on
+    /// the full CIFAR-10, a model never sees the training images of the embedded
+    /// `data/cifar10-mini` (chosen by that rule), e.g. a teacher that a quickstart student then
+    /// learns from on images new to it.
+    #[serde(default)]
+    pub train_holdout: Option<usize>,
     /// Same for the test split.
     #[serde(default)]
     pub test_subset: Option<usize>,
@@ -152,6 +159,7 @@ impl DataConfig {
             path: path.into(),
             format: DataFormat::Auto,
             train_subset: None,
+            train_holdout: None,
             test_subset: None,
             image_size: None,
             cifar100_labels: Cifar100Labels::Fine,
@@ -243,6 +251,45 @@ pub fn balanced_subset(
     out
 }
 
+/// The indices [`balanced_subset`] leaves out.
+pub fn balanced_holdout(labels: Vec<usize>, num_classes: usize, n: usize) -> Vec<usize> {
+    let held = balanced_subset(labels.iter().copied(), num_classes, n);
+    let mut held = held.into_iter().peekable();
+    (0..labels.len())
+        .filter(|i| {
+            let skip = held.peek() == Some(i);
+            if skip {
+                held.next();
+            }
+            !skip
+        })
+        .collect()
+}
+
+/// The training indices left after `holdout` and then `subset` (see [`DataConfig`]), or `None`
+/// when both keep everything.
+fn select_train(
+    labels: Vec<usize>,
+    classes: usize,
+    holdout: Option<usize>,
+    subset: Option<usize>,
+) -> Option<Vec<usize>> {
+    let full = labels.len();
+    let mut idx: Vec<usize> = (0..full).collect();
+    if let Some(h) = holdout.filter(|&h| h > 0) {
+        idx = balanced_holdout(labels.clone(), classes, h);
+    }
+    if let Some(n) = subset.filter(|&n| n < idx.len()) {
+        let kept: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+        idx = balanced_subset(kept, classes, n)
+            .into_iter()
+            .map(|j| idx[j])
+            .collect();
+    }
+    (idx.len() < full).then_some(idx)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn memory_split(
     raw: cifar::RawSplit,
     names: &[String],
@@ -251,6 +298,7 @@ fn memory_split(
     split: &str,
     dir: &Path,
     subset: Option<usize>,
+    holdout: Option<usize>,
 ) -> Result<Arc<dyn Dataset>, DataError> {
     let full = raw.labels.len();
     let mut ds = MemoryDataset::new(
@@ -262,10 +310,27 @@ fn memory_split(
         norm,
     )?;
     let mut note = String::new();
-    if let Some(n) = subset.filter(|&n| n < full) {
-        let idx = balanced_subset(ds.labels(), names.len(), n);
+    if let Some(idx) = select_train(
+        ds.labels().into_iter().collect(),
+        names.len(),
+        holdout,
+        subset,
+    ) {
+        if idx.is_empty() {
+            return Err(DataError::format(
+                dir,
+                format!(
+                    "data.train_holdout = {} (with data.train_subset = {subset:?}) leaves none of \
+                     the {full} {split} images",
+                    holdout.unwrap_or(0)
+                ),
+            ));
+        }
         ds = ds.select(&idx);
-        note = format!(" (class-balanced subset of {full})");
+        note = match holdout.filter(|&h| h > 0) {
+            Some(h) => format!(" (class-balanced, holding out the first {h} of {full})"),
+            None => format!(" (class-balanced subset of {full})"),
+        };
     }
     ds.set_description(format!(
         "{title}, {split} split, {} images{note}, {}",
@@ -305,8 +370,18 @@ pub fn open(config: &DataConfig) -> Result<DataSplits, DataError> {
                 "train",
                 &dir,
                 config.train_subset,
+                config.train_holdout,
             )?,
-            test: memory_split(test, &names, norm, title, "test", &dir, config.test_subset)?,
+            test: memory_split(
+                test,
+                &names,
+                norm,
+                title,
+                "test",
+                &dir,
+                config.test_subset,
+                None,
+            )?,
         })
     };
     match format {
@@ -386,19 +461,22 @@ fn open_folder(root: &Path, config: &DataConfig) -> Result<DataSplits, DataError
             ),
         ));
     }
-    let split = |name: &str, subset: Option<usize>| -> Result<Arc<dyn Dataset>, DataError> {
+    let split = |name: &str,
+                 subset: Option<usize>,
+                 holdout: Option<usize>|
+     -> Result<Arc<dyn Dataset>, DataError> {
         let ds = FolderDataset::open(root, name, &classes, size)?;
         let full = ds.len();
-        Ok(match subset.filter(|&n| n < full) {
-            Some(n) => {
-                let idx = balanced_subset((0..full).map(|i| ds.label(i)), classes.len(), n);
-                Arc::new(ds.select(&idx, format!(" (class-balanced subset of {full})")))
+        let labels = (0..full).map(|i| ds.label(i)).collect();
+        Ok(match select_train(labels, classes.len(), holdout, subset) {
+            Some(idx) => {
+                Arc::new(ds.select(&idx, format!(" (class-balanced selection of {full})")))
             }
             None => Arc::new(ds),
         })
     };
     Ok(DataSplits {
-        train: split("train", config.train_subset)?,
-        test: split("val", config.test_subset)?,
+        train: split("train", config.train_subset, config.train_holdout)?,
+        test: split("val", config.test_subset, None)?,
     })
 }
