@@ -310,12 +310,7 @@ fn memory_split(
         norm,
     )?;
     let mut note = String::new();
-    if let Some(idx) = select_train(
-        ds.labels().into_iter().collect(),
-        names.len(),
-        holdout,
-        subset,
-    ) {
+    if let Some(idx) = select_train(ds.labels().collect(), names.len(), holdout, subset) {
         if idx.is_empty() {
             return Err(DataError::format(
                 dir,
