@@ -465,7 +465,11 @@ fn open_folder(root: &Path, config: &DataConfig) -> Result<DataSplits, DataError
         let labels = (0..full).map(|i| ds.label(i)).collect();
         Ok(match select_train(labels, classes.len(), holdout, subset) {
             Some(idx) => {
-                Arc::new(ds.select(&idx, format!(" (class-balanced selection of {full})")))
+                let note = match holdout.filter(|&h| h > 0) {
+                    Some(h) => format!(" (class-balanced, holding out the first {h} of {full})"),
+                    None => format!(" (class-balanced subset of {full})"),
+                };
+                Arc::new(ds.select(&idx, note))
             }
             None => Arc::new(ds),
         })
