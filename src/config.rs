@@ -91,6 +91,19 @@ fn span_hint(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// Loads a typed config: file → flag table → `--set` overrides.
+/// Puts every value of `over` into `base`, descending into tables present in both: a flag such
+/// as `--data` (`data.path`) changes that one key and keeps the file's other `[data]` keys.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
 pub fn load<T: DeserializeOwned>(
     file: Option<&Path>,
     flags: toml::Table,
@@ -102,9 +115,7 @@ pub fn load<T: DeserializeOwned>(
         None => toml::Table::new(),
     };
     let overridden = !flags.is_empty() || !sets.is_empty();
-    for (k, v) in flags {
-        table.insert(k, v);
-    }
+    merge(&mut table, flags);
     for s in sets {
         apply_set(&mut table, s)?;
     }
@@ -125,6 +136,18 @@ pub fn load<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_change_one_key_of_a_table_and_keep_the_rest() {
+        let mut base: toml::Table =
+            toml::from_str("[data]\npath = \"a\"\ntrain_holdout = 5000\n").unwrap();
+        let mut flags = toml::Table::new();
+        set_path(&mut flags, "data.path", "b".into()).unwrap();
+        merge(&mut base, flags);
+        let data = base["data"].as_table().unwrap();
+        assert_eq!(data["path"].as_str(), Some("b"));
+        assert_eq!(data["train_holdout"].as_integer(), Some(5000));
+    }
 
     #[derive(serde::Deserialize, Debug)]
     #[serde(deny_unknown_fields)]
