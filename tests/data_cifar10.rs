@@ -1,12 +1,14 @@
 //! The embedded `data/cifar10-mini` set and, when present beside the repository, the complete
 //! real CIFAR-10 at `../shared/data/cifar-10-batches-bin`.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::PathBuf;
+
+use common::sha256;
 use meal::data::{DataConfig, DataFormat, Dataset, Normalization, open};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,14 +29,6 @@ fn shared() -> Option<PathBuf> {
         );
         None
     }
-}
-
-fn sha256(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn class_counts(ds: &dyn Dataset) -> Vec<usize> {

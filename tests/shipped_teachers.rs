@@ -5,15 +5,17 @@
 //! `../shared` is beside the repository) top-1 and top-5 are the numbers its training run
 //! logged; and all of them together stay within the 15 MB the repository allows.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use common::sha256;
 use meal::data::loader::{Loader, LoaderConfig};
 use meal::data::{DataConfig, open};
 use meal::train::evaluate::evaluate;
 use meal::train::model_io::load_model;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,30 +56,11 @@ fn listing() -> Listing {
     toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn sha256(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// (top-1, top-5) of each teacher, in listing order, on the test split of `data`.
 fn accuracies(data: &Path, teachers: &[Teacher]) -> Vec<(f64, f64)> {
     let device = meal::backend::device();
     let splits = open(&DataConfig::new(data)).unwrap();
-    let loader = Loader::new(
-        splits.test.clone(),
-        LoaderConfig {
-            batch_size: 200,
-            shuffle: false,
-            augment: false,
-            drop_last: false,
-            seed: 0,
-            num_workers: 2,
-            prefetch: 4,
-        },
-    );
+    let loader = Loader::new(splits.test.clone(), LoaderConfig::eval(200));
     let nets: Vec<_> = teachers
         .iter()
         .map(|t| load_model(&dir().join(&t.file), &device).unwrap().0)

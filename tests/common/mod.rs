@@ -328,3 +328,13 @@ pub fn assert_mentions(text: &str, needles: &[&str]) {
         assert!(text.contains(n), "expected `{n}` in the message: {text}");
     }
 }
+
+/// The SHA-256 of a file, in lowercase hex.
+pub fn sha256(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
