@@ -390,3 +390,64 @@ fn batch_norm_train_and_gradients_match_burn() {
 // rounding difference of 1e-7 can flip an early ReLU unit and move a whole receptive field of the
 // input gradient by a percent (seen on resnet20 in about one run of ten), so such a test fails at
 // random. Each op is held to burn's above, values and gradients.
+
+/// Outside autodiff a BatchNorm whose input nobody else holds writes over it; one whose input is
+/// shared must leave it untouched. Both must give burn's values.
+#[test]
+fn batch_norm_in_place_matches_burn_and_spares_shared_inputs() {
+    let device = Device::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+    let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+    for (batch, c, h, w) in [(4, 6, 5, 7), (2, 16, 8, 8)] {
+        let x = normal(&mut rng, [batch, c, h, w], 3.0, 2.0, &device);
+        let g = normal(&mut rng, [c], 1.0, 0.5, &device);
+        let b = normal(&mut rng, [c], 0.0, 0.5, &device);
+        let before = v(x.clone());
+        for relu in [false, true] {
+            let want =
+                burn::tensor::module::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+            let want_y = if relu {
+                burn::tensor::activation::relu(want.output)
+            } else {
+                want.output
+            };
+            let (want_y, want_m, want_v) = (v(want_y), v1(want.mean), v1(want.variance));
+            // Shared: `x` is still held here.
+            let (y, m, var) =
+                kernels::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, relu);
+            assert_close("shared output", &(batch, c, relu), &v(y), &want_y);
+            assert_close("shared mean", &(batch, c, relu), &v1(m), &want_m);
+            assert_close("shared variance", &(batch, c, relu), &v1(var), &want_v);
+            assert_eq!(v(x.clone()), before, "a shared input was overwritten");
+            // Unique: a fresh copy that only the kernel holds.
+            let own = Tensor::<4>::from_data(
+                burn::tensor::TensorData::new(before.clone(), [batch, c, h, w]),
+                &device,
+            );
+            let (y, m, var) = kernels::batch_norm_train(own, g.clone(), b.clone(), 1e-5, relu);
+            assert_close("in-place output", &(batch, c, relu), &v(y), &want_y);
+            assert_close("in-place mean", &(batch, c, relu), &v1(m), &want_m);
+            assert_close("in-place variance", &(batch, c, relu), &v1(var), &want_v);
+
+            // Eval-mode BatchNorm: relu?(x·scale + shift).
+            let (scale, shift) = (g.clone(), b.clone());
+            let affine = x.clone() * scale.clone().reshape([1, c, 1, 1])
+                + shift.clone().reshape([1, c, 1, 1]);
+            let want = v(if relu {
+                burn::tensor::activation::relu(affine)
+            } else {
+                affine
+            });
+            let shared = kernels::channel_affine(x.clone(), scale.clone(), shift.clone(), relu);
+            assert_close("shared affine", &(batch, c, relu), &v(shared), &want);
+            assert_eq!(v(x.clone()), before, "a shared input was overwritten");
+            let own = Tensor::<4>::from_data(
+                burn::tensor::TensorData::new(before.clone(), [batch, c, h, w]),
+                &device,
+            );
+            let got = kernels::channel_affine(own, scale, shift, relu);
+            assert_close("in-place affine", &(batch, c, relu), &v(got), &want);
+        }
+    }
+}

@@ -148,6 +148,17 @@ fn affine_row_inner(out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
 
 isa_versions!(affine_row, affine_row_inner, (out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool));
 
+/// [`affine_row_inner`] over `row` itself.
+#[inline(always)]
+fn affine_row_in_place_inner(row: &mut [f32], a: f32, b: f32, relu: bool) {
+    for v in row.iter_mut() {
+        let t = *v * a + b;
+        *v = if relu && t < 0.0 { 0.0 } else { t };
+    }
+}
+
+isa_versions!(affine_row_in_place, affine_row_in_place_inner, (row: &mut [f32], a: f32, b: f32, relu: bool));
+
 /// Output, batch mean and biased batch variance.
 pub fn forward(
     shape: BnShape,
@@ -157,6 +168,35 @@ pub fn forward(
     epsilon: f64,
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mean, var, scale, shift) = statistics(shape, x, gamma, beta, epsilon);
+    (channel_affine(shape, x, &scale, &shift, relu), mean, var)
+}
+
+/// [`forward`] writing the output over `x` (whose owner no longer needs it: a frozen teacher's
+/// activations, or anything outside autodiff): no allocation, and one stream less through the
+/// memory. Returns the batch mean and biased batch variance.
+pub fn forward_in_place(
+    shape: BnShape,
+    x: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mean, var, scale, shift) = statistics(shape, x, gamma, beta, epsilon);
+    channel_affine_in_place(shape, x, &scale, &shift, relu);
+    (mean, var)
+}
+
+/// Batch mean and biased variance, and the per-channel `scale`, `shift` that normalise with
+/// them.
+fn statistics(
+    shape: BnShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len());
     assert_eq!(gamma.len(), shape.channels);
     assert_eq!(beta.len(), shape.channels);
@@ -194,7 +234,7 @@ pub fn forward(
             (a as f32, (b as f64 - m * a) as f32)
         })
         .unzip();
-    (channel_affine(shape, x, &scale, &shift, relu), mean, var)
+    (mean, var, scale, shift)
 }
 
 /// Gradients of input, `gamma` and `beta`. `y` is the forward output, needed (and only read)
@@ -289,4 +329,27 @@ pub fn channel_affine(
             });
     }
     y
+}
+
+/// [`channel_affine`] over `x` itself.
+pub fn channel_affine_in_place(
+    shape: BnShape,
+    x: &mut [f32],
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) {
+    assert_eq!(x.len(), shape.len());
+    assert_eq!(scale.len(), shape.channels);
+    assert_eq!(shift.len(), shape.channels);
+    let image = shape.channels * shape.spatial;
+    let isa = super::simd::isa();
+    if image > 0 {
+        x.par_chunks_mut(image).for_each(|xi| {
+            for (ch, row) in xi.chunks_exact_mut(shape.spatial).enumerate() {
+                // SAFETY: `simd::isa` is this CPU's.
+                unsafe { affine_row_in_place(isa, row, scale[ch], shift[ch], relu) };
+            }
+        });
+    }
 }

@@ -43,6 +43,17 @@ fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
+/// `t`'s values, writable, when nothing else holds them (no autodiff graph, no clone) and they
+/// are laid out contiguously from the start of the buffer: an op can then write its result over
+/// its input instead of allocating (and zero-filling) a new one.
+fn owned_values(t: &mut FlexTensor) -> Option<&mut [f32]> {
+    if t.dtype() != DType::F32 || !t.is_contiguous() || t.layout().start_offset() != 0 {
+        return None;
+    }
+    let n = t.layout().num_elements();
+    t.try_storage_mut::<f32>().map(|s| &mut s[..n])
+}
+
 fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(data),
@@ -91,6 +102,11 @@ impl ConvKernels for Flex {
             let y = Flex::float_add(Flex::float_mul(x, scale), shift);
             return if relu { Flex::relu(y) } else { y };
         };
+        let mut x = x;
+        if let Some(v) = owned_values(&mut x) {
+            batch_norm::channel_affine_in_place(shape, v, &values(&scale), &values(&shift), relu);
+            return x;
+        }
         let y =
             batch_norm::channel_affine(shape, &values(&x), &values(&scale), &values(&shift), relu);
         like(y, &x)
@@ -108,6 +124,16 @@ impl ConvKernels for Flex {
             let out = if relu { Flex::relu(r.output) } else { r.output };
             return (out, r.mean, r.variance);
         };
+        let mut x = x;
+        if let Some(v) = owned_values(&mut x) {
+            let (gamma, beta) = (values(&gamma), values(&beta));
+            let (mean, var) = batch_norm::forward_in_place(shape, v, &gamma, &beta, epsilon, relu);
+            return (
+                x,
+                tensor(mean, [shape.channels]),
+                tensor(var, [shape.channels]),
+            );
+        }
         let (y, mean, var) = batch_norm::forward(
             shape,
             &values(&x),
