@@ -1,4 +1,4 @@
-//! `SgdSettings` (burn's SGD, PyTorch semantics) and `BatchNorm2d` against PyTorch
+//! `SgdSettings` (meal's fused SGD, PyTorch semantics) and `BatchNorm2d` against PyTorch
 //! (`tests/golden/optim.json`).
 
 mod golden_common;

@@ -8,6 +8,7 @@ use burn::backend::{Bytes, DType, Flex, TensorMetadata};
 use super::ConvKernels;
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
+use super::sgd;
 
 fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
     if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
@@ -52,6 +53,15 @@ fn owned_values(t: &mut FlexTensor) -> Option<&mut [f32]> {
     }
     let n = t.layout().num_elements();
     t.try_storage_mut::<f32>().map(|s| &mut s[..n])
+}
+
+/// `t` itself when [`owned_values`] can write to it, else a contiguous copy that can be.
+fn owned_or_copy(mut t: FlexTensor) -> FlexTensor {
+    if owned_values(&mut t).is_some() {
+        return t;
+    }
+    let copy = values(&t).into_owned();
+    like(copy, &t)
 }
 
 fn tensor<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
@@ -184,6 +194,55 @@ impl ConvKernels for Flex {
             tensor(dg, [shape.channels]),
             tensor(db, [shape.channels]),
         )
+    }
+
+    fn meal_sgd_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        velocity: FlexTensor,
+        first: bool,
+        lr: f32,
+        weight_decay: f32,
+        momentum: f32,
+        nesterov: bool,
+    ) -> (FlexTensor, FlexTensor) {
+        let f32s = [&param, &grad, &velocity]
+            .iter()
+            .all(|t| t.dtype() == DType::F32);
+        if !f32s || param.shape() != grad.shape() || param.shape() != velocity.shape() {
+            return super::burn_sgd_step::<Flex>(
+                param,
+                grad,
+                velocity,
+                first,
+                [lr, weight_decay, momentum],
+                nesterov,
+            );
+        }
+        let s = sgd::SgdStep {
+            lr,
+            weight_decay,
+            momentum,
+            nesterov,
+        };
+        // Write over the parameter and the buffer when nothing else holds them (the usual case:
+        // the optimizer owns both), else over fresh copies.
+        let mut param = owned_or_copy(param);
+        let g = values(&grad);
+        let p = owned_values(&mut param).expect("a fresh or owned tensor");
+        if momentum == 0.0 {
+            sgd::step(s, p, &g, None, first);
+            return (param, velocity);
+        }
+        let mut velocity = if first {
+            like(vec![0f32; p.len()], &grad)
+        } else {
+            owned_or_copy(velocity)
+        };
+        let v = owned_values(&mut velocity).expect("a fresh or owned tensor");
+        sgd::step(s, p, &g, Some(v), first);
+        drop(g);
+        (param, velocity)
     }
 
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {

@@ -45,6 +45,7 @@ mod autodiff;
 pub mod batch_norm;
 pub mod conv;
 mod flex;
+pub mod sgd;
 pub mod simd;
 pub mod winograd;
 
@@ -111,6 +112,32 @@ pub trait ConvKernels: burn::backend::Backend {
         (b.x_grad, b.gamma_grad, b.beta_grad)
     }
 
+    /// One SGD step with PyTorch's semantics (dampening 0): `g = ∇ + wd·θ`; `v = μ·v + g` (`v = g`
+    /// on the `first` step, whatever `velocity` holds); `g = g + μ·v` with Nesterov, else `v`;
+    /// `θ ← θ − lr·g`. Returns `θ` and `v`; with `momentum` 0 there is no buffer, and
+    /// `velocity` (any tensor) comes back untouched. The default is burn's own optimizer, op for
+    /// op, so every backend gives the same numbers.
+    #[allow(clippy::too_many_arguments)]
+    fn meal_sgd_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: FloatTensor<Self>,
+        first: bool,
+        lr: f32,
+        weight_decay: f32,
+        momentum: f32,
+        nesterov: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        burn_sgd_step::<Self>(
+            param,
+            grad,
+            velocity,
+            first,
+            [lr, weight_decay, momentum],
+            nesterov,
+        )
+    }
+
     fn meal_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -136,6 +163,40 @@ pub trait ConvKernels: burn::backend::Backend {
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, output_grad, options)
     }
+}
+
+/// burn's optimizer step, op for op (`burn::optim::Sgd` with weight decay and momentum,
+/// dampening 0): the default of [`ConvKernels::meal_sgd_step`].
+pub(crate) fn burn_sgd_step<B: burn::backend::Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    velocity: FloatTensor<B>,
+    first: bool,
+    [lr, weight_decay, momentum]: [f32; 3],
+    nesterov: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let grad = if weight_decay != 0.0 {
+        let decay = B::float_mul_scalar(param.clone(), weight_decay.into());
+        B::float_add(decay, grad)
+    } else {
+        grad
+    };
+    if momentum == 0.0 {
+        let delta = B::float_mul_scalar(grad, lr.into());
+        return (B::float_sub(param, delta), velocity);
+    }
+    let v = if first {
+        grad.clone()
+    } else {
+        B::float_add(grad.clone(), B::float_mul_scalar(velocity, momentum.into()))
+    };
+    let g = if nesterov {
+        B::float_add(B::float_mul_scalar(v.clone(), momentum.into()), grad)
+    } else {
+        v.clone()
+    };
+    let delta = B::float_mul_scalar(g, lr.into());
+    (B::float_sub(param, delta), v)
 }
 
 // burn's own kernels on CUDA (the trait's default bodies).
@@ -240,4 +301,31 @@ pub fn channel_affine<const D: usize>(
         shift.into_dispatch(),
         relu,
     ))
+}
+
+/// [`ConvKernels::meal_sgd_step`] on tensors.
+pub fn sgd_step<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    velocity: Option<Tensor<D>>,
+    step: sgd::SgdStep,
+) -> (Tensor<D>, Option<Tensor<D>>) {
+    let first = velocity.is_none();
+    let with_buffer = step.momentum != 0.0;
+    // Without a buffer yet (or at all), the gradient stands in: the op does not read it then.
+    let velocity = velocity.unwrap_or_else(|| grad.clone());
+    let (p, v) = Dispatch::meal_sgd_step(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        velocity.into_dispatch(),
+        first,
+        step.lr,
+        step.weight_decay,
+        step.momentum,
+        step.nesterov,
+    );
+    (
+        Tensor::from_dispatch(p),
+        with_buffer.then(|| Tensor::from_dispatch(v)),
+    )
 }

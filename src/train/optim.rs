@@ -1,11 +1,17 @@
-//! SGD with PyTorch semantics, built on burn's optimizer (which matches PyTorch once dampening
-//! is 0): g = ∇ + wd·θ; buf = μ·buf + g (buf = g on the first step); g = g + μ·buf if nesterov,
-//! else buf; θ ← θ − lr·g.
+//! SGD with PyTorch semantics (dampening 0): g = ∇ + wd·θ; buf = μ·buf + g (buf = g on the
+//! first step); g = g + μ·buf if nesterov, else buf; θ ← θ − lr·g.
+//!
+//! The step is burn's `Sgd` computed in one in-place pass ([`crate::kernels::sgd_step`]), with
+//! the same float operations in the same order, and its state is recorded under burn's names, so
+//! checkpoints written with burn's optimizer resume with this one (and the other way round).
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{ModuleOptimizer, SgdConfig};
+use burn::optim::{
+    LearningRate, ModuleOptimizer, Optimizer, RecordState, StateSink, StateSource, join_path,
+};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+
+use crate::kernels::{self, sgd::SgdStep};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,18 +33,74 @@ impl Default for SgdSettings {
 
 impl SgdSettings {
     pub fn init(&self) -> ModuleOptimizer {
-        let momentum = (self.momentum > 0.0).then(|| {
-            MomentumConfig::new()
-                .with_momentum(self.momentum)
-                .with_dampening(0.0)
-                .with_nesterov(self.nesterov)
-        });
-        let decay =
-            (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
-        SgdConfig::new()
-            .with_momentum(momentum)
-            .with_weight_decay(decay)
-            .init()
+        ModuleOptimizer::from(Sgd {
+            momentum: self.momentum as f32,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay as f32,
+        })
+    }
+}
+
+/// The optimizer of [`SgdSettings`]; the scalars are `f32`, as burn converts them.
+#[derive(Clone, Debug)]
+pub struct Sgd {
+    momentum: f32,
+    nesterov: bool,
+    weight_decay: f32,
+}
+
+/// One parameter's momentum buffer (none before the first step, or without momentum).
+#[derive(Clone)]
+pub struct SgdState<const D: usize> {
+    velocity: Option<Tensor<D>>,
+}
+
+impl<const D: usize> RecordState for SgdState<D> {
+    // burn's `SgdState { momentum: Option<MomentumState { velocity }> }` flattens to
+    // `<prefix>.momentum.velocity`; the same name keeps checkpoints interchangeable.
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        if let Some(v) = &self.velocity {
+            out.push_tensor(
+                &join_path(prefix, "momentum"),
+                "velocity",
+                v.clone().into_data(),
+            );
+        }
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let velocity = src
+            .take_tensor(&join_path(prefix, "momentum"), "velocity")
+            .map(|data| Tensor::from_data(data, device));
+        Some(Self { velocity })
+    }
+}
+
+impl Optimizer for Sgd {
+    type State<const D: usize> = SgdState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let step = SgdStep {
+            lr: lr as f32,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+        };
+        let velocity = state.and_then(|s| s.velocity);
+        let (tensor, velocity) = kernels::sgd_step(tensor, grad, velocity, step);
+        (tensor, Some(SgdState { velocity }))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        SgdState {
+            velocity: state.velocity.map(|v| v.to_device(device)),
+        }
     }
 }
 
