@@ -451,3 +451,44 @@ fn batch_norm_in_place_matches_burn_and_spares_shared_inputs() {
         }
     }
 }
+
+/// The option-A shortcut against burn's ops (stepped slice and zero channels), values and
+/// input gradients, on odd and even maps, stride 1 and 2, with and without padding.
+#[test]
+fn shortcut_a_matches_burn() {
+    let device = Device::default().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    for (b, c, h, w, stride, pad) in [
+        (2, 3, 8, 8, 2, 2),
+        (3, 4, 7, 5, 2, 1),
+        (1, 2, 6, 9, 3, 0),
+        (2, 5, 4, 4, 1, 3),
+    ] {
+        let x = normal(&mut rng, [b, c, h, w], 0.0, 1.0, &device);
+        let (ho, wo) = (h.div_ceil(stride), w.div_ceil(stride));
+        let r = normal(&mut rng, [b, c + 2 * pad, ho, wo], 0.0, 1.0, &device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = if ours {
+                kernels::shortcut_a(x.clone(), stride, pad)
+            } else {
+                let step = stride as isize;
+                let sub = x.clone().slice(burn::tensor::s![.., .., ..;step, ..;step]);
+                let zeros = Tensor::<4>::zeros([b, pad, ho, wo], &device);
+                Tensor::cat(vec![zeros.clone(), sub, zeros], 1)
+            };
+            assert_eq!(y.dims(), [b, c + 2 * pad, ho, wo]);
+            let grads = (y.clone() * r.clone()).sum().backward();
+            let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+            (v(y), v(x.grad(&grads).unwrap()))
+        };
+        let (ours, theirs) = (run(true), run(false));
+        assert_eq!(ours.0, theirs.0, "output {:?}", (b, c, h, w, stride, pad));
+        assert_eq!(
+            ours.1,
+            theirs.1,
+            "input grad {:?}",
+            (b, c, h, w, stride, pad)
+        );
+    }
+}

@@ -2,7 +2,6 @@
 //! kernel, the backward pass its two gradient kernels (burn's own autodiff conv2d would call
 //! the inner backend's default gradients instead, which is where burn-flex spends its time).
 
-use burn::backend::AutodiffBackend;
 use burn::backend::autodiff::{
     Autodiff, NodeId,
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -11,6 +10,7 @@ use burn::backend::autodiff::{
 };
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::{AutodiffBackend, TensorMetadata};
 
 use super::ConvKernels;
 
@@ -82,7 +82,49 @@ impl<B: ConvKernels> Backward<B, 3> for BatchNormBackward {
     }
 }
 
+#[derive(Debug)]
+struct ShortcutBackward;
+
+impl<B: ConvKernels> Backward<B, 1> for ShortcutBackward {
+    /// Stride, zero channels per side, input height and width.
+    type State = (usize, usize, usize, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (stride, pad, h, w) = ops.state;
+        if let Some(node) = node_x {
+            grads.register::<B>(
+                node.id,
+                B::meal_shortcut_a_backward(grad, stride, pad, h, w),
+            );
+        }
+    }
+}
+
 impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
+    fn meal_shortcut_a(x: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
+        let shape = x.shape();
+        match ShortcutBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (stride, pad, shape[2], shape[3]),
+                B::meal_shortcut_a(x.into_primitive(), stride, pad),
+            ),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::meal_shortcut_a(x.into_primitive(), stride, pad))
+            }
+        }
+    }
+
     fn meal_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

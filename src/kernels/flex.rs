@@ -9,6 +9,7 @@ use super::ConvKernels;
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use super::sgd;
+use super::shortcut::{self, ShortcutShape};
 
 fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
     if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
@@ -243,6 +244,46 @@ impl ConvKernels for Flex {
         sgd::step(s, p, &g, Some(v), first);
         drop(g);
         (param, velocity)
+    }
+
+    fn meal_shortcut_a(x: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+        let d = x.shape();
+        if x.dtype() != DType::F32 || d.num_dims() != 4 || stride == 0 {
+            return super::burn_shortcut_a::<Flex>(x, stride, pad);
+        }
+        let s = ShortcutShape {
+            batch: d[0],
+            channels: d[1],
+            h: d[2],
+            w: d[3],
+            stride,
+            pad,
+        };
+        let y = shortcut::forward(&s, &values(&x));
+        tensor(y, [s.batch, s.out_channels(), s.ho(), s.wo()])
+    }
+
+    fn meal_shortcut_a_backward(
+        grad: FlexTensor,
+        stride: usize,
+        pad: usize,
+        h: usize,
+        w: usize,
+    ) -> FlexTensor {
+        let d = grad.shape();
+        if grad.dtype() != DType::F32 || d.num_dims() != 4 || stride == 0 {
+            return super::burn_shortcut_a_backward::<Flex>(grad, stride, pad, h, w);
+        }
+        let s = ShortcutShape {
+            batch: d[0],
+            channels: d[1] - 2 * pad,
+            h,
+            w,
+            stride,
+            pad,
+        };
+        let dx = shortcut::backward(&s, &values(&grad));
+        tensor(dx, [s.batch, s.channels, h, w])
     }
 
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {

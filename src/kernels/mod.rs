@@ -46,12 +46,14 @@ pub mod batch_norm;
 pub mod conv;
 mod flex;
 pub mod sgd;
+pub mod shortcut;
 pub mod simd;
 pub mod winograd;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use burn::backend::Slice;
 use burn::backend::ops::ConvOptions;
 use burn::backend::{Dispatch, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
@@ -138,6 +140,23 @@ pub trait ConvKernels: burn::backend::Backend {
         )
     }
 
+    /// The "option A" shortcut of the CIFAR ResNets: `x[:, :, ::stride, ::stride]` between `pad`
+    /// zero channels on either side.
+    fn meal_shortcut_a(x: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
+        burn_shortcut_a::<Self>(x, stride, pad)
+    }
+
+    /// The input gradient of [`ConvKernels::meal_shortcut_a`] for an input of `h × w`.
+    fn meal_shortcut_a_backward(
+        grad: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+        h: usize,
+        w: usize,
+    ) -> FloatTensor<Self> {
+        burn_shortcut_a_backward::<Self>(grad, stride, pad, h, w)
+    }
+
     fn meal_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -197,6 +216,45 @@ pub(crate) fn burn_sgd_step<B: burn::backend::Backend>(
     };
     let delta = B::float_mul_scalar(g, lr.into());
     (B::float_sub(param, delta), v)
+}
+
+/// [`ConvKernels::meal_shortcut_a`] from burn's ops (a stepped slice and a concatenation).
+pub(crate) fn burn_shortcut_a<B: burn::backend::Backend>(
+    x: FloatTensor<B>,
+    stride: usize,
+    pad: usize,
+) -> FloatTensor<B> {
+    let full = Slice::full();
+    let step = Slice::new(0, None, stride as isize);
+    let sub = B::float_slice(x, &[full, full, step, step]);
+    if pad == 0 {
+        return sub;
+    }
+    let shape = sub.shape();
+    let zeros = B::float_zeros(
+        [shape[0], pad, shape[2], shape[3]].into(),
+        &sub.device(),
+        sub.dtype().into(),
+    );
+    B::float_cat(vec![zeros.clone(), sub, zeros], 1)
+}
+
+/// [`ConvKernels::meal_shortcut_a_backward`] from burn's ops.
+pub(crate) fn burn_shortcut_a_backward<B: burn::backend::Backend>(
+    grad: FloatTensor<B>,
+    stride: usize,
+    pad: usize,
+    h: usize,
+    w: usize,
+) -> FloatTensor<B> {
+    let shape = grad.shape();
+    let c = shape[1] - 2 * pad;
+    let full = Slice::full();
+    let middle = Slice::new(pad as isize, Some((pad + c) as isize), 1);
+    let g = B::float_slice(grad, &[full, middle, full, full]);
+    let dx = B::float_zeros([shape[0], c, h, w].into(), &g.device(), g.dtype().into());
+    let step = Slice::new(0, None, stride as isize);
+    B::float_slice_assign(dx, &[full, full, step, step], g)
 }
 
 // burn's own kernels on CUDA (the trait's default bodies).
@@ -328,4 +386,20 @@ pub fn sgd_step<const D: usize>(
         Tensor::from_dispatch(p),
         with_buffer.then(|| Tensor::from_dispatch(v)),
     )
+}
+
+/// `x[:, :, ::stride, ::stride]` between `pad` zero channels on either side (the CIFAR ResNets'
+/// parameter-free shortcut), in one pass each way.
+pub fn shortcut_a(x: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
+    if !enabled() {
+        // burn's ops: a 1×1 max-pool subsamples, zero tensors pad.
+        let x = burn::tensor::module::max_pool2d(
+            x,
+            burn::tensor::ops::MaxPoolOptions::new([1, 1]).with_stride([stride, stride]),
+        );
+        let [b, _, h, w] = x.dims();
+        let zeros = Tensor::<4>::zeros([b, pad, h, w], &x.device());
+        return Tensor::cat(vec![zeros.clone(), x, zeros], 1);
+    }
+    Tensor::from_dispatch(Dispatch::meal_shortcut_a(x.into_dispatch(), stride, pad))
 }

@@ -6,7 +6,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, ConvBnRelu, conv, conv_fwd, linear, linear_fwd, max_pool, relu};
+use super::layers::{BatchNorm2d, ConvBnRelu, conv, conv_fwd, linear, linear_fwd, relu};
 use super::output::ModelOutput;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
@@ -40,11 +40,8 @@ impl BasicBlockA {
         let shortcut = if self.stride == 1 && self.pad == 0 {
             x
         } else {
-            // x[:, :, ::2, ::2] zero-padded to the new width; a 1×1 max-pool is the subsample.
-            let x = max_pool(x, 1, self.stride);
-            let [b, _, h, w] = x.dims();
-            let zeros = Tensor::zeros([b, self.pad, h, w], &x.device());
-            Tensor::cat(vec![zeros.clone(), x, zeros], 1)
+            // x[:, :, ::2, ::2] zero-padded to the new width.
+            crate::kernels::shortcut_a(x, self.stride, self.pad)
         };
         relu(out + shortcut)
     }
