@@ -75,6 +75,7 @@ fn kernel_peak() -> f64 {
 }
 
 fn main() {
+    meal::kernels::allocator::keep_freed_memory();
     let batch: usize = std::env::var("BATCH")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -79,6 +79,7 @@ pub enum Command {
 }
 
 pub fn main() -> Result<()> {
+    crate::kernels::allocator::keep_freed_memory();
     run(Cli::parse())
 }
 

@@ -41,6 +41,7 @@ macro_rules! isa_versions {
     };
 }
 
+pub mod allocator;
 mod autodiff;
 pub mod batch_norm;
 pub mod conv;
