@@ -15,6 +15,8 @@
 //! one is a gemm into an im2col-shaped buffer followed by a scatter-add (col2im). The weight
 //! gradient is a sum of dot products over output positions.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::simd::{self, DotArgs, GemmArgs, Isa, JR, MR};
@@ -362,24 +364,44 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
     assert_eq!(w.len(), s.cout * s.k());
     let isa = simd::isa();
     let (ho, wo) = (s.ho(), s.wo());
-    let mut y = vec![0f32; s.batch * s.cout * ho * wo];
-    if s.batch == 0 || y.is_empty() {
-        return y;
+    let len = s.batch * s.cout * ho * wo;
+    if len == 0 {
+        return Vec::new();
     }
     if super::winograd::applies(s) {
+        let mut y = vec![0f32; len];
         super::winograd::forward(s, x, w, &mut y);
         return y;
     }
     let packed: Vec<Vec<f32>> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
+    // Both paths write every output element exactly once (every channel, row and image), so
+    // the result is not zero-filled first: that fill was a full extra pass over the output.
+    let mut y = Vec::with_capacity(len);
+    let out = &mut y.spare_capacity_mut()[..len];
     if s.direct() {
-        forward_direct(isa, s, x, &packed, &mut y);
+        forward_direct(isa, s, x, &packed, out);
     } else {
-        forward_im2col(isa, s, x, &packed, &mut y);
+        forward_im2col(isa, s, x, &packed, out);
     }
+    // SAFETY: `out` (the first `len` elements of the capacity) was written in full above.
+    unsafe { y.set_len(len) };
     y
 }
 
-fn forward_direct(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &mut [f32]) {
+/// `dst = src` into uninitialised memory.
+fn write(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        d.write(v);
+    }
+}
+
+fn forward_direct(
+    isa: Isa,
+    s: &ConvShape,
+    x: &[f32],
+    packed: &[Vec<f32>],
+    y: &mut [MaybeUninit<f32>],
+) {
     let (ho, wo, hp, wp) = (s.ho(), s.wo(), s.hp(), s.wp());
     let nr = isa.nr();
     let blocks = (ho * wp).div_ceil(nr);
@@ -399,7 +421,7 @@ fn forward_direct(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &m
                     for oy in 0..ho {
                         let dst = ((g * s.cout_g() + co) * ho + oy) * wo;
                         let src = co * ldc + oy * wp;
-                        yi[dst..dst + wo].copy_from_slice(&ypw[src..src + wo]);
+                        write(&mut yi[dst..dst + wo], &ypw[src..src + wo]);
                     }
                 }
             }
@@ -407,7 +429,13 @@ fn forward_direct(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &m
     );
 }
 
-fn forward_im2col(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &mut [f32]) {
+fn forward_im2col(
+    isa: Isa,
+    s: &ConvShape,
+    x: &[f32],
+    packed: &[Vec<f32>],
+    y: &mut [MaybeUninit<f32>],
+) {
     let (ho, wo) = (s.ho(), s.wo());
     let nr = isa.nr();
     let chunk = chunk_images(s);
@@ -437,7 +465,7 @@ fn forward_im2col(isa: Isa, s: &ConvShape, x: &[f32], packed: &[Vec<f32>], y: &m
                         for img in 0..imgs {
                             let dst = (img * s.cout + g * s.cout_g() + co) * ho * wo;
                             let src = co * ld + img * ho * wo;
-                            ychunk[dst..dst + ho * wo].copy_from_slice(&tmp[src..src + ho * wo]);
+                            write(&mut ychunk[dst..dst + ho * wo], &tmp[src..src + ho * wo]);
                         }
                     }
                 }
