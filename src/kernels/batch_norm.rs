@@ -8,6 +8,8 @@
 //! to write the input gradient. The ReLU that follows most BatchNorms rides along: its mask is
 //! the sign of the output.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// `(B, C, spatial)` of an NCHW tensor (any number of trailing dimensions).
@@ -117,36 +119,63 @@ isa_versions!(grad_sums, grad_sums_inner, (dy: &[f32], y: Option<&[f32]>, x: &[f
 
 /// `out = a·dy' + b·x + c` over one row.
 #[inline(always)]
-fn dx_row_inner(out: &mut [f32], dy: &[f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)) {
+fn dx_row_inner(
+    out: &mut [MaybeUninit<f32>],
+    dy: &[f32],
+    y: Option<&[f32]>,
+    x: &[f32],
+    abc: (f32, f32, f32),
+) {
     let (a, b, c) = abc;
     // Zipped slices (no index bounds checks), so the loops vectorise.
     match y {
         Some(y) => {
             for (((o, &g), &yv), &xv) in out.iter_mut().zip(dy).zip(y).zip(x) {
                 let g = if yv > 0.0 { g } else { 0.0 };
-                *o = a * g + b * xv + c;
+                o.write(a * g + b * xv + c);
             }
         }
         None => {
             for ((o, &g), &xv) in out.iter_mut().zip(dy).zip(x) {
-                *o = a * g + b * xv + c;
+                o.write(a * g + b * xv + c);
             }
         }
     }
 }
 
-isa_versions!(dx_row, dx_row_inner, (out: &mut [f32], dy: &[f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)));
+isa_versions!(dx_row, dx_row_inner, (out: &mut [MaybeUninit<f32>], dy: &[f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)));
 
-/// `out = relu?(x·a + b)` over one row; NaN passes the ReLU.
+/// [`dx_row_inner`] over `dy` itself.
 #[inline(always)]
-fn affine_row_inner(out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        let t = v * a + b;
-        *o = if relu && t < 0.0 { 0.0 } else { t };
+fn dx_row_in_place_inner(dy: &mut [f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)) {
+    let (a, b, c) = abc;
+    match y {
+        Some(y) => {
+            for ((g, &yv), &xv) in dy.iter_mut().zip(y).zip(x) {
+                let gm = if yv > 0.0 { *g } else { 0.0 };
+                *g = a * gm + b * xv + c;
+            }
+        }
+        None => {
+            for (g, &xv) in dy.iter_mut().zip(x) {
+                *g = a * *g + b * xv + c;
+            }
+        }
     }
 }
 
-isa_versions!(affine_row, affine_row_inner, (out: &mut [f32], x: &[f32], a: f32, b: f32, relu: bool));
+isa_versions!(dx_row_in_place, dx_row_in_place_inner, (dy: &mut [f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)));
+
+/// `out = relu?(x·a + b)` over one row; NaN passes the ReLU.
+#[inline(always)]
+fn affine_row_inner(out: &mut [MaybeUninit<f32>], x: &[f32], a: f32, b: f32, relu: bool) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        let t = v * a + b;
+        o.write(if relu && t < 0.0 { 0.0 } else { t });
+    }
+}
+
+isa_versions!(affine_row, affine_row_inner, (out: &mut [MaybeUninit<f32>], x: &[f32], a: f32, b: f32, relu: bool));
 
 /// [`affine_row_inner`] over `row` itself.
 #[inline(always)]
@@ -250,6 +279,72 @@ pub fn backward(
     dy: &[f32],
     epsilon: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (coef, dgamma, dbeta) = grad_coefficients(shape, x, gamma, mean, var, y, dy, epsilon);
+    let mut dx = Vec::with_capacity(x.len());
+    let image = shape.channels * shape.spatial;
+    let isa = super::simd::isa();
+    if image > 0 {
+        let out = &mut dx.spare_capacity_mut()[..x.len()];
+        out.par_chunks_mut(image)
+            .enumerate()
+            .for_each(|(img, dxi)| {
+                for (ch, out) in dxi.chunks_exact_mut(shape.spatial).enumerate() {
+                    let r =
+                        img * image + ch * shape.spatial..img * image + (ch + 1) * shape.spatial;
+                    let ys = y.map(|y| &y[r.clone()]);
+                    // SAFETY: `simd::isa` is this CPU's.
+                    unsafe { dx_row(isa, out, &dy[r.clone()], ys, &x[r], coef[ch]) };
+                }
+            });
+        // SAFETY: every image's every channel row was written above.
+        unsafe { dx.set_len(x.len()) };
+    } else {
+        dx.resize(x.len(), 0.0);
+    }
+    (dx, dgamma, dbeta)
+}
+
+/// [`backward`] writing the input gradient over `dy` (which the autodiff graph hands over and
+/// no longer needs). Returns the gradients of `gamma` and `beta`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_in_place(
+    shape: BnShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    y: Option<&[f32]>,
+    dy: &mut [f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let (coef, dgamma, dbeta) = grad_coefficients(shape, x, gamma, mean, var, y, dy, epsilon);
+    let image = shape.channels * shape.spatial;
+    let isa = super::simd::isa();
+    if image > 0 {
+        dy.par_chunks_mut(image).enumerate().for_each(|(img, gi)| {
+            for (ch, g) in gi.chunks_exact_mut(shape.spatial).enumerate() {
+                let r = img * image + ch * shape.spatial..img * image + (ch + 1) * shape.spatial;
+                let ys = y.map(|y| &y[r.clone()]);
+                // SAFETY: `simd::isa` is this CPU's.
+                unsafe { dx_row_in_place(isa, g, ys, &x[r], coef[ch]) };
+            }
+        });
+    }
+    (dgamma, dbeta)
+}
+
+/// Per channel, `(a, b, c)` of `dx = a·dy' + b·x + c`, and the gradients of `gamma` and `beta`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn grad_coefficients(
+    shape: BnShape,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    y: Option<&[f32]>,
+    dy: &[f32],
+    epsilon: f64,
+) -> (Vec<(f32, f32, f32)>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), shape.len());
     assert_eq!(dy.len(), shape.len());
     if let Some(y) = y {
@@ -271,7 +366,6 @@ pub fn backward(
         .collect();
     let mut dgamma = vec![0f32; shape.channels];
     let mut dbeta = vec![0f32; shape.channels];
-    // dx = a·dy' + b·x + c per channel.
     let mut coef = vec![(0f32, 0f32, 0f32); shape.channels];
     for ch in 0..shape.channels {
         let inv_std = 1.0 / (var[ch] as f64 + epsilon).sqrt();
@@ -283,21 +377,7 @@ pub fn backward(
         let c = -a * sd / n - b * mean[ch] as f64;
         coef[ch] = (a as f32, b as f32, c as f32);
     }
-    let mut dx = vec![0f32; x.len()];
-    let image = shape.channels * shape.spatial;
-    if image > 0 {
-        dx.par_chunks_mut(image).enumerate().for_each(|(img, dxi)| {
-            for ch in 0..shape.channels {
-                let base = img * image + ch * shape.spatial;
-                let out = &mut dxi[ch * shape.spatial..(ch + 1) * shape.spatial];
-                let r = base..base + shape.spatial;
-                let ys = y.map(|y| &y[r.clone()]);
-                // SAFETY: `simd::isa` is this CPU's.
-                unsafe { dx_row(isa, out, &dy[r.clone()], ys, &x[r], coef[ch]) };
-            }
-        });
-    }
-    (dx, dgamma, dbeta)
+    (coef, dgamma, dbeta)
 }
 
 /// `relu?(x · scale[c] + shift[c])`; a NaN stays NaN through the ReLU, as in burn's, so that a
@@ -312,21 +392,27 @@ pub fn channel_affine(
     assert_eq!(x.len(), shape.len());
     assert_eq!(scale.len(), shape.channels);
     assert_eq!(shift.len(), shape.channels);
-    let mut y = vec![0f32; x.len()];
+    let mut y = Vec::with_capacity(x.len());
     let image = shape.channels * shape.spatial;
     let isa = super::simd::isa();
     if image > 0 {
-        y.par_chunks_mut(image)
+        let out = &mut y.spare_capacity_mut()[..x.len()];
+        out.par_chunks_mut(image)
             .zip(x.par_chunks(image))
             .for_each(|(yi, xi)| {
-                for ch in 0..shape.channels {
-                    let r = ch * shape.spatial..(ch + 1) * shape.spatial;
+                for (ch, (yr, xr)) in yi
+                    .chunks_exact_mut(shape.spatial)
+                    .zip(xi.chunks_exact(shape.spatial))
+                    .enumerate()
+                {
                     // SAFETY: `simd::isa` is this CPU's.
-                    unsafe {
-                        affine_row(isa, &mut yi[r.clone()], &xi[r], scale[ch], shift[ch], relu)
-                    };
+                    unsafe { affine_row(isa, yr, xr, scale[ch], shift[ch], relu) };
                 }
             });
+        // SAFETY: every image's every channel row was written above.
+        unsafe { y.set_len(x.len()) };
+    } else {
+        y.resize(x.len(), 0.0);
     }
     y
 }
@@ -351,5 +437,46 @@ pub fn channel_affine_in_place(
                 unsafe { affine_row_in_place(isa, row, scale[ch], shift[ch], relu) };
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 250.0
+                    - 2.0
+            })
+            .collect()
+    }
+
+    /// The in-place forms give the allocating forms' values bit for bit (tests/kernels.rs holds
+    /// both against burn through the backend, where the in-place one is the usual path).
+    #[test]
+    fn in_place_forms_equal_the_allocating_ones() {
+        let shape = BnShape {
+            batch: 3,
+            channels: 5,
+            spatial: 37,
+        };
+        let n = shape.len();
+        let (x, dy) = (vals(n, 1), vals(n, 7));
+        let gamma = vals(5, 3);
+        let beta = vals(5, 5);
+        for relu in [false, true] {
+            let (y, mean, var) = forward(shape, &x, &gamma, &beta, 1e-5, relu);
+            let mut y2 = x.clone();
+            let (mean2, var2) = forward_in_place(shape, &mut y2, &gamma, &beta, 1e-5, relu);
+            assert_eq!((&y, &mean, &var), (&y2, &mean2, &var2));
+            let ys = relu.then_some(y.as_slice());
+            let (dx, dg, db) = backward(shape, &x, &gamma, &mean, &var, ys, &dy, 1e-5);
+            let mut dx2 = dy.clone();
+            let (dg2, db2) = backward_in_place(shape, &x, &gamma, &mean, &var, ys, &mut dx2, 1e-5);
+            assert_eq!((&dx, &dg, &db), (&dx2, &dg2, &db2));
+            assert!(dx.iter().any(|&v| v != 0.0));
+        }
     }
 }

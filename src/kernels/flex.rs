@@ -180,6 +180,24 @@ impl ConvKernels for Flex {
             return (b.x_grad, b.gamma_grad, b.beta_grad);
         };
         let y = relu.then(|| values(&output));
+        let mut output_grad = output_grad;
+        if let Some(dy) = owned_values(&mut output_grad) {
+            let (dg, db) = batch_norm::backward_in_place(
+                shape,
+                &values(&x),
+                &values(&gamma),
+                &values(&mean),
+                &values(&variance),
+                y.as_deref(),
+                dy,
+                epsilon,
+            );
+            return (
+                output_grad,
+                tensor(dg, [shape.channels]),
+                tensor(db, [shape.channels]),
+            );
+        }
         let (dx, dg, db) = batch_norm::backward(
             shape,
             &values(&x),
