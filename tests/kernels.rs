@@ -492,3 +492,60 @@ fn shortcut_a_matches_burn() {
         );
     }
 }
+
+/// A convolution with an eval-mode BatchNorm (+ReLU) in its output pass equals the two ops in
+/// turn: bit for bit without a bias (the same products, the same multiply-add), to rounding
+/// with one (folded into the shift). Shapes on the direct, im2col and Winograd paths.
+#[test]
+fn conv_with_affine_epilogue_matches_conv_then_affine() {
+    let device = Device::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(37);
+    let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+    // (batch, cin, cout, hw, stride): direct; strided (im2col); 8×8 maps (im2col); Winograd.
+    for (b, cin, cout, hw, stride) in [
+        (2, 5, 6, 12, 1),
+        (2, 4, 8, 9, 2),
+        (3, 6, 5, 4, 1),
+        (4, 64, 64, 8, 1),
+    ] {
+        let x = normal(&mut rng, [b, cin, hw, hw], 0.0, 1.0, &device);
+        let w = normal(&mut rng, [cout, cin, 3, 3], 0.0, 0.3, &device);
+        let scale = normal(&mut rng, [cout], 1.0, 0.5, &device);
+        let shift = normal(&mut rng, [cout], 0.0, 0.5, &device);
+        let bias = normal(&mut rng, [cout], 0.0, 0.5, &device);
+        let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
+        for relu in [false, true] {
+            let two = kernels::channel_affine(
+                kernels::conv2d(x.clone(), w.clone(), None, options.clone()),
+                scale.clone(),
+                shift.clone(),
+                relu,
+            );
+            let one = kernels::conv2d_affine(
+                x.clone(),
+                w.clone(),
+                None,
+                (scale.clone(), shift.clone()),
+                relu,
+                options.clone(),
+            );
+            let case = (b, cin, cout, hw, stride, relu);
+            assert_eq!(v(one), v(two), "{case:?}");
+            let two = kernels::channel_affine(
+                kernels::conv2d(x.clone(), w.clone(), Some(bias.clone()), options.clone()),
+                scale.clone(),
+                shift.clone(),
+                relu,
+            );
+            let one = kernels::conv2d_affine(
+                x.clone(),
+                w.clone(),
+                Some(bias.clone()),
+                (scale.clone(), shift.clone()),
+                relu,
+                options.clone(),
+            );
+            assert_close("with bias", &case, &v(one), &v(two));
+        }
+    }
+}

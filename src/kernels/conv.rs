@@ -359,6 +359,44 @@ fn col2im(s: &ConvShape, col: &[f32], ld: usize, imgs: usize, c0: usize, dx: &mu
 
 /// `y = conv(x, w)`, `x: [batch, cin, h, w]`, result `[batch, cout, ho, wo]`.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
+    forward_with(s, x, w, None)
+}
+
+/// A per-output-channel `relu?(y · scale + shift)` applied as the convolution writes its result:
+/// an eval-mode BatchNorm (and ReLU) after the convolution without a pass of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    /// `dst = relu?(src · scale[c] + shift[c])` for output channel `c`.
+    fn write(&self, c: usize, dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+        let (a, b) = (self.scale[c], self.shift[c]);
+        for (d, &v) in dst.iter_mut().zip(src) {
+            let t = v * a + b;
+            d.write(if self.relu && t < 0.0 { 0.0 } else { t });
+        }
+    }
+}
+
+/// [`forward`] followed by `relu?(y · scale[c] + shift[c])` per output channel, in the same pass.
+pub fn forward_affine(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    assert_eq!(scale.len(), s.cout);
+    assert_eq!(shift.len(), s.cout);
+    forward_with(s, x, w, Some(Epilogue { scale, shift, relu }))
+}
+
+fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> Vec<f32> {
     assert!(s.supported(), "unsupported convolution {s:?}");
     assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
     assert_eq!(w.len(), s.cout * s.k());
@@ -371,6 +409,14 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
     if super::winograd::applies(s) {
         let mut y = vec![0f32; len];
         super::winograd::forward(s, x, w, &mut y);
+        if let Some(e) = epi {
+            let shape = super::batch_norm::BnShape {
+                batch: s.batch,
+                channels: s.cout,
+                spatial: ho * wo,
+            };
+            super::batch_norm::channel_affine_in_place(shape, &mut y, e.scale, e.shift, e.relu);
+        }
         return y;
     }
     let packed: Vec<Vec<f32>> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
@@ -379,13 +425,21 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
     let mut y = Vec::with_capacity(len);
     let out = &mut y.spare_capacity_mut()[..len];
     if s.direct() {
-        forward_direct(isa, s, x, &packed, out);
+        forward_direct(isa, s, x, &packed, out, epi);
     } else {
-        forward_im2col(isa, s, x, &packed, out);
+        forward_im2col(isa, s, x, &packed, out, epi);
     }
     // SAFETY: `out` (the first `len` elements of the capacity) was written in full above.
     unsafe { y.set_len(len) };
     y
+}
+
+/// Channel `c`'s run of output values into uninitialised memory, through the epilogue if any.
+fn emit(epi: Option<&Epilogue>, c: usize, dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    match epi {
+        Some(e) => e.write(c, dst, src),
+        None => write(dst, src),
+    }
 }
 
 /// `dst = src` into uninitialised memory.
@@ -401,6 +455,7 @@ fn forward_direct(
     x: &[f32],
     packed: &[Vec<f32>],
     y: &mut [MaybeUninit<f32>],
+    epi: Option<Epilogue>,
 ) {
     let (ho, wo, hp, wp) = (s.ho(), s.wo(), s.hp(), s.wp());
     let nr = isa.nr();
@@ -419,9 +474,10 @@ fn forward_direct(
                 gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, blocks, false);
                 for co in 0..s.cout_g() {
                     for oy in 0..ho {
-                        let dst = ((g * s.cout_g() + co) * ho + oy) * wo;
+                        let c = g * s.cout_g() + co;
+                        let dst = (c * ho + oy) * wo;
                         let src = co * ldc + oy * wp;
-                        write(&mut yi[dst..dst + wo], &ypw[src..src + wo]);
+                        emit(epi.as_ref(), c, &mut yi[dst..dst + wo], &ypw[src..src + wo]);
                     }
                 }
             }
@@ -435,6 +491,7 @@ fn forward_im2col(
     x: &[f32],
     packed: &[Vec<f32>],
     y: &mut [MaybeUninit<f32>],
+    epi: Option<Epilogue>,
 ) {
     let (ho, wo) = (s.ho(), s.wo());
     let nr = isa.nr();
@@ -463,9 +520,12 @@ fn forward_im2col(
                     gemm_panels(isa, a, s.k(), col, &offs, tmp, ld, blocks, false);
                     for co in 0..s.cout_g() {
                         for img in 0..imgs {
-                            let dst = (img * s.cout + g * s.cout_g() + co) * ho * wo;
+                            let c = g * s.cout_g() + co;
+                            let dst = (img * s.cout + c) * ho * wo;
                             let src = co * ld + img * ho * wo;
-                            write(&mut ychunk[dst..dst + ho * wo], &tmp[src..src + ho * wo]);
+                            let (d, t) =
+                                (&mut ychunk[dst..dst + ho * wo], &tmp[src..src + ho * wo]);
+                            emit(epi.as_ref(), c, d, t);
                         }
                     }
                 }

@@ -304,6 +304,30 @@ impl ConvKernels for Flex {
         tensor(dx, [s.batch, s.channels, h, w])
     }
 
+    fn meal_conv2d_affine(
+        x: FlexTensor,
+        weight: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        relu: bool,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let f32s = scale.dtype() == DType::F32 && shift.dtype() == DType::F32;
+        let Some(s) = shape_of(&x, &weight, &options).filter(|_| f32s) else {
+            let y = Flex::meal_conv2d(x, weight, options);
+            return Flex::meal_channel_affine(y, scale, shift, relu);
+        };
+        let y = conv::forward_affine(
+            &s,
+            &values(&x),
+            &values(&weight),
+            &values(&scale),
+            &values(&shift),
+            relu,
+        );
+        tensor(y, [s.batch, s.cout, s.ho(), s.wo()])
+    }
+
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d(x, weight, None, options);

@@ -158,6 +158,20 @@ pub trait ConvKernels: burn::backend::Backend {
         burn_shortcut_a_backward::<Self>(grad, stride, pad, h, w)
     }
 
+    /// `relu?(conv(x, w) · scale[c] + shift[c])`: a convolution followed by an eval-mode
+    /// BatchNorm (and ReLU), for inference only (no backward).
+    fn meal_conv2d_affine(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        relu: bool,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let y = Self::meal_conv2d(x, weight, options);
+        Self::meal_channel_affine(y, scale, shift, relu)
+    }
+
     fn meal_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -313,6 +327,34 @@ pub fn conv2d(
         }
         None => y,
     }
+}
+
+/// `relu?(conv2d(x, weight, bias) · scale[c] + shift[c])` in one pass over the output where
+/// meal's kernels apply and nothing is differentiated (inference); the two ops otherwise.
+pub fn conv2d_affine(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    (scale, shift): (Tensor<1>, Tensor<1>),
+    relu: bool,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if !enabled() || x.device().is_autodiff() {
+        return channel_affine(conv2d(x, weight, bias, options), scale, shift, relu);
+    }
+    // A bias before the affine folds into its shift.
+    let shift = match bias {
+        Some(b) => shift + b * scale.clone(),
+        None => shift,
+    };
+    Tensor::from_dispatch(Dispatch::meal_conv2d_affine(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        relu,
+        options,
+    ))
 }
 
 /// Training-mode BatchNorm over `(B, C, ...)`, optionally followed by ReLU: the output, the batch

@@ -80,6 +80,39 @@ pub fn conv_fwd(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     count_conv(conv, y)
 }
 
+/// `bn(conv(x))`, with the ReLU when `relu`. At inference (BatchNorm on its running statistics,
+/// nothing differentiated) the BatchNorm rides on the convolution's output pass
+/// ([`crate::kernels::conv2d_affine`]); otherwise the two layers run one after the other.
+pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let explicit = matches!(conv.padding, PaddingConfig2d::Explicit(..));
+    if !explicit || x.device().is_autodiff() || bn.batch_statistics(&x) {
+        let y = conv_fwd(conv, x);
+        return if relu {
+            bn.forward_relu(y)
+        } else {
+            bn.forward(y)
+        };
+    }
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        unreachable!("checked above")
+    };
+    let options = ConvOptions::new_with_padding(
+        conv.stride,
+        [(top, bottom), (left, right)],
+        conv.dilation,
+        conv.groups,
+    );
+    let y = crate::kernels::conv2d_affine(
+        x.clone(),
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        bn.eval_affine(&x.device()),
+        relu,
+        options,
+    );
+    count_conv(conv, y)
+}
+
 fn count_conv(conv: &Conv2d, y: Tensor<4>) -> Tensor<4> {
     if flops::is_counting() {
         let [b, out, h, w] = y.dims();
@@ -191,18 +224,23 @@ impl BatchNorm2d {
 
     /// Batch statistics in training on an autodiff device, or anywhere inside
     /// [`with_batch_statistics`]; running statistics otherwise.
-    fn batch_statistics<const D: usize>(&self, input: &Tensor<D>) -> bool {
+    pub(crate) fn batch_statistics<const D: usize>(&self, input: &Tensor<D>) -> bool {
         (input.device().is_autodiff() && self.training.is_enabled())
             || FORCE_BATCH_STATS.with(|c| c.get())
     }
 
     /// Running statistics folded into one multiply-add per element.
     fn forward_eval<const D: usize>(&self, input: Tensor<D>, fuse_relu: bool) -> Tensor<D> {
-        let device = input.device();
+        let (scale, shift) = self.eval_affine(&input.device());
+        crate::kernels::channel_affine(input, scale, shift, fuse_relu)
+    }
+
+    /// `(scale, shift)` per channel with `eval(x) = x · scale + shift`.
+    fn eval_affine(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
         let inv_std = self
             .running_var
             .value()
-            .to_device(&device)
+            .to_device(device)
             .add_scalar(self.epsilon)
             .sqrt()
             .recip();
@@ -210,10 +248,10 @@ impl BatchNorm2d {
         let shift = self.bias.val().sub(
             self.running_mean
                 .value()
-                .to_device(&device)
+                .to_device(device)
                 .mul(scale.clone()),
         );
-        crate::kernels::channel_affine(input, scale, shift, fuse_relu)
+        (scale, shift)
     }
 
     fn forward_train<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
@@ -289,7 +327,7 @@ impl ConvBnRelu {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward_relu(conv_fwd(&self.conv, x))
+        conv_bn(&self.conv, &self.bn, x, true)
     }
 }
 
@@ -315,7 +353,7 @@ impl ConvBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(conv_fwd(&self.conv, x))
+        conv_bn(&self.conv, &self.bn, x, false)
     }
 }
 

@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
 use super::layers::{
-    BatchNorm2d, ConvBn, ConvBnRelu, avg_pool, conv, conv_fwd, flatten, linear, linear_fwd, relu,
+    BatchNorm2d, ConvBn, ConvBnRelu, avg_pool, conv, conv_bn, flatten, linear, linear_fwd, relu,
 };
 use super::output::ModelOutput;
 
@@ -39,8 +39,8 @@ impl BasicBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = self.bn1.forward_relu(conv_fwd(&self.conv1, x.clone()));
-        let out = self.bn2.forward(conv_fwd(&self.conv2, out));
+        let out = conv_bn(&self.conv1, &self.bn1, x.clone(), true);
+        let out = conv_bn(&self.conv2, &self.bn2, out, false);
         let shortcut = match &self.shortcut {
             Some(proj) => proj.forward(x),
             None => x,

@@ -6,7 +6,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, ConvBnRelu, conv, conv_fwd, linear, linear_fwd, relu};
+use super::layers::{BatchNorm2d, ConvBnRelu, conv, conv_bn, linear, linear_fwd, relu};
 use super::output::ModelOutput;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
@@ -35,8 +35,8 @@ impl BasicBlockA {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = self.bn1.forward_relu(conv_fwd(&self.conv1, x.clone()));
-        let out = self.bn2.forward(conv_fwd(&self.conv2, out));
+        let out = conv_bn(&self.conv1, &self.bn1, x.clone(), true);
+        let out = conv_bn(&self.conv2, &self.bn2, out, false);
         let shortcut = if self.stride == 1 && self.pad == 0 {
             x
         } else {
