@@ -117,35 +117,8 @@ fn grad_sums_inner(dy: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f6
 
 isa_versions!(grad_sums, grad_sums_inner, (dy: &[f32], y: Option<&[f32]>, x: &[f32], m: f32) -> (f64, f64));
 
-/// `out = a·dy' + b·x + c` over one row.
-#[inline(always)]
-fn dx_row_inner(
-    out: &mut [MaybeUninit<f32>],
-    dy: &[f32],
-    y: Option<&[f32]>,
-    x: &[f32],
-    abc: (f32, f32, f32),
-) {
-    let (a, b, c) = abc;
-    // Zipped slices (no index bounds checks), so the loops vectorise.
-    match y {
-        Some(y) => {
-            for (((o, &g), &yv), &xv) in out.iter_mut().zip(dy).zip(y).zip(x) {
-                let g = if yv > 0.0 { g } else { 0.0 };
-                o.write(a * g + b * xv + c);
-            }
-        }
-        None => {
-            for ((o, &g), &xv) in out.iter_mut().zip(dy).zip(x) {
-                o.write(a * g + b * xv + c);
-            }
-        }
-    }
-}
-
-isa_versions!(dx_row, dx_row_inner, (out: &mut [MaybeUninit<f32>], dy: &[f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)));
-
-/// [`dx_row_inner`] over `dy` itself.
+/// `dy = a·dy' + b·x + c` over one row, `dy'` being `dy` through the ReLU mask when `y` is
+/// given; zipped slices (no index bounds checks), so the loops vectorise.
 #[inline(always)]
 fn dx_row_in_place_inner(dy: &mut [f32], y: Option<&[f32]>, x: &[f32], abc: (f32, f32, f32)) {
     let (a, b, c) = abc;
@@ -279,28 +252,9 @@ pub fn backward(
     dy: &[f32],
     epsilon: f64,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (coef, dgamma, dbeta) = grad_coefficients(shape, x, gamma, mean, var, y, dy, epsilon);
-    let mut dx = Vec::with_capacity(x.len());
-    let image = shape.channels * shape.spatial;
-    let isa = super::simd::isa();
-    if image > 0 {
-        let out = &mut dx.spare_capacity_mut()[..x.len()];
-        out.par_chunks_mut(image)
-            .enumerate()
-            .for_each(|(img, dxi)| {
-                for (ch, out) in dxi.chunks_exact_mut(shape.spatial).enumerate() {
-                    let r =
-                        img * image + ch * shape.spatial..img * image + (ch + 1) * shape.spatial;
-                    let ys = y.map(|y| &y[r.clone()]);
-                    // SAFETY: `simd::isa` is this CPU's.
-                    unsafe { dx_row(isa, out, &dy[r.clone()], ys, &x[r], coef[ch]) };
-                }
-            });
-        // SAFETY: every image's every channel row was written above.
-        unsafe { dx.set_len(x.len()) };
-    } else {
-        dx.resize(x.len(), 0.0);
-    }
+    // Only for a `dy` that someone else still holds (rare): the copy is the output buffer.
+    let mut dx = dy.to_vec();
+    let (dgamma, dbeta) = backward_in_place(shape, x, gamma, mean, var, y, &mut dx, epsilon);
     (dx, dgamma, dbeta)
 }
 

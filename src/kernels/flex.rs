@@ -180,36 +180,21 @@ impl ConvKernels for Flex {
             return (b.x_grad, b.gamma_grad, b.beta_grad);
         };
         let y = relu.then(|| values(&output));
-        let mut output_grad = output_grad;
-        if let Some(dy) = owned_values(&mut output_grad) {
-            let (dg, db) = batch_norm::backward_in_place(
-                shape,
-                &values(&x),
-                &values(&gamma),
-                &values(&mean),
-                &values(&variance),
-                y.as_deref(),
-                dy,
-                epsilon,
-            );
-            return (
-                output_grad,
-                tensor(dg, [shape.channels]),
-                tensor(db, [shape.channels]),
-            );
-        }
-        let (dx, dg, db) = batch_norm::backward(
+        // The input gradient is written over the incoming one (a copy when that is shared).
+        let mut dx = owned_or_copy(output_grad);
+        let dy = owned_values(&mut dx).expect("a fresh or owned tensor");
+        let (dg, db) = batch_norm::backward_in_place(
             shape,
             &values(&x),
             &values(&gamma),
             &values(&mean),
             &values(&variance),
             y.as_deref(),
-            &values(&output_grad),
+            dy,
             epsilon,
         );
         (
-            like(dx, &x),
+            dx,
             tensor(dg, [shape.channels]),
             tensor(db, [shape.channels]),
         )
@@ -220,36 +205,20 @@ impl ConvKernels for Flex {
         grad: FlexTensor,
         velocity: FlexTensor,
         first: bool,
-        lr: f32,
-        weight_decay: f32,
-        momentum: f32,
-        nesterov: bool,
+        s: sgd::SgdStep,
     ) -> (FlexTensor, FlexTensor) {
         let f32s = [&param, &grad, &velocity]
             .iter()
             .all(|t| t.dtype() == DType::F32);
         if !f32s || param.shape() != grad.shape() || param.shape() != velocity.shape() {
-            return super::burn_sgd_step::<Flex>(
-                param,
-                grad,
-                velocity,
-                first,
-                [lr, weight_decay, momentum],
-                nesterov,
-            );
+            return super::burn_sgd_step::<Flex>(param, grad, velocity, first, s);
         }
-        let s = sgd::SgdStep {
-            lr,
-            weight_decay,
-            momentum,
-            nesterov,
-        };
         // Write over the parameter and the buffer when nothing else holds them (the usual case:
         // the optimizer owns both), else over fresh copies.
         let mut param = owned_or_copy(param);
         let g = values(&grad);
         let p = owned_values(&mut param).expect("a fresh or owned tensor");
-        if momentum == 0.0 {
+        if s.momentum == 0.0 {
             sgd::step(s, p, &g, None, first);
             return (param, velocity);
         }
@@ -260,7 +229,6 @@ impl ConvKernels for Flex {
         };
         let v = owned_values(&mut velocity).expect("a fresh or owned tensor");
         sgd::step(s, p, &g, Some(v), first);
-        drop(g);
         (param, velocity)
     }
 

@@ -120,25 +120,14 @@ pub trait ConvKernels: burn::backend::Backend {
     /// `θ ← θ − lr·g`. Returns `θ` and `v`; with `momentum` 0 there is no buffer, and
     /// `velocity` (any tensor) comes back untouched. The default is burn's own optimizer, op for
     /// op, so every backend gives the same numbers.
-    #[allow(clippy::too_many_arguments)]
     fn meal_sgd_step(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         velocity: FloatTensor<Self>,
         first: bool,
-        lr: f32,
-        weight_decay: f32,
-        momentum: f32,
-        nesterov: bool,
+        step: sgd::SgdStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        burn_sgd_step::<Self>(
-            param,
-            grad,
-            velocity,
-            first,
-            [lr, weight_decay, momentum],
-            nesterov,
-        )
+        burn_sgd_step::<Self>(param, grad, velocity, first, step)
     }
 
     /// The "option A" shortcut of the CIFAR ResNets: `x[:, :, ::stride, ::stride]` between `pad`
@@ -206,9 +195,14 @@ pub(crate) fn burn_sgd_step<B: burn::backend::Backend>(
     grad: FloatTensor<B>,
     velocity: FloatTensor<B>,
     first: bool,
-    [lr, weight_decay, momentum]: [f32; 3],
-    nesterov: bool,
+    step: sgd::SgdStep,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
+    let sgd::SgdStep {
+        lr,
+        weight_decay,
+        momentum,
+        nesterov,
+    } = step;
     let grad = if weight_decay != 0.0 {
         let decay = B::float_mul_scalar(param.clone(), weight_decay.into());
         B::float_add(decay, grad)
@@ -420,10 +414,7 @@ pub fn sgd_step<const D: usize>(
         grad.into_dispatch(),
         velocity.into_dispatch(),
         first,
-        step.lr,
-        step.weight_decay,
-        step.momentum,
-        step.nesterov,
+        step,
     );
     (
         Tensor::from_dispatch(p),

@@ -62,15 +62,9 @@ pub fn linear(device: &Device, d_input: usize, d_output: usize) -> Linear {
 /// runs its convolutions through here so that [`flops::count_macs`] sees them.
 pub fn conv_fwd(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     // The zoo pads explicitly; anything else keeps burn's own layer.
-    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+    let Some(options) = explicit_options(conv) else {
         return count_conv(conv, conv.forward(x));
     };
-    let options = ConvOptions::new_with_padding(
-        conv.stride,
-        [(top, bottom), (left, right)],
-        conv.dilation,
-        conv.groups,
-    );
     let y = crate::kernels::conv2d(
         x,
         conv.weight.val(),
@@ -84,24 +78,15 @@ pub fn conv_fwd(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// nothing differentiated) the BatchNorm rides on the convolution's output pass
 /// ([`crate::kernels::conv2d_affine`]); otherwise the two layers run one after the other.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, relu: bool) -> Tensor<4> {
-    let explicit = matches!(conv.padding, PaddingConfig2d::Explicit(..));
-    if !explicit || x.device().is_autodiff() || bn.batch_statistics(&x) {
+    let inference = !x.device().is_autodiff() && !bn.batch_statistics(&x);
+    let Some(options) = explicit_options(conv).filter(|_| inference) else {
         let y = conv_fwd(conv, x);
         return if relu {
             bn.forward_relu(y)
         } else {
             bn.forward(y)
         };
-    }
-    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
-        unreachable!("checked above")
     };
-    let options = ConvOptions::new_with_padding(
-        conv.stride,
-        [(top, bottom), (left, right)],
-        conv.dilation,
-        conv.groups,
-    );
     let y = crate::kernels::conv2d_affine(
         x.clone(),
         conv.weight.val(),
@@ -111,6 +96,19 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, relu: bool) -> Ten
         options,
     );
     count_conv(conv, y)
+}
+
+/// The layer's options for meal's kernels, when it pads explicitly (the whole zoo does).
+fn explicit_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        return None;
+    };
+    Some(ConvOptions::new_with_padding(
+        conv.stride,
+        [(top, bottom), (left, right)],
+        conv.dilation,
+        conv.groups,
+    ))
 }
 
 fn count_conv(conv: &Conv2d, y: Tensor<4>) -> Tensor<4> {
