@@ -41,23 +41,25 @@ fn shape(batch: usize, c: usize, hw: usize, k: usize, kernel: usize, stride: usi
 }
 
 /// The gemm micro-kernel alone on in-cache operands: the ceiling every path shares.
-fn kernel_peak() -> f64 {
-    use meal::kernels::simd::{self, GemmArgs, MR};
+fn kernel_peak(mr: usize) -> f64 {
+    use meal::kernels::simd::{self, GemmArgs};
     let isa = simd::isa();
-    let (k, blocks) = (256, 6);
+    let env = |n: &str, d: usize| std::env::var(n).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (k, blocks) = (env("PEAK_K", 256), env("PEAK_BLOCKS", 6));
     let ld = blocks * isa.nr();
-    let a = vec![0.5f32; k * MR];
+    let a = vec![0.5f32; k * mr];
     let b = vec![0.25f32; k * ld + ld];
     let offs: Vec<usize> = (0..k).map(|i| i * ld).collect();
-    let mut c = vec![0f32; MR * ld];
-    let reps = 20_000;
+    let mut c = vec![0f32; mr * ld];
+    let reps = 20_000 * 1536 / (k * blocks);
     let t0 = cpu_ns();
     for _ in 0..reps {
-        // SAFETY: a holds k·MR values, every b row ld + slack, c MR rows of ld.
+        // SAFETY: a holds k·mr values, every b row ld + slack, c mr rows of ld.
         unsafe {
             simd::gemm(
                 isa,
                 &GemmArgs {
+                    mr,
                     a: &a,
                     b: &b,
                     offs: &offs,
@@ -71,7 +73,7 @@ fn kernel_peak() -> f64 {
         std::hint::black_box(&mut c);
     }
     let secs = (cpu_ns() - t0) as f64 / 1e9;
-    (reps * k * MR * ld) as f64 / secs / 1e9
+    (reps * k * mr * ld) as f64 / secs / 1e9
 }
 
 fn main() {
@@ -102,7 +104,12 @@ fn main() {
         std::env::var("MEAL_WINOGRAD").unwrap_or_else(|_| "default".into()),
         meal::kernels::simd::isa().name()
     );
-    println!("gemm micro-kernel in cache: {:.1} GMAC/s", kernel_peak());
+    for mr in [meal::kernels::simd::MR, meal::kernels::simd::MR_WIDE] {
+        println!(
+            "gemm micro-kernel in cache, {mr}-row panels: {:.1} GMAC/s",
+            kernel_peak(mr)
+        );
+    }
     println!(
         "{:<14} {:>10} {:>10} {:>10} {:>8}",
         "layer", "fwd ms", "dx ms", "dw ms", "GMAC/s"

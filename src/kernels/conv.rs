@@ -125,16 +125,42 @@ impl ConvShape {
     }
 }
 
-/// Output channels of one group packed as `[panel][k][MR]`, zero rows past the group's end.
-fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Vec<f32> {
+/// The left operand of a gemm: `rows × k` packed as `[panel][k][mr]`, zero rows past the end.
+pub(super) struct Panels {
+    pub data: Vec<f32>,
+    pub mr: usize,
+}
+
+impl Panels {
+    /// Zeroed panels for `rows × k`, `mr` chosen by [`simd::panel_rows`].
+    pub fn zeroed(rows: usize, k: usize) -> Panels {
+        let mr = simd::panel_rows(rows);
+        Panels {
+            data: vec![0f32; rows.div_ceil(mr) * mr * k],
+            mr,
+        }
+    }
+
+    /// Where element `(row, kk)` of a `… × k` matrix lives.
+    pub fn at(&self, row: usize, kk: usize, k: usize) -> usize {
+        ((row / self.mr) * k + kk) * self.mr + row % self.mr
+    }
+
+    /// Rows including the padding of the last panel.
+    pub fn rows(&self, k: usize) -> usize {
+        self.data.len() / k
+    }
+}
+
+/// Output channels of one group packed as panels, zero rows past the group's end.
+fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Panels {
     let (k, cout_g) = (s.k(), s.cout_g());
-    let panels = cout_g.div_ceil(MR);
-    let mut a = vec![0f32; panels * k * MR];
+    let mut a = Panels::zeroed(cout_g, k);
     for co in 0..cout_g {
-        let (p, m) = (co / MR, co % MR);
         let row = &w[(g * cout_g + co) * k..(g * cout_g + co + 1) * k];
         for (kk, &v) in row.iter().enumerate() {
-            a[(p * k + kk) * MR + m] = v;
+            let at = a.at(co, kk, k);
+            a.data[at] = v;
         }
     }
     a
@@ -196,12 +222,12 @@ fn padded_len(s: &ConvShape, nr: usize) -> usize {
 
 const KC: usize = 256;
 
-/// `c[panel rows][0..blocks·nr] (+)= Σ_k a · b[offs[k] + n]` for every output-channel panel of a
-/// group, blocked over the reduction (`KC` rows at a time).
+/// `c[panel rows][0..blocks·nr] (+)= Σ_k a · b[offs[k] + n]` for every `mr`-row panel of `a`
+/// (packed `[panel][k][mr]`), blocked over the reduction (`KC` rows at a time).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_panels(
     isa: Isa,
-    a: &[f32],
+    (a, mr): (&[f32], usize),
     k: usize,
     b: &[f32],
     offs: &[usize],
@@ -210,28 +236,29 @@ pub(super) fn gemm_panels(
     blocks: usize,
     accumulate: bool,
 ) {
-    let panels = a.len() / (k * MR);
-    assert!(c.len() >= panels * MR * ldc && ldc >= blocks * isa.nr());
+    let panels = a.len() / (k * mr);
+    assert!(c.len() >= panels * mr * ldc && ldc >= blocks * isa.nr());
     // Keep the larger operand's slice in cache across the inner loop: with many output rows
     // (wide layers, few columns) an `A` panel stays in L1 while the short `B` slices are re-read
     // from L2; otherwise one `KC × nr` slice of `B` serves every panel.
-    let panels_outer = panels * MR > blocks * isa.nr();
+    let panels_outer = panels * mr > blocks * isa.nr();
     let cp = c.as_mut_ptr();
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let tile = |p: usize, nb: usize| {
-            let ap = &a[(p * k + k0) * MR..(p * k + k0 + kc) * MR];
-            // SAFETY: `c` holds every panel's MR rows of ldc ≥ blocks·nr columns (asserted);
+            let ap = &a[(p * k + k0) * mr..(p * k + k0 + kc) * mr];
+            // SAFETY: `c` holds every panel's mr rows of ldc ≥ blocks·nr columns (asserted);
             // `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed by the
             // callers' slack.
             unsafe {
                 simd::gemm(
                     isa,
                     &GemmArgs {
+                        mr,
                         a: ap,
                         b: &b[nb * isa.nr()..],
                         offs: &offs[k0..k0 + kc],
-                        c: cp.add(p * MR * ldc + nb * isa.nr()),
+                        c: cp.add(p * mr * ldc + nb * isa.nr()),
                         ldc,
                         blocks: 1,
                         accumulate: accumulate || k0 > 0,
@@ -419,7 +446,7 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
         }
         return y;
     }
-    let packed: Vec<Vec<f32>> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
+    let packed: Vec<Panels> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
     // Both paths write every output element exactly once (every channel, row and image), so
     // the result is not zero-filled first: that fill was a full extra pass over the output.
     let mut y = Vec::with_capacity(len);
@@ -453,7 +480,7 @@ fn forward_direct(
     isa: Isa,
     s: &ConvShape,
     x: &[f32],
-    packed: &[Vec<f32>],
+    packed: &[Panels],
     y: &mut [MaybeUninit<f32>],
     epi: Option<Epilogue>,
 ) {
@@ -462,7 +489,7 @@ fn forward_direct(
     let blocks = (ho * wp).div_ceil(nr);
     let ldc = blocks * nr;
     let offs = direct_offsets(s);
-    let rows = s.cout_g().div_ceil(MR) * MR;
+    let rows = packed[0].rows(s.k());
     let in_image = s.cin * s.h * s.w;
     let out_image = s.cout * ho * wo;
     y.par_chunks_mut(out_image).enumerate().for_each_init(
@@ -471,7 +498,7 @@ fn forward_direct(
             pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
             for (g, a) in packed.iter().enumerate() {
                 let b = &xpad[g * s.cin_g() * hp * wp..];
-                gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, blocks, false);
+                gemm_panels(isa, (&a.data, a.mr), s.k(), b, &offs, ypw, ldc, blocks, false);
                 for co in 0..s.cout_g() {
                     for oy in 0..ho {
                         let c = g * s.cout_g() + co;
@@ -489,7 +516,7 @@ fn forward_im2col(
     isa: Isa,
     s: &ConvShape,
     x: &[f32],
-    packed: &[Vec<f32>],
+    packed: &[Panels],
     y: &mut [MaybeUninit<f32>],
     epi: Option<Epilogue>,
 ) {
@@ -498,7 +525,7 @@ fn forward_im2col(
     let chunk = chunk_images(s);
     let in_image = s.cin * s.h * s.w;
     let out_image = s.cout * ho * wo;
-    let rows = s.cout_g().div_ceil(MR) * MR;
+    let rows = packed[0].rows(s.k());
     let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
     let offs: Vec<usize> = (0..s.k()).map(|k| k * ld_for(chunk)).collect();
     y.par_chunks_mut(chunk * out_image)
@@ -517,7 +544,7 @@ fn forward_im2col(
                 let blocks = ld_for(imgs) / nr;
                 for (g, a) in packed.iter().enumerate() {
                     im2col(s, xs, imgs, g * s.cin_g(), col, ld);
-                    gemm_panels(isa, a, s.k(), col, &offs, tmp, ld, blocks, false);
+                    gemm_panels(isa, (&a.data, a.mr), s.k(), col, &offs, tmp, ld, blocks, false);
                     for co in 0..s.cout_g() {
                         for img in 0..imgs {
                             let c = g * s.cout_g() + co;
@@ -559,14 +586,14 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
         return dx;
     }
     // A = wᵀ per group: rows are the taps (ci, ky, kx), the reduction runs over cout_g.
-    let packed: Vec<Vec<f32>> = (0..s.groups)
+    let packed: Vec<Panels> = (0..s.groups)
         .map(|g| {
-            let panels = k.div_ceil(MR);
-            let mut a = vec![0f32; panels * cout_g * MR];
+            let mut a = Panels::zeroed(k, cout_g);
             for co in 0..cout_g {
                 let row = &w[(g * cout_g + co) * k..][..k];
                 for (kk, &v) in row.iter().enumerate() {
-                    a[((kk / MR) * cout_g + co) * MR + kk % MR] = v;
+                    let at = a.at(kk, co, cout_g);
+                    a.data[at] = v;
                 }
             }
             a
@@ -576,7 +603,7 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
     let offs: Vec<usize> = (0..cout_g).map(|co| co * ld_for(chunk)).collect();
     let in_image = s.cin * s.h * s.w;
-    let rows = k.div_ceil(MR) * MR;
+    let rows = packed[0].rows(cout_g);
     dx.par_chunks_mut(chunk * in_image)
         .enumerate()
         .for_each_init(
@@ -599,7 +626,7 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
                             dyb[dst..dst + ho * wo].copy_from_slice(&dy[src..src + ho * wo]);
                         }
                     }
-                    gemm_panels(isa, a, cout_g, dyb, &offs, dcol, ld, blocks, false);
+                    gemm_panels(isa, (&a.data, a.mr), cout_g, dyb, &offs, dcol, ld, blocks, false);
                     col2im(s, dcol, ld, imgs, g * s.cin_g(), dxchunk);
                 }
             },

@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::conv::{ConvShape, gemm_panels};
-use super::simd::{self, MR};
+use super::simd;
 
 /// Tiles per chunk of the forward pass: a multiple of every micro-tile width (8, 16, 48).
 const CHUNK: usize = 96;
@@ -154,15 +154,17 @@ impl OutPtr {
     }
 }
 
-/// `U_ξ = (G g Gᵀ)_ξ` packed for the gemm: `[ξ][panel][cin][MR]`, zero rows past `cout`.
+/// `U_ξ = (G g Gᵀ)_ξ` packed for the gemm: `[ξ][panel][cin][mr]` with
+/// `mr = simd::panel_rows(cout)`, zero rows past `cout`.
 /// With `flipped`, `w` is the forward kernel `[cin, cout, 3, 3]` of the convolution whose input
 /// gradient this is, and `g[co][ci]` is its `w[ci][co]` rotated by 180°.
 fn transform_weights(w: &[f32], cout: usize, cin: usize, flipped: bool) -> Vec<f32> {
-    let panels = cout.div_ceil(MR);
-    let mut u = vec![0f32; 16 * panels * cin * MR];
+    let mr = simd::panel_rows(cout);
+    let panels = cout.div_ceil(mr);
+    let mut u = vec![0f32; 16 * panels * cin * mr];
     let up = OutPtr(u.as_mut_ptr());
     (0..panels).into_par_iter().for_each(|panel| {
-        for co in panel * MR..((panel + 1) * MR).min(cout) {
+        for co in panel * mr..((panel + 1) * mr).min(cout) {
             for ci in 0..cin {
                 let g: [f32; 9] = if flipped {
                     let src = &w[(ci * cout + co) * 9..][..9];
@@ -187,7 +189,7 @@ fn transform_weights(w: &[f32], cout: usize, cin: usize, flipped: bool) -> Vec<f
                         hi[2],
                     ];
                     for (j, &v) in row.iter().enumerate() {
-                        let at = (((i * 4 + j) * panels + panel) * cin + ci) * MR + co % MR;
+                        let at = (((i * 4 + j) * panels + panel) * cin + ci) * mr + co % mr;
                         // SAFETY: in bounds; each panel is written by one task only.
                         unsafe { *up.at(at) = v };
                     }
@@ -428,15 +430,15 @@ unsafe fn output_chunk(
 }
 
 /// The output gradient's transform for channels `cos` of one chunk, as the packed left operand
-/// of the weight gradient's products: `dp[ξ][panel][p][MR]`.
+/// of the weight gradient's products: `dp[ξ][panel][p][mr]`.
 ///
 /// # Safety
-/// `dp` holds `16 · panels · n · MR` values and no other thread writes these channels' panels.
+/// `dp` holds `16 · panels · n · mr` values and no other thread writes these channels' panels.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn grad_operand(
     dy: &[f32],
-    (cout, panels): (usize, usize),
+    (cout, panels, mr): (usize, usize, usize),
     cos: std::ops::Range<usize>,
     t: &Tiles,
     tiles: &[Tile],
@@ -447,12 +449,12 @@ unsafe fn grad_operand(
     for co in cos {
         let o = &mut sc.out[0];
         grad_tiles(dy, (cout, co), t, tiles, &mut sc.grad, o);
-        let (panel, m) = (co / MR, co % MR);
+        let (panel, m) = (co / mr, co % mr);
         for (xi, oxi) in o.iter().enumerate() {
-            let base = (xi * panels + panel) * n * MR + m;
+            let base = (xi * panels + panel) * n * mr + m;
             for (p, &val) in oxi[..n].iter().enumerate() {
                 // SAFETY: in bounds and owned by this call (the function's contract).
-                unsafe { *dp.at(base + p * MR) = val };
+                unsafe { *dp.at(base + p * mr) = val };
             }
         }
     }
@@ -495,7 +497,7 @@ mod isa_dispatch {
 
     isa_versions!(pub(super) input, input_chunk, (x: &[f32], cin: usize, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: &mut [f32], ld: usize));
     isa_versions!(pub(super) output, output_chunk, (m: &[f32], ld: usize, rows: usize, cout: usize, t: &Tiles, tiles: &[Tile], y: OutPtr));
-    isa_versions!(pub(super) grad_op, grad_operand, (dy: &[f32], dims: (usize, usize), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
+    isa_versions!(pub(super) grad_op, grad_operand, (dy: &[f32], dims: (usize, usize, usize), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
     isa_versions!(pub(super) input_op, input_operand, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
 }
 
@@ -527,7 +529,8 @@ fn convolve(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
     let isa = simd::isa();
     let nr = isa.nr();
     let (cin, cout) = (s.cin, s.cout);
-    let rows = cout.div_ceil(MR) * MR;
+    let mr = simd::panel_rows(cout);
+    let rows = cout.div_ceil(mr) * mr;
     let t = Tiles::new(s);
     let offs: Vec<usize> = (0..cin).map(|c| c * CHUNK).collect();
     let out = OutPtr(y.as_mut_ptr());
@@ -547,7 +550,7 @@ fn convolve(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
                     let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
                     let b = &v[xi * cin * CHUNK..];
                     let c = &mut m[xi * rows * CHUNK..(xi + 1) * rows * CHUNK];
-                    gemm_panels(isa, a, cin, b, &offs, c, CHUNK, blocks, false);
+                    gemm_panels(isa, (a, mr), cin, b, &offs, c, CHUNK, blocks, false);
                 }
                 // SAFETY: this chunk's tiles are written by this closure only.
                 unsafe { isa_dispatch::output(isa, &m, CHUNK, rows, cout, &t, &tiles, out) };
@@ -570,8 +573,9 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let isa = simd::isa();
     let nr = isa.nr();
     let (cin, cout) = (s.cin, s.cout);
-    let panels = cout.div_ceil(MR);
-    let rows = panels * MR;
+    let mr = simd::panel_rows(cout);
+    let panels = cout.div_ceil(mr);
+    let rows = panels * mr;
     // Columns of M (input channels) padded to whole micro-tiles; what lands there is dropped.
     let ldc = cin.div_ceil(nr) * nr;
     let t = Tiles::new(s);
@@ -591,8 +595,9 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 // both sized above; the ISA is this CPU's.
                 unsafe {
                     if task < panels {
-                        let cos = task * MR..((task + 1) * MR).min(cout);
-                        isa_dispatch::grad_op(isa, dy, (cout, panels), cos, &t, &tiles, sc, dpp);
+                        let cos = task * mr..((task + 1) * mr).min(cout);
+                        let dims = (cout, panels, mr);
+                        isa_dispatch::grad_op(isa, dy, dims, cos, &t, &tiles, sc, dpp);
                     } else {
                         let c0 = (task - panels) * CHANNEL_GROUP;
                         let cg = CHANNEL_GROUP.min(cin - c0);
@@ -604,9 +609,9 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
         msum.par_chunks_mut(rows * ldc)
             .enumerate()
             .for_each(|(xi, c)| {
-                let a = &dp[xi * panels * n * MR..(xi + 1) * panels * n * MR];
+                let a = &dp[xi * rows * n..(xi + 1) * rows * n];
                 let b = &vt[xi * CHUNK_W * ldc..];
-                gemm_panels(isa, a, n, b, &offs[..n], c, ldc, ldc / nr, true);
+                gemm_panels(isa, (a, mr), n, b, &offs[..n], c, ldc, ldc / nr, true);
             });
     }
     // dg = Gᵀ M G per channel pair.
