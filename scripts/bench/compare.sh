@@ -6,6 +6,9 @@
 # Usage: scripts/bench/compare.sh PYTHON [quick|full]
 #   PYTHON  an interpreter with torch (e.g. /root/torchenv/bin/python)
 #   quick   few steps (a smoke run: minutes); full (default) the numbers for BENCHMARKS.md
+# ROUNDS (default 1) repeats every meal/PyTorch pair that many times, each pair back to back;
+# the table then gives the median over the rounds and the range of the per-round ratios, which
+# is what to quote on a shared host whose speed drifts by tens of percent within minutes.
 # PyTorch runs with torch.set_num_threads(2), matching the 2-core development machine; set
 # TORCH_THREADS to change it. Measure on an otherwise idle machine: both sides suffer from
 # contention, PyTorch's OpenMP pool (which spins while waiting) the more.
@@ -13,6 +16,7 @@ set -euo pipefail
 PY=${1:?usage: scripts/bench/compare.sh PYTHON [quick|full]}
 MODE=${2:-full}
 THREADS=${TORCH_THREADS:-2}
+ROUNDS=${ROUNDS:-1}
 cd "$(dirname "$0")/../.."
 case "$MODE" in
   quick) WARMUP=1; STEPS_SMALL=3; STEPS_BIG=2 ;;
@@ -30,11 +34,13 @@ BENCHES=(
   "--workload meal-v1-resnet18 --batch 64 --steps $STEPS_BIG"
   "--workload meal-v1-cifar-small --batch 64 --steps $((STEPS_SMALL / 3 * 3))"
 )
-for b in "${BENCHES[@]}"; do
-  echo "compare.sh: $b" >&2
-  # shellcheck disable=SC2086
-  target/release/meal bench $b --warmup "$WARMUP" --json >> "$OUT"
-  # shellcheck disable=SC2086
-  "$PY" scripts/bench/torch_bench.py $b --warmup "$WARMUP" --threads "$THREADS" --json >> "$OUT"
+for round in $(seq "$ROUNDS"); do
+  for b in "${BENCHES[@]}"; do
+    echo "compare.sh: round $round/$ROUNDS: $b" >&2
+    # shellcheck disable=SC2086
+    target/release/meal bench $b --warmup "$WARMUP" --json >> "$OUT"
+    # shellcheck disable=SC2086
+    "$PY" scripts/bench/torch_bench.py $b --warmup "$WARMUP" --threads "$THREADS" --json >> "$OUT"
+  done
 done
 "$PY" scripts/bench/table.py "$OUT"

@@ -1,8 +1,13 @@
 """Markdown table of `meal bench` / torch_bench.py JSON lines (pairs: meal, then PyTorch).
 
+With several rounds (the same benchmark's pair repeated), each cell is the median over the
+rounds and the ratio column adds the range of the per-round ratios (each pair ran back to back,
+so a per-round ratio shares the host's state of the moment).
+
 Usage: python scripts/bench/table.py FILE   (needs only the standard library)
 """
 import json
+import statistics
 import sys
 
 
@@ -17,13 +22,20 @@ def main():
           f"{first['framework']} on {first['threads']} thread(s); {torch[0]['framework']} "
           f"on {torch[0]['threads']} thread(s) (capability {torch[0].get('cpu_capability')}); "
           f"median of {first['steps']}+ timed steps after {first['warmup']} warm-up.\n")
+    pairs = {}
+    for m, t in zip(meal, torch):
+        name = m.get("arch") or m.get("workload")
+        if name != (t.get("arch") or t.get("workload")) or m["batch"] != t["batch"]:
+            raise SystemExit(f"table.py: mismatched pair {name} / {t}")
+        pairs.setdefault((name, m["batch"]), []).append((m, t))
+    if any(len(p) > 1 for p in pairs.values()):
+        rounds_table(pairs)
+        return
     print("| benchmark | batch | meal train | PyTorch train | ratio | meal infer | PyTorch infer "
           "| ratio | meal peak MiB | PyTorch peak MiB | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m, t in zip(meal, torch):
         name = m.get("arch") or m.get("workload")
-        if name != (t.get("arch") or t.get("workload")) or m["batch"] != t["batch"]:
-            raise SystemExit(f"table.py: mismatched pair {name} / {t}")
 
         def cell(key):
             a, b = m[key], t[key]
@@ -38,6 +50,27 @@ def main():
           "step, infer = the student's eval forward. Peak MiB: the process's peak resident "
           f"memory; PyTorch's includes {torch[0].get('import_rss_mb', 0):.0f} MiB resident "
           "after `import torch`, before any model.")
+
+
+def rounds_table(pairs):
+    print("| benchmark | batch | rounds | meal train | PyTorch train | ratio (per-round range) "
+          "| meal infer | PyTorch infer | ratio (per-round range) | meal / PyTorch peak MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (name, batch), ps in pairs.items():
+        cells = []
+        for key in ("train_img_per_s", "infer_img_per_s"):
+            mm = statistics.median(m[key] for m, _ in ps)
+            tt = statistics.median(t[key] for _, t in ps)
+            per = [m[key] / t[key] for m, t in ps]
+            cells.append(f"{mm:.1f} | {tt:.1f} | **{mm / tt:.2f}×** ({min(per):.2f}–{max(per):.2f})")
+        mems = [(m.get("peak_rss_mb"), t.get("peak_rss_mb")) for m, t in ps]
+        mem = "n/a"
+        if all(a and b for a, b in mems):
+            mem = f"{max(a for a, _ in mems):.0f} / {max(b for _, b in mems):.0f}"
+        print(f"| {name} | {batch} | {len(ps)} | {cells[0]} | {cells[1]} | {mem} |")
+    print("\nimages/s: the median over the rounds of each round's median step. Ratio: meal / "
+          "PyTorch of those medians; in brackets the lowest and highest ratio of a single round "
+          "(meal and PyTorch back to back). Peak MiB: the highest of the rounds.")
 
 
 if __name__ == "__main__":
