@@ -44,7 +44,12 @@ fn shape(batch: usize, c: usize, hw: usize, k: usize, kernel: usize, stride: usi
 fn kernel_peak(mr: usize) -> f64 {
     use meal::kernels::simd::{self, GemmArgs};
     let isa = simd::isa();
-    let env = |n: &str, d: usize| std::env::var(n).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |n: &str, d: usize| {
+        std::env::var(n)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let (k, blocks) = (env("PEAK_K", 256), env("PEAK_BLOCKS", 6));
     let ld = blocks * isa.nr();
     let a = vec![0.5f32; k * mr];

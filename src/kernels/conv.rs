@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::simd::{self, DotArgs, GemmArgs, Isa, JR, MR};
+use super::simd::{self, DotArgs, GemmArgs, Isa, JR, MR, PanelLayout};
 
 /// Geometry of one convolution; the weight is `[cout, cin/groups, kh, kw]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,30 +125,20 @@ impl ConvShape {
     }
 }
 
-/// The left operand of a gemm: `rows × k` packed as `[panel][k][mr]`, zero rows past the end.
+/// The left operand of a gemm: `rows × k` packed panel after panel (see [`PanelLayout`]), zero
+/// rows past the end.
 pub(super) struct Panels {
     pub data: Vec<f32>,
-    pub mr: usize,
+    pub layout: PanelLayout,
 }
 
 impl Panels {
-    /// Zeroed panels for `rows × k`, `mr` chosen by [`simd::panel_rows`].
     pub fn zeroed(rows: usize, k: usize) -> Panels {
-        let mr = simd::panel_rows(rows);
+        let layout = PanelLayout::new(rows);
         Panels {
-            data: vec![0f32; rows.div_ceil(mr) * mr * k],
-            mr,
+            data: vec![0f32; layout.rows * k],
+            layout,
         }
-    }
-
-    /// Where element `(row, kk)` of a `… × k` matrix lives.
-    pub fn at(&self, row: usize, kk: usize, k: usize) -> usize {
-        ((row / self.mr) * k + kk) * self.mr + row % self.mr
-    }
-
-    /// Rows including the padding of the last panel.
-    pub fn rows(&self, k: usize) -> usize {
-        self.data.len() / k
     }
 }
 
@@ -159,7 +149,7 @@ fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Panels {
     for co in 0..cout_g {
         let row = &w[(g * cout_g + co) * k..(g * cout_g + co + 1) * k];
         for (kk, &v) in row.iter().enumerate() {
-            let at = a.at(co, kk, k);
+            let at = a.layout.at(co, kk, k);
             a.data[at] = v;
         }
     }
@@ -222,12 +212,12 @@ fn padded_len(s: &ConvShape, nr: usize) -> usize {
 
 const KC: usize = 256;
 
-/// `c[panel rows][0..blocks·nr] (+)= Σ_k a · b[offs[k] + n]` for every `mr`-row panel of `a`
-/// (packed `[panel][k][mr]`), blocked over the reduction (`KC` rows at a time).
+/// `c[rows][0..blocks·nr] (+)= Σ_k a · b[offs[k] + n]` for every panel of `a` (packed panel
+/// after panel, each `[k][height]`), blocked over the reduction (`KC` rows at a time).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_panels(
     isa: Isa,
-    (a, mr): (&[f32], usize),
+    (a, layout): (&[f32], PanelLayout),
     k: usize,
     b: &[f32],
     offs: &[usize],
@@ -236,17 +226,17 @@ pub(super) fn gemm_panels(
     blocks: usize,
     accumulate: bool,
 ) {
-    let panels = a.len() / (k * mr);
-    assert!(c.len() >= panels * mr * ldc && ldc >= blocks * isa.nr());
+    assert!(a.len() >= layout.rows * k);
+    assert!(c.len() >= layout.rows * ldc && ldc >= blocks * isa.nr());
     // Keep the larger operand's slice in cache across the inner loop: with many output rows
     // (wide layers, few columns) an `A` panel stays in L1 while the short `B` slices are re-read
     // from L2; otherwise one `KC × nr` slice of `B` serves every panel.
-    let panels_outer = panels * mr > blocks * isa.nr();
+    let panels_outer = layout.rows > blocks * isa.nr();
     let cp = c.as_mut_ptr();
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        let tile = |p: usize, nb: usize| {
-            let ap = &a[(p * k + k0) * mr..(p * k + k0 + kc) * mr];
+        let tile = |(r0, mr): (usize, usize), nb: usize| {
+            let ap = &a[r0 * k + k0 * mr..r0 * k + (k0 + kc) * mr];
             // SAFETY: `c` holds every panel's mr rows of ldc ≥ blocks·nr columns (asserted);
             // `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed by the
             // callers' slack.
@@ -258,7 +248,7 @@ pub(super) fn gemm_panels(
                         a: ap,
                         b: &b[nb * isa.nr()..],
                         offs: &offs[k0..k0 + kc],
-                        c: cp.add(p * mr * ldc + nb * isa.nr()),
+                        c: cp.add(r0 * ldc + nb * isa.nr()),
                         ldc,
                         blocks: 1,
                         accumulate: accumulate || k0 > 0,
@@ -267,14 +257,14 @@ pub(super) fn gemm_panels(
             };
         };
         if panels_outer {
-            for p in 0..panels {
+            for p in layout.panels() {
                 for nb in 0..blocks {
                     tile(p, nb);
                 }
             }
         } else {
             for nb in 0..blocks {
-                for p in 0..panels {
+                for p in layout.panels() {
                     tile(p, nb);
                 }
             }
@@ -489,7 +479,7 @@ fn forward_direct(
     let blocks = (ho * wp).div_ceil(nr);
     let ldc = blocks * nr;
     let offs = direct_offsets(s);
-    let rows = packed[0].rows(s.k());
+    let rows = packed[0].layout.rows;
     let in_image = s.cin * s.h * s.w;
     let out_image = s.cout * ho * wo;
     y.par_chunks_mut(out_image).enumerate().for_each_init(
@@ -498,7 +488,17 @@ fn forward_direct(
             pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
             for (g, a) in packed.iter().enumerate() {
                 let b = &xpad[g * s.cin_g() * hp * wp..];
-                gemm_panels(isa, (&a.data, a.mr), s.k(), b, &offs, ypw, ldc, blocks, false);
+                gemm_panels(
+                    isa,
+                    (&a.data, a.layout),
+                    s.k(),
+                    b,
+                    &offs,
+                    ypw,
+                    ldc,
+                    blocks,
+                    false,
+                );
                 for co in 0..s.cout_g() {
                     for oy in 0..ho {
                         let c = g * s.cout_g() + co;
@@ -525,7 +525,7 @@ fn forward_im2col(
     let chunk = chunk_images(s);
     let in_image = s.cin * s.h * s.w;
     let out_image = s.cout * ho * wo;
-    let rows = packed[0].rows(s.k());
+    let rows = packed[0].layout.rows;
     let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
     let offs: Vec<usize> = (0..s.k()).map(|k| k * ld_for(chunk)).collect();
     y.par_chunks_mut(chunk * out_image)
@@ -544,7 +544,17 @@ fn forward_im2col(
                 let blocks = ld_for(imgs) / nr;
                 for (g, a) in packed.iter().enumerate() {
                     im2col(s, xs, imgs, g * s.cin_g(), col, ld);
-                    gemm_panels(isa, (&a.data, a.mr), s.k(), col, &offs, tmp, ld, blocks, false);
+                    gemm_panels(
+                        isa,
+                        (&a.data, a.layout),
+                        s.k(),
+                        col,
+                        &offs,
+                        tmp,
+                        ld,
+                        blocks,
+                        false,
+                    );
                     for co in 0..s.cout_g() {
                         for img in 0..imgs {
                             let c = g * s.cout_g() + co;
@@ -592,7 +602,7 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
             for co in 0..cout_g {
                 let row = &w[(g * cout_g + co) * k..][..k];
                 for (kk, &v) in row.iter().enumerate() {
-                    let at = a.at(kk, co, cout_g);
+                    let at = a.layout.at(kk, co, cout_g);
                     a.data[at] = v;
                 }
             }
@@ -603,7 +613,7 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
     let offs: Vec<usize> = (0..cout_g).map(|co| co * ld_for(chunk)).collect();
     let in_image = s.cin * s.h * s.w;
-    let rows = packed[0].rows(cout_g);
+    let rows = packed[0].layout.rows;
     dx.par_chunks_mut(chunk * in_image)
         .enumerate()
         .for_each_init(
@@ -626,7 +636,17 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
                             dyb[dst..dst + ho * wo].copy_from_slice(&dy[src..src + ho * wo]);
                         }
                     }
-                    gemm_panels(isa, (&a.data, a.mr), cout_g, dyb, &offs, dcol, ld, blocks, false);
+                    gemm_panels(
+                        isa,
+                        (&a.data, a.layout),
+                        cout_g,
+                        dyb,
+                        &offs,
+                        dcol,
+                        ld,
+                        blocks,
+                        false,
+                    );
                     col2im(s, dcol, ld, imgs, g * s.cin_g(), dxchunk);
                 }
             },

@@ -18,17 +18,55 @@ pub const MR: usize = 4;
 /// The wide gemm panel: six rows of accumulators (12 of AVX2's 16 registers) hide the FMA
 /// latency that four rows leave exposed, and read each loaded row of `B` half as often again.
 /// Measured on the in-L2 micro-kernel alone (Zen 3, AVX2): 26 → 29 GMAC/s, and 35 → 40 with `B`
-/// in L1. Six rows pad 16 or 32 channels by 12.5%, which costs more than it wins, hence
-/// [`panel_rows`].
+/// in L1.
 pub const MR_WIDE: usize = 6;
 
-/// Rows per packed panel of `A` for a matrix of `rows` rows: the wide panel unless its padding
-/// costs more than about a tenth of the work.
-pub fn panel_rows(rows: usize) -> usize {
-    if rows.div_ceil(MR_WIDE) * MR_WIDE * 10 <= rows.div_ceil(MR) * MR * 11 {
-        MR_WIDE
-    } else {
-        MR
+/// How the rows of a gemm's left operand are cut into micro-kernel panels: `wide` panels of
+/// [`MR_WIDE`] rows, then panels of [`MR`] rows. Any even row count of at least four splits
+/// this way exactly (16 = 6 + 6 + 4), so the wide kernel runs almost everywhere while the
+/// padding stays at one row (a channel count of 16 or 32 cut into sixes alone would waste
+/// 12.5%).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PanelLayout {
+    /// Rows including the padding.
+    pub rows: usize,
+    wide: usize,
+}
+
+impl PanelLayout {
+    pub fn new(rows: usize) -> PanelLayout {
+        let rows = rows.max(MR).next_multiple_of(2);
+        let mut wide = rows / MR_WIDE;
+        while !(rows - wide * MR_WIDE).is_multiple_of(MR) {
+            wide -= 1;
+        }
+        PanelLayout { rows, wide }
+    }
+
+    /// `(first row, height)` of every panel, top to bottom.
+    pub fn panels(self) -> impl Iterator<Item = (usize, usize)> {
+        let split = self.wide * MR_WIDE;
+        (0..split)
+            .step_by(MR_WIDE)
+            .map(|r| (r, MR_WIDE))
+            .chain((split..self.rows).step_by(MR).map(|r| (r, MR)))
+    }
+
+    /// `(first row, height)` of the panel that holds row `r`.
+    pub fn panel_of(self, r: usize) -> (usize, usize) {
+        let split = self.wide * MR_WIDE;
+        if r < split {
+            (r - r % MR_WIDE, MR_WIDE)
+        } else {
+            (r - (r - split) % MR, MR)
+        }
+    }
+
+    /// Index of element `(r, kk)` of a `rows × k` matrix packed panel after panel, each panel
+    /// `[k][height]`.
+    pub fn at(self, r: usize, kk: usize, k: usize) -> usize {
+        let (r0, h) = self.panel_of(r);
+        r0 * k + kk * h + (r - r0)
     }
 }
 /// Offsets one dot-product tile covers (weight-gradient kernel).
@@ -458,12 +496,39 @@ mod tests {
     }
 
     #[test]
-    fn panel_rows_pads_little() {
-        assert_eq!(panel_rows(16), MR);
-        assert_eq!(panel_rows(32), MR);
-        assert_eq!(panel_rows(64), MR_WIDE);
-        assert_eq!(panel_rows(512), MR_WIDE);
-        assert_eq!(panel_rows(3), MR);
+    fn panel_layout_covers_every_row_once() {
+        for rows in 1..200 {
+            let l = PanelLayout::new(rows);
+            assert!(
+                l.rows >= rows && l.rows <= rows.max(MR) + 1,
+                "{rows}: {l:?}"
+            );
+            let mut next = 0;
+            for (r0, h) in l.panels() {
+                assert_eq!(r0, next, "{rows}");
+                for r in r0..r0 + h {
+                    assert_eq!(l.panel_of(r), (r0, h));
+                }
+                next = r0 + h;
+            }
+            assert_eq!(next, l.rows);
+            let k = 5;
+            let mut seen = vec![false; l.rows * k];
+            for r in 0..l.rows {
+                for kk in 0..k {
+                    assert!(!std::mem::replace(&mut seen[l.at(r, kk, k)], true));
+                }
+            }
+        }
+        let heights = |rows| {
+            PanelLayout::new(rows)
+                .panels()
+                .map(|p| p.1)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(heights(16), [6, 6, 4]);
+        assert_eq!(heights(32), [6, 6, 6, 6, 4, 4]);
+        assert_eq!(heights(3), [4]);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::conv::{ConvShape, gemm_panels};
-use super::simd;
+use super::simd::{self, PanelLayout};
 
 /// Tiles per chunk of the forward pass: a multiple of every micro-tile width (8, 16, 48).
 const CHUNK: usize = 96;
@@ -154,17 +154,17 @@ impl OutPtr {
     }
 }
 
-/// `U_ξ = (G g Gᵀ)_ξ` packed for the gemm: `[ξ][panel][cin][mr]` with
-/// `mr = simd::panel_rows(cout)`, zero rows past `cout`.
+/// `U_ξ = (G g Gᵀ)_ξ` packed for the gemm: for each ξ a `cout × cin` matrix in the panels of
+/// `PanelLayout::new(cout)`, zero rows past `cout`.
 /// With `flipped`, `w` is the forward kernel `[cin, cout, 3, 3]` of the convolution whose input
 /// gradient this is, and `g[co][ci]` is its `w[ci][co]` rotated by 180°.
 fn transform_weights(w: &[f32], cout: usize, cin: usize, flipped: bool) -> Vec<f32> {
-    let mr = simd::panel_rows(cout);
-    let panels = cout.div_ceil(mr);
-    let mut u = vec![0f32; 16 * panels * cin * mr];
+    let layout = PanelLayout::new(cout);
+    let panels: Vec<(usize, usize)> = layout.panels().collect();
+    let mut u = vec![0f32; 16 * layout.rows * cin];
     let up = OutPtr(u.as_mut_ptr());
-    (0..panels).into_par_iter().for_each(|panel| {
-        for co in panel * mr..((panel + 1) * mr).min(cout) {
+    panels.into_par_iter().for_each(|(r0, h)| {
+        for co in r0..(r0 + h).min(cout) {
             for ci in 0..cin {
                 let g: [f32; 9] = if flipped {
                     let src = &w[(ci * cout + co) * 9..][..9];
@@ -189,7 +189,7 @@ fn transform_weights(w: &[f32], cout: usize, cin: usize, flipped: bool) -> Vec<f
                         hi[2],
                     ];
                     for (j, &v) in row.iter().enumerate() {
-                        let at = (((i * 4 + j) * panels + panel) * cin + ci) * mr + co % mr;
+                        let at = (i * 4 + j) * layout.rows * cin + layout.at(co, ci, cin);
                         // SAFETY: in bounds; each panel is written by one task only.
                         unsafe { *up.at(at) = v };
                     }
@@ -437,15 +437,15 @@ unsafe fn output_chunk(
 }
 
 /// The output gradient's transform for channels `cos` of one chunk, as the packed left operand
-/// of the weight gradient's products: `dp[ξ][panel][p][mr]`.
+/// of the weight gradient's products: for each ξ a `cout × n` matrix in the panels of `layout`.
 ///
 /// # Safety
-/// `dp` holds `16 · panels · n · mr` values and no other thread writes these channels' panels.
+/// `dp` holds `16 · layout.rows · n` values and no other thread writes these channels' panels.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn grad_operand(
     dy: &[f32],
-    (cout, panels, mr): (usize, usize, usize),
+    (cout, layout): (usize, PanelLayout),
     cos: std::ops::Range<usize>,
     t: &Tiles,
     tiles: &[Tile],
@@ -456,12 +456,12 @@ unsafe fn grad_operand(
     for co in cos {
         let o = &mut sc.out[0];
         grad_tiles(dy, (cout, co), t, tiles, &mut sc.grad, o);
-        let (panel, m) = (co / mr, co % mr);
+        let (r0, h) = layout.panel_of(co);
         for (xi, oxi) in o.iter().enumerate() {
-            let base = (xi * panels + panel) * n * mr + m;
+            let base = xi * layout.rows * n + r0 * n + (co - r0);
             for (p, &val) in oxi[..n].iter().enumerate() {
                 // SAFETY: in bounds and owned by this call (the function's contract).
-                unsafe { *dp.at(base + p * mr) = val };
+                unsafe { *dp.at(base + p * h) = val };
             }
         }
     }
@@ -504,7 +504,7 @@ mod isa_dispatch {
 
     isa_versions!(pub(super) input, input_chunk, (x: &[f32], cin: usize, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: &mut [f32], ld: usize));
     isa_versions!(pub(super) output, output_chunk, (m: &[f32], ld: usize, rows: usize, cout: usize, t: &Tiles, tiles: &[Tile], y: OutPtr));
-    isa_versions!(pub(super) grad_op, grad_operand, (dy: &[f32], dims: (usize, usize, usize), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
+    isa_versions!(pub(super) grad_op, grad_operand, (dy: &[f32], dims: (usize, PanelLayout), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
     isa_versions!(pub(super) input_op, input_operand, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
 }
 
@@ -536,8 +536,8 @@ fn convolve(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
     let isa = simd::isa();
     let nr = isa.nr();
     let (cin, cout) = (s.cin, s.cout);
-    let mr = simd::panel_rows(cout);
-    let rows = cout.div_ceil(mr) * mr;
+    let layout = PanelLayout::new(cout);
+    let rows = layout.rows;
     let t = Tiles::new(s);
     let offs: Vec<usize> = (0..cin).map(|c| c * CHUNK).collect();
     let out = OutPtr(y.as_mut_ptr());
@@ -557,7 +557,7 @@ fn convolve(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
                     let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
                     let b = &v[xi * cin * CHUNK..];
                     let c = &mut m[xi * rows * CHUNK..(xi + 1) * rows * CHUNK];
-                    gemm_panels(isa, (a, mr), cin, b, &offs, c, CHUNK, blocks, false);
+                    gemm_panels(isa, (a, layout), cin, b, &offs, c, CHUNK, blocks, false);
                 }
                 // SAFETY: this chunk's tiles are written by this closure only.
                 unsafe { isa_dispatch::output(isa, &m, CHUNK, rows, cout, &t, &tiles, out) };
@@ -580,9 +580,9 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let isa = simd::isa();
     let nr = isa.nr();
     let (cin, cout) = (s.cin, s.cout);
-    let mr = simd::panel_rows(cout);
-    let panels = cout.div_ceil(mr);
-    let rows = panels * mr;
+    let layout = PanelLayout::new(cout);
+    let panels: Vec<(usize, usize)> = layout.panels().collect();
+    let rows = layout.rows;
     // Columns of M (input channels) padded to whole micro-tiles; what lands there is dropped.
     let ldc = cin.div_ceil(nr) * nr;
     let t = Tiles::new(s);
@@ -595,18 +595,17 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
         t.chunk(p0, CHUNK_W.min(t.total - p0), &mut tiles);
         let n = tiles.len();
         let (dpp, vtp) = (OutPtr(dp.as_mut_ptr()), OutPtr(vt.as_mut_ptr()));
-        let tasks = panels + cin.div_ceil(CHANNEL_GROUP);
+        let tasks = panels.len() + cin.div_ceil(CHANNEL_GROUP);
         (0..tasks).into_par_iter().for_each(|task| {
             with_scratch(|sc| {
                 // SAFETY: each task writes its own panel of `dp` or its own channels of `vt`,
                 // both sized above; the ISA is this CPU's.
                 unsafe {
-                    if task < panels {
-                        let cos = task * mr..((task + 1) * mr).min(cout);
-                        let dims = (cout, panels, mr);
-                        isa_dispatch::grad_op(isa, dy, dims, cos, &t, &tiles, sc, dpp);
+                    if let Some(&(r0, h)) = panels.get(task) {
+                        let cos = r0..(r0 + h).min(cout);
+                        isa_dispatch::grad_op(isa, dy, (cout, layout), cos, &t, &tiles, sc, dpp);
                     } else {
-                        let c0 = (task - panels) * CHANNEL_GROUP;
+                        let c0 = (task - panels.len()) * CHANNEL_GROUP;
                         let cg = CHANNEL_GROUP.min(cin - c0);
                         isa_dispatch::input_op(isa, x, (cin, ldc), (c0, cg), &t, &tiles, sc, vtp);
                     }
@@ -618,7 +617,7 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
             .for_each(|(xi, c)| {
                 let a = &dp[xi * rows * n..(xi + 1) * rows * n];
                 let b = &vt[xi * CHUNK_W * ldc..];
-                gemm_panels(isa, (a, mr), n, b, &offs[..n], c, ldc, ldc / nr, true);
+                gemm_panels(isa, (a, layout), n, b, &offs[..n], c, ldc, ldc / nr, true);
             });
     }
     // dg = Gᵀ M G per channel pair.
