@@ -60,9 +60,40 @@ impl Default for QuickstartConfig {
     }
 }
 
-/// The teacher checkpoints in `dir` (`*.ckpt`, by name), or an error that says how to get some.
-pub fn shipped_teachers(dir: &Path) -> Result<Vec<PathBuf>> {
-    let how = "train your own with `meal train --config recipes/teacher-vgg8.toml --data \
+/// Training images in the embedded `data/cifar10-mini` (the first 500 of each class, in file
+/// order): a teacher that held out this many with `data.train_holdout` never saw any of them.
+pub const EMBEDDED_TRAIN_IMAGES: usize = 5000;
+
+/// What `teachers.toml` records about a shipped teacher that the quickstart needs (the file also
+/// holds provenance fields; `tests/shipped_teachers.rs` checks all of them).
+#[derive(Debug, serde::Deserialize)]
+struct ShippedTeacher {
+    file: String,
+    #[serde(default)]
+    train_holdout: usize,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Shipped {
+    teacher: Vec<ShippedTeacher>,
+}
+
+/// The teachers `meal quickstart` distils from by default, with a note on any it leaves out.
+#[derive(Debug)]
+pub struct TeacherChoice {
+    pub files: Vec<PathBuf>,
+    pub note: Option<String>,
+}
+
+/// The teacher checkpoints in `dir`, or an error that says how to get some.
+///
+/// With a `teachers.toml` listing (as in `data/teachers/`), only the listed teachers that held
+/// out the embedded training images are taken: a teacher that saw (and memorised) the
+/// student's images hands it little more than their labels (README, quickstart section). If
+/// none held them out, all are taken and the note says so. Without a listing, every `*.ckpt`,
+/// by name.
+pub fn shipped_teachers(dir: &Path) -> Result<TeacherChoice> {
+    let how = "train your own with `meal train --config recipes/teacher-resnet20.toml --data \
                PATH/cifar-10-batches-bin` (see data/teachers/README.md) and pass the run \
                folders with --teachers";
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -82,7 +113,57 @@ pub fn shipped_teachers(dir: &Path) -> Result<Vec<PathBuf>> {
             dir.display()
         )));
     }
-    Ok(found)
+    let listing = dir.join("teachers.toml");
+    if !listing.exists() {
+        return Ok(TeacherChoice {
+            files: found,
+            note: None,
+        });
+    }
+    let text = std::fs::read_to_string(&listing)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", listing.display())))?;
+    let shipped: Shipped = toml::from_str(&text)
+        .map_err(|e| Error::Config(format!("{}: {e}", listing.display())))?;
+    for t in &shipped.teacher {
+        if !dir.join(&t.file).is_file() {
+            return Err(Error::Config(format!(
+                "{} lists {}, which is not in {}",
+                listing.display(),
+                t.file,
+                dir.display()
+            )));
+        }
+    }
+    let (unseen, seen): (Vec<_>, Vec<_>) = shipped
+        .teacher
+        .iter()
+        .partition(|t| t.train_holdout >= EMBEDDED_TRAIN_IMAGES);
+    let names = |ts: &[&ShippedTeacher]| {
+        ts.iter()
+            .map(|t| t.file.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if unseen.is_empty() {
+        return Ok(TeacherChoice {
+            files: shipped.teacher.iter().map(|t| dir.join(&t.file)).collect(),
+            note: Some(format!(
+                "every teacher in {} was trained on the embedded images ({}); expect little \
+                 gain over labels",
+                dir.display(),
+                names(&seen)
+            )),
+        });
+    }
+    Ok(TeacherChoice {
+        files: unseen.iter().map(|t| dir.join(&t.file)).collect(),
+        note: (!seen.is_empty()).then(|| {
+            format!(
+                "leaving out {} (trained on the embedded images; pass --teachers to use it)",
+                names(&seen)
+            )
+        }),
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -710,6 +710,38 @@ fn truncated_or_corrupt_dataset_files() {
 }
 
 #[test]
+fn quickstart_takes_the_listed_teachers_that_held_out_the_embedded_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path();
+    std::fs::write(t.join("a.ckpt"), b"x").unwrap();
+    std::fs::write(t.join("b.ckpt"), b"x").unwrap();
+    let entry = |file: &str, holdout: Option<usize>| {
+        let h = holdout.map_or(String::new(), |h| format!("train_holdout = {h}\n"));
+        format!("[[teacher]]\nfile = \"{file}\"\narch = \"resnet8\"\n{h}")
+    };
+    let listing = t.join("teachers.toml");
+    // One held out the embedded images, one saw them: only the first is taken, the other named.
+    std::fs::write(&listing, entry("a.ckpt", None) + &entry("b.ckpt", Some(5000))).unwrap();
+    let c = meal::quickstart::shipped_teachers(t).unwrap();
+    assert_eq!(c.files, [t.join("b.ckpt")]);
+    assert!(c.note.unwrap().contains("a.ckpt"));
+    // None held them out: all are taken, and the note says what to expect.
+    std::fs::write(&listing, entry("a.ckpt", None) + &entry("b.ckpt", Some(100))).unwrap();
+    let c = meal::quickstart::shipped_teachers(t).unwrap();
+    assert_eq!(c.files, [t.join("a.ckpt"), t.join("b.ckpt")]);
+    assert!(c.note.unwrap().contains("little"));
+    // A listed file that is not there is an error naming it.
+    std::fs::write(&listing, entry("c.ckpt", Some(5000))).unwrap();
+    let e = meal::quickstart::shipped_teachers(t).unwrap_err().to_string();
+    assert!(e.contains("c.ckpt") && e.contains("teachers.toml"), "{e}");
+    // Without a listing, every checkpoint by name.
+    std::fs::remove_file(&listing).unwrap();
+    let c = meal::quickstart::shipped_teachers(t).unwrap();
+    assert_eq!(c.files, [t.join("a.ckpt"), t.join("b.ckpt")]);
+    assert!(c.note.is_none());
+}
+
+#[test]
 fn quickstart_without_teachers_says_how_to_get_them() {
     let dir = tempfile::tempdir().unwrap();
     // An empty teachers folder: the error names it and the `meal train` way to fill it.

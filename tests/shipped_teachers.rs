@@ -40,6 +40,9 @@ struct Teacher {
     epochs: usize,
     wall_seconds: f64,
     machine: String,
+    /// Training images held out (`data.train_holdout`); 5000 = the embedded ones never seen.
+    #[serde(default)]
+    train_holdout: usize,
 }
 
 fn root() -> PathBuf {

@@ -12,7 +12,10 @@
 #
 # Usage: scripts/experiments/multiseed.sh [CIFAR10_DIR] [OUT]
 #   SUBSET (default 5000 training images, class-balanced), EPOCHS (default 20), SEEDS ("1 2 3"),
-#   METHODS ("labels joint grl v2 kd") and MEAL (the binary) override the defaults.
+#   METHODS ("labels joint grl v2 kd"), TEACHERS (checkpoints, space-separated; default every
+#   data/teachers/*.ckpt) and MEAL (the binary) override the defaults. The 5,000-image subset is
+#   exactly what `data.train_holdout = 5000` leaves out, so with teachers trained that way
+#   (teachers.toml: train_holdout) every student image is new to the teachers.
 set -euo pipefail
 DATA=${1:-../shared/data/cifar-10-batches-bin}
 OUT=${2:-runs/multiseed}
@@ -22,7 +25,11 @@ EPOCHS=${EPOCHS:-20}
 SEEDS=${SEEDS:-1 2 3}
 METHODS=${METHODS:-labels joint grl v2 kd}
 cd "$(dirname "$0")/../.."
-mapfile -t TEACHERS < <(ls data/teachers/*.ckpt)
+if [ -n "${TEACHERS:-}" ]; then
+  read -r -a TEACHERS <<< "$TEACHERS"
+else
+  mapfile -t TEACHERS < <(ls data/teachers/*.ckpt)
+fi
 [ ${#TEACHERS[@]} -gt 0 ] || { echo "multiseed.sh: no teachers in data/teachers" >&2; exit 2; }
 budget=(--data "$DATA" --epochs "$EPOCHS" --set data.train_subset="$SUBSET" -q)
 mkdir -p "$OUT"

@@ -69,5 +69,6 @@ commit = "{' then '.join(dict.fromkeys(commits)) or 'unknown'}"
 epochs = {epochs}
 wall_seconds = {wall:.0f}
 machine = "{machine}"
+train_holdout = {config.get("data", {}).get("train_holdout", 0)}
 """)
 PY

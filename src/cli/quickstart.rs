@@ -36,7 +36,11 @@ pub struct QuickstartArgs {
 
 pub fn run(a: QuickstartArgs) -> Result<()> {
     let teachers = if a.teachers.is_empty() {
-        shipped_teachers(SHIPPED_TEACHERS.as_ref())?
+        let choice = shipped_teachers(SHIPPED_TEACHERS.as_ref())?;
+        if let Some(note) = choice.note {
+            eprintln!("meal quickstart: {note}");
+        }
+        choice.files
     } else {
         a.teachers
     };
