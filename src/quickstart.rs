@@ -122,8 +122,8 @@ pub fn shipped_teachers(dir: &Path) -> Result<TeacherChoice> {
     }
     let text = std::fs::read_to_string(&listing)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", listing.display())))?;
-    let shipped: Shipped = toml::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: {e}", listing.display())))?;
+    let shipped: Shipped =
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", listing.display())))?;
     for t in &shipped.teacher {
         if !dir.join(&t.file).is_file() {
             return Err(Error::Config(format!(

@@ -721,18 +721,28 @@ fn quickstart_takes_the_listed_teachers_that_held_out_the_embedded_images() {
     };
     let listing = t.join("teachers.toml");
     // One held out the embedded images, one saw them: only the first is taken, the other named.
-    std::fs::write(&listing, entry("a.ckpt", None) + &entry("b.ckpt", Some(5000))).unwrap();
+    std::fs::write(
+        &listing,
+        entry("a.ckpt", None) + &entry("b.ckpt", Some(5000)),
+    )
+    .unwrap();
     let c = meal::quickstart::shipped_teachers(t).unwrap();
     assert_eq!(c.files, [t.join("b.ckpt")]);
     assert!(c.note.unwrap().contains("a.ckpt"));
     // None held them out: all are taken, and the note says what to expect.
-    std::fs::write(&listing, entry("a.ckpt", None) + &entry("b.ckpt", Some(100))).unwrap();
+    std::fs::write(
+        &listing,
+        entry("a.ckpt", None) + &entry("b.ckpt", Some(100)),
+    )
+    .unwrap();
     let c = meal::quickstart::shipped_teachers(t).unwrap();
     assert_eq!(c.files, [t.join("a.ckpt"), t.join("b.ckpt")]);
     assert!(c.note.unwrap().contains("little"));
     // A listed file that is not there is an error naming it.
     std::fs::write(&listing, entry("c.ckpt", Some(5000))).unwrap();
-    let e = meal::quickstart::shipped_teachers(t).unwrap_err().to_string();
+    let e = meal::quickstart::shipped_teachers(t)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("c.ckpt") && e.contains("teachers.toml"), "{e}");
     // Without a listing, every checkpoint by name.
     std::fs::remove_file(&listing).unwrap();

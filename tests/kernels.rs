@@ -156,6 +156,10 @@ fn zoo_shapes_match_burn() {
         (4, 64, 8, 64, 3, 1, 1),
         (4, 64, 8, 128, 1, 2, 0),
         (2, 128, 4, 128, 3, 1, 1),
+        // Strided and wide enough for the direct kernels' phase planes: an odd side, and a
+        // 1×1 shortcut that reads one phase of four.
+        (2, 8, 17, 12, 3, 2, 1),
+        (2, 16, 20, 24, 1, 2, 0),
     ];
     for (batch, cin, hw, cout, k, stride, pad) in shapes {
         let s = ConvShape {

@@ -91,10 +91,21 @@ impl ConvShape {
             && self.pad[1].0.max(self.pad[1].1) <= self.dilation[1] * (self.kw - 1)
     }
 
-    /// Stride 1 and wide enough that the excess columns (`Wp − Wo` per row) cost less than
-    /// writing an im2col matrix.
+    /// Wide enough that the excess columns (`Wq − Wo` per row, see [`Phases`]) cost less than
+    /// writing an im2col matrix; a strided convolution only without dilation.
     fn direct(&self) -> bool {
-        self.stride == [1, 1] && self.wo() >= 8
+        (self.stride == [1, 1] || self.dilation == [1, 1]) && self.wo() >= 8
+    }
+
+    /// The layout the direct kernels read the input in.
+    fn phases(&self) -> Phases {
+        let [sy, sx] = self.stride;
+        Phases {
+            ny: sy.min(self.kh),
+            nx: sx.min(self.kw),
+            hq: self.hp().div_ceil(sy),
+            wq: self.wp().div_ceil(sx),
+        }
     }
 
     /// The stride-1 convolution whose output is this one's input gradient.
@@ -177,37 +188,81 @@ fn flip_transpose(s: &ConvShape, w: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Input rows of every tap of one group, relative to the group's first padded channel.
+/// The zero-padded image as the direct kernels read it: with stride `(sy, sx)`, split into
+/// phase planes `[ci][py][px][Hq][Wq]`, plane `(py, px)` holding padded pixels
+/// `(qy·sy + py, qx·sx + px)`. Tap `(ky, kx)` of output `(oy, ox)` reads padded pixel
+/// `(oy·sy + ky, ox·sx + kx)`, which is `(oy + ky/sy, ox + kx/sx)` of plane `(ky % sy, kx % sx)`:
+/// at flat index `oy·Wq + ox` every tap is again one shifted row, as for stride 1, so a strided
+/// convolution needs no im2col matrix either (only `min(s, k)` phases per axis are ever read).
+/// With stride 1 this is the padded image itself.
+#[derive(Clone, Copy, Debug)]
+struct Phases {
+    ny: usize,
+    nx: usize,
+    hq: usize,
+    wq: usize,
+}
+
+impl Phases {
+    fn plane(&self) -> usize {
+        self.hq * self.wq
+    }
+
+    /// Values of one channel's planes.
+    fn channel(&self) -> usize {
+        self.ny * self.nx * self.plane()
+    }
+}
+
+/// Input rows of every tap of one group, relative to the group's first channel.
 fn direct_offsets(s: &ConvShape) -> Vec<usize> {
-    let (hp, wp) = (s.hp(), s.wp());
+    let q = s.phases();
+    let [sy, sx] = s.stride;
+    let [dy, dx] = s.dilation;
     let mut offs = Vec::with_capacity(s.k());
     for ci in 0..s.cin_g() {
         for ky in 0..s.kh {
             for kx in 0..s.kw {
-                offs.push(ci * hp * wp + ky * s.dilation[0] * wp + kx * s.dilation[1]);
+                let (ty, tx) = (ky * dy, kx * dx);
+                let phase = (ty % sy) * q.nx + tx % sx;
+                offs.push(ci * q.channel() + phase * q.plane() + (ty / sy) * q.wq + tx / sx);
             }
         }
     }
     offs
 }
 
-/// Copies image `x` (`cin × h × w`) into the interior of `buf`, laid out `cin × Hp × Wp`.
-/// `buf` must have been zeroed when allocated and used for this shape only: the padding and the
-/// slack after it are never written, so they stay zero without a fill per image.
+/// Copies image `x` (`cin × h × w`) into `buf` in the layout of [`Phases`]. `buf` must have
+/// been zeroed when allocated and used for this shape only: the padding and the slack after it
+/// are never written, so they stay zero without a fill per image.
 fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
-    let (hp, wp) = (s.hp(), s.wp());
+    let q = s.phases();
+    let [sy, sx] = s.stride;
     let (top, left) = (s.pad[0].0, s.pad[1].0);
     for c in 0..s.cin {
         for y in 0..s.h {
             let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
-            let dst = (c * hp + y + top) * wp + left;
-            buf[dst..dst + s.w].copy_from_slice(src);
+            let py = (y + top) % sy;
+            if py >= q.ny {
+                continue;
+            }
+            let row = c * q.channel() + py * q.nx * q.plane() + (y + top) / sy * q.wq;
+            if sx == 1 {
+                buf[row + left..row + left + s.w].copy_from_slice(src);
+                continue;
+            }
+            for (x, &v) in src.iter().enumerate() {
+                let px = (x + left) % sx;
+                if px < q.nx {
+                    buf[row + px * q.plane() + (x + left) / sx] = v;
+                }
+            }
         }
     }
 }
 
 fn padded_len(s: &ConvShape, nr: usize) -> usize {
-    s.cin * s.hp() * s.wp() + (s.kw - 1) * s.dilation[1] + nr.max(16)
+    s.cin * s.phases().channel() + (s.kw - 1) * s.dilation[1] + nr.max(16)
 }
 
 const KC: usize = 256;
@@ -474,7 +529,8 @@ fn forward_direct(
     y: &mut [MaybeUninit<f32>],
     epi: Option<Epilogue>,
 ) {
-    let (ho, wo, hp, wp) = (s.ho(), s.wo(), s.hp(), s.wp());
+    let (ho, wo, q) = (s.ho(), s.wo(), s.phases());
+    let wp = q.wq;
     let nr = isa.nr();
     let blocks = (ho * wp).div_ceil(nr);
     let ldc = blocks * nr;
@@ -487,7 +543,7 @@ fn forward_direct(
         |(xpad, ypw), (i, yi)| {
             pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
             for (g, a) in packed.iter().enumerate() {
-                let b = &xpad[g * s.cin_g() * hp * wp..];
+                let b = &xpad[g * s.cin_g() * q.channel()..];
                 gemm_panels(
                     isa,
                     (&a.data, a.layout),
@@ -737,7 +793,8 @@ fn backward_weight_direct<'a>(
     x: &'a [f32],
     dy: &'a [f32],
 ) -> impl IndexedParallelIterator<Item = Vec<f32>> + 'a {
-    let (ho, wo, hp, wp) = (s.ho(), s.wo(), s.hp(), s.wp());
+    let (ho, wo, q) = (s.ho(), s.wo(), s.phases());
+    let wp = q.wq;
     let nr = isa.nr();
     let len = (ho * wp).div_ceil(isa.width()) * isa.width();
     let offs = direct_offsets(s);
@@ -761,7 +818,7 @@ fn backward_weight_direct<'a>(
                 }
             }
             for g in 0..s.groups {
-                let b = &xpad[g * s.cin_g() * hp * wp..];
+                let b = &xpad[g * s.cin_g() * q.channel()..];
                 accumulate_dots(isa, s, g, &dpw, len, b, &offs, len, &mut dw);
             }
         }
