@@ -9,6 +9,8 @@
 # ROUNDS (default 1) repeats every meal/PyTorch pair that many times, each pair back to back;
 # the table then gives the median over the rounds and the range of the per-round ratios, which
 # is what to quote on a shared host whose speed drifts by tens of percent within minutes.
+# BASELINE=path/to/an/older/meal also runs that binary in every round, just before the current
+# one, and adds a before/after table (meal against itself, same rounds).
 # PyTorch runs with torch.set_num_threads(2), matching the 2-core development machine; set
 # TORCH_THREADS to change it. Measure on an otherwise idle machine: both sides suffer from
 # contention, PyTorch's OpenMP pool (which spins while waiting) the more.
@@ -26,7 +28,8 @@ esac
 "$PY" -c "import torch" 2>/dev/null || { echo "compare.sh: $PY cannot import torch" >&2; exit 2; }
 cargo build --release -q
 OUT=$(mktemp)
-trap 'rm -f "$OUT"' EXIT
+BASE_OUT=$(mktemp)
+trap 'rm -f "$OUT" "$BASE_OUT"' EXIT
 # name | flags shared by both sides
 BENCHES=(
   "--arch resnet20 --batch 128 --steps $STEPS_SMALL"
@@ -37,10 +40,18 @@ BENCHES=(
 for round in $(seq "$ROUNDS"); do
   for b in "${BENCHES[@]}"; do
     echo "compare.sh: round $round/$ROUNDS: $b" >&2
+    if [ -n "${BASELINE:-}" ]; then
+      # shellcheck disable=SC2086
+      "$BASELINE" bench $b --warmup "$WARMUP" --json >> "$BASE_OUT"
+    fi
     # shellcheck disable=SC2086
     target/release/meal bench $b --warmup "$WARMUP" --json >> "$OUT"
     # shellcheck disable=SC2086
     "$PY" scripts/bench/torch_bench.py $b --warmup "$WARMUP" --threads "$THREADS" --json >> "$OUT"
   done
 done
-"$PY" scripts/bench/table.py "$OUT"
+if [ -n "${BASELINE:-}" ]; then
+  "$PY" scripts/bench/table.py "$OUT" --baseline "$BASE_OUT"
+else
+  "$PY" scripts/bench/table.py "$OUT"
+fi

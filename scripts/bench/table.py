@@ -4,7 +4,10 @@ With several rounds (the same benchmark's pair repeated), each cell is the media
 rounds and the ratio column adds the range of the per-round ratios (each pair ran back to back,
 so a per-round ratio shares the host's state of the moment).
 
-Usage: python scripts/bench/table.py FILE   (needs only the standard library)
+With `--baseline FILE2` (an older meal's lines from the same rounds), a before/after table of
+meal against itself follows.
+
+Usage: python scripts/bench/table.py FILE [--baseline FILE2]   (needs only the standard library)
 """
 import json
 import statistics
@@ -30,7 +33,37 @@ def main():
         pairs.setdefault((name, m["batch"]), []).append((m, t))
     if any(len(p) > 1 for p in pairs.values()):
         rounds_table(pairs)
-        return
+    else:
+        single_table(meal, torch)
+    if "--baseline" in sys.argv:
+        base = [json.loads(line) for line in open(sys.argv[sys.argv.index("--baseline") + 1])
+                if line.strip()]
+        baseline_table(base, meal)
+
+
+def baseline_table(base, meal):
+    def medians(rows):
+        out = {}
+        for r in rows:
+            out.setdefault((r.get("arch") or r.get("workload"), r["batch"]), []).append(r)
+        return out
+    before, after = medians(base), medians(meal)
+    print("\nBefore/after (meal against itself, the same rounds; medians over the rounds):\n")
+    print("| benchmark | batch | train before | train after | after/before | infer before "
+          "| infer after | after/before |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for key, rows in after.items():
+        if key not in before:
+            continue
+        cells = []
+        for k in ("train_img_per_s", "infer_img_per_s"):
+            b = statistics.median(r[k] for r in before[key])
+            a = statistics.median(r[k] for r in rows)
+            cells.append(f"{b:.1f} | {a:.1f} | {a / b:.2f}×")
+        print(f"| {key[0]} | {key[1]} | {cells[0]} | {cells[1]} |")
+
+
+def single_table(meal, torch):
     print("| benchmark | batch | meal train | PyTorch train | ratio | meal infer | PyTorch infer "
           "| ratio | meal peak MiB | PyTorch peak MiB | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
