@@ -279,20 +279,31 @@ fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
 /// as volatile so that the compiler keeps them as vector moves: it turns any plain copy loop
 /// back into a `memmove` call, and for rows this short the call cost more than the copy (4% of
 /// a resnet20 step).
-#[inline]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
+///
+/// # Safety
+/// `dst` is valid for `src.len()` writes.
+unsafe fn copy_row_to(dst: *mut f32, src: &[f32]) {
+    let mut blocks = src.chunks_exact(8);
+    let mut i = 0;
+    for b in &mut blocks {
+        let block: [f32; 8] = b.try_into().expect("chunks of 8");
+        // SAFETY: `dst + i .. dst + i + 8` is writable (the function's contract); `[f32; 8]`
+        // has `f32`'s alignment.
+        unsafe { std::ptr::write_volatile(dst.add(i).cast::<[f32; 8]>(), block) };
+        i += 8;
+    }
+    for &v in blocks.remainder() {
+        // SAFETY: as above.
+        unsafe { std::ptr::write_volatile(dst.add(i), v) };
+        i += 1;
+    }
+}
+
+/// [`copy_row_to`] between slices of equal length.
+pub(super) fn copy_row(dst: &mut [f32], src: &[f32]) {
     assert_eq!(dst.len(), src.len());
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        let block: [f32; 8] = s.try_into().expect("chunks of 8");
-        // SAFETY: `d` is exactly eight writable values; `[f32; 8]` has `f32`'s alignment.
-        unsafe { std::ptr::write_volatile(d.as_mut_ptr().cast::<[f32; 8]>(), block) };
-    }
-    for (d, &v) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        // SAFETY: `d` is a valid, aligned element of `dst`.
-        unsafe { std::ptr::write_volatile(d, v) };
-    }
+    // SAFETY: `dst` holds `src.len()` values.
+    unsafe { copy_row_to(dst.as_mut_ptr(), src) }
 }
 
 fn padded_len(s: &ConvShape, nr: usize) -> usize {
@@ -409,7 +420,7 @@ fn im2col(s: &ConvShape, x: &[f32], imgs: usize, c0: usize, col: &mut [f32], ld:
                         drow[ox_hi..].fill(0.0);
                         let base = ox_lo * sx + offx - s.pad[1].0;
                         if sx == 1 {
-                            drow[ox_lo..ox_hi].copy_from_slice(&srow[base..base + ox_hi - ox_lo]);
+                            copy_row(&mut drow[ox_lo..ox_hi], &srow[base..base + ox_hi - ox_lo]);
                         } else {
                             for (j, d) in drow[ox_lo..ox_hi].iter_mut().enumerate() {
                                 *d = srow[base + j * sx];
@@ -550,9 +561,9 @@ fn emit(epi: Option<&Epilogue>, c: usize, dst: &mut [MaybeUninit<f32>], src: &[f
 
 /// `dst = src` into uninitialised memory.
 fn write(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
-    for (d, &v) in dst.iter_mut().zip(src) {
-        d.write(v);
-    }
+    assert_eq!(dst.len(), src.len());
+    // SAFETY: `dst` holds `src.len()` values (`MaybeUninit<f32>` has `f32`'s layout).
+    unsafe { copy_row_to(dst.as_mut_ptr().cast::<f32>(), src) }
 }
 
 fn forward_direct(
@@ -848,7 +859,7 @@ fn backward_weight_direct<'a>(
             for co in 0..s.cout {
                 for oy in 0..ho {
                     let dst = co * len + oy * wp;
-                    dpw[dst..dst + wo].copy_from_slice(&dyi[(co * ho + oy) * wo..][..wo]);
+                    copy_row(&mut dpw[dst..dst + wo], &dyi[(co * ho + oy) * wo..][..wo]);
                 }
             }
             for g in 0..s.groups {

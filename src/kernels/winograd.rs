@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::conv::{ConvShape, gemm_panels};
+use super::conv::{ConvShape, copy_row, gemm_panels};
 use super::simd::{self, PanelLayout};
 
 /// Tiles per chunk of the forward pass: a multiple of every micro-tile width (8, 16, 48).
@@ -267,7 +267,7 @@ fn input_tiles(
                 let lo = first.ox.saturating_sub(1);
                 let hi = (first.ox + 2 * len + 1).min(w);
                 let at = lo + 1 - first.ox;
-                src[at..at + hi - lo].copy_from_slice(&plane[iy * w + lo..iy * w + hi]);
+                copy_row(&mut src[at..at + hi - lo], &plane[iy * w + lo..iy * w + hi]);
             }
             let mut even = [0f32; RUN + 1];
             let mut odd = [0f32; RUN + 1];
@@ -366,7 +366,7 @@ fn input_chunk(
     for ci in 0..cin {
         input_tiles(x, (cin, ci), t, tiles, &mut sc.patches, o);
         for (xi, oxi) in o.iter().enumerate() {
-            v[(xi * cin + ci) * ld..][..n].copy_from_slice(&oxi[..n]);
+            copy_row(&mut v[(xi * cin + ci) * ld..][..n], &oxi[..n]);
         }
     }
 }
