@@ -1,14 +1,16 @@
 //! 2-d convolution forward and both backward passes on NCHW `f32` slices.
 //!
 //! Two lowerings share the micro-kernels of [`super::simd`]:
-//! - **direct** (stride 1, wide outputs): each image is copied once into a zero-padded buffer of
-//!   `Hp×Wp` per channel. Output position `(y, x)` is computed at flat index `y·Wp + x`, so the
-//!   input row of tap `(ci, ky, kx)` is that buffer shifted by `ci·Hp·Wp + ky·Wp + kx`, and
-//!   no im2col matrix is ever written. The `Wp − Wo` columns per row this computes in excess are
-//!   dropped when the result is copied out (about 6% at 32×32, 11% at 16×16).
-//! - **im2col** (strides > 1, or small outputs where the excess columns would cost more than the
-//!   copy): several images' patches side by side in one matrix, so that the micro-tiles stay full
-//!   when each image has only a few output positions (a 4×4 map has 16).
+//! - **direct** (wide outputs): each image is copied once into a zero-padded buffer of `Hp×Wp`
+//!   per channel. Output position `(y, x)` is computed at flat index `y·Wp + x`, so the input row
+//!   of tap `(ci, ky, kx)` is that buffer shifted by `ci·Hp·Wp + ky·Wp + kx`, and no im2col
+//!   matrix is ever written. The `Wp − Wo` columns per row this computes in excess are dropped
+//!   when the result is copied out (about 6% at 32×32, 11% at 16×16). A strided convolution
+//!   reads the same way from the image split into stride phases ([`Phases`]).
+//! - **im2col** (small outputs, where the excess columns would cost more than the copy, and
+//!   dilated strided convolutions): several images' patches side by side in one matrix, so that
+//!   the micro-tiles stay full when each image has only a few output positions (a 4×4 map has
+//!   16).
 //!
 //! The input gradient of a stride-1 convolution is itself a stride-1 convolution of the output
 //! gradient with the flipped, transposed kernel, so it takes the same direct path; a strided
