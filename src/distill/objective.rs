@@ -358,7 +358,7 @@ pub fn similarity_loss(
     total
 }
 
-/// Σ_j η_j · BCE(D_j([s_j; t_j]), Y) with student rows [1,0] and teacher rows [0,1] (spec §1.7).
+/// Σ_j η_j · BCE(D_j([s_j; t_j]), Y) with student rows `[1,0]` and teacher rows `[0,1]` (spec §1.7).
 /// `reverse` puts a gradient-reversal layer in front of D (the min-max); `detach_student`
 /// trains D alone. Also returns D's accuracy on (student rows, teacher rows) averaged over stages.
 pub fn discriminator_loss(
@@ -418,7 +418,7 @@ pub fn discriminator_loss_on(
     (total, (acc_s / n, acc_t / n))
 }
 
-/// The student's GAN loss in alternating mode: Σ_j η_j · BCE(D_j(s_j), [0,1]), i.e. make D
+/// The student's GAN loss in alternating mode: Σ_j η_j · BCE(D_j(s_j), `[0,1]`), i.e. make D
 /// take student rows for teacher rows.
 pub fn fooling_loss(
     discs: &Discriminators,

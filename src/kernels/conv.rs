@@ -6,7 +6,7 @@
 //!   of tap `(ci, ky, kx)` is that buffer shifted by `ci·Hp·Wp + ky·Wp + kx`, and no im2col
 //!   matrix is ever written. The `Wp − Wo` columns per row this computes in excess are dropped
 //!   when the result is copied out (about 6% at 32×32, 11% at 16×16). A strided convolution
-//!   reads the same way from the image split into stride phases ([`Phases`]).
+//!   reads the same way from the image split into stride phases (`Phases`).
 //! - **im2col** (small outputs, where the excess columns would cost more than the copy, and
 //!   dilated strided convolutions): several images' patches side by side in one matrix, so that
 //!   the micro-tiles stay full when each image has only a few output positions (a 4×4 map has
