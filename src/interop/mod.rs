@@ -9,7 +9,7 @@
 //!   "import"`, with the input normalisation the teacher was trained with), which `meal eval`
 //!   and `meal distill` use like any other; a distill config can also name the PyTorch file
 //!   directly ([`load_pytorch_teacher`]).
-//! - [`export`] writes a model as a PyTorch state dict (`.safetensors` or a `torch.save` zip)
+//! - [`export()`] writes a model as a PyTorch state dict (`.safetensors` or a `torch.save` zip)
 //!   under the same names, so that `model.load_state_dict(...)` works in PyTorch.
 //!
 //! The names, formats and what does not work (ONNX) are documented in `docs/interop.md`.

@@ -18,7 +18,7 @@
 //! of the direct sum's (checked against burn's op in `tests/kernels.rs`).
 //!
 //! Tiles are numbered across the batch (image, tile row, tile column) and processed in chunks of
-//! [`CHUNK`], so a single image still spreads over every core, and the transformed data of one
+//! `CHUNK`, so a single image still spreads over every core, and the transformed data of one
 //! chunk stays in cache between the transforms and the products. The transforms gather a run of
 //! up to eight tiles along an image row at a time and are compiled per instruction set
 //! (`isa_versions!`), so their loops vectorise across tiles.
