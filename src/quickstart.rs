@@ -453,7 +453,7 @@ pub fn render(s: &Summary) -> String {
         s.run_dir.display()
     ));
     out.push_str(
-        "Train your own teachers with `meal train --config recipes/teacher-vgg8.toml --data \
+        "Train your own teachers with `meal train --config recipes/teacher-resnet20.toml --data \
          PATH/cifar-10-batches-bin` (recipes/teacher-*.toml) and distil from them with \
          `meal quickstart --teachers RUN_DIR...` or `meal distill`.\n",
     );
