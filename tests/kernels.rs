@@ -519,37 +519,29 @@ fn conv_with_affine_epilogue_matches_conv_then_affine() {
         let bias = normal(&mut rng, [cout], 0.0, 0.5, &device);
         let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
         for relu in [false, true] {
-            let two = kernels::channel_affine(
-                kernels::conv2d(x.clone(), w.clone(), None, options.clone()),
-                scale.clone(),
-                shift.clone(),
-                relu,
-            );
-            let one = kernels::conv2d_affine(
-                x.clone(),
-                w.clone(),
-                None,
-                (scale.clone(), shift.clone()),
-                relu,
-                options.clone(),
-            );
+            // (fused, conv then affine) for one bias choice.
+            let both = |bias: Option<Tensor<1>>| {
+                let two = kernels::channel_affine(
+                    kernels::conv2d(x.clone(), w.clone(), bias.clone(), options.clone()),
+                    scale.clone(),
+                    shift.clone(),
+                    relu,
+                );
+                let one = kernels::conv2d_affine(
+                    x.clone(),
+                    w.clone(),
+                    bias,
+                    (scale.clone(), shift.clone()),
+                    relu,
+                    options.clone(),
+                );
+                (v(one), v(two))
+            };
             let case = (b, cin, cout, hw, stride, relu);
-            assert_eq!(v(one), v(two), "{case:?}");
-            let two = kernels::channel_affine(
-                kernels::conv2d(x.clone(), w.clone(), Some(bias.clone()), options.clone()),
-                scale.clone(),
-                shift.clone(),
-                relu,
-            );
-            let one = kernels::conv2d_affine(
-                x.clone(),
-                w.clone(),
-                Some(bias.clone()),
-                (scale.clone(), shift.clone()),
-                relu,
-                options.clone(),
-            );
-            assert_close("with bias", &case, &v(one), &v(two));
+            let (one, two) = both(None);
+            assert_eq!(one, two, "{case:?}");
+            let (one, two) = both(Some(bias.clone()));
+            assert_close("with bias", &case, &one, &two);
         }
     }
 }
