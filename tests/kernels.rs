@@ -200,7 +200,7 @@ fn zoo_shapes_match_burn() {
     }
 }
 
-/// The Winograd F(2×2, 3×3) path (3×3, stride 1, padding 1, ≥ 48 channels): odd and even maps,
+/// The Winograd F(2×2, 3×3) and F(4×4, 3×3) paths (3×3, stride 1, padding 1, ≥ 48 channels): odd and even maps,
 /// maps smaller than a tile, batches whose tiles straddle chunk boundaries, channel counts that
 /// are not multiples of the micro-tile; values and both gradients against burn's op.
 #[test]
@@ -215,6 +215,7 @@ fn winograd_shapes_match_burn() {
         (5, 64, 9, 4, 51),
         (4, 64, 8, 8, 128),
         (1, 64, 20, 37, 64),
+        (2, 50, 3, 3, 64),
     ];
     for _ in 0..6 {
         shapes.push((
@@ -258,13 +259,15 @@ fn winograd_shapes_match_burn() {
         let vals = |t: &Tensor<4>| t.clone().into_data().try_to_vec::<f32>().unwrap();
         let (xv, wv, rv) = (vals(&x), vals(&wt), vals(&r));
         let no_bias = run(&Case { s, bias: false }, false, &x, &wt, &b, &r);
-        let mut y = vec![0f32; batch * cout * h * w];
-        kernels::winograd::forward(&s, &xv, &wv, &mut y);
-        assert_close("winograd output", &s, &y, &no_bias[0]);
-        let dx = kernels::winograd::backward_input(&s, &rv, &wv);
-        assert_close("winograd input grad", &s, &dx, &no_bias[1]);
-        let dw = kernels::winograd::backward_weight(&s, &xv, &rv);
-        assert_close("winograd weight grad", &s, &dw, &no_bias[2]);
+        for m in [2, 4] {
+            let mut y = vec![0f32; batch * cout * h * w];
+            kernels::winograd::forward_tiled(m, &s, &xv, &wv, &mut y);
+            assert_close(&format!("F({m}) output"), &s, &y, &no_bias[0]);
+            let dx = kernels::winograd::backward_input_tiled(m, &s, &rv, &wv);
+            assert_close(&format!("F({m}) input grad"), &s, &dx, &no_bias[1]);
+            let dw = kernels::winograd::backward_weight_tiled(m, &s, &xv, &rv);
+            assert_close(&format!("F({m}) weight grad"), &s, &dw, &no_bias[2]);
+        }
     }
 }
 

@@ -284,7 +284,7 @@ fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
 ///
 /// # Safety
 /// `dst` is valid for `src.len()` writes.
-unsafe fn copy_row_to(dst: *mut f32, src: &[f32]) {
+pub(super) unsafe fn copy_row_to(dst: *mut f32, src: &[f32]) {
     let mut blocks = src.chunks_exact(8);
     let mut i = 0;
     for b in &mut blocks {

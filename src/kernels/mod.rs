@@ -15,7 +15,7 @@
 /// for the instruction set `isa` (AVX-512F, AVX2+FMA, or the build's baseline): the loops of the
 /// transforms and of BatchNorm vectorise to the CPU's width without hand-written intrinsics.
 macro_rules! isa_versions {
-    ($vis:vis $name:ident, $inner:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+    ($vis:vis $name:ident, $inner:path, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         /// # Safety
         /// As the function it wraps.
         #[allow(clippy::too_many_arguments, unused_unsafe)]

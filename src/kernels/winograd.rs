@@ -1,54 +1,82 @@
-//! 3×3, stride-1, padding-1 convolutions by Winograd's minimal filtering F(2×2, 3×3) (Lavin &
-//! Gray, 2016): every 2×2 block of outputs costs 16 multiplications per channel pair instead of
-//! 36, so the three passes of such a layer do 2.25× fewer multiply-adds. These layers are almost
-//! all of a ResNet-18 or VGG, and PyTorch's CPU path (oneDNN) computes them directly, so this is
-//! arithmetic that a framework running the same network does not save.
+//! 3×3, stride-1, padding-1 convolutions by Winograd's minimal filtering F(m×m, 3×3) (Lavin &
+//! Gray, 2016), with output tiles of m = 4 (the default) or m = 2. A tile of m×m outputs reads an
+//! α×α input patch (α = m + 2) and costs α² multiplications per channel pair instead of 9m²:
+//! F(2×2, 3×3) does 2.25× fewer multiply-adds than the direct sum, F(4×4, 3×3) 4× fewer. These
+//! layers are almost all of a ResNet-18 or VGG, and PyTorch's CPU path (oneDNN) computes them
+//! directly, so this is arithmetic that a framework running the same network does not save.
 //!
-//! With `d` a 4×4 input patch, `g` a 3×3 kernel and `Δ` a 2×2 output gradient:
+//! With `d` an α×α input patch, `g` a 3×3 kernel and `Δ` an m×m output gradient:
 //! - forward: `y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`; the channel sum of the products is, for each of the
-//!   16 positions ξ, a matrix product `M_ξ = U_ξ V_ξ` (cout × cin times cin × tiles), which runs on
-//!   the gemm micro-kernel of [`super::simd`];
+//!   α² positions ξ, a matrix product `M_ξ = U_ξ V_ξ` (cout × cin times cin × tiles), which runs
+//!   on the gemm micro-kernel of [`super::simd`];
 //! - input gradient: the same transform on the flipped, transposed kernel (a stride-1 padding-1
 //!   convolution of `dy`, see `conv.rs`);
 //! - weight gradient: the exact adjoint of the forward, `dg = Gᵀ[Σ_tiles (A Δ Aᵀ) ⊙ (Bᵀ d B)]G`;
-//!   the tile sums are again 16 matrix products (cout × tiles times tiles × cin) on the same
+//!   the tile sums are again α² matrix products (cout × tiles times tiles × cin) on the same
 //!   micro-kernel, accumulated chunk after chunk in a fixed order (bit-exact `--resume`).
 //!
-//! The transform coefficients are 0, ±1 and ±½, so the rounding error stays within a few units
-//! of the direct sum's (checked against burn's op in `tests/kernels.rs`).
+//! F(2×2) has coefficients 0, ±1 and ±½, so its rounding error stays within a few units of the
+//! direct sum's. F(4×4) uses the interpolation points 0, ±1, ±2 (coefficients up to 8 and down to
+//! 1/24), which costs about one more decimal digit; both are checked against burn's op in
+//! `tests/kernels.rs`.
 //!
-//! Tiles are numbered across the batch (image, tile row, tile column) and processed in chunks of
-//! `CHUNK`, so a single image still spreads over every core, and the transformed data of one
-//! chunk stays in cache between the transforms and the products. The transforms gather a run of
-//! up to eight tiles along an image row at a time and are compiled per instruction set
-//! (`isa_versions!`), so their loops vectorise across tiles.
+//! Tiles are numbered across the batch (image, tile row, tile column) and processed in chunks,
+//! so a single image still spreads over every core, and the transformed data of one chunk stays
+//! in cache between the transforms and the products. The transforms gather a run of up to eight
+//! tiles along an image row at a time and are compiled per instruction set (`isa_versions!`), so
+//! their loops vectorise across tiles.
 //!
-//! `MEAL_WINOGRAD=0` turns the path off (the direct kernels of `conv.rs` take over), for
+//! `MEAL_WINOGRAD=0` turns the path off (the direct kernels of `conv.rs` take over), and
+//! `MEAL_WINOGRAD=2` or `4` forces one tile size on every shape ([`tile_for`] picks per shape), for
 //! comparison.
 
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::conv::{ConvShape, copy_row, gemm_panels};
+use super::conv::{ConvShape, copy_row, copy_row_to, gemm_panels};
 use super::simd::{self, PanelLayout};
 
-/// Tiles per chunk of the forward pass: a multiple of every micro-tile width (8, 16, 48).
+/// Tiles per chunk of the forward pass: a multiple of every micro-tile width (8, 16, 48). The
+/// same for F(4×4), whose tiles are 4× larger: with 48 the transformed kernel was read twice as
+/// often, and the 8×8 layers of resnet18 ran 20–40% slower.
 const CHUNK: usize = 96;
 /// Tiles per chunk of the weight gradient (the reduction length of its products).
 const CHUNK_W: usize = 192;
-/// Below this many channels on either side the transforms cost as much as they save (32-channel
-/// layers measured even, 16-channel ones twice slower: `benches/conv_layers.rs`).
+/// Below this many channels on either side the transforms cost as much as they save: for F(2×2),
+/// 32-channel layers measured even and 16-channel ones twice slower; F(4×4) lost 30% on
+/// resnet20's 16-channel layers, and on its 32-channel ones the gain per layer (up to 10%) did
+/// not show in whole training steps (`benches/conv_layers.rs`, `meal bench`).
 const MIN_CHANNELS: usize = 48;
+/// The largest α² (F(4×4, 3×3)).
+const MAX_XI: usize = 36;
 
-fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("MEAL_WINOGRAD").map_or(true, |v| v != "0"))
+/// `MEAL_WINOGRAD`: `0` turns the path off, `2` or `4` forces that tile side; anything else (or
+/// nothing) picks the tile per shape ([`tile_for`]).
+fn setting() -> Option<Option<usize>> {
+    static SETTING: OnceLock<Option<Option<usize>>> = OnceLock::new();
+    *SETTING.get_or_init(|| match std::env::var("MEAL_WINOGRAD").as_deref() {
+        Ok("0") => None,
+        Ok("2") => Some(Some(2)),
+        Ok("4") => Some(Some(4)),
+        _ => Some(None),
+    })
+}
+
+/// The output tile side for a shape: 4, which measured as fast as 2 on resnet18's 4×4 maps and
+/// 15–35% faster on its larger ones (`benches/conv_layers.rs`, batch 64), except on maps under
+/// 3×3, where a 6×6 patch for at most 2×2 outputs does more products than F(2×2).
+pub fn tile_for(s: &ConvShape) -> usize {
+    match setting() {
+        Some(Some(m)) => m,
+        _ if s.h.min(s.w) >= 3 => 4,
+        _ => 2,
+    }
 }
 
 /// Whether a convolution takes this path.
 pub fn applies(s: &ConvShape) -> bool {
-    enabled() && shape_fits(s) && enough_tiles(s)
+    setting().is_some() && shape_fits(s) && enough_tiles(s)
 }
 
 /// The shapes the transforms are written for (independent of the switch, for tests).
@@ -66,18 +94,19 @@ pub fn shape_fits(s: &ConvShape) -> bool {
         && s.w > 0
 }
 
-/// Below this many tiles in the whole batch the kernel transform, paid once per call, outweighs
-/// what the tiles save (single-image inference on 8×8 and 4×4 maps).
-const MIN_TILES: usize = 64;
+/// Below this many output pixels in the whole batch the kernel transform, paid once per call,
+/// outweighs what the tiles save (single-image inference on 8×8 and 4×4 maps).
+const MIN_PIXELS: usize = 256;
 
 fn enough_tiles(s: &ConvShape) -> bool {
-    s.batch * s.h.div_ceil(2) * s.w.div_ceil(2) >= MIN_TILES
+    s.batch * s.h * s.w >= MIN_PIXELS
 }
 
-/// Tile grid of the batch: `th × tw` tiles of 2×2 outputs per image (the last row/column may
+/// Tile grid of the batch: `th × tw` tiles of `m×m` outputs per image (the last row/column may
 /// hang over the image).
 #[derive(Clone, Copy)]
 struct Tiles {
+    m: usize,
     h: usize,
     w: usize,
     th: usize,
@@ -85,8 +114,8 @@ struct Tiles {
     total: usize,
 }
 
-/// One tile: its image and the top-left output pixel; `inside` when its 4×4 input patch and
-/// its 2×2 output block lie wholly inside the image (no padding, no crop).
+/// One tile: its image and the top-left output pixel; `inside` when its input patch and its
+/// output block lie wholly inside the image (no padding, no crop).
 #[derive(Clone, Copy, Default)]
 struct Tile {
     img: usize,
@@ -96,9 +125,10 @@ struct Tile {
 }
 
 impl Tiles {
-    fn new(s: &ConvShape) -> Tiles {
-        let (th, tw) = (s.h.div_ceil(2), s.w.div_ceil(2));
+    fn new(s: &ConvShape, m: usize) -> Tiles {
+        let (th, tw) = (s.h.div_ceil(m), s.w.div_ceil(m));
         Tiles {
+            m,
             h: s.h,
             w: s.w,
             th,
@@ -110,15 +140,15 @@ impl Tiles {
     /// Tiles `p0..p0+n` (numbered image, tile row, tile column).
     fn chunk(&self, p0: usize, n: usize, out: &mut Vec<Tile>) {
         out.clear();
-        let per_image = self.th * self.tw;
+        let (m, per_image) = (self.m, self.th * self.tw);
         out.extend((p0..p0 + n).map(|p| {
             let (img, rem) = (p / per_image, p % per_image);
-            let (oy, ox) = (2 * (rem / self.tw), 2 * (rem % self.tw));
+            let (oy, ox) = (m * (rem / self.tw), m * (rem % self.tw));
             Tile {
                 img,
                 oy,
                 ox,
-                inside: oy >= 1 && ox >= 1 && oy + 3 <= self.h && ox + 3 <= self.w,
+                inside: oy >= 1 && ox >= 1 && oy + m < self.h && ox + m < self.w,
             }
         }));
     }
@@ -126,17 +156,128 @@ impl Tiles {
 
 /// Tiles from `p` on that continue one image row (at most `RUN`).
 #[inline(always)]
-fn run_len(tiles: &[Tile], p: usize) -> usize {
+fn run_len(tiles: &[Tile], p: usize, m: usize) -> usize {
     let first = tiles[p];
     let mut len = 1;
     while len < RUN && p + len < tiles.len() {
         let next = tiles[p + len];
-        if next.img != first.img || next.oy != first.oy || next.ox != first.ox + 2 * len {
+        if next.img != first.img || next.oy != first.oy || next.ox != first.ox + m * len {
             break;
         }
         len += 1;
     }
     len
+}
+
+/// The one-dimensional transforms of F(m, 3) for `A = m + 2` (4 or 6); the two-dimensional ones
+/// apply them to the columns, then to the rows. `A` is a compile-time constant of every caller,
+/// so only one branch of each survives.
+mod coef {
+    const R6: f32 = 1.0 / 6.0;
+    const R12: f32 = 1.0 / 12.0;
+    const R24: f32 = 1.0 / 24.0;
+
+    /// `Bᵀ d`: the input patch.
+    #[inline(always)]
+    pub fn bt<const A: usize>(d: [f32; A]) -> [f32; A] {
+        let mut r = [0f32; A];
+        if A == 4 {
+            r[0] = d[0] - d[2];
+            r[1] = d[1] + d[2];
+            r[2] = d[2] - d[1];
+            r[3] = d[1] - d[3];
+        } else {
+            r[0] = 4.0 * d[0] - 5.0 * d[2] + d[4];
+            r[1] = d[3] + d[4] - 4.0 * (d[1] + d[2]);
+            r[2] = d[4] - d[3] + 4.0 * (d[1] - d[2]);
+            r[3] = d[4] - d[2] + 2.0 * (d[3] - d[1]);
+            r[4] = d[4] - d[2] + 2.0 * (d[1] - d[3]);
+            r[5] = 4.0 * d[1] - 5.0 * d[3] + d[5];
+        }
+        r
+    }
+
+    /// `Aᵀ m`: `A` products back to `A − 2` outputs.
+    #[inline(always)]
+    pub fn at<const A: usize, const M: usize>(m: [f32; A]) -> [f32; M] {
+        let mut y = [0f32; M];
+        if A == 4 {
+            y[0] = m[0] + m[1] + m[2];
+            y[1] = m[1] - m[2] - m[3];
+        } else {
+            let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+            y[0] = m[0] + s12 + s34;
+            y[1] = d12 + 2.0 * d34;
+            y[2] = s12 + 4.0 * s34;
+            y[3] = d12 + 8.0 * d34 + m[5];
+        }
+        y
+    }
+
+    /// `G g`: a kernel column to `A` values.
+    #[inline(always)]
+    pub fn g<const A: usize>(g: [f32; 3]) -> [f32; A] {
+        let mut u = [0f32; A];
+        if A == 4 {
+            u[0] = g[0];
+            u[1] = 0.5 * (g[0] + g[1] + g[2]);
+            u[2] = 0.5 * (g[0] - g[1] + g[2]);
+            u[3] = g[2];
+        } else {
+            // Products by the reciprocals: a division per coefficient made the kernel
+            // transform of a 512-channel layer cost as much as its products.
+            let (even, odd) = (g[0] + g[2], g[1]);
+            let (outer, middle) = (g[0] * R24 + g[2] * R6, g[1] * R12);
+            u[0] = g[0] * 0.25;
+            u[1] = -(even + odd) * R6;
+            u[2] = -(even - odd) * R6;
+            u[3] = outer + middle;
+            u[4] = outer - middle;
+            u[5] = g[2];
+        }
+        u
+    }
+
+    /// `A Δ`: `A − 2` output gradients to `A` values (the adjoint of [`at`]).
+    #[inline(always)]
+    pub fn a<const M: usize, const A: usize>(d: [f32; M]) -> [f32; A] {
+        let mut e = [0f32; A];
+        if A == 4 {
+            e[0] = d[0];
+            e[1] = d[0] + d[1];
+            e[2] = d[0] - d[1];
+            e[3] = -d[1];
+        } else {
+            let (s02, s13) = (d[0] + d[2], d[1] + d[3]);
+            let (q02, q13) = (d[0] + 4.0 * d[2], 2.0 * d[1] + 8.0 * d[3]);
+            e[0] = d[0];
+            e[1] = s02 + s13;
+            e[2] = s02 - s13;
+            e[3] = q02 + q13;
+            e[4] = q02 - q13;
+            e[5] = d[3];
+        }
+        e
+    }
+
+    /// `Gᵀ m`: `A` values to a kernel column (the adjoint of [`g`]).
+    #[inline(always)]
+    pub fn gt<const A: usize>(m: [f32; A]) -> [f32; 3] {
+        if A == 4 {
+            [
+                m[0] + 0.5 * (m[1] + m[2]),
+                0.5 * (m[1] - m[2]),
+                0.5 * (m[1] + m[2]) + m[3],
+            ]
+        } else {
+            let (s12, d12, s34, d34) = (m[1] + m[2], m[1] - m[2], m[3] + m[4], m[3] - m[4]);
+            [
+                m[0] * 0.25 - s12 * R6 + s34 * R24,
+                d34 * R12 - d12 * R6,
+                (s34 - s12) * R6 + m[5],
+            ]
+        }
+    }
 }
 
 /// Shares an output pointer between the workers; every chunk writes its own tiles only.
@@ -152,52 +293,181 @@ impl OutPtr {
     fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
+
+    /// The same buffer seen from `i` values on.
+    fn shifted(self, i: usize) -> OutPtr {
+        OutPtr(self.at(i))
+    }
 }
 
 /// `U_ξ = (G g Gᵀ)_ξ` packed for the gemm: for each ξ a `cout × cin` matrix in the panels of
-/// `PanelLayout::new(cout)`, zero rows past `cout`.
+/// `PanelLayout::new(cout)`, zero rows past `cout`, in a buffer kept for the next call
+/// ([`Pooled`]).
 /// With `flipped`, `w` is the forward kernel `[cin, cout, 3, 3]` of the convolution whose input
 /// gradient this is, and `g[co][ci]` is its `w[ci][co]` rotated by 180°.
-fn transform_weights(w: &[f32], cout: usize, cin: usize, flipped: bool) -> Vec<f32> {
+fn transform_weights<const A: usize>(w: &[f32], cout: usize, cin: usize, flipped: bool) -> Pooled {
+    let isa = simd::isa();
     let layout = PanelLayout::new(cout);
-    let panels: Vec<(usize, usize)> = layout.panels().collect();
-    let mut u = vec![0f32; 16 * layout.rows * cin];
+    let mut u = Pooled::take(A * A * layout.rows * cin);
     let up = OutPtr(u.as_mut_ptr());
-    panels.into_par_iter().for_each(|(r0, h)| {
-        for co in r0..(r0 + h).min(cout) {
-            for ci in 0..cin {
-                let g: [f32; 9] = if flipped {
-                    let src = &w[(ci * cout + co) * 9..][..9];
-                    std::array::from_fn(|k| src[8 - k])
-                } else {
-                    w[(co * cin + ci) * 9..][..9].try_into().unwrap()
-                };
-                // h = G g (4×3), then U = h Gᵀ (4×4).
-                let mut h = [[0f32; 3]; 4];
-                for b in 0..3 {
-                    let (g0, g1, g2) = (g[b], g[3 + b], g[6 + b]);
-                    h[0][b] = g0;
-                    h[1][b] = 0.5 * (g0 + g1 + g2);
-                    h[2][b] = 0.5 * (g0 - g1 + g2);
-                    h[3][b] = g2;
-                }
-                for (i, hi) in h.iter().enumerate() {
-                    let row = [
-                        hi[0],
-                        0.5 * (hi[0] + hi[1] + hi[2]),
-                        0.5 * (hi[0] - hi[1] + hi[2]),
-                        hi[2],
-                    ];
-                    for (j, &v) in row.iter().enumerate() {
-                        let at = (i * 4 + j) * layout.rows * cin + layout.at(co, ci, cin);
-                        // SAFETY: in bounds; each panel is written by one task only.
-                        unsafe { *up.at(at) = v };
-                    }
-                }
+    let blocks = cin.div_ceil(KERNEL_BLOCK);
+    let tasks: Vec<((usize, usize), usize)> = layout
+        .panels()
+        .flat_map(|p| (0..blocks).map(move |b| (p, b * KERNEL_BLOCK)))
+        .collect();
+    tasks.into_par_iter().for_each(|(panel, ci0)| {
+        let block = (ci0, KERNEL_BLOCK.min(cin - ci0));
+        // SAFETY: each task writes its own panel rows of its own input channels, in bounds;
+        // the ISA is this CPU's.
+        unsafe {
+            if A == 4 {
+                isa_dispatch::kernels4(isa, w, (cout, cin, layout.rows), flipped, panel, block, up)
+            } else {
+                isa_dispatch::kernels6(isa, w, (cout, cin, layout.rows), flipped, panel, block, up)
             }
         }
     });
     u
+}
+
+/// Input channels whose kernels one task transforms together.
+const KERNEL_BLOCK: usize = 8;
+
+/// The transforms of the kernels of panel `(r0, h)` for input channels `ci0..ci0 + cb`. They
+/// are computed in the packed order `q = (ci − ci0)·h + (co − r0)`, one lane per channel pair,
+/// so that each ξ's values leave as one contiguous run: written pair by pair, as α² scattered
+/// stores each, the transform of a 512-channel layer cost as much as its products.
+///
+/// # Safety
+/// `u` holds the whole packed transform, and no other thread writes these rows and channels.
+#[inline(always)]
+unsafe fn kernel_block<const A: usize>(
+    w: &[f32],
+    (cout, cin, rows): (usize, usize, usize),
+    flipped: bool,
+    (r0, h): (usize, usize),
+    (ci0, cb): (usize, usize),
+    u: OutPtr,
+) {
+    const Q: usize = KERNEL_BLOCK * simd::MR_WIDE;
+    let n = cb * h;
+    let mut g = [[0f32; Q]; 9];
+    for q in 0..n {
+        let (ci, co) = (ci0 + q / h, r0 + q % h);
+        if co >= cout {
+            continue; // a padding row: zero
+        }
+        if flipped {
+            let src = &w[(ci * cout + co) * 9..][..9];
+            for (k, gk) in g.iter_mut().enumerate() {
+                gk[q] = src[8 - k];
+            }
+        } else {
+            let src = &w[(co * cin + ci) * 9..][..9];
+            for (k, gk) in g.iter_mut().enumerate() {
+                gk[q] = src[k];
+            }
+        }
+    }
+    let mut out = [[0f32; Q]; MAX_XI];
+    for q in 0..Q {
+        // t = G g (A×3), then U = t Gᵀ (A×A).
+        let cols: [[f32; A]; 3] =
+            std::array::from_fn(|b| coef::g([g[b][q], g[3 + b][q], g[6 + b][q]]));
+        for i in 0..A {
+            let row = coef::g::<A>([cols[0][i], cols[1][i], cols[2][i]]);
+            for (j, &v) in row.iter().enumerate() {
+                out[i * A + j][q] = v;
+            }
+        }
+    }
+    for (xi, o) in out[..A * A].iter().enumerate() {
+        // SAFETY: the run lies in rows r0.. of ξ's matrix (the function's contract).
+        unsafe { copy_row_to(u.at(xi * rows * cin + r0 * cin + ci0 * h), &o[..n]) };
+    }
+}
+
+/// `dg = Gᵀ M G` of output channel `co` for input channels `c0..c0 + cb`, one lane per input
+/// channel (each ξ's sums are contiguous along them), into `dwc` (`[cin][3][3]`). Pair by pair
+/// and unvectorised, this was a third of a 512-channel layer's weight gradient.
+#[inline(always)]
+fn kernel_grad_block<const A: usize>(
+    msum: &[f32],
+    (rows, ldc): (usize, usize),
+    co: usize,
+    (c0, cb): (usize, usize),
+    dwc: &mut [f32],
+) {
+    let mut m = [[0f32; KERNEL_BLOCK]; MAX_XI];
+    for (xi, mx) in m[..A * A].iter_mut().enumerate() {
+        let at = (xi * rows + co) * ldc + c0;
+        mx[..cb].copy_from_slice(&msum[at..at + cb]);
+    }
+    let mut g = [[0f32; 9]; KERNEL_BLOCK];
+    for l in 0..KERNEL_BLOCK {
+        // q = Gᵀ M (3×A), then dg = q G (3×3).
+        let cols: [[f32; 3]; A] =
+            std::array::from_fn(|j| coef::gt::<A>(std::array::from_fn(|i| m[i * A + j][l])));
+        for a in 0..3 {
+            let row = coef::gt::<A>(std::array::from_fn(|j| cols[j][a]));
+            g[l][a * 3..a * 3 + 3].copy_from_slice(&row);
+        }
+    }
+    for (l, gl) in g[..cb].iter().enumerate() {
+        dwc[(c0 + l) * 9..][..9].copy_from_slice(gl);
+    }
+}
+
+/// A buffer kept by its thread between calls. The transformed kernel of a 512-channel layer
+/// (37.7 MB for F(4×4)) is above glibc's largest `mmap` threshold (`kernels::allocator`), so
+/// a plain `Vec` was mapped, faulted in page by page and unmapped at every call. What a taken
+/// buffer holds is unspecified: every caller writes each value it reads.
+struct Pooled(Vec<f32>);
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Pooled {
+    fn take(len: usize) -> Pooled {
+        let mut v = POOL
+            .with_borrow_mut(|pool| {
+                let fit = pool.iter().position(|b| b.capacity() >= len);
+                fit.or(pool.len().checked_sub(1))
+                    .map(|i| pool.swap_remove(i))
+            })
+            .unwrap_or_default();
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+        v.truncate(len);
+        Pooled(v)
+    }
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        // Two per thread cover a forward and the weight gradient's sum in flight together.
+        POOL.with_borrow_mut(|pool| {
+            if pool.len() < 2 {
+                pool.push(v)
+            }
+        });
+    }
 }
 
 const MAX_CHUNK: usize = if CHUNK > CHUNK_W { CHUNK } else { CHUNK_W };
@@ -207,16 +477,16 @@ const RUN: usize = 8;
 /// gradient's right operand (one short contiguous store per tile instead of one per channel).
 const CHANNEL_GROUP: usize = 8;
 
-type Rows16 = [[f32; MAX_CHUNK]; 16];
+type Rows = [[f32; MAX_CHUNK]; MAX_XI];
 /// Gathered patches: rows with `RUN` values of slack, so a run is always copied whole.
-type Patches = [[f32; MAX_CHUNK + RUN]; 16];
+type Patches = [[f32; MAX_CHUNK + RUN]; MAX_XI];
 
 /// Per-worker buffers of the transforms, allocated once per worker rather than per call (they
 /// are too large to zero on the stack for every channel).
 struct Scratch {
     patches: Box<Patches>,
-    out: Vec<Rows16>,
-    grad: Box<[[f32; MAX_CHUNK]; 4]>,
+    out: Vec<Rows>,
+    grad: Box<[[f32; MAX_CHUNK]; 16]>,
     v: Vec<f32>,
     m: Vec<f32>,
     tiles: Vec<Tile>,
@@ -225,9 +495,9 @@ struct Scratch {
 impl Scratch {
     fn new() -> Scratch {
         Scratch {
-            patches: Box::new([[0.0; MAX_CHUNK + RUN]; 16]),
-            out: vec![[[0.0; MAX_CHUNK]; 16]; CHANNEL_GROUP],
-            grad: Box::new([[0.0; MAX_CHUNK]; 4]),
+            patches: Box::new([[0.0; MAX_CHUNK + RUN]; MAX_XI]),
+            out: vec![[[0.0; MAX_CHUNK]; MAX_XI]; CHANNEL_GROUP],
+            grad: Box::new([[0.0; MAX_CHUNK]; 16]),
             v: Vec::new(),
             m: Vec::new(),
             tiles: Vec::with_capacity(MAX_CHUNK),
@@ -236,79 +506,77 @@ impl Scratch {
 }
 
 /// `o[ξ][p] = (Bᵀ d B)_ξ` of channel `ci` for every tile of the chunk. The patches are gathered
-/// into sixteen rows first so that the transform itself runs along contiguous rows.
+/// into α² rows first so that the transform itself runs along contiguous rows.
 #[inline(always)]
-fn input_tiles(
+fn input_tiles<const M: usize, const A: usize>(
     x: &[f32],
     (cin, ci): (usize, usize),
     t: &Tiles,
     tiles: &[Tile],
     d: &mut Patches,
-    o: &mut Rows16,
+    o: &mut Rows,
 ) {
     let (h, w) = (t.h, t.w);
     let n = tiles.len();
     let mut p = 0;
     while p < n {
         let first = tiles[p];
-        let len = run_len(tiles, p);
+        let len = run_len(tiles, p, M);
         let plane = &x[(first.img * cin + ci) * h * w..][..h * w];
-        // A run's patches are four rows of 2·len + 2 contiguous input values; split into even
-        // and odd columns, the four patch columns of tile t are even[t], odd[t], even[t + 1]
-        // and odd[t + 1], so each becomes one vector copy.
+        // A run's patches are A rows of M·len + 2 contiguous input values. Split into M phases
+        // (column k of phase j is value M·k + j), column c of tile t is phase c mod M at t + c/M,
+        // so each patch column of the whole run is one vector copy.
         let whole = len == RUN && first.inside && tiles[p + RUN - 1].inside;
-        for r in 0..4 {
-            let mut src = [0f32; 2 * RUN + 2];
+        let span = M * RUN + 2;
+        for r in 0..A {
+            let mut src = [0f32; 4 * RUN + 4];
             let iy = (first.oy + r).wrapping_sub(1);
             if whole {
-                src.copy_from_slice(&plane[iy * w + first.ox - 1..][..2 * RUN + 2]);
+                src[..span].copy_from_slice(&plane[iy * w + first.ox - 1..][..span]);
             } else if iy < h {
-                // Columns first.ox − 1 .. first.ox + 2·len + 1, clipped to the image.
+                // Columns first.ox − 1 .. first.ox + M·len + 1, clipped to the image.
                 let lo = first.ox.saturating_sub(1);
-                let hi = (first.ox + 2 * len + 1).min(w);
+                let hi = (first.ox + M * len + 1).min(w);
                 let at = lo + 1 - first.ox;
                 copy_row(&mut src[at..at + hi - lo], &plane[iy * w + lo..iy * w + hi]);
             }
-            let mut even = [0f32; RUN + 1];
-            let mut odd = [0f32; RUN + 1];
-            for t in 0..=RUN {
-                even[t] = src[2 * t];
-                odd[t] = src[2 * t + 1];
+            let mut phase = [[0f32; RUN + 1]; M];
+            for (j, ph) in phase.iter_mut().enumerate() {
+                for (k, v) in ph.iter_mut().enumerate() {
+                    *v = src[M * k + j];
+                }
             }
-            d[r * 4][p..p + RUN].copy_from_slice(&even[..RUN]);
-            d[r * 4 + 1][p..p + RUN].copy_from_slice(&odd[..RUN]);
-            d[r * 4 + 2][p..p + RUN].copy_from_slice(&even[1..]);
-            d[r * 4 + 3][p..p + RUN].copy_from_slice(&odd[1..]);
+            for c in 0..A {
+                d[r * A + c][p..p + RUN].copy_from_slice(&phase[c % M][c / M..c / M + RUN]);
+            }
         }
         p += len;
     }
     for p in 0..n {
-        let mut tt = [[0f32; 4]; 4];
-        for c in 0..4 {
-            let (a0, a1, a2, a3) = (d[c][p], d[4 + c][p], d[8 + c][p], d[12 + c][p]);
-            tt[0][c] = a0 - a2;
-            tt[1][c] = a1 + a2;
-            tt[2][c] = a2 - a1;
-            tt[3][c] = a1 - a3;
+        let mut tt = [[0f32; A]; A];
+        for c in 0..A {
+            let col = coef::bt::<A>(std::array::from_fn(|r| d[r * A + c][p]));
+            for (i, &v) in col.iter().enumerate() {
+                tt[i][c] = v;
+            }
         }
-        for (i, [e0, e1, e2, e3]) in tt.into_iter().enumerate() {
-            o[i * 4][p] = e0 - e2;
-            o[i * 4 + 1][p] = e1 + e2;
-            o[i * 4 + 2][p] = e2 - e1;
-            o[i * 4 + 3][p] = e1 - e3;
+        for (i, row) in tt.into_iter().enumerate() {
+            for (j, v) in coef::bt::<A>(row).into_iter().enumerate() {
+                o[i * A + j][p] = v;
+            }
         }
     }
 }
 
 /// `o[ξ][p] = (A Δ Aᵀ)_ξ` of output channel `co` for every tile (zero where a tile hangs over).
 #[inline(always)]
-fn grad_tiles(
+fn grad_tiles<const M: usize, const A: usize>(
     dy: &[f32],
     (cout, co): (usize, usize),
     t: &Tiles,
     tiles: &[Tile],
-    a: &mut [[f32; MAX_CHUNK]; 4],
-    o: &mut Rows16,
+    a: &mut [[f32; MAX_CHUNK]; 16],
+    o: &mut Rows,
 ) {
     let (h, w) = (t.h, t.w);
     let n = tiles.len();
@@ -316,116 +584,122 @@ fn grad_tiles(
         let plane = &dy[(tile.img * cout + co) * h * w..][..h * w];
         let base = tile.oy * w + tile.ox;
         if tile.inside {
-            a[0][p] = plane[base];
-            a[1][p] = plane[base + 1];
-            a[2][p] = plane[base + w];
-            a[3][p] = plane[base + w + 1];
+            for i in 0..M {
+                for j in 0..M {
+                    a[i * M + j][p] = plane[base + i * w + j];
+                }
+            }
         } else {
-            let (row2, col2) = (tile.oy + 1 < h, tile.ox + 1 < w);
-            a[0][p] = plane[base];
-            a[1][p] = if col2 { plane[base + 1] } else { 0.0 };
-            a[2][p] = if row2 { plane[base + w] } else { 0.0 };
-            a[3][p] = if row2 && col2 {
-                plane[base + w + 1]
-            } else {
-                0.0
-            };
+            for i in 0..M {
+                for j in 0..M {
+                    let inside = tile.oy + i < h && tile.ox + j < w;
+                    a[i * M + j][p] = if inside { plane[base + i * w + j] } else { 0.0 };
+                }
+            }
         }
     }
     for p in 0..n {
-        // R = A Δ (4×2), then E = R Aᵀ (4×4).
-        let (d00, d01, d10, d11) = (a[0][p], a[1][p], a[2][p], a[3][p]);
-        let r = [
-            [d00, d01],
-            [d00 + d10, d01 + d11],
-            [d00 - d10, d01 - d11],
-            [-d10, -d11],
-        ];
-        for (i, [r0, r1]) in r.into_iter().enumerate() {
-            o[i * 4][p] = r0;
-            o[i * 4 + 1][p] = r0 + r1;
-            o[i * 4 + 2][p] = r0 - r1;
-            o[i * 4 + 3][p] = -r1;
+        // R = A Δ (A×M), then E = R Aᵀ (A×A).
+        let mut r = [[0f32; M]; A];
+        for j in 0..M {
+            let col = coef::a::<M, A>(std::array::from_fn(|i| a[i * M + j][p]));
+            for (i, &v) in col.iter().enumerate() {
+                r[i][j] = v;
+            }
+        }
+        for (i, ri) in r.into_iter().enumerate() {
+            for (k, v) in coef::a::<M, A>(ri).into_iter().enumerate() {
+                o[i * A + k][p] = v;
+            }
         }
     }
 }
 
-/// Forward transforms of one chunk: `v[ξ][ci][0..n]` rows of `ld` values.
+/// Forward transforms of channels `cis` for one chunk: `v[ξ][ci][0..n]` rows of `ld` values.
+///
+/// # Safety
+/// `v` points to `α² · cin · ld` writable values, and no other thread writes these channels of
+/// these tiles.
 #[inline(always)]
-fn input_chunk(
+unsafe fn input_chunk<const M: usize, const A: usize>(
     x: &[f32],
-    cin: usize,
+    (cin, cis): (usize, std::ops::Range<usize>),
     t: &Tiles,
     tiles: &[Tile],
     sc: &mut Scratch,
-    v: &mut [f32],
+    v: OutPtr,
     ld: usize,
 ) {
     let n = tiles.len();
     let o = &mut sc.out[0];
-    for ci in 0..cin {
-        input_tiles(x, (cin, ci), t, tiles, &mut sc.patches, o);
-        for (xi, oxi) in o.iter().enumerate() {
-            copy_row(&mut v[(xi * cin + ci) * ld..][..n], &oxi[..n]);
+    for ci in cis {
+        input_tiles::<M, A>(x, (cin, ci), t, tiles, &mut sc.patches, o);
+        for (xi, oxi) in o[..A * A].iter().enumerate() {
+            // SAFETY: in bounds and owned by this call (the function's contract).
+            unsafe { copy_row_to(v.at((xi * cin + ci) * ld), &oxi[..n]) };
         }
     }
 }
 
-/// `y = Aᵀ M A` for every output channel of one chunk, cropped to the image.
+/// `y = Aᵀ M A` for output channels `cos` of one chunk, cropped to the image.
 ///
 /// # Safety
 /// `y` points to the `[batch, cout, h, w]` output, and no other thread writes these tiles.
 #[inline(always)]
-unsafe fn output_chunk(
+unsafe fn output_chunk<const M: usize, const A: usize>(
     m: &[f32],
-    ld: usize,
-    rows: usize,
-    cout: usize,
+    (ld, rows): (usize, usize),
+    (cout, cos): (usize, std::ops::Range<usize>),
     t: &Tiles,
     tiles: &[Tile],
     y: OutPtr,
 ) {
     let (h, w) = (t.h, t.w);
     let n = tiles.len();
-    let mut o = [[0f32; MAX_CHUNK + RUN]; 4];
-    for co in 0..cout {
-        let ms: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * rows + co) * ld..][..n]);
+    let mut o = [[0f32; MAX_CHUNK + RUN]; 16];
+    let xi_stride = rows * ld;
+    for co in cos {
+        let mc = &m[co * ld..];
         for p in 0..n {
-            // s = Aᵀ M (2×4): rows 0+1+2 and 1−2−3; then y = s A.
-            let mut s = [[0f32; 4]; 2];
-            for j in 0..4 {
-                let (a, b, c, d) = (ms[j][p], ms[4 + j][p], ms[8 + j][p], ms[12 + j][p]);
-                s[0][j] = a + b + c;
-                s[1][j] = b - c - d;
+            // s = Aᵀ M (M×A), then y = s A (M×M).
+            let mut s = [[0f32; A]; M];
+            for j in 0..A {
+                let col =
+                    coef::at::<A, M>(std::array::from_fn(|i| mc[(i * A + j) * xi_stride + p]));
+                for (r, &v) in col.iter().enumerate() {
+                    s[r][j] = v;
+                }
             }
-            for (r, sr) in s.iter().enumerate() {
-                o[2 * r][p] = sr[0] + sr[1] + sr[2];
-                o[2 * r + 1][p] = sr[1] - sr[2] - sr[3];
+            for (r, sr) in s.into_iter().enumerate() {
+                for (k, v) in coef::at::<A, M>(sr).into_iter().enumerate() {
+                    o[r * M + k][p] = v;
+                }
             }
         }
-        // Each run of tiles along a row writes two output rows of 2·len values (interleaving
-        // the even and odd columns), cropped where the last tile hangs over the image.
+        // Each run of tiles along a row writes M output rows of M·len values (interleaving the
+        // M column phases), cropped where the last tile hangs over the image.
         let mut p = 0;
         while p < n {
             let first = tiles[p];
-            let len = run_len(tiles, p);
-            let cols = (2 * len).min(w - first.ox);
-            for r in 0..2 {
+            let len = run_len(tiles, p, M);
+            let cols = (M * len).min(w - first.ox);
+            for r in 0..M {
                 if first.oy + r >= h {
                     break;
                 }
-                let mut row = [0f32; 2 * RUN];
-                for t in 0..RUN {
-                    row[2 * t] = o[2 * r][p + t];
-                    row[2 * t + 1] = o[2 * r + 1][p + t];
+                let mut row = [0f32; 4 * RUN];
+                for tt in 0..RUN {
+                    for k in 0..M {
+                        row[M * tt + k] = o[r * M + k][p + tt];
+                    }
                 }
                 let at = ((first.img * cout + co) * h + first.oy + r) * w + first.ox;
                 // SAFETY: `cols` pixels from `at` lie in this output row, and they belong to
                 // this chunk's tiles. A whole run is copied with a constant length, inlined as
-                // two vector moves (the variable-length copy was a `memmove` call per row).
+                // vector moves (the variable-length copy was a `memmove` call per row).
                 unsafe {
-                    if cols == 2 * RUN {
-                        std::ptr::copy_nonoverlapping(row.as_ptr(), y.at(at), 2 * RUN)
+                    if cols == M * RUN {
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), y.at(at), M * RUN)
                     } else {
                         std::ptr::copy_nonoverlapping(row.as_ptr(), y.at(at), cols)
                     }
@@ -440,10 +714,9 @@ unsafe fn output_chunk(
 /// of the weight gradient's products: for each ξ a `cout × n` matrix in the panels of `layout`.
 ///
 /// # Safety
-/// `dp` holds `16 · layout.rows · n` values and no other thread writes these channels' panels.
+/// `dp` holds `α² · layout.rows · n` values and no other thread writes these channels' panels.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn grad_operand(
+unsafe fn grad_operand<const M: usize, const A: usize>(
     dy: &[f32],
     (cout, layout): (usize, PanelLayout),
     cos: std::ops::Range<usize>,
@@ -455,9 +728,9 @@ unsafe fn grad_operand(
     let n = tiles.len();
     for co in cos {
         let o = &mut sc.out[0];
-        grad_tiles(dy, (cout, co), t, tiles, &mut sc.grad, o);
+        grad_tiles::<M, A>(dy, (cout, co), t, tiles, &mut sc.grad, o);
         let (r0, h) = layout.panel_of(co);
-        for (xi, oxi) in o.iter().enumerate() {
+        for (xi, oxi) in o[..A * A].iter().enumerate() {
             let base = xi * layout.rows * n + r0 * n + (co - r0);
             for (p, &val) in oxi[..n].iter().enumerate() {
                 // SAFETY: in bounds and owned by this call (the function's contract).
@@ -471,10 +744,10 @@ unsafe fn grad_operand(
 /// `vt[ξ][p][0..ldc]` of the weight gradient's right operand.
 ///
 /// # Safety
-/// `vt` holds `16 · CHUNK_W · ldc` values and no other thread writes these channels.
+/// `vt` holds `α² · CHUNK_W · ldc` values and no other thread writes these channels.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn input_operand(
+unsafe fn input_operand<const M: usize, const A: usize>(
     x: &[f32],
     (cin, ldc): (usize, usize),
     (c0, cg): (usize, usize),
@@ -485,9 +758,9 @@ unsafe fn input_operand(
 ) {
     let n = tiles.len();
     for (g, o) in sc.out[..cg].iter_mut().enumerate() {
-        input_tiles(x, (cin, c0 + g), t, tiles, &mut sc.patches, o);
+        input_tiles::<M, A>(x, (cin, c0 + g), t, tiles, &mut sc.patches, o);
     }
-    for xi in 0..16 {
+    for xi in 0..A * A {
         for p in 0..n {
             let row = (xi * CHUNK_W + p) * ldc + c0;
             for g in 0..cg {
@@ -498,26 +771,49 @@ unsafe fn input_operand(
     }
 }
 
-/// The transforms compiled for the ISA the gemm runs with (their loops vectorise across tiles).
+/// The transforms compiled for the ISA the gemm runs with (their loops vectorise across tiles),
+/// once per tile size.
 mod isa_dispatch {
     use super::*;
 
-    isa_versions!(pub(super) input, input_chunk, (x: &[f32], cin: usize, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: &mut [f32], ld: usize));
-    isa_versions!(pub(super) output, output_chunk, (m: &[f32], ld: usize, rows: usize, cout: usize, t: &Tiles, tiles: &[Tile], y: OutPtr));
-    isa_versions!(pub(super) grad_op, grad_operand, (dy: &[f32], dims: (usize, PanelLayout), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
-    isa_versions!(pub(super) input_op, input_operand, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
+    isa_versions!(pub(super) kernels4, kernel_block::<4>, (w: &[f32], dims: (usize, usize, usize), flipped: bool, panel: (usize, usize), block: (usize, usize), u: OutPtr));
+    isa_versions!(pub(super) kernels6, kernel_block::<6>, (w: &[f32], dims: (usize, usize, usize), flipped: bool, panel: (usize, usize), block: (usize, usize), u: OutPtr));
+    isa_versions!(pub(super) kernel_grads4, kernel_grad_block::<4>, (msum: &[f32], dims: (usize, usize), co: usize, block: (usize, usize), dwc: &mut [f32]));
+    isa_versions!(pub(super) kernel_grads6, kernel_grad_block::<6>, (msum: &[f32], dims: (usize, usize), co: usize, block: (usize, usize), dwc: &mut [f32]));
+    isa_versions!(pub(super) input2, input_chunk::<2, 4>, (x: &[f32], cins: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: OutPtr, ld: usize));
+    isa_versions!(pub(super) input4, input_chunk::<4, 6>, (x: &[f32], cins: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: OutPtr, ld: usize));
+    isa_versions!(pub(super) output2, output_chunk::<2, 4>, (m: &[f32], ld_rows: (usize, usize), couts: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], y: OutPtr));
+    isa_versions!(pub(super) output4, output_chunk::<4, 6>, (m: &[f32], ld_rows: (usize, usize), couts: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], y: OutPtr));
+    isa_versions!(pub(super) grad_op2, grad_operand::<2, 4>, (dy: &[f32], dims: (usize, PanelLayout), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
+    isa_versions!(pub(super) grad_op4, grad_operand::<4, 6>, (dy: &[f32], dims: (usize, PanelLayout), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
+    isa_versions!(pub(super) input_op2, input_operand::<2, 4>, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
+    isa_versions!(pub(super) input_op4, input_operand::<4, 6>, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
 }
 
 /// `y = conv(x, w)` for a shape where [`shape_fits`] holds; `y` is `[batch, cout, h, w]`.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
+    forward_tiled(tile_for(s), s, x, w, y)
+}
+
+/// [`forward`] with output tiles of side `m` (2 or 4).
+pub fn forward_tiled(m: usize, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
     assert!(shape_fits(s), "not a Winograd shape: {s:?}");
     assert_eq!(w.len(), s.cout * s.cin * 9);
-    convolve(s, x, &transform_weights(w, s.cout, s.cin, false), y);
+    match m {
+        2 => convolve::<2, 4>(s, x, &transform_weights::<4>(w, s.cout, s.cin, false), y),
+        4 => convolve::<4, 6>(s, x, &transform_weights::<6>(w, s.cout, s.cin, false), y),
+        _ => panic!("Winograd tiles are 2 or 4, not {m}"),
+    }
 }
 
 /// `dx` (`[batch, cin, h, w]`) of `y = conv(x, w)` given `dy`, for a shape where
 /// [`shape_fits`]: the same transform applied to `dy` with the flipped, transposed kernel.
 pub fn backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    backward_input_tiled(tile_for(s), s, dy, w)
+}
+
+/// [`backward_input`] with output tiles of side `m` (2 or 4).
+pub fn backward_input_tiled(m: usize, s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
     assert!(shape_fits(s), "not a Winograd shape: {s:?}");
     assert_eq!(w.len(), s.cout * s.cin * 9);
     let t = ConvShape {
@@ -526,46 +822,200 @@ pub fn backward_input(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
         ..*s
     };
     let mut dx = vec![0f32; s.batch * s.cin * s.h * s.w];
-    convolve(&t, dy, &transform_weights(w, s.cin, s.cout, true), &mut dx);
+    match m {
+        2 => convolve::<2, 4>(
+            &t,
+            dy,
+            &transform_weights::<4>(w, s.cin, s.cout, true),
+            &mut dx,
+        ),
+        4 => convolve::<4, 6>(
+            &t,
+            dy,
+            &transform_weights::<6>(w, s.cin, s.cout, true),
+            &mut dx,
+        ),
+        _ => panic!("Winograd tiles are 2 or 4, not {m}"),
+    }
     dx
 }
 
-fn convolve(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
+/// Layers with at most this many tiles are convolved whole ([`convolve_whole`]).
+const WHOLE_TILES: usize = 4 * CHUNK;
+
+fn convolve<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
     assert_eq!(y.len(), s.batch * s.cout * s.h * s.w);
+    let t = Tiles::new(s, M);
+    if t.total <= WHOLE_TILES {
+        return convolve_whole::<M, A>(s, &t, x, u, y);
+    }
     let isa = simd::isa();
     let nr = isa.nr();
     let (cin, cout) = (s.cin, s.cout);
     let layout = PanelLayout::new(cout);
     let rows = layout.rows;
-    let t = Tiles::new(s);
     let offs: Vec<usize> = (0..cin).map(|c| c * CHUNK).collect();
     let out = OutPtr(y.as_mut_ptr());
-    (0..t.total.div_ceil(CHUNK))
-        .into_par_iter()
-        .for_each(|chunk| {
-            with_scratch(|sc| {
-                let p0 = chunk * CHUNK;
-                t.chunk(p0, CHUNK.min(t.total - p0), &mut sc.tiles);
-                let mut v = grown(&mut sc.v, 16 * cin * CHUNK + nr);
-                let mut m = grown(&mut sc.m, 16 * rows * CHUNK);
-                let tiles = std::mem::take(&mut sc.tiles);
-                // SAFETY: slices are sized above; the ISA is this CPU's.
-                unsafe { isa_dispatch::input(isa, x, cin, &t, &tiles, sc, &mut v[..], CHUNK) };
-                let blocks = tiles.len().div_ceil(nr);
-                for xi in 0..16 {
-                    let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
-                    let b = &v[xi * cin * CHUNK..];
-                    let c = &mut m[xi * rows * CHUNK..(xi + 1) * rows * CHUNK];
-                    gemm_panels(isa, (a, layout), cin, b, &offs, c, CHUNK, blocks, false);
-                }
-                // SAFETY: this chunk's tiles are written by this closure only.
-                unsafe { isa_dispatch::output(isa, &m, CHUNK, rows, cout, &t, &tiles, out) };
-                sc.v = v;
-                sc.m = m;
-                sc.tiles = tiles;
-            })
-        });
+    (0..t.total.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
+        with_scratch(|sc| {
+            let p0 = c * CHUNK;
+            t.chunk(p0, CHUNK.min(t.total - p0), &mut sc.tiles);
+            let mut v = grown(&mut sc.v, A * A * cin * CHUNK + nr);
+            let mut m = grown(&mut sc.m, A * A * rows * CHUNK);
+            let tiles = std::mem::take(&mut sc.tiles);
+            let vp = OutPtr(v.as_mut_ptr());
+            // SAFETY: `v` is sized above and private to this closure; the ISA is this CPU's.
+            unsafe { transform_input::<M>(isa, x, (cin, 0..cin), &t, &tiles, sc, vp, CHUNK) };
+            let blocks = tiles.len().div_ceil(nr);
+            for xi in 0..A * A {
+                let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
+                let b = &v[xi * cin * CHUNK..];
+                let c = &mut m[xi * rows * CHUNK..(xi + 1) * rows * CHUNK];
+                gemm_panels(isa, (a, layout), cin, b, &offs, c, CHUNK, blocks, false);
+            }
+            // SAFETY: this chunk's tiles are written by this closure only.
+            unsafe {
+                transform_output::<M>(isa, &m, (CHUNK, rows), (cout, 0..cout), &t, &tiles, out)
+            };
+            sc.v = v;
+            sc.m = m;
+            sc.tiles = tiles;
+        })
+    });
+}
+
+/// [`convolve`] in three passes over the whole layer (every tile's transform, then each ξ's
+/// product, then every output transform) for layers of few tiles: small maps or small batches,
+/// where the transformed kernel is larger than the data. Chunk by chunk it would be streamed from
+/// memory once per chunk (resnet18's 4×4 layers ran at half the gemm's speed); here each `U_ξ`
+/// is read once, and the products still split over the cores by ξ.
+fn convolve_whole<const M: usize, const A: usize>(
+    s: &ConvShape,
+    t: &Tiles,
+    x: &[f32],
+    u: &[f32],
+    y: &mut [f32],
+) {
+    let isa = simd::isa();
+    let nr = isa.nr();
+    let (cin, cout) = (s.cin, s.cout);
+    let layout = PanelLayout::new(cout);
+    let rows = layout.rows;
+    // Columns padded to whole micro-tiles; what the products write there is never read.
+    let ld = t.total.div_ceil(nr) * nr;
+    let mut v = vec![0f32; A * A * cin * ld];
+    let mut m = vec![0f32; A * A * rows * ld];
+    let chunks = t.total.div_ceil(CHUNK);
+    let (in_groups, out_groups) = (cin.div_ceil(CHANNEL_GROUP), cout.div_ceil(CHANNEL_GROUP));
+    let group = |g: usize, c: usize| g * CHANNEL_GROUP..((g + 1) * CHANNEL_GROUP).min(c);
+    let vp = OutPtr(v.as_mut_ptr());
+    (0..chunks * in_groups).into_par_iter().for_each(|task| {
+        with_scratch(|sc| {
+            let (c, g) = (task / in_groups, task % in_groups);
+            let p0 = c * CHUNK;
+            t.chunk(p0, CHUNK.min(t.total - p0), &mut sc.tiles);
+            let tiles = std::mem::take(&mut sc.tiles);
+            // SAFETY: each task writes its own channels of its own tiles of `v`, sized above;
+            // the ISA is this CPU's.
+            unsafe {
+                transform_input::<M>(
+                    isa,
+                    x,
+                    (cin, group(g, cin)),
+                    t,
+                    &tiles,
+                    sc,
+                    vp.shifted(p0),
+                    ld,
+                )
+            };
+            sc.tiles = tiles;
+        })
+    });
+    let offs: Vec<usize> = (0..cin).map(|c| c * ld).collect();
+    m.par_chunks_mut(rows * ld).enumerate().for_each(|(xi, c)| {
+        let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
+        gemm_panels(
+            isa,
+            (a, layout),
+            cin,
+            &v[xi * cin * ld..],
+            &offs,
+            c,
+            ld,
+            ld / nr,
+            false,
+        );
+    });
+    let out = OutPtr(y.as_mut_ptr());
+    (0..chunks * out_groups).into_par_iter().for_each(|task| {
+        with_scratch(|sc| {
+            let (c, g) = (task / out_groups, task % out_groups);
+            let p0 = c * CHUNK;
+            t.chunk(p0, CHUNK.min(t.total - p0), &mut sc.tiles);
+            let tiles = std::mem::take(&mut sc.tiles);
+            // SAFETY: each task writes its own channels of its own tiles.
+            unsafe {
+                transform_output::<M>(
+                    isa,
+                    &m[p0..],
+                    (ld, rows),
+                    (cout, group(g, cout)),
+                    t,
+                    &tiles,
+                    out,
+                )
+            };
+            sc.tiles = tiles;
+        })
+    });
+}
+
+/// [`input_chunk`] for tiles of side `M`, compiled for `isa`.
+///
+/// # Safety
+/// As [`input_chunk`]; `isa` is this CPU's.
+#[allow(clippy::too_many_arguments)]
+unsafe fn transform_input<const M: usize>(
+    isa: simd::Isa,
+    x: &[f32],
+    cins: (usize, std::ops::Range<usize>),
+    t: &Tiles,
+    tiles: &[Tile],
+    sc: &mut Scratch,
+    v: OutPtr,
+    ld: usize,
+) {
+    unsafe {
+        if M == 2 {
+            isa_dispatch::input2(isa, x, cins, t, tiles, sc, v, ld)
+        } else {
+            isa_dispatch::input4(isa, x, cins, t, tiles, sc, v, ld)
+        }
+    }
+}
+
+/// [`output_chunk`] for tiles of side `M`, compiled for `isa`.
+///
+/// # Safety
+/// As [`output_chunk`]; `isa` is this CPU's.
+unsafe fn transform_output<const M: usize>(
+    isa: simd::Isa,
+    m: &[f32],
+    ld_rows: (usize, usize),
+    couts: (usize, std::ops::Range<usize>),
+    t: &Tiles,
+    tiles: &[Tile],
+    y: OutPtr,
+) {
+    unsafe {
+        if M == 2 {
+            isa_dispatch::output2(isa, m, ld_rows, couts, t, tiles, y)
+        } else {
+            isa_dispatch::output4(isa, m, ld_rows, couts, t, tiles, y)
+        }
+    }
 }
 
 /// `dw` (`[cout, cin, 3, 3]`) of `y = conv(x, w)` given `dy`, for a shape where [`shape_fits`].
@@ -574,6 +1024,19 @@ fn convolve(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
 /// transforms) and by ξ (the products), so every sum runs in the same order whatever the thread
 /// count: the result is bit-identical from run to run (`--resume` relies on it).
 pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    backward_weight_tiled(tile_for(s), s, x, dy)
+}
+
+/// [`backward_weight`] with output tiles of side `m` (2 or 4).
+pub fn backward_weight_tiled(m: usize, s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    match m {
+        2 => weight_grad::<2, 4>(s, x, dy),
+        4 => weight_grad::<4, 6>(s, x, dy),
+        _ => panic!("Winograd tiles are 2 or 4, not {m}"),
+    }
+}
+
+fn weight_grad<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(shape_fits(s), "not a Winograd shape: {s:?}");
     assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
     assert_eq!(dy.len(), s.batch * s.cout * s.h * s.w);
@@ -585,11 +1048,12 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let rows = layout.rows;
     // Columns of M (input channels) padded to whole micro-tiles; what lands there is dropped.
     let ldc = cin.div_ceil(nr) * nr;
-    let t = Tiles::new(s);
+    let t = Tiles::new(s, M);
     let offs: Vec<usize> = (0..CHUNK_W).map(|p| p * ldc).collect();
-    let mut msum = vec![0f32; 16 * rows * ldc];
-    let mut dp = vec![0f32; 16 * rows * CHUNK_W];
-    let mut vt = vec![0f32; 16 * CHUNK_W * ldc];
+    // Every value is written by the first chunk's products (which do not accumulate).
+    let mut msum = Pooled::take(A * A * rows * ldc);
+    let mut dp = vec![0f32; A * A * rows * CHUNK_W];
+    let mut vt = vec![0f32; A * A * CHUNK_W * ldc];
     let mut tiles = Vec::with_capacity(CHUNK_W);
     for p0 in (0..t.total).step_by(CHUNK_W) {
         t.chunk(p0, CHUNK_W.min(t.total - p0), &mut tiles);
@@ -603,11 +1067,20 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 unsafe {
                     if let Some(&(r0, h)) = panels.get(task) {
                         let cos = r0..(r0 + h).min(cout);
-                        isa_dispatch::grad_op(isa, dy, (cout, layout), cos, &t, &tiles, sc, dpp);
+                        let dims = (cout, layout);
+                        if M == 2 {
+                            isa_dispatch::grad_op2(isa, dy, dims, cos, &t, &tiles, sc, dpp);
+                        } else {
+                            isa_dispatch::grad_op4(isa, dy, dims, cos, &t, &tiles, sc, dpp);
+                        }
                     } else {
                         let c0 = (task - panels.len()) * CHANNEL_GROUP;
-                        let cg = CHANNEL_GROUP.min(cin - c0);
-                        isa_dispatch::input_op(isa, x, (cin, ldc), (c0, cg), &t, &tiles, sc, vtp);
+                        let group = (c0, CHANNEL_GROUP.min(cin - c0));
+                        if M == 2 {
+                            isa_dispatch::input_op2(isa, x, (cin, ldc), group, &t, &tiles, sc, vtp);
+                        } else {
+                            isa_dispatch::input_op4(isa, x, (cin, ldc), group, &t, &tiles, sc, vtp);
+                        }
                     }
                 }
             })
@@ -617,7 +1090,7 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
             .for_each(|(xi, c)| {
                 let a = &dp[xi * rows * n..(xi + 1) * rows * n];
                 let b = &vt[xi * CHUNK_W * ldc..];
-                gemm_panels(isa, (a, layout), n, b, &offs[..n], c, ldc, ldc / nr, true);
+                gemm_panels(isa, (a, layout), n, b, &offs[..n], c, ldc, ldc / nr, p0 > 0);
             });
     }
     // dg = Gᵀ M G per channel pair.
@@ -625,20 +1098,15 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     dw.par_chunks_mut(cin * 9)
         .enumerate()
         .for_each(|(co, dwc)| {
-            for ci in 0..cin {
-                let mm = |xi: usize| msum[(xi * rows + co) * ldc + ci];
-                // q = Gᵀ M (3×4), then dg = q G (3×3).
-                let col = |j: usize| {
-                    let (m0, m1, m2, m3) = (mm(j), mm(4 + j), mm(8 + j), mm(12 + j));
-                    [m0 + 0.5 * (m1 + m2), 0.5 * (m1 - m2), 0.5 * (m1 + m2) + m3]
-                };
-                let cols = [col(0), col(1), col(2), col(3)];
-                let q: [[f32; 4]; 3] = std::array::from_fn(|a| cols.map(|c| c[a]));
-                let g = &mut dwc[ci * 9..][..9];
-                for (a, qa) in q.iter().enumerate() {
-                    g[a * 3] = qa[0] + 0.5 * (qa[1] + qa[2]);
-                    g[a * 3 + 1] = 0.5 * (qa[1] - qa[2]);
-                    g[a * 3 + 2] = 0.5 * (qa[1] + qa[2]) + qa[3];
+            for c0 in (0..cin).step_by(KERNEL_BLOCK) {
+                let block = (c0, KERNEL_BLOCK.min(cin - c0));
+                // SAFETY: the ISA is this CPU's.
+                unsafe {
+                    if A == 4 {
+                        isa_dispatch::kernel_grads4(isa, &msum, (rows, ldc), co, block, dwc)
+                    } else {
+                        isa_dispatch::kernel_grads6(isa, &msum, (rows, ldc), co, block, dwc)
+                    }
                 }
             }
         });
