@@ -473,6 +473,8 @@ impl Drop for Pooled {
 const MAX_CHUNK: usize = if CHUNK > CHUNK_W { CHUNK } else { CHUNK_W };
 /// Tiles gathered together when they are neighbours inside the image.
 const RUN: usize = 8;
+/// Runs of at most this many tiles are gathered and scattered value by value.
+const SHORT_RUN: usize = 2;
 /// Input channels transformed together before their values are interleaved into the weight
 /// gradient's right operand (one short contiguous store per tile instead of one per channel).
 const CHANNEL_GROUP: usize = 8;
@@ -526,6 +528,31 @@ fn input_tiles<const M: usize, const A: usize>(
         // A run's patches are A rows of M·len + 2 contiguous input values. Split into M phases
         // (column k of phase j is value M·k + j), column c of tile t is phase c mod M at t + c/M,
         // so each patch column of the whole run is one vector copy.
+        if len <= SHORT_RUN {
+            // Small maps (a tile or two per image row): value by value, since the run-wide
+            // copies below cost the same for one tile as for eight.
+            for tt in 0..len {
+                let ox = first.ox + M * tt;
+                for r in 0..A {
+                    let iy = (first.oy + r).wrapping_sub(1);
+                    let mut row = [0f32; A];
+                    if iy < h {
+                        let line = &plane[iy * w..][..w];
+                        for (c, v) in row.iter_mut().enumerate() {
+                            let ix = (ox + c).wrapping_sub(1);
+                            if ix < w {
+                                *v = line[ix];
+                            }
+                        }
+                    }
+                    for (c, &v) in row.iter().enumerate() {
+                        d[r * A + c][p + tt] = v;
+                    }
+                }
+            }
+            p += len;
+            continue;
+        }
         let whole = len == RUN && first.inside && tiles[p + RUN - 1].inside;
         let span = M * RUN + 2;
         for r in 0..A {
@@ -683,6 +710,18 @@ unsafe fn output_chunk<const M: usize, const A: usize>(
             let first = tiles[p];
             let len = run_len(tiles, p, M);
             let cols = (M * len).min(w - first.ox);
+            if len <= SHORT_RUN {
+                // As in `input_tiles`: value by value for a tile or two.
+                for r in (0..M).take_while(|r| first.oy + r < h) {
+                    let at = ((first.img * cout + co) * h + first.oy + r) * w + first.ox;
+                    for c in 0..cols {
+                        // SAFETY: pixel `c` of this row lies in the image and in this chunk.
+                        unsafe { *y.at(at + c) = o[r * M + c % M][p + c / M] };
+                    }
+                }
+                p += len;
+                continue;
+            }
             for r in 0..M {
                 if first.oy + r >= h {
                     break;
