@@ -422,49 +422,55 @@ fn kernel_grad_block<const A: usize>(
 /// (37.7 MB for F(4×4)) is above glibc's largest `mmap` threshold (`kernels::allocator`), so
 /// a plain `Vec` was mapped, faulted in page by page and unmapped at every call. What a taken
 /// buffer holds is unspecified: every caller writes each value it reads.
-struct Pooled(Vec<f32>);
+struct Pooled {
+    /// Every value of the buffer has been written once (it is never truncated, so taking it
+    /// again for a shorter use costs no fill).
+    buf: Vec<f32>,
+    len: usize,
+}
 
 thread_local! {
     static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Pooled {
+    /// The smallest kept buffer of at least `len` values, else the largest one grown.
     fn take(len: usize) -> Pooled {
-        let mut v = POOL
+        let mut buf = POOL
             .with_borrow_mut(|pool| {
-                let fit = pool.iter().position(|b| b.capacity() >= len);
-                fit.or(pool.len().checked_sub(1))
-                    .map(|i| pool.swap_remove(i))
+                let fits = (0..pool.len()).filter(|&i| pool[i].len() >= len);
+                let best = fits.min_by_key(|&i| pool[i].len());
+                let largest = (0..pool.len()).max_by_key(|&i| pool[i].len());
+                best.or(largest).map(|i| pool.swap_remove(i))
             })
             .unwrap_or_default();
-        if v.len() < len {
-            v.resize(len, 0.0);
+        if buf.len() < len {
+            buf.resize(len, 0.0);
         }
-        v.truncate(len);
-        Pooled(v)
+        Pooled { buf, len }
     }
 }
 
 impl std::ops::Deref for Pooled {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.0
+        &self.buf[..self.len]
     }
 }
 
 impl std::ops::DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
+        &mut self.buf[..self.len]
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let v = std::mem::take(&mut self.0);
-        // Two per thread cover a forward and the weight gradient's sum in flight together.
+        let buf = std::mem::take(&mut self.buf);
+        // Four per thread cover the most taken at once (the weight gradient's three).
         POOL.with_borrow_mut(|pool| {
-            if pool.len() < 2 {
-                pool.push(v)
+            if pool.len() < 4 {
+                pool.push(buf)
             }
         });
     }
@@ -943,8 +949,10 @@ fn convolve_whole<const M: usize, const A: usize>(
     let rows = layout.rows;
     // Columns padded to whole micro-tiles; what the products write there is never read.
     let ld = t.total.div_ceil(nr) * nr;
-    let mut v = vec![0f32; A * A * cin * ld];
-    let mut m = vec![0f32; A * A * rows * ld];
+    // Kept buffers: the columns past the last tile hold stale values, whose products land in
+    // columns of `m` that are never read.
+    let mut v = Pooled::take(A * A * cin * ld);
+    let mut m = Pooled::take(A * A * rows * ld);
     let chunks = t.total.div_ceil(CHUNK);
     let (in_groups, out_groups) = (cin.div_ceil(CHANNEL_GROUP), cout.div_ceil(CHANNEL_GROUP));
     let group = |g: usize, c: usize| g * CHANNEL_GROUP..((g + 1) * CHANNEL_GROUP).min(c);
@@ -1091,8 +1099,10 @@ fn weight_grad<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], dy: &[f
     let offs: Vec<usize> = (0..CHUNK_W).map(|p| p * ldc).collect();
     // Every value is written by the first chunk's products (which do not accumulate).
     let mut msum = Pooled::take(A * A * rows * ldc);
-    let mut dp = vec![0f32; A * A * rows * CHUNK_W];
-    let mut vt = vec![0f32; A * A * CHUNK_W * ldc];
+    // Kept buffers: their padding rows and columns hold stale values, whose products land in
+    // rows and columns of `msum` that are never read.
+    let mut dp = Pooled::take(A * A * rows * CHUNK_W);
+    let mut vt = Pooled::take(A * A * CHUNK_W * ldc);
     let mut tiles = Vec::with_capacity(CHUNK_W);
     for p0 in (0..t.total).step_by(CHUNK_W) {
         t.chunk(p0, CHUNK_W.min(t.total - p0), &mut tiles);
