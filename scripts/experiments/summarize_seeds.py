@@ -1,6 +1,7 @@
 """Markdown table of a multiseed.sh folder: per method, final test top-1 of every seed, mean ±
 sample standard deviation, and mean wall time per run (stdlib only). Methods whose intervals
-(mean ± 2 standard errors) do not overlap labels' are marked.
+(mean ± 2 standard errors) do not overlap labels' are marked. Runs with fewer epochs than the
+folder's longest are unfinished: they are named and left out.
 
 Usage: python3 scripts/experiments/summarize_seeds.py runs/multiseed
 """
@@ -19,17 +20,27 @@ def metrics(run):
 
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else "runs/multiseed"
-    runs = defaultdict(list)
+    found = []
     for name in sorted(os.listdir(root)):
         m = re.fullmatch(r"(\w+)-seed(\d+)", name)
         path = os.path.join(root, name)
         if not m or not os.path.isfile(os.path.join(path, "metrics.jsonl")):
             continue
         rows = metrics(path)
+        if rows:
+            found.append((m.group(1), int(m.group(2)), path, rows))
+    # Every run of a folder has the same budget: one with fewer epochs than the longest is still
+    # going (or was interrupted), and its last accuracy is not a result.
+    budget = max((len(rows) for *_, rows in found), default=0)
+    runs = defaultdict(list)
+    for method, seed, path, rows in found:
+        if len(rows) < budget:
+            print(f"(unfinished, left out: {os.path.basename(path)} at epoch {len(rows)} of {budget})")
+            continue
         final = rows[-1]["test_top1"]
         if not math.isfinite(final):
             sys.exit(f"{path}: non-finite final accuracy")
-        runs[m.group(1)].append((int(m.group(2)), final, len(rows), sum(r["epoch_seconds"] for r in rows)))
+        runs[method].append((seed, final, len(rows), sum(r["epoch_seconds"] for r in rows)))
 
     def stats(values):
         mean = sum(values) / len(values)
