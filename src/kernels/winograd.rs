@@ -953,70 +953,46 @@ fn convolve_whole<const M: usize, const A: usize>(
     // columns of `m` that are never read.
     let mut v = Pooled::take(A * A * cin * ld);
     let mut m = Pooled::take(A * A * rows * ld);
-    let chunks = t.total.div_ceil(CHUNK);
     let (in_groups, out_groups) = (cin.div_ceil(CHANNEL_GROUP), cout.div_ceil(CHANNEL_GROUP));
     let group = |g: usize, c: usize| g * CHANNEL_GROUP..((g + 1) * CHANNEL_GROUP).min(c);
     let vp = OutPtr(v.as_mut_ptr());
-    (0..chunks * in_groups).into_par_iter().for_each(|task| {
-        with_scratch(|sc| {
-            let (c, g) = (task / in_groups, task % in_groups);
-            let p0 = c * CHUNK;
-            t.chunk(p0, CHUNK.min(t.total - p0), &mut sc.tiles);
-            let tiles = std::mem::take(&mut sc.tiles);
-            // SAFETY: each task writes its own channels of its own tiles of `v`, sized above;
-            // the ISA is this CPU's.
-            unsafe {
-                transform_input::<M>(
-                    isa,
-                    x,
-                    (cin, group(g, cin)),
-                    t,
-                    &tiles,
-                    sc,
-                    vp.shifted(p0),
-                    ld,
-                )
-            };
-            sc.tiles = tiles;
-        })
+    chunk_groups(t, in_groups, |sc, tiles, p0, g| {
+        let (cins, at) = ((cin, group(g, cin)), vp.shifted(p0));
+        // SAFETY: each task writes its own channels of its own tiles of `v`, sized above; the
+        // ISA is this CPU's.
+        unsafe { transform_input::<M>(isa, x, cins, t, tiles, sc, at, ld) };
     });
     let offs: Vec<usize> = (0..cin).map(|c| c * ld).collect();
     m.par_chunks_mut(rows * ld).enumerate().for_each(|(xi, c)| {
-        let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
-        gemm_panels(
-            isa,
-            (a, layout),
-            cin,
+        let (a, b) = (
+            &u[xi * rows * cin..(xi + 1) * rows * cin],
             &v[xi * cin * ld..],
-            &offs,
-            c,
-            ld,
-            ld / nr,
-            false,
         );
+        gemm_panels(isa, (a, layout), cin, b, &offs, c, ld, ld / nr, false);
     });
     let out = OutPtr(y.as_mut_ptr());
-    (0..chunks * out_groups).into_par_iter().for_each(|task| {
-        with_scratch(|sc| {
-            let (c, g) = (task / out_groups, task % out_groups);
-            let p0 = c * CHUNK;
-            t.chunk(p0, CHUNK.min(t.total - p0), &mut sc.tiles);
-            let tiles = std::mem::take(&mut sc.tiles);
-            // SAFETY: each task writes its own channels of its own tiles.
-            unsafe {
-                transform_output::<M>(
-                    isa,
-                    &m[p0..],
-                    (ld, rows),
-                    (cout, group(g, cout)),
-                    t,
-                    &tiles,
-                    out,
-                )
-            };
-            sc.tiles = tiles;
-        })
+    chunk_groups(t, out_groups, |_, tiles, p0, g| {
+        let couts = (cout, group(g, cout));
+        // SAFETY: each task writes its own channels of its own tiles; the ISA is this CPU's.
+        unsafe { transform_output::<M>(isa, &m[p0..], (ld, rows), couts, t, tiles, out) };
     });
+}
+
+/// `f(scratch, tiles, p0, g)` for every chunk of the layer's tiles (`tiles` numbered from
+/// `p0`) and every channel group `g < groups`, spread over the cores.
+fn chunk_groups(t: &Tiles, groups: usize, f: impl Fn(&mut Scratch, &[Tile], usize, usize) + Sync) {
+    (0..t.total.div_ceil(CHUNK) * groups)
+        .into_par_iter()
+        .for_each(|task| {
+            with_scratch(|sc| {
+                let (c, g) = (task / groups, task % groups);
+                let p0 = c * CHUNK;
+                t.chunk(p0, CHUNK.min(t.total - p0), &mut sc.tiles);
+                let tiles = std::mem::take(&mut sc.tiles);
+                f(sc, &tiles, p0, g);
+                sc.tiles = tiles;
+            })
+        });
 }
 
 /// [`input_chunk`] for tiles of side `M`, compiled for `isa`.
