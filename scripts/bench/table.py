@@ -42,12 +42,12 @@ def main():
 
 
 def baseline_table(base, meal):
-    def medians(rows):
+    def by_benchmark(rows):
         out = {}
         for r in rows:
             out.setdefault((r.get("arch") or r.get("workload"), r["batch"]), []).append(r)
         return out
-    before, after = medians(base), medians(meal)
+    before, after = by_benchmark(base), by_benchmark(meal)
     print("\nBefore/after (meal against itself, the same rounds; medians over the rounds):\n")
     print("| benchmark | batch | train before | train after | after/before | infer before "
           "| infer after | after/before |")

@@ -305,7 +305,12 @@ impl OutPtr {
 /// ([`Pooled`]).
 /// With `flipped`, `w` is the forward kernel `[cin, cout, 3, 3]` of the convolution whose input
 /// gradient this is, and `g[co][ci]` is its `w[ci][co]` rotated by 180°.
-fn transform_weights<const A: usize>(w: &[f32], cout: usize, cin: usize, flipped: bool) -> Pooled {
+fn transform_weights<const M: usize, const A: usize>(
+    w: &[f32],
+    cout: usize,
+    cin: usize,
+    flipped: bool,
+) -> Pooled {
     let isa = simd::isa();
     let layout = PanelLayout::new(cout);
     let mut u = Pooled::take(A * A * layout.rows * cin);
@@ -320,11 +325,8 @@ fn transform_weights<const A: usize>(w: &[f32], cout: usize, cin: usize, flipped
         // SAFETY: each task writes its own panel rows of its own input channels, in bounds;
         // the ISA is this CPU's.
         unsafe {
-            if A == 4 {
-                isa_dispatch::kernels4(isa, w, (cout, cin, layout.rows), flipped, panel, block, up)
-            } else {
-                isa_dispatch::kernels6(isa, w, (cout, cin, layout.rows), flipped, panel, block, up)
-            }
+            let dims = (cout, cin, layout.rows);
+            isa_dispatch::kernels::<M>(isa, w, dims, flipped, panel, block, up)
         }
     });
     u
@@ -817,22 +819,32 @@ unsafe fn input_operand<const M: usize, const A: usize>(
 }
 
 /// The transforms compiled for the ISA the gemm runs with (their loops vectorise across tiles),
-/// once per tile size.
+/// once per tile size; `name::<M>` picks the instantiation for tiles of side `M`.
 mod isa_dispatch {
     use super::*;
 
-    isa_versions!(pub(super) kernels4, kernel_block::<4>, (w: &[f32], dims: (usize, usize, usize), flipped: bool, panel: (usize, usize), block: (usize, usize), u: OutPtr));
-    isa_versions!(pub(super) kernels6, kernel_block::<6>, (w: &[f32], dims: (usize, usize, usize), flipped: bool, panel: (usize, usize), block: (usize, usize), u: OutPtr));
-    isa_versions!(pub(super) kernel_grads4, kernel_grad_block::<4>, (msum: &[f32], dims: (usize, usize), co: usize, block: (usize, usize), dwc: &mut [f32]));
-    isa_versions!(pub(super) kernel_grads6, kernel_grad_block::<6>, (msum: &[f32], dims: (usize, usize), co: usize, block: (usize, usize), dwc: &mut [f32]));
-    isa_versions!(pub(super) input2, input_chunk::<2, 4>, (x: &[f32], cins: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: OutPtr, ld: usize));
-    isa_versions!(pub(super) input4, input_chunk::<4, 6>, (x: &[f32], cins: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: OutPtr, ld: usize));
-    isa_versions!(pub(super) output2, output_chunk::<2, 4>, (m: &[f32], ld_rows: (usize, usize), couts: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], y: OutPtr));
-    isa_versions!(pub(super) output4, output_chunk::<4, 6>, (m: &[f32], ld_rows: (usize, usize), couts: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], y: OutPtr));
-    isa_versions!(pub(super) grad_op2, grad_operand::<2, 4>, (dy: &[f32], dims: (usize, PanelLayout), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
-    isa_versions!(pub(super) grad_op4, grad_operand::<4, 6>, (dy: &[f32], dims: (usize, PanelLayout), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
-    isa_versions!(pub(super) input_op2, input_operand::<2, 4>, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
-    isa_versions!(pub(super) input_op4, input_operand::<4, 6>, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
+    macro_rules! per_tile {
+        ($name:ident: $two:ident = $p2:path, $four:ident = $p4:path, ($($arg:ident: $ty:ty),*)) => {
+            isa_versions!($two, $p2, ($($arg: $ty),*));
+            isa_versions!($four, $p4, ($($arg: $ty),*));
+
+            /// # Safety
+            /// As the function it wraps; `isa` is this CPU's.
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $name<const M: usize>(isa: simd::Isa, $($arg: $ty),*) {
+                unsafe {
+                    if M == 2 { $two(isa, $($arg),*) } else { $four(isa, $($arg),*) }
+                }
+            }
+        };
+    }
+
+    per_tile!(kernels: kernels2 = kernel_block::<4>, kernels4 = kernel_block::<6>, (w: &[f32], dims: (usize, usize, usize), flipped: bool, panel: (usize, usize), block: (usize, usize), u: OutPtr));
+    per_tile!(kernel_grads: kernel_grads2 = kernel_grad_block::<4>, kernel_grads4 = kernel_grad_block::<6>, (msum: &[f32], dims: (usize, usize), co: usize, block: (usize, usize), dwc: &mut [f32]));
+    per_tile!(input: input2 = input_chunk::<2, 4>, input4 = input_chunk::<4, 6>, (x: &[f32], cins: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, v: OutPtr, ld: usize));
+    per_tile!(output: output2 = output_chunk::<2, 4>, output4 = output_chunk::<4, 6>, (m: &[f32], ld_rows: (usize, usize), couts: (usize, std::ops::Range<usize>), t: &Tiles, tiles: &[Tile], y: OutPtr));
+    per_tile!(grad_op: grad_op2 = grad_operand::<2, 4>, grad_op4 = grad_operand::<4, 6>, (dy: &[f32], dims: (usize, PanelLayout), cos: std::ops::Range<usize>, t: &Tiles, tiles: &[Tile], sc: &mut Scratch, dp: OutPtr));
+    per_tile!(input_op: input_op2 = input_operand::<2, 4>, input_op4 = input_operand::<4, 6>, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
 }
 
 /// `y = conv(x, w)` for a shape where [`shape_fits`] holds; `y` is `[batch, cout, h, w]`.
@@ -845,8 +857,8 @@ pub fn forward_tiled(m: usize, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32
     assert!(shape_fits(s), "not a Winograd shape: {s:?}");
     assert_eq!(w.len(), s.cout * s.cin * 9);
     match m {
-        2 => convolve::<2, 4>(s, x, &transform_weights::<4>(w, s.cout, s.cin, false), y),
-        4 => convolve::<4, 6>(s, x, &transform_weights::<6>(w, s.cout, s.cin, false), y),
+        2 => convolve::<2, 4>(s, x, &transform_weights::<2, 4>(w, s.cout, s.cin, false), y),
+        4 => convolve::<4, 6>(s, x, &transform_weights::<4, 6>(w, s.cout, s.cin, false), y),
         _ => panic!("Winograd tiles are 2 or 4, not {m}"),
     }
 }
@@ -871,13 +883,13 @@ pub fn backward_input_tiled(m: usize, s: &ConvShape, dy: &[f32], w: &[f32]) -> V
         2 => convolve::<2, 4>(
             &t,
             dy,
-            &transform_weights::<4>(w, s.cin, s.cout, true),
+            &transform_weights::<2, 4>(w, s.cin, s.cout, true),
             &mut dx,
         ),
         4 => convolve::<4, 6>(
             &t,
             dy,
-            &transform_weights::<6>(w, s.cin, s.cout, true),
+            &transform_weights::<4, 6>(w, s.cin, s.cout, true),
             &mut dx,
         ),
         _ => panic!("Winograd tiles are 2 or 4, not {m}"),
@@ -911,7 +923,7 @@ fn convolve<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], u: &[f32],
             let tiles = std::mem::take(&mut sc.tiles);
             let vp = OutPtr(v.as_mut_ptr());
             // SAFETY: `v` is sized above and private to this closure; the ISA is this CPU's.
-            unsafe { transform_input::<M>(isa, x, (cin, 0..cin), &t, &tiles, sc, vp, CHUNK) };
+            unsafe { isa_dispatch::input::<M>(isa, x, (cin, 0..cin), &t, &tiles, sc, vp, CHUNK) };
             let blocks = tiles.len().div_ceil(nr);
             for xi in 0..A * A {
                 let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
@@ -921,7 +933,7 @@ fn convolve<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], u: &[f32],
             }
             // SAFETY: this chunk's tiles are written by this closure only.
             unsafe {
-                transform_output::<M>(isa, &m, (CHUNK, rows), (cout, 0..cout), &t, &tiles, out)
+                isa_dispatch::output::<M>(isa, &m, (CHUNK, rows), (cout, 0..cout), &t, &tiles, out)
             };
             sc.v = v;
             sc.m = m;
@@ -960,7 +972,7 @@ fn convolve_whole<const M: usize, const A: usize>(
         let (cins, at) = ((cin, group(g, cin)), vp.shifted(p0));
         // SAFETY: each task writes its own channels of its own tiles of `v`, sized above; the
         // ISA is this CPU's.
-        unsafe { transform_input::<M>(isa, x, cins, t, tiles, sc, at, ld) };
+        unsafe { isa_dispatch::input::<M>(isa, x, cins, t, tiles, sc, at, ld) };
     });
     let offs: Vec<usize> = (0..cin).map(|c| c * ld).collect();
     m.par_chunks_mut(rows * ld).enumerate().for_each(|(xi, c)| {
@@ -974,7 +986,7 @@ fn convolve_whole<const M: usize, const A: usize>(
     chunk_groups(t, out_groups, |_, tiles, p0, g| {
         let couts = (cout, group(g, cout));
         // SAFETY: each task writes its own channels of its own tiles; the ISA is this CPU's.
-        unsafe { transform_output::<M>(isa, &m[p0..], (ld, rows), couts, t, tiles, out) };
+        unsafe { isa_dispatch::output::<M>(isa, &m[p0..], (ld, rows), couts, t, tiles, out) };
     });
 }
 
@@ -993,52 +1005,6 @@ fn chunk_groups(t: &Tiles, groups: usize, f: impl Fn(&mut Scratch, &[Tile], usiz
                 sc.tiles = tiles;
             })
         });
-}
-
-/// [`input_chunk`] for tiles of side `M`, compiled for `isa`.
-///
-/// # Safety
-/// As [`input_chunk`]; `isa` is this CPU's.
-#[allow(clippy::too_many_arguments)]
-unsafe fn transform_input<const M: usize>(
-    isa: simd::Isa,
-    x: &[f32],
-    cins: (usize, std::ops::Range<usize>),
-    t: &Tiles,
-    tiles: &[Tile],
-    sc: &mut Scratch,
-    v: OutPtr,
-    ld: usize,
-) {
-    unsafe {
-        if M == 2 {
-            isa_dispatch::input2(isa, x, cins, t, tiles, sc, v, ld)
-        } else {
-            isa_dispatch::input4(isa, x, cins, t, tiles, sc, v, ld)
-        }
-    }
-}
-
-/// [`output_chunk`] for tiles of side `M`, compiled for `isa`.
-///
-/// # Safety
-/// As [`output_chunk`]; `isa` is this CPU's.
-unsafe fn transform_output<const M: usize>(
-    isa: simd::Isa,
-    m: &[f32],
-    ld_rows: (usize, usize),
-    couts: (usize, std::ops::Range<usize>),
-    t: &Tiles,
-    tiles: &[Tile],
-    y: OutPtr,
-) {
-    unsafe {
-        if M == 2 {
-            isa_dispatch::output2(isa, m, ld_rows, couts, t, tiles, y)
-        } else {
-            isa_dispatch::output4(isa, m, ld_rows, couts, t, tiles, y)
-        }
-    }
 }
 
 /// `dw` (`[cout, cin, 3, 3]`) of `y = conv(x, w)` given `dy`, for a shape where [`shape_fits`].
@@ -1093,19 +1059,12 @@ fn weight_grad<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], dy: &[f
                     if let Some(&(r0, h)) = panels.get(task) {
                         let cos = r0..(r0 + h).min(cout);
                         let dims = (cout, layout);
-                        if M == 2 {
-                            isa_dispatch::grad_op2(isa, dy, dims, cos, &t, &tiles, sc, dpp);
-                        } else {
-                            isa_dispatch::grad_op4(isa, dy, dims, cos, &t, &tiles, sc, dpp);
-                        }
+                        isa_dispatch::grad_op::<M>(isa, dy, dims, cos, &t, &tiles, sc, dpp);
                     } else {
                         let c0 = (task - panels.len()) * CHANNEL_GROUP;
                         let group = (c0, CHANNEL_GROUP.min(cin - c0));
-                        if M == 2 {
-                            isa_dispatch::input_op2(isa, x, (cin, ldc), group, &t, &tiles, sc, vtp);
-                        } else {
-                            isa_dispatch::input_op4(isa, x, (cin, ldc), group, &t, &tiles, sc, vtp);
-                        }
+                        let dims = (cin, ldc);
+                        isa_dispatch::input_op::<M>(isa, x, dims, group, &t, &tiles, sc, vtp);
                     }
                 }
             })
@@ -1126,13 +1085,7 @@ fn weight_grad<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], dy: &[f
             for c0 in (0..cin).step_by(KERNEL_BLOCK) {
                 let block = (c0, KERNEL_BLOCK.min(cin - c0));
                 // SAFETY: the ISA is this CPU's.
-                unsafe {
-                    if A == 4 {
-                        isa_dispatch::kernel_grads4(isa, &msum, (rows, ldc), co, block, dwc)
-                    } else {
-                        isa_dispatch::kernel_grads6(isa, &msum, (rows, ldc), co, block, dwc)
-                    }
-                }
+                unsafe { isa_dispatch::kernel_grads::<M>(isa, &msum, (rows, ldc), co, block, dwc) };
             }
         });
     dw
