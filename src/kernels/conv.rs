@@ -526,8 +526,7 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
         return Vec::new();
     }
     if super::winograd::applies(s) {
-        let mut y = vec![0f32; len];
-        super::winograd::forward(s, x, w, &mut y);
+        let mut y = super::winograd::forward(s, x, w);
         if let Some(e) = epi {
             let shape = super::batch_norm::BnShape {
                 batch: s.batch,

@@ -30,6 +30,7 @@
 //! `MEAL_WINOGRAD=2` or `4` forces one tile size on every shape ([`tile_for`] picks per shape), for
 //! comparison.
 
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -847,20 +848,16 @@ mod isa_dispatch {
     per_tile!(input_op: input_op2 = input_operand::<2, 4>, input_op4 = input_operand::<4, 6>, (x: &[f32], dims: (usize, usize), group: (usize, usize), t: &Tiles, tiles: &[Tile], sc: &mut Scratch, vt: OutPtr));
 }
 
-/// `y = conv(x, w)` for a shape where [`shape_fits`] holds; `y` is `[batch, cout, h, w]`.
-pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
-    forward_tiled(tile_for(s), s, x, w, y)
+/// `y = conv(x, w)` (`[batch, cout, h, w]`) for a shape where [`shape_fits`] holds.
+pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
+    forward_tiled(tile_for(s), s, x, w)
 }
 
 /// [`forward`] with output tiles of side `m` (2 or 4).
-pub fn forward_tiled(m: usize, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
+pub fn forward_tiled(m: usize, s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
     assert!(shape_fits(s), "not a Winograd shape: {s:?}");
     assert_eq!(w.len(), s.cout * s.cin * 9);
-    match m {
-        2 => convolve::<2, 4>(s, x, &transform_weights::<2, 4>(w, s.cout, s.cin, false), y),
-        4 => convolve::<4, 6>(s, x, &transform_weights::<4, 6>(w, s.cout, s.cin, false), y),
-        _ => panic!("Winograd tiles are 2 or 4, not {m}"),
-    }
+    tiled_conv(m, s, x, w, false)
 }
 
 /// `dx` (`[batch, cin, h, w]`) of `y = conv(x, w)` given `dy`, for a shape where
@@ -878,29 +875,46 @@ pub fn backward_input_tiled(m: usize, s: &ConvShape, dy: &[f32], w: &[f32]) -> V
         cout: s.cin,
         ..*s
     };
-    let mut dx = vec![0f32; s.batch * s.cin * s.h * s.w];
+    tiled_conv(m, &t, dy, w, true)
+}
+
+/// The convolution of shape `s` with tiles of side `m`, its kernel read from `w` as
+/// [`transform_weights`] reads it. The result is not zero-filled first: `convolve` writes every
+/// pixel of every channel once (the tiles cover each image), and the fill was an extra pass over
+/// the output.
+fn tiled_conv(m: usize, s: &ConvShape, x: &[f32], w: &[f32], flipped: bool) -> Vec<f32> {
+    let len = s.batch * s.cout * s.h * s.w;
+    let mut y = Vec::with_capacity(len);
+    let out = &mut y.spare_capacity_mut()[..len];
     match m {
         2 => convolve::<2, 4>(
-            &t,
-            dy,
-            &transform_weights::<2, 4>(w, s.cin, s.cout, true),
-            &mut dx,
+            s,
+            x,
+            &transform_weights::<2, 4>(w, s.cout, s.cin, flipped),
+            out,
         ),
         4 => convolve::<4, 6>(
-            &t,
-            dy,
-            &transform_weights::<4, 6>(w, s.cin, s.cout, true),
-            &mut dx,
+            s,
+            x,
+            &transform_weights::<4, 6>(w, s.cout, s.cin, flipped),
+            out,
         ),
         _ => panic!("Winograd tiles are 2 or 4, not {m}"),
     }
-    dx
+    // SAFETY: `convolve` wrote all `len` values (see above).
+    unsafe { y.set_len(len) };
+    y
 }
 
 /// Layers with at most this many tiles are convolved whole ([`convolve_whole`]).
 const WHOLE_TILES: usize = 4 * CHUNK;
 
-fn convolve<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], u: &[f32], y: &mut [f32]) {
+fn convolve<const M: usize, const A: usize>(
+    s: &ConvShape,
+    x: &[f32],
+    u: &[f32],
+    y: &mut [MaybeUninit<f32>],
+) {
     assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
     assert_eq!(y.len(), s.batch * s.cout * s.h * s.w);
     let t = Tiles::new(s, M);
@@ -913,7 +927,7 @@ fn convolve<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], u: &[f32],
     let layout = PanelLayout::new(cout);
     let rows = layout.rows;
     let offs: Vec<usize> = (0..cin).map(|c| c * CHUNK).collect();
-    let out = OutPtr(y.as_mut_ptr());
+    let out = OutPtr(y.as_mut_ptr().cast());
     (0..t.total.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
         with_scratch(|sc| {
             let p0 = c * CHUNK;
@@ -952,7 +966,7 @@ fn convolve_whole<const M: usize, const A: usize>(
     t: &Tiles,
     x: &[f32],
     u: &[f32],
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let isa = simd::isa();
     let nr = isa.nr();
@@ -982,7 +996,7 @@ fn convolve_whole<const M: usize, const A: usize>(
         );
         gemm_panels(isa, (a, layout), cin, b, &offs, c, ld, ld / nr, false);
     });
-    let out = OutPtr(y.as_mut_ptr());
+    let out = OutPtr(y.as_mut_ptr().cast());
     chunk_groups(t, out_groups, |_, tiles, p0, g| {
         let couts = (cout, group(g, cout));
         // SAFETY: each task writes its own channels of its own tiles; the ISA is this CPU's.
