@@ -13,6 +13,7 @@ pub mod output;
 pub mod preact_resnet;
 pub mod registry;
 pub mod resnet;
+pub mod resnet9;
 pub mod resnet_cifar;
 pub mod resnext;
 pub mod vgg;

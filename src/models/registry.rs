@@ -10,6 +10,7 @@ use super::mobilenet::MobileNet;
 use super::output::ModelOutput;
 use super::preact_resnet::PreActResNet;
 use super::resnet::ResNet;
+use super::resnet9::ResNet9;
 use super::resnet_cifar::ResNetCifar;
 use super::resnext::ResNeXt;
 use super::vgg::{VGG8, VGG19, Vgg};
@@ -28,6 +29,7 @@ pub enum Net {
     GoogLeNet(GoogLeNet),
     ResNeXt(ResNeXt),
     MobileNet(MobileNet),
+    ResNet9(ResNet9),
 }
 
 impl Net {
@@ -42,6 +44,7 @@ impl Net {
             Net::GoogLeNet(m) => m.forward(x),
             Net::ResNeXt(m) => m.forward(x),
             Net::MobileNet(m) => m.forward(x),
+            Net::ResNet9(m) => m.forward(x),
         }
     }
 }
@@ -91,6 +94,18 @@ pub static ARCHS: &[ArchInfo] = &[
         summary: "small VGG with BN for CPU runs: 7 conv3x3 (32..256) + linear, global avg pool",
         stages: 3,
         build: |d, k| Net::Vgg(Vgg::new(d, VGG8, k)),
+    },
+    ArchInfo {
+        name: "resnet9_w24",
+        summary: "Page's DAWNBench ResNet-9 at 3/8 width (24..192 channels) for CPU runs",
+        stages: 3,
+        build: |d, k| Net::ResNet9(ResNet9::new(d, 24, k)),
+    },
+    ArchInfo {
+        name: "resnet9",
+        summary: "Page's DAWNBench ResNet-9 (64..512 channels, 1/8-scaled logits), 6.6M params",
+        stages: 3,
+        build: |d, k| Net::ResNet9(ResNet9::new(d, 64, k)),
     },
     ArchInfo {
         name: "vgg19_bn",
