@@ -22,6 +22,8 @@
 //! | googlenet       |  6,166,250 | 1,521,756,160 | 480×16×16, 832×8×8                           |
 //! | resnext29_2x64d |  9,128,778 | 1,409,492,992 | 256×32×32, 512×16×16, 1024×8×8               |
 //! | mobilenet       |  3,217,226 |    46,354,432 | 32×32×32, 1024×2×2                           |
+//! | resnet9_w24     |    927,000 |    53,749,632 | 48×16×16, 96×8×8, 192×4×4                    |
+//! | resnet9         |  6,573,120 |   379,261,952 | 128×16×16, 256×8×8, 512×4×4                  |
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -35,6 +37,7 @@ struct Reference {
     params_k10: usize,
     params_k100: usize,
     macs: u64,
+    macs_k100: u64,
     stages: Vec<[usize; 3]>,
 }
 
@@ -67,6 +70,7 @@ const CHEAP: &[&str] = &[
     "resnet56",
     "vgg8",
     "mobilenet",
+    "resnet9_w24",
 ];
 
 #[test]
@@ -98,10 +102,10 @@ fn check(name: &str, num_classes: usize, refs: &Reference, stages: usize) {
         _ => unreachable!(),
     };
     assert_eq!(params, expected, "{name} k={num_classes}: trainable params");
-    // The classifier is the only difference between k = 10 and k = 100: (in + 1)·90 more
-    // parameters and in·90 more MACs.
-    let fc_in = (refs.params_k100 - refs.params_k10) / 90 - 1;
-    let macs_per_image = refs.macs + (fc_in * (num_classes - 10)) as u64;
+    let macs_per_image = match num_classes {
+        10 => refs.macs,
+        _ => refs.macs_k100,
+    };
     let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let (out, macs) = flops::counting(|| net.forward(x));
     assert_eq!(macs, 2 * macs_per_image, "{name}: MACs for a batch of 2");
@@ -251,4 +255,11 @@ fn default_init_follows_pytorch() {
     let dw = &m.blocks[3].depthwise.conv.weight;
     assert_eq!(dw.shape().dims::<4>(), [128, 1, 3, 3]);
     assert_uniform_within("mobilenet depthwise", &values(dw.val()), 9);
+
+    // ResNet-9's classifier has no bias (Page's), and its init is still U(±1/√fan_in).
+    let Net::ResNet9(r9) = models::build("resnet9_w24", 10, &device).unwrap() else {
+        panic!("resnet9_w24 is a ResNet9")
+    };
+    assert!(r9.fc.bias.is_none());
+    assert_uniform_within("resnet9_w24 fc.weight", &values(r9.fc.weight.val()), 192);
 }

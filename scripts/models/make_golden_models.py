@@ -87,14 +87,15 @@ def loss_of(stages, logits):
 
 def watched(model):
     """PyTorch keys of the tensors whose gradients (or running statistics) are recorded: the
-    first and last weights, the last bias, and the first and the middle BatchNorm."""
+    first and last weights, the classifier's bias (when it has one: ResNet-9's has none), and
+    the first and the middle BatchNorm."""
     params = [(k, t) for k, _, name, t in tensors(model) if isinstance(t, nn.Parameter)]
     weights_ = [k for k, t in params if k.endswith(".weight") and t.dim() >= 2]
     bns = [k.rsplit(".", 1)[0] for k, m, name, _ in tensors(model)
            if isinstance(m, nn.BatchNorm2d) and name == "weight"]
-    last_bias = [k for k, m, name, _ in tensors(model) if name == "bias" and isinstance(m, nn.Linear)][-1]
+    last_bias = [k for k, m, name, _ in tensors(model) if name == "bias" and isinstance(m, nn.Linear)][-1:]
     chosen_bns = [bns[0], bns[len(bns) // 2]]
-    grads = [weights_[0], weights_[-1], last_bias] + [f"{b}.{p}" for b in chosen_bns for p in ("weight", "bias")]
+    grads = [weights_[0], weights_[-1]] + last_bias + [f"{b}.{p}" for b in chosen_bns for p in ("weight", "bias")]
     running = [f"{b}.{p}" for b in chosen_bns for p in ("running_mean", "running_var")]
     return grads, running
 

@@ -394,6 +394,33 @@ class MobileNet(Model):
         return [a, b], self.fc(F.avg_pool2d(b, 2).flatten(1))
 
 
+# ---------------------------------------------------------------- ResNet-9 (Page, DAWNBench)
+class ResNet9(Model):
+    def __init__(self, w, k):
+        super().__init__()
+        self.prep = CBR(3, w, 3)
+        self.layer1 = CBR(w, 2 * w, 3)
+        self.res1 = nn.ModuleList([CBR(2 * w, 2 * w, 3), CBR(2 * w, 2 * w, 3)])
+        self.layer2 = CBR(2 * w, 4 * w, 3)
+        self.layer3 = CBR(4 * w, 8 * w, 3)
+        self.res3 = nn.ModuleList([CBR(8 * w, 8 * w, 3), CBR(8 * w, 8 * w, 3)])
+        self.fc = nn.Linear(8 * w, k, bias=False)
+
+    @staticmethod
+    def residual(x, pair):
+        y = x
+        for unit in pair:
+            y = unit(y)
+        return x + y
+
+    def forward(self, x):
+        x = self.prep(x)
+        s1 = self.residual(F.max_pool2d(self.layer1(x), 2), self.res1)
+        s2 = F.max_pool2d(self.layer2(s1), 2)
+        s3 = self.residual(F.max_pool2d(self.layer3(s2), 2), self.res3)
+        return [s1, s2, s3], 0.125 * self.fc(F.adaptive_max_pool2d(s3, 1).flatten(1))
+
+
 ARCHS = {
     "resnet8": lambda k: ResNetCifar(8, k),
     "resnet14": lambda k: ResNetCifar(14, k),
@@ -410,6 +437,8 @@ ARCHS = {
     "googlenet": GoogLeNet,
     "resnext29_2x64d": lambda k: ResNeXt29(2, 64, k),
     "mobilenet": MobileNet,
+    "resnet9_w24": lambda k: ResNet9(24, k),
+    "resnet9": lambda k: ResNet9(64, k),
 }
 
 
@@ -496,7 +525,9 @@ def main():
         p100 = sum(p.numel() for p in make(100).parameters() if p.requires_grad)
         macs, stages, logits = measure(m10)
         assert logits == [1, 10]
-        table[name] = {"params_k10": p10, "params_k100": p100, "macs": macs, "stages": stages}
+        macs100 = measure(make(100))[0]
+        table[name] = {"params_k10": p10, "params_k100": p100, "macs": macs, "macs_k100": macs100,
+                       "stages": stages}
         print(f"{name:<18}{p10:>14,}{p100:>14,}{macs:>16,}  {stages}")
     if args.json:
         with open(args.json, "w") as f:
