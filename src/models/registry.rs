@@ -18,6 +18,10 @@ use crate::error::{Error, Result};
 
 /// Any zoo model. A checkpoint stores the architecture name beside the weights, and loading
 /// rebuilds the variant from the name.
+// One `Net` exists per model and is never copied around in bulk, so a variant with its layers
+// inline (ResNet-9's seven units) costs nothing worth boxing for (and burn's `Module` derive
+// has no `Box` support).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Net {
     ResNetCifar(ResNetCifar),
