@@ -11,6 +11,8 @@
 # is what to quote on a shared host whose speed drifts by tens of percent within minutes.
 # BASELINE=path/to/an/older/meal also runs that binary in every round, just before the current
 # one, and adds a before/after table (meal against itself, same rounds).
+# ONLY=NAME keeps the benchmarks whose flags contain NAME (e.g. ONLY=meal-v1-resnet18), for more
+# rounds of one comparison in the same time.
 # PyTorch runs with torch.set_num_threads(2), matching the 2-core development machine; set
 # TORCH_THREADS to change it. Measure on an otherwise idle machine: both sides suffer from
 # contention, PyTorch's OpenMP pool (which spins while waiting) the more.
@@ -37,6 +39,14 @@ BENCHES=(
   "--workload meal-v1-resnet18 --batch 64 --steps $STEPS_BIG"
   "--workload meal-v1-cifar-small --batch 64 --steps $((STEPS_SMALL / 3 * 3))"
 )
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for b in "${BENCHES[@]}"; do
+    [[ "$b" == *"$ONLY"* ]] && kept+=("$b")
+  done
+  [ ${#kept[@]} -gt 0 ] || { echo "compare.sh: no benchmark matches ONLY=$ONLY" >&2; exit 2; }
+  BENCHES=("${kept[@]}")
+fi
 for round in $(seq "$ROUNDS"); do
   for b in "${BENCHES[@]}"; do
     echo "compare.sh: round $round/$ROUNDS: $b" >&2
