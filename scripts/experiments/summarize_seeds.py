@@ -1,6 +1,9 @@
 """Markdown table of a multiseed.sh folder: per method, final test top-1 of every seed, mean ±
-sample standard deviation, and mean wall time per run (stdlib only). Methods whose intervals
-(mean ± 2 standard errors) do not overlap labels' are marked. Runs with fewer epochs than the
+sample standard deviation, and mean wall time per run (stdlib only). Each method's difference
+from labels and from KD comes with its 95% interval by Welch's t (unequal variances, the
+Welch-Satterthwaite degrees of freedom, the two-sided 5% critical value of Student's t), and is
+called beyond noise only when that interval excludes 0: with three seeds a side the critical
+value is about 2.8, not the 2 of a normal approximation. Runs with fewer epochs than the
 folder's longest are unfinished: they are named and left out.
 
 Usage: python3 scripts/experiments/summarize_seeds.py runs/multiseed
@@ -47,23 +50,45 @@ def main():
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
         return mean, sd
 
-    base = stats([r[1] for r in runs["labels"]]) if "labels" in runs else None
-    n_base = len(runs.get("labels", []))
-    print("| method | seeds | epochs | final top-1 per seed | mean ± std | vs labels | wall s/run |")
-    print("|---|---:|---:|---|---:|---:|---:|")
+    def versus(method, ref):
+        """`+d [lo, hi] (beyond noise|within noise)` for mean(method) - mean(ref), or ''."""
+        a = [r[1] for r in runs.get(method, [])]
+        b = [r[1] for r in runs.get(ref, [])]
+        if method == ref or len(a) < 2 or len(b) < 2:
+            return ""
+        (ma, sa), (mb, sb) = stats(a), stats(b)
+        va, vb = sa**2 / len(a), sb**2 / len(b)
+        d = ma - mb
+        if va + vb == 0:
+            return f"{d:+.2f}"
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+        half = t_critical(df) * math.sqrt(va + vb)
+        verdict = "beyond noise" if abs(d) > half else "within noise"
+        return f"{d:+.2f} [{d - half:+.2f}, {d + half:+.2f}] ({verdict})"
+
+    print("| method | seeds | epochs | final top-1 per seed | mean ± std | vs labels (95% CI) "
+          "| vs KD (95% CI) | wall s/run |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
     order = ["labels", "joint", "grl", "v2", "kd"]
     for method in sorted(runs, key=lambda k: (order.index(k) if k in order else 99, k)):
         rs = sorted(runs[method])
         mean, sd = stats([r[1] for r in rs])
-        delta = ""
-        if base and method != "labels" and len(rs) > 1 and n_base > 1:
-            se = math.sqrt(sd ** 2 / len(rs) + base[1] ** 2 / n_base)
-            d = mean - base[0]
-            delta = f"{d:+.2f} ({'beyond noise' if abs(d) > 2 * se else 'within noise'})"
         seeds = ", ".join(f"{r[1]:.2f}" for r in rs)
         wall = sum(r[3] for r in rs) / len(rs)
-        print(f"| {method} | {len(rs)} | {rs[0][2]} | {seeds} | {mean:.2f} ± {sd:.2f} | {delta} | {wall:.0f} |")
+        print(f"| {method} | {len(rs)} | {rs[0][2]} | {seeds} | {mean:.2f} ± {sd:.2f} "
+              f"| {versus(method, 'labels')} | {versus(method, 'kd')} | {wall:.0f} |")
 
+
+# Two-sided 5% critical values of Student's t for 1..30 degrees of freedom; beyond 30 the
+# normal's 1.96 is within 4%, and 2.04 (df = 30) is kept as the conservative value.
+T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_critical(df):
+    """Critical value at fractional Welch degrees of freedom, rounded down (conservative)."""
+    return T_975[min(max(int(math.floor(df)), 1), len(T_975)) - 1]
 
 if __name__ == "__main__":
     main()
