@@ -90,5 +90,6 @@ def t_critical(df):
     """Critical value at fractional Welch degrees of freedom, rounded down (conservative)."""
     return T_975[min(max(int(math.floor(df)), 1), len(T_975)) - 1]
 
+
 if __name__ == "__main__":
     main()
