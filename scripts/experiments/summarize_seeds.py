@@ -1,5 +1,7 @@
 """Markdown table of a multiseed.sh folder: per method, final test top-1 of every seed, mean ±
-sample standard deviation, and mean wall time per run (stdlib only). Each method's difference
+sample standard deviation, mean wall time per run, and the epochs times the fastest epoch of any
+seed (an estimate of the run's time on a quiet machine, where the runs shared theirs; stdlib
+only). Each method's difference
 from labels and from KD comes with its 95% interval by Welch's t (unequal variances, the
 Welch-Satterthwaite degrees of freedom, the two-sided 5% critical value of Student's t), and is
 called beyond noise only when that interval excludes 0: with three seeds a side the critical
@@ -43,7 +45,8 @@ def main():
         final = rows[-1]["test_top1"]
         if not math.isfinite(final):
             sys.exit(f"{path}: non-finite final accuracy")
-        runs[method].append((seed, final, len(rows), sum(r["epoch_seconds"] for r in rows)))
+        seconds = [r["epoch_seconds"] for r in rows]
+        runs[method].append((seed, final, len(rows), sum(seconds), min(seconds) * len(seconds)))
 
     def stats(values):
         mean = sum(values) / len(values)
@@ -67,16 +70,17 @@ def main():
         return f"{d:+.2f} [{d - half:+.2f}, {d + half:+.2f}] ({verdict})"
 
     print("| method | seeds | epochs | final top-1 per seed | mean ± std | vs labels (95% CI) "
-          "| vs KD (95% CI) | wall s/run |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|")
+          "| vs KD (95% CI) | wall s/run | epochs × fastest epoch, s |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
     order = ["labels", "joint", "grl", "v2", "kd"]
     for method in sorted(runs, key=lambda k: (order.index(k) if k in order else 99, k)):
         rs = sorted(runs[method])
         mean, sd = stats([r[1] for r in rs])
         seeds = ", ".join(f"{r[1]:.2f}" for r in rs)
         wall = sum(r[3] for r in rs) / len(rs)
+        quiet = min(r[4] for r in rs)
         print(f"| {method} | {len(rs)} | {rs[0][2]} | {seeds} | {mean:.2f} ± {sd:.2f} "
-              f"| {versus(method, 'labels')} | {versus(method, 'kd')} | {wall:.0f} |")
+              f"| {versus(method, 'labels')} | {versus(method, 'kd')} | {wall:.0f} | {quiet:.0f} |")
 
 
 # Two-sided 5% critical values of Student's t for 1..30 degrees of freedom; beyond 30 the
