@@ -12,7 +12,8 @@ make_golden_models.py uses it to write the forward and backward goldens of
 tests/models_golden.rs.
 
     /root/torchenv/bin/python scripts/models/param_counts.py \
-        --json tests/fixtures/models/param_counts.json
+        --json tests/fixtures/models/param_counts.json \
+        --golden tests/fixtures/models/golden_outputs.json
 """
 
 import argparse
@@ -513,9 +514,39 @@ def keys_digest(model):
     return f"{fnv1a(chr(10).join(lines)):016x}", len(lines)
 
 
+def summary(t):
+    flat = t.flatten()
+    n = flat.numel()
+    idx = [(j * (n - 1)) // 15 for j in range(16)]
+    return {
+        "shape": list(t.shape),
+        "mean": flat.mean().item(),
+        "mean_abs": flat.abs().mean().item(),
+        "samples": [flat[i].item() for i in idx],
+    }
+
+
+def golden(name, make):
+    """The eval-mode output summaries `meal selftest` compares every zoo model with."""
+    model = make(10).double().eval()
+    fill(model)
+    digest, count = keys_digest(model)
+    x = torch.from_numpy(uniform("input", 2 * 3 * 32 * 32).reshape(2, 3, 32, 32))
+    with torch.no_grad():
+        stages, logits = model(x)
+    return {
+        "keys_digest": digest,
+        "tensors": count,
+        "stages": [summary(s) for s in stages],
+        "logits": summary(logits),
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="write the table here")
+    ap.add_argument("--golden", help="write the deterministic-weight output summaries of "
+                    "`meal selftest` here (tests/fixtures/models/golden_outputs.json)")
     args = ap.parse_args()
     table = {}
     print(f"{'arch':<18}{'params k=10':>14}{'params k=100':>14}{'MACs@32x32':>16}  stages [C,H,W]")
@@ -529,6 +560,11 @@ def main():
         table[name] = {"params_k10": p10, "params_k100": p100, "macs": macs, "macs_k100": macs100,
                        "stages": stages}
         print(f"{name:<18}{p10:>14,}{p100:>14,}{macs:>16,}  {stages}")
+    if args.golden:
+        gold = {name: golden(name, make) for name, make in ARCHS.items()}
+        with open(args.golden, "w") as f:
+            json.dump(gold, f, indent=1)
+            f.write("\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(table, f, indent=1)
