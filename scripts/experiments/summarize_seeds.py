@@ -1,7 +1,7 @@
 """Markdown table of a multiseed.sh folder: per method, final test top-1 of every seed, mean ±
 sample standard deviation, mean wall time per run, and the epochs times the fastest epoch of any
-seed (an estimate of the run's time on a quiet machine, where the runs shared theirs; stdlib
-only). Each method's difference
+seed (an estimate of the run's time on a quiet machine, where the runs shared theirs), then the
+mean test top-1 curve of each method (stdlib only). Each method's difference
 from labels and from KD comes with its 95% interval by Welch's t (unequal variances, the
 Welch-Satterthwaite degrees of freedom, the two-sided 5% critical value of Student's t), and is
 called beyond noise only when that interval excludes 0: with three seeds a side the critical
@@ -38,6 +38,7 @@ def main():
     # going (or was interrupted), and its last accuracy is not a result.
     budget = max((len(rows) for *_, rows in found), default=0)
     runs = defaultdict(list)
+    curves = defaultdict(list)
     for method, seed, path, rows in found:
         if len(rows) < budget:
             print(f"(unfinished, left out: {os.path.basename(path)} at epoch {len(rows)} of {budget})")
@@ -47,6 +48,7 @@ def main():
             sys.exit(f"{path}: non-finite final accuracy")
         seconds = [r["epoch_seconds"] for r in rows]
         runs[method].append((seed, final, len(rows), sum(seconds), min(seconds) * len(seconds)))
+        curves[method].append([r["test_top1"] for r in rows])
 
     def stats(values):
         mean = sum(values) / len(values)
@@ -81,6 +83,16 @@ def main():
         quiet = min(r[4] for r in rs)
         print(f"| {method} | {len(rs)} | {rs[0][2]} | {seeds} | {mean:.2f} ± {sd:.2f} "
               f"| {versus(method, 'labels')} | {versus(method, 'kd')} | {wall:.0f} | {quiet:.0f} |")
+
+    # The epoch curves: test top-1 after every few epochs, mean over the seeds.
+    marks = sorted({1, *range(budget // 5 or 1, budget + 1, budget // 5 or 1), budget})
+    print()
+    print("| method | " + " | ".join(f"epoch {e}" for e in marks) + " |")
+    print("|---|" + "---:|" * len(marks))
+    for method in sorted(curves, key=lambda k: (order.index(k) if k in order else 99, k)):
+        cs = curves[method]
+        means = [sum(c[e - 1] for c in cs) / len(cs) for e in marks]
+        print(f"| {method} | " + " | ".join(f"{m:.2f}" for m in means) + " |")
 
 
 # Two-sided 5% critical values of Student's t for 1..30 degrees of freedom; beyond 30 the
