@@ -75,7 +75,11 @@ def main():
           "| vs KD (95% CI) | wall s/run | epochs × fastest epoch, s |")
     print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
     order = ["labels", "joint", "grl", "v2", "kd"]
-    for method in sorted(runs, key=lambda k: (order.index(k) if k in order else 99, k)):
+
+    def in_order(methods):
+        return sorted(methods, key=lambda k: (order.index(k) if k in order else 99, k))
+
+    for method in in_order(runs):
         rs = sorted(runs[method])
         mean, sd = stats([r[1] for r in rs])
         seeds = ", ".join(f"{r[1]:.2f}" for r in rs)
@@ -89,7 +93,7 @@ def main():
     print()
     print("| method | " + " | ".join(f"epoch {e}" for e in marks) + " |")
     print("|---|" + "---:|" * len(marks))
-    for method in sorted(curves, key=lambda k: (order.index(k) if k in order else 99, k)):
+    for method in in_order(curves):
         cs = curves[method]
         means = [sum(c[e - 1] for c in cs) / len(cs) for e in marks]
         print(f"| {method} | " + " | ".join(f"{m:.2f}" for m in means) + " |")

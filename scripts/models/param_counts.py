@@ -526,7 +526,7 @@ def summary(t):
     }
 
 
-def golden(name, make):
+def output_summaries(make):
     """The eval-mode output summaries `meal selftest` compares every zoo model with."""
     model = make(10).double().eval()
     fill(model)
@@ -561,7 +561,7 @@ def main():
                        "stages": stages}
         print(f"{name:<18}{p10:>14,}{p100:>14,}{macs:>16,}  {stages}")
     if args.golden:
-        gold = {name: golden(name, make) for name, make in ARCHS.items()}
+        gold = {name: output_summaries(make) for name, make in ARCHS.items()}
         with open(args.golden, "w") as f:
             json.dump(gold, f, indent=1)
             f.write("\n")

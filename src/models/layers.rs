@@ -49,12 +49,21 @@ pub fn conv_grouped(
 
 /// `nn.Linear` with PyTorch's default initialisation: U(±1/√fan_in) for weight and bias.
 pub fn linear(device: &Device, d_input: usize, d_output: usize) -> Linear {
-    LinearConfig::new(d_input, d_output)
-        .with_initializer(Initializer::KaimingUniform {
-            gain: 1.0 / 3f64.sqrt(),
-            fan_out_only: false,
-        })
+    pytorch_linear(d_input, d_output).init(device)
+}
+
+/// `nn.Linear(..., bias=False)` with PyTorch's default initialisation (ResNet-9's classifier).
+pub fn linear_without_bias(device: &Device, d_input: usize, d_output: usize) -> Linear {
+    pytorch_linear(d_input, d_output)
+        .with_bias(false)
         .init(device)
+}
+
+fn pytorch_linear(d_input: usize, d_output: usize) -> LinearConfig {
+    LinearConfig::new(d_input, d_output).with_initializer(Initializer::KaimingUniform {
+        gain: 1.0 / 3f64.sqrt(),
+        fan_out_only: false,
+    })
 }
 
 /// `conv.forward(x)`, adding the layer's multiply-accumulates to the [`flops`] counter when one

@@ -20,10 +20,10 @@
 //! the high learning rates of one-cycle and cosine schedules need.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{ConvBnRelu, linear_fwd, max_pool};
+use super::layers::{ConvBnRelu, linear_fwd, linear_without_bias, max_pool};
 use super::output::ModelOutput;
 
 const LOGIT_SCALE: f64 = 0.125;
@@ -44,14 +44,6 @@ impl ResNet9 {
     pub fn new(device: &Device, width: usize, num_classes: usize) -> Self {
         let unit = |i, o| ConvBnRelu::new(device, i, o, 3, 1, false);
         let pair = |c| vec![unit(c, c), unit(c, c)];
-        // PyTorch's default init for a bias-free nn.Linear: U(±1/√fan_in).
-        let fc = LinearConfig::new(8 * width, num_classes)
-            .with_bias(false)
-            .with_initializer(burn::nn::Initializer::KaimingUniform {
-                gain: 1.0 / 3f64.sqrt(),
-                fan_out_only: false,
-            })
-            .init(device);
         Self {
             prep: unit(3, width),
             layer1: unit(width, 2 * width),
@@ -59,7 +51,7 @@ impl ResNet9 {
             layer2: unit(2 * width, 4 * width),
             layer3: unit(4 * width, 8 * width),
             res3: pair(8 * width),
-            fc,
+            fc: linear_without_bias(device, 8 * width, num_classes),
         }
     }
 
