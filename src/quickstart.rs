@@ -11,11 +11,12 @@ use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
 use serde::Serialize;
 
-use crate::data::{self, DataConfig};
+use crate::data::{self, DataConfig, Loader, LoaderConfig};
 use crate::distill::{self, DistillConfig, DistillStart};
 use crate::error::{Error, Result};
 use crate::models::{self, Net};
 use crate::progress;
+use crate::train::evaluate::{PairedDifference, paired_difference, top1_hits};
 use crate::train::model_io;
 use crate::train::run_dir::timestamp;
 use crate::train::schedule::ScheduleConfig;
@@ -186,6 +187,31 @@ pub struct Summary {
     pub run_dir: PathBuf,
     /// Where everything ran (and the latencies were measured).
     pub device: String,
+    pub held_out: HeldOut,
+}
+
+/// The students compared on every image none of them trained on: the test split, then the
+/// training images outside `train_subset`. On the embedded data that is 1,000 + 4,000 images;
+/// the test split alone is too few to tell a one-point margin from which images were drawn
+/// (README, quickstart section).
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldOut {
+    pub test_images: usize,
+    /// Training images outside the students' subset (0 when they trained on all of them).
+    pub train_images: usize,
+    /// Each student's role and top-1 (%) on all held-out images.
+    pub top1: Vec<(String, f64)>,
+    /// Each distilled student against the labels one on the test split alone: the headline
+    /// row's margin with its interval.
+    pub test_vs_labels: Vec<(String, PairedDifference)>,
+    /// The same on all held-out images.
+    pub vs_labels: Vec<(String, PairedDifference)>,
+}
+
+impl HeldOut {
+    pub fn images(&self) -> usize {
+        self.test_images + self.train_images
+    }
 }
 
 fn data_config(q: &QuickstartConfig) -> DataConfig {
@@ -325,6 +351,7 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         report = Some(out.teachers);
     }
     let report = report.expect("MEAL always runs");
+    let held_out = held_out_check(q, &splits, &students)?;
 
     let mut rows = Vec::new();
     for ((arch, _, acc), (_, net, _)) in report.teachers.iter().zip(&teachers) {
@@ -349,6 +376,7 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         rows,
         run_dir: root.clone(),
         device: crate::backend::describe_selected(),
+        held_out,
     };
     // The students' training curves side by side.
     let dirs: Vec<PathBuf> = students.iter().map(|s| s.1.clone()).collect();
@@ -364,6 +392,78 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     )
     .map_err(|e| Error::file(&js, e))?;
     Ok(summary)
+}
+
+/// Evaluates every trained student (its last weights, those the table reports) on the test
+/// split and on the training images outside the subset, and pairs each distilled student with
+/// the labels one image by image.
+fn held_out_check(
+    q: &QuickstartConfig,
+    splits: &data::DataSplits,
+    students: &[(&str, PathBuf, f64)],
+) -> Result<HeldOut> {
+    let device = crate::backend::device();
+    let loader = |set| Loader::new(set, LoaderConfig::eval(100));
+    let test = loader(splits.test.clone());
+    // The complement of the subset: what `train_holdout` leaves is exactly what
+    // `train_subset` did not pick.
+    let unused = match q.train_subset {
+        Some(n) => {
+            let mut cfg = data_config(q);
+            cfg.train_subset = None;
+            let all = data::open(&cfg)?.train.len();
+            cfg.train_holdout = Some(n);
+            // A subset as large as the split leaves nothing (and an empty split is an error).
+            (all > splits.train.len())
+                .then(|| data::open(&cfg).map(|s| loader(s.train)))
+                .transpose()?
+        }
+        None => None,
+    };
+    let train_images = unused.as_ref().map_or(0, |l| l.dataset().len());
+    let mut hits = Vec::new();
+    for (role, dir, top1) in students {
+        let (net, _) = load_run_model(dir, false)?;
+        let mut h = top1_hits(&net, &test, &device)?;
+        let on_test = 100.0 * h.iter().filter(|&&x| x).count() as f64 / h.len().max(1) as f64;
+        // The same weights on the same images: anything else means the table and this check
+        // describe different models.
+        if (on_test - top1).abs() > 1e-6 {
+            return Err(Error::Config(format!(
+                "quickstart: {role} scores {on_test:.2}% on the test split now but {top1:.2}% \
+                 at the end of its training ({})",
+                dir.display()
+            )));
+        }
+        if let Some(u) = &unused {
+            h.extend(top1_hits(&net, u, &device)?);
+        }
+        hits.push((role.to_string(), h));
+    }
+    let test_images = splits.test.len();
+    let (labels, distilled) = hits.split_first().expect("the labels student always runs");
+    let pair = |n: usize| -> Vec<(String, PairedDifference)> {
+        distilled
+            .iter()
+            .map(|(role, h)| (role.clone(), paired_difference(&h[..n], &labels.1[..n])))
+            .collect()
+    };
+    Ok(HeldOut {
+        test_images,
+        train_images,
+        top1: hits
+            .iter()
+            .map(|(role, h)| {
+                let n = h.len().max(1) as f64;
+                (
+                    role.clone(),
+                    100.0 * h.iter().filter(|&&x| x).count() as f64 / n,
+                )
+            })
+            .collect(),
+        test_vs_labels: pair(test_images),
+        vs_labels: pair(test_images + train_images),
+    })
 }
 
 /// The distillation config of `recipe` with the quickstart's teachers, student, budget, seed and
@@ -405,6 +505,68 @@ fn in_phase(phase: String) -> impl FnOnce(Error) -> Error {
 }
 
 /// The comparison table as Markdown.
+fn interval(d: &PairedDifference) -> String {
+    format!(
+        "{:+.2} points (95% interval {:+.2} to {:+.2}{})",
+        d.points,
+        d.low,
+        d.high,
+        if d.beyond_sampling_noise() {
+            ""
+        } else {
+            ", within the images' sampling noise"
+        }
+    )
+}
+
+/// The margins over the labels student: on the test split (the table's numbers), then on
+/// every held-out image.
+fn render_held_out(h: &HeldOut) -> String {
+    let mut out = String::new();
+    for (role, d) in &h.test_vs_labels {
+        out.push_str(&format!(
+            "\n{} against labels alone, same student and budget, on the {} test images: {}.",
+            short_role(role),
+            h.test_images,
+            interval(d)
+        ));
+    }
+    if h.train_images > 0 {
+        let accs: Vec<String> = h
+            .top1
+            .iter()
+            .map(|(role, a)| format!("{} {a:.2}%", short_role(role)))
+            .collect();
+        out.push_str(&format!(
+            "\nOn all {} images no student trained on ({} test + {} training images outside the \
+             subset): {}.",
+            h.images(),
+            h.test_images,
+            h.train_images,
+            accs.join(", ")
+        ));
+        for (role, d) in &h.vs_labels {
+            out.push_str(&format!(
+                "\n{} against labels there: {}.",
+                short_role(role),
+                interval(d)
+            ));
+        }
+    }
+    out.push_str(
+        "\nThe intervals cover which images were tested, not the training runs' randomness: \
+         rerun with --seed N to see that.",
+    );
+    out
+}
+
+/// "student (MEAL)" -> "MEAL".
+fn short_role(role: &str) -> &str {
+    role.strip_prefix("student (")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or(role)
+}
+
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
     let latency = if s.device == "flex" {
@@ -438,13 +600,7 @@ pub fn render(s: &Summary) -> String {
         s.ensemble_latency_ms,
         s.ensemble_top1
     ));
-    let top1 = |role: &str| s.rows.iter().find(|r| r.role == role).map(|r| r.top1);
-    if let (Some(labels), Some(meal)) = (top1("student (labels)"), top1("student (MEAL)")) {
-        out.push_str(&format!(
-            "\nMEAL against labels alone, same student and budget: {:+.2} points of top-1.",
-            meal - labels
-        ));
-    }
+    out.push_str(&render_held_out(&s.held_out));
     out.push_str(&format!(
         "\nThe MEAL student runs {:.1}x faster than the ensemble. Total time {:.0} s on {}. Run folder: {}\n",
         s.speedup,

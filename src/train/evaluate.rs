@@ -123,6 +123,70 @@ pub fn evaluate_renormalized(
     Ok((per_model, acc(models.len())))
 }
 
+/// Whether each image's top-1 prediction is right, in loader order (a row with a non-finite
+/// score is wrong). `model` must be in inference form.
+pub fn top1_hits(model: &Net, loader: &Loader, device: &Device) -> Result<Vec<bool>> {
+    let mut hits = Vec::with_capacity(loader.dataset().len());
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let (x, _) = batch_tensors(&batch, device);
+        let (scores, k) = host_rows(&model.forward(x).logits);
+        for (row, &label) in batch.labels.iter().enumerate() {
+            let r = &scores[row * k..(row + 1) * k];
+            hits.push(topk_correct(r, k, &[label], 1) == 1);
+        }
+    }
+    Ok(hits)
+}
+
+/// Model A's top-1 accuracy minus model B's on the same images, in points, with a 95%
+/// interval.
+///
+/// The interval is the normal one of the per-image differences (each −1, 0 or +1): images both
+/// models get right, or both get wrong, add no noise, so it is much tighter than one computed
+/// from the two accuracies separately. It covers which images happened to be tested, not the
+/// training run's own randomness (another seed moves both models).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairedDifference {
+    pub images: usize,
+    pub points: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl PairedDifference {
+    /// Whether the interval excludes zero.
+    pub fn beyond_sampling_noise(&self) -> bool {
+        self.low > 0.0 || self.high < 0.0
+    }
+}
+
+/// [`PairedDifference`] of per-image hits `a` and `b` (same images, same order).
+pub fn paired_difference(a: &[bool], b: &[bool]) -> PairedDifference {
+    assert_eq!(a.len(), b.len(), "paired hits of different lengths");
+    let n = a.len();
+    let (mut sum, mut sq) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let d = f64::from(u8::from(x)) - f64::from(u8::from(y));
+        sum += d;
+        sq += d * d;
+    }
+    let mean = sum / n.max(1) as f64;
+    // Sample variance of the differences; with one image there is no spread to estimate.
+    let var = if n > 1 {
+        (sq - n as f64 * mean * mean) / (n - 1) as f64
+    } else {
+        f64::INFINITY
+    };
+    let half = 1.96 * (var.max(0.0) / n.max(1) as f64).sqrt();
+    PairedDifference {
+        images: n,
+        points: 100.0 * mean,
+        low: 100.0 * (mean - half),
+        high: 100.0 * (mean + half),
+    }
+}
+
 /// Summed negative log-likelihood. Probabilities are floored at 1e-12 so one confident mistake
 /// costs at most ~27.6; a non-finite row costs exactly that, the worst a finite row can, rather
 /// than a NaN that would poison the whole mean.

@@ -1,0 +1,124 @@
+//! The quickstart's margin is measured on every image no student trained on, with an interval
+//! from the per-image differences: `paired_difference` against values worked by hand, and one
+//! short quickstart whose held-out check covers the test split plus exactly the training
+//! images outside the subset, and agrees with the table.
+
+use std::path::PathBuf;
+
+use meal::quickstart::{QuickstartConfig, render, run};
+use meal::train::evaluate::paired_difference;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn paired_difference_matches_the_hand_computation() {
+    // Differences +1, 0, 0, +1: mean 0.5, sample variance (2 - 4·0.25)/3 = 1/3, standard
+    // error sqrt(1/12) = 0.288675, half-width 1.96 × that = 0.565806.
+    let a = [true, true, false, true];
+    let b = [false, true, false, false];
+    let d = paired_difference(&a, &b);
+    assert_eq!(d.images, 4);
+    assert!((d.points - 50.0).abs() < 1e-9, "{d:?}");
+    assert!((d.low - (50.0 - 56.5806)).abs() < 1e-3, "{d:?}");
+    assert!((d.high - (50.0 + 56.5806)).abs() < 1e-3, "{d:?}");
+    assert!(!d.beyond_sampling_noise());
+    // Swapping the models mirrors the interval.
+    let r = paired_difference(&b, &a);
+    assert!((r.points + d.points).abs() < 1e-9 && (r.low + d.high).abs() < 1e-9);
+}
+
+#[test]
+fn identical_models_differ_by_exactly_nothing() {
+    let a: Vec<bool> = (0..500).map(|i| i % 3 == 0).collect();
+    let d = paired_difference(&a, &a);
+    assert_eq!((d.points, d.low, d.high), (0.0, 0.0, 0.0));
+    assert!(!d.beyond_sampling_noise());
+}
+
+#[test]
+fn a_consistent_margin_on_many_images_is_beyond_sampling_noise() {
+    // B is right on 40% of 5,000 images; A on the same ones and 100 more (+2 points): the
+    // differences are 100 ones and 4,900 zeros, standard error sqrt(0.02·0.98/4999).
+    let b: Vec<bool> = (0..5000).map(|i| i % 5 < 2).collect();
+    let mut a = b.clone();
+    let mut flipped = 0;
+    for x in a.iter_mut().filter(|x| !**x) {
+        if flipped == 100 {
+            break;
+        }
+        *x = true;
+        flipped += 1;
+    }
+    let d = paired_difference(&a, &b);
+    let half = 196.0 * (0.02f64 * 0.98 / 4999.0).sqrt();
+    assert!((d.points - 2.0).abs() < 1e-9, "{d:?}");
+    assert!((d.high - d.points - half).abs() < 1e-6, "{d:?}");
+    assert!(d.beyond_sampling_noise(), "{d:?}");
+}
+
+#[test]
+#[should_panic(expected = "different lengths")]
+fn unpaired_hits_are_refused() {
+    paired_difference(&[true], &[true, false]);
+}
+
+#[test]
+fn quickstart_compares_the_students_on_every_image_they_never_trained_on() {
+    meal::progress::set_quiet(true);
+    let out_dir = std::env::temp_dir().join(format!("meal-qs-held-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let q = QuickstartConfig {
+        data: root().join("data/cifar10-mini"),
+        out_dir: out_dir.clone(),
+        teachers: vec![root().join("data/teachers/resnet20.ckpt")],
+        student: "resnet8".into(),
+        student_epochs: 1,
+        train_subset: Some(200),
+        test_subset: Some(300),
+        seed: 0,
+        kd: false,
+        ..QuickstartConfig::default()
+    };
+    let s = run(&q).unwrap();
+    let h = &s.held_out;
+    // 300 test images, and the 5,000 embedded training images less the 20 per class trained on.
+    assert_eq!((h.test_images, h.train_images), (300, 4800));
+    let roles: Vec<&str> = h.top1.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["student (labels)", "student (MEAL)"]);
+    let table = |role: &str| s.rows.iter().find(|r| r.role == role).unwrap().top1;
+    // On the test split the paired margin is the table's margin.
+    let (role, on_test) = &h.test_vs_labels[0];
+    assert_eq!(role, "student (MEAL)");
+    assert_eq!(on_test.images, 300);
+    let table_margin = table("student (MEAL)") - table("student (labels)");
+    assert!(
+        (on_test.points - table_margin).abs() < 1e-9,
+        "{on_test:?} vs {table_margin}"
+    );
+    // On all held-out images it is the difference of the two accuracies there.
+    let (_, all) = &h.vs_labels[0];
+    assert_eq!(all.images, 5100);
+    assert!(
+        (all.points - (h.top1[1].1 - h.top1[0].1)).abs() < 1e-9,
+        "{all:?}"
+    );
+    for d in [on_test, all] {
+        assert!(d.low <= d.points && d.points <= d.high, "{d:?}");
+    }
+    // More images, a narrower interval.
+    assert!(
+        all.high - all.low < on_test.high - on_test.low,
+        "{all:?} {on_test:?}"
+    );
+    let text = render(&s);
+    for needle in [
+        "on the 300 test images",
+        "On all 5100 images no student trained on (300 test + 4800 training images outside the subset)",
+        "MEAL against labels there",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
