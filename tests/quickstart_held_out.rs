@@ -43,13 +43,8 @@ fn a_consistent_margin_on_many_images_is_beyond_sampling_noise() {
     // differences are 100 ones and 4,900 zeros, standard error sqrt(0.02·0.98/4999).
     let b: Vec<bool> = (0..5000).map(|i| i % 5 < 2).collect();
     let mut a = b.clone();
-    let mut flipped = 0;
-    for x in a.iter_mut().filter(|x| !**x) {
-        if flipped == 100 {
-            break;
-        }
+    for x in a.iter_mut().filter(|x| !**x).take(100) {
         *x = true;
-        flipped += 1;
     }
     let d = paired_difference(&a, &b);
     let half = 196.0 * (0.02f64 * 0.98 / 4999.0).sqrt();
