@@ -269,13 +269,13 @@ pub fn latency_ms(net: &Net, shape: [usize; 3]) -> f64 {
     times[times.len() / 2]
 }
 
-fn describe(role: &str, net: &Net, arch: &str, top1: f64, shape: [usize; 3]) -> Row {
+fn describe(role: &str, net: &Net, arch: &str, top1: f64, shape: [usize; 3], ms: f64) -> Row {
     Row {
         role: role.to_string(),
         arch: arch.to_string(),
         params: models::trainable_params(net),
         mflops: models::count_macs(net, [1, shape[0], shape[1], shape[2]]) as f64 / 1e6,
-        latency_ms: latency_ms(net, shape),
+        latency_ms: ms,
         top1,
     }
 }
@@ -355,11 +355,22 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
 
     let mut rows = Vec::new();
     for ((arch, _, acc), (_, net, _)) in report.teachers.iter().zip(&teachers) {
-        rows.push(describe("teacher", net, arch, acc.top1, shape));
+        rows.push(describe(
+            "teacher",
+            net,
+            arch,
+            acc.top1,
+            shape,
+            latency_ms(net, shape),
+        ));
     }
+    // The students are one architecture: timing it once keeps timer noise from showing
+    // identical networks at different speeds (and from moving the speed-up with it).
+    let mut student_ms = None;
     for (role, dir, top1) in &students {
         let (net, _) = load_run_model(dir, false)?;
-        rows.push(describe(role, &net, &q.student, *top1, shape));
+        let ms = *student_ms.get_or_insert_with(|| latency_ms(&net, shape));
+        rows.push(describe(role, &net, &q.student, *top1, shape, ms));
     }
 
     let ensemble_latency_ms: f64 = rows

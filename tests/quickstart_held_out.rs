@@ -107,6 +107,14 @@ fn quickstart_compares_the_students_on_every_image_they_never_trained_on() {
         all.high - all.low < on_test.high - on_test.low,
         "{all:?} {on_test:?}"
     );
+    // One student architecture, one timing: the rows cannot disagree about its speed.
+    let ms: Vec<f64> = s
+        .rows
+        .iter()
+        .filter(|r| r.role.starts_with("student"))
+        .map(|r| r.latency_ms)
+        .collect();
+    assert!(ms.len() == 2 && ms[0] == ms[1] && ms[0] > 0.0, "{ms:?}");
     let text = render(&s);
     for needle in [
         "on the 300 test images",
