@@ -440,7 +440,7 @@ fn held_out_check(
     for (role, dir, top1) in students {
         let (net, _) = load_run_model(dir, false)?;
         let mut h = top1_hits(&net, &test, &device)?;
-        let on_test = 100.0 * h.iter().filter(|&&x| x).count() as f64 / h.len().max(1) as f64;
+        let on_test = percent(&h);
         // The same weights on the same images: anything else means the table and this check
         // describe different models.
         if (on_test - top1).abs() > 1e-6 {
@@ -468,17 +468,16 @@ fn held_out_check(
         train_images,
         top1: hits
             .iter()
-            .map(|(role, h)| {
-                let n = h.len().max(1) as f64;
-                (
-                    role.clone(),
-                    100.0 * h.iter().filter(|&&x| x).count() as f64 / n,
-                )
-            })
+            .map(|(role, h)| (role.clone(), percent(h)))
             .collect(),
         test_vs_labels: pair(test_images),
         vs_labels: pair(test_images + train_images),
     })
+}
+
+/// Top-1 accuracy (%) from per-image hits.
+fn percent(hits: &[bool]) -> f64 {
+    100.0 * hits.iter().filter(|&&x| x).count() as f64 / hits.len().max(1) as f64
 }
 
 /// The distillation config of `recipe` with the quickstart's teachers, student, budget, seed and
@@ -519,7 +518,6 @@ fn in_phase(phase: String) -> impl FnOnce(Error) -> Error {
     }
 }
 
-/// The comparison table as Markdown.
 fn interval(d: &PairedDifference) -> String {
     format!(
         "{:+.2} points (95% interval {:+.2} to {:+.2}{})",
@@ -582,6 +580,7 @@ fn short_role(role: &str) -> &str {
         .unwrap_or(role)
 }
 
+/// The comparison table as Markdown.
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
     let latency = if s.device == "flex" {
