@@ -355,7 +355,20 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         report = Some(out.teachers);
     }
     let report = report.expect("MEAL always runs");
-    let held_out = held_out_check(q, &splits, &students)?;
+    // Each student's final weights, read once: the held-out check and the table describe them.
+    let students = students
+        .into_iter()
+        .map(|(role, dir, top1)| {
+            let (net, _) = load_run_model(&dir, false)?;
+            Ok(Student {
+                role,
+                dir,
+                top1,
+                net,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let held_out = held_out_check(q, &splits, &students, &device)?;
 
     let mut rows = Vec::new();
     for ((arch, _, acc), (_, net, _)) in report.teachers.iter().zip(&teachers) {
@@ -371,10 +384,9 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     // The students are one architecture: timing it once keeps timer noise from showing
     // identical networks at different speeds (and from moving the speed-up with it).
     let mut student_ms = None;
-    for (role, dir, top1) in &students {
-        let (net, _) = load_run_model(dir, false)?;
-        let ms = *student_ms.get_or_insert_with(|| latency_ms(&net, shape));
-        rows.push(describe(role, &net, &q.student, *top1, shape, ms));
+    for st in &students {
+        let ms = *student_ms.get_or_insert_with(|| latency_ms(&st.net, shape));
+        rows.push(describe(st.role, &st.net, &q.student, st.top1, shape, ms));
     }
 
     let ensemble_latency_ms: f64 = rows
@@ -394,7 +406,7 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
         held_out,
     };
     // The students' training curves side by side.
-    let dirs: Vec<PathBuf> = students.iter().map(|s| s.1.clone()).collect();
+    let dirs: Vec<PathBuf> = students.iter().map(|s| s.dir.clone()).collect();
     let html = crate::report::write_report(&dirs, Some(&root.join("report")))?;
     progress::say(format!("report: {}", html.html.display()));
     let text = render(&summary);
@@ -409,15 +421,24 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     Ok(summary)
 }
 
+/// A trained student: its row in the table, run folder, logged final test top-1 and final
+/// weights.
+struct Student {
+    role: &'static str,
+    dir: PathBuf,
+    top1: f64,
+    net: Net,
+}
+
 /// Evaluates every trained student (its last weights, those the table reports) on the test
 /// split and on the training images outside the subset, and pairs each distilled student with
 /// the labels one image by image.
 fn held_out_check(
     q: &QuickstartConfig,
     splits: &data::DataSplits,
-    students: &[(&str, PathBuf, f64)],
+    students: &[Student],
+    device: &burn::tensor::Device,
 ) -> Result<HeldOut> {
-    let device = crate::backend::device();
     let loader = |set| Loader::new(set, LoaderConfig::eval(100));
     let test = loader(splits.test.clone());
     // The complement of the subset: what `train_holdout` leaves is exactly what
@@ -437,23 +458,24 @@ fn held_out_check(
     };
     let train_images = unused.as_ref().map_or(0, |l| l.dataset().len());
     let mut hits = Vec::new();
-    for (role, dir, top1) in students {
-        let (net, _) = load_run_model(dir, false)?;
-        let mut h = top1_hits(&net, &test, &device)?;
+    for st in students {
+        let mut h = top1_hits(&st.net, &test, device)?;
         let on_test = percent(&h);
         // The same weights on the same images: anything else means the table and this check
         // describe different models.
-        if (on_test - top1).abs() > 1e-6 {
+        if (on_test - st.top1).abs() > 1e-6 {
             return Err(Error::Config(format!(
-                "quickstart: {role} scores {on_test:.2}% on the test split now but {top1:.2}% \
-                 at the end of its training ({})",
-                dir.display()
+                "quickstart: {} scores {on_test:.2}% on the test split now but {:.2}% at the end \
+                 of its training ({})",
+                st.role,
+                st.top1,
+                st.dir.display()
             )));
         }
         if let Some(u) = &unused {
-            h.extend(top1_hits(&net, u, &device)?);
+            h.extend(top1_hits(&st.net, u, device)?);
         }
-        hits.push((role.to_string(), h));
+        hits.push((st.role.to_string(), h));
     }
     let test_images = splits.test.len();
     let (labels, distilled) = hits.split_first().expect("the labels student always runs");
