@@ -439,6 +439,16 @@ fn held_out_check(
     students: &[Student],
     device: &burn::tensor::Device,
 ) -> Result<HeldOut> {
+    // A margin on no images, or an interval from one, is not a result.
+    if splits.test.len() < 2 {
+        return Err(Error::File {
+            path: q.data.clone(),
+            message: format!(
+                "the test split has {} image(s); comparing the students needs at least 2",
+                splits.test.len()
+            ),
+        });
+    }
     let loader = |set| Loader::new(set, LoaderConfig::eval(100));
     let test = loader(splits.test.clone());
     // The complement of the subset: what `train_holdout` leaves is exactly what
@@ -464,13 +474,14 @@ fn held_out_check(
         // The same weights on the same images: anything else means the table and this check
         // describe different models.
         if (on_test - st.top1).abs() > 1e-6 {
-            return Err(Error::Config(format!(
-                "quickstart: {} scores {on_test:.2}% on the test split now but {:.2}% at the end \
-                 of its training ({})",
-                st.role,
-                st.top1,
-                st.dir.display()
-            )));
+            return Err(Error::Checkpoint {
+                path: st.dir.join(crate::train::run_dir::LAST),
+                message: format!(
+                    "the quickstart's {} scores {on_test:.2}% on the test split now but {:.2}% \
+                     at the end of its training",
+                    st.role, st.top1
+                ),
+            });
         }
         if let Some(u) = &unused {
             h.extend(top1_hits(&st.net, u, device)?);
@@ -499,7 +510,7 @@ fn held_out_check(
 
 /// Top-1 accuracy (%) from per-image hits.
 fn percent(hits: &[bool]) -> f64 {
-    100.0 * hits.iter().filter(|&&x| x).count() as f64 / hits.len().max(1) as f64
+    100.0 * hits.iter().filter(|&&x| x).count() as f64 / hits.len() as f64
 }
 
 /// The distillation config of `recipe` with the quickstart's teachers, student, budget, seed and

@@ -60,6 +60,12 @@ fn unpaired_hits_are_refused() {
 }
 
 #[test]
+#[should_panic(expected = "at least 2 images")]
+fn one_image_is_no_comparison() {
+    paired_difference(&[true], &[false]);
+}
+
+#[test]
 fn quickstart_compares_the_students_on_every_image_they_never_trained_on() {
     meal::progress::set_quiet(true);
     let out_dir = std::env::temp_dir().join(format!("meal-qs-held-out-{}", std::process::id()));

@@ -161,24 +161,25 @@ impl PairedDifference {
     }
 }
 
-/// [`PairedDifference`] of per-image hits `a` and `b` (same images, same order).
+/// [`PairedDifference`] of per-image hits `a` and `b` (same images, same order; at least two,
+/// or there is no spread to estimate).
 pub fn paired_difference(a: &[bool], b: &[bool]) -> PairedDifference {
     assert_eq!(a.len(), b.len(), "paired hits of different lengths");
     let n = a.len();
+    assert!(
+        n >= 2,
+        "a paired difference needs at least 2 images, got {n}"
+    );
     let (mut sum, mut sq) = (0f64, 0f64);
     for (&x, &y) in a.iter().zip(b) {
         let d = f64::from(u8::from(x)) - f64::from(u8::from(y));
         sum += d;
         sq += d * d;
     }
-    let mean = sum / n.max(1) as f64;
-    // Sample variance of the differences; with one image there is no spread to estimate.
-    let var = if n > 1 {
-        (sq - n as f64 * mean * mean) / (n - 1) as f64
-    } else {
-        f64::INFINITY
-    };
-    let half = 1.96 * (var.max(0.0) / n.max(1) as f64).sqrt();
+    let mean = sum / n as f64;
+    // Sample variance of the differences (clamped: rounding can take 0 just below).
+    let var = (sq - n as f64 * mean * mean) / (n - 1) as f64;
+    let half = 1.96 * (var.max(0.0) / n as f64).sqrt();
     PairedDifference {
         images: n,
         points: 100.0 * mean,
