@@ -129,5 +129,35 @@ fn quickstart_compares_the_students_on_every_image_they_never_trained_on() {
     ] {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
+    // The table carries each student's accuracy on all held-out images; teachers and the
+    // ensemble, which were not tested there, show a dash rather than a number.
+    let row = |start: &str| {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        row("| model |").ends_with("| top-1, all 5100 held-out |"),
+        "{text}"
+    );
+    for (role, top1) in &h.top1 {
+        let r = row(&format!("| {role} |"));
+        assert!(r.ends_with(&format!("% | {top1:.2}% |")), "{r}");
+    }
+    for start in ["| teacher |", "| ensemble"] {
+        assert!(row(start).ends_with("% | — |"), "{text}");
+    }
+    // Students that trained on every training image have no such column.
+    let mut all_used = s.clone();
+    all_used.held_out.train_images = 0;
+    let text = render(&all_used);
+    assert!(
+        !text.contains("held-out |") && !text.contains(" — |"),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| l.starts_with('|')) {
+        assert_eq!(line.matches('|').count(), 7, "{line}");
+    }
     let _ = std::fs::remove_dir_all(&out_dir);
 }
