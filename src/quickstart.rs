@@ -20,7 +20,7 @@ use crate::distill::{self, DistillConfig, DistillStart};
 use crate::error::{Error, Result};
 use crate::models::{self, Net};
 use crate::progress;
-use crate::train::evaluate::{PairedDifference, paired_difference, top1_hits};
+use crate::train::evaluate::{PairedDifference, hits_percent, paired_difference, top1_hits};
 use crate::train::model_io;
 use crate::train::run_dir::timestamp;
 use crate::train::schedule::ScheduleConfig;
@@ -475,7 +475,7 @@ fn held_out_check(
     let mut hits = Vec::new();
     for st in students {
         let mut h = top1_hits(&st.net, &test, device)?;
-        let on_test = percent(&h);
+        let on_test = hits_percent(&h);
         // The same weights on the same images: anything else means the table and this check
         // describe different models.
         if (on_test - st.top1).abs() > 1e-6 {
@@ -506,16 +506,11 @@ fn held_out_check(
         train_images,
         top1: hits
             .iter()
-            .map(|(role, h)| (role.clone(), percent(h)))
+            .map(|(role, h)| (role.clone(), hits_percent(h)))
             .collect(),
         test_vs_labels: pair(test_images),
         vs_labels: pair(test_images + train_images),
     })
-}
-
-/// Top-1 accuracy (%) from per-image hits.
-fn percent(hits: &[bool]) -> f64 {
-    100.0 * hits.iter().filter(|&&x| x).count() as f64 / hits.len() as f64
 }
 
 /// The distillation config of `recipe` with the quickstart's teachers, student, budget, seed and
@@ -631,16 +626,13 @@ pub fn render(s: &Summary) -> String {
     };
     let h = &s.held_out;
     let column = h.train_images > 0;
-    let held_out = |role: &str| -> String {
-        if !column {
-            return String::new();
-        }
-        let cell = match h.top1.iter().find(|(r, _)| r == role) {
-            Some((_, a)) => format!("{a:.2}%"),
-            None => "—".into(),
-        };
-        format!(" {cell} |")
+    // Only students were tested on the held-out images; other rows get a dash, not a number.
+    let held_out = |top1: Option<f64>| match (column, top1) {
+        (false, _) => String::new(),
+        (true, Some(a)) => format!(" {a:.2}% |"),
+        (true, None) => " — |".into(),
     };
+    let student_top1 = |role: &str| h.top1.iter().find(|(r, _)| r == role).map(|(_, a)| *a);
     let (head, rule) = if column {
         (format!(" top-1, all {} held-out |", h.images()), "---:|")
     } else {
@@ -659,25 +651,18 @@ pub fn render(s: &Summary) -> String {
             r.mflops,
             r.latency_ms,
             r.top1,
-            held_out(&r.role)
+            held_out(student_top1(&r.role))
         ));
     }
+    let teachers: Vec<&Row> = s.rows.iter().filter(|r| r.role == "teacher").collect();
     out.push_str(&format!(
         "| ensemble (mean softmax) | {} teachers | {} | {:.1} | {:.2} | {:.2}% |{}\n",
-        s.rows.iter().filter(|r| r.role == "teacher").count(),
-        s.rows
-            .iter()
-            .filter(|r| r.role == "teacher")
-            .map(|r| r.params)
-            .sum::<usize>(),
-        s.rows
-            .iter()
-            .filter(|r| r.role == "teacher")
-            .map(|r| r.mflops)
-            .sum::<f64>(),
+        teachers.len(),
+        teachers.iter().map(|r| r.params).sum::<usize>(),
+        teachers.iter().map(|r| r.mflops).sum::<f64>(),
         s.ensemble_latency_ms,
         s.ensemble_top1,
-        held_out("ensemble")
+        held_out(None)
     ));
     out.push_str(&render_held_out(&s.held_out));
     out.push_str(&format!(

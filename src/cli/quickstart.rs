@@ -25,7 +25,7 @@ pub struct QuickstartArgs {
     pub student_epochs: usize,
     /// Class-balanced training subset (0 = all training images). Few labelled images are where
     /// a teacher's soft labels pay most, and what keeps the quickstart within minutes.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = QuickstartConfig::default().train_subset.unwrap_or(0))]
     pub train_subset: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

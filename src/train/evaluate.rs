@@ -139,6 +139,12 @@ pub fn top1_hits(model: &Net, loader: &Loader, device: &Device) -> Result<Vec<bo
     Ok(hits)
 }
 
+/// Top-1 accuracy (%) from [`top1_hits`]; no images give no accuracy (not NaN, not 0).
+pub fn hits_percent(hits: &[bool]) -> f64 {
+    assert!(!hits.is_empty(), "an accuracy needs at least one image");
+    100.0 * hits.iter().filter(|&&x| x).count() as f64 / hits.len() as f64
+}
+
 /// Model A's top-1 accuracy minus model B's on the same images, in points, with a 95%
 /// interval.
 ///
