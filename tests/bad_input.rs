@@ -8,24 +8,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
 use common::*;
-use meal::cli::Cli;
 use meal::data::Normalization;
 use meal::train::checkpoint::Container;
 use meal::train::model_io::{self, ModelMeta};
 
 /// Runs the `meal` command line (quietly) with `args`.
-fn cli(args: &[&str]) -> meal::Result<()> {
-    let argv = ["meal", "--quiet"].iter().chain(args).copied();
-    let parsed = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    meal::cli::run(parsed)
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// A freshly initialised `arch` saved as a model checkpoint, as `meal train` writes one.
 fn model_ckpt(dir: &Path, name: &str, arch: &str, classes: usize) -> PathBuf {
     let device = meal::backend::device();

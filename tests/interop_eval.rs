@@ -147,7 +147,7 @@ fn distill_config_takes_a_pytorch_teacher() {
         Normalization::CIFAR10,
     )
     .unwrap();
-    let (teachers, metas) = meal::distill::trainer::load_teachers(&ok, &ds).unwrap();
+    let (teachers, metas) = meal::distill::teachers::load_teachers(&ok, &ds).unwrap();
     assert_eq!(teachers.len(), 2);
     assert_eq!(metas[0].source, "import");
     assert_eq!(metas[0].normalization, OTHER);

@@ -14,7 +14,8 @@ use meal::data::{CropFlip, sample_rng};
 use meal::distill::DistillConfig;
 use meal::distill::objective::{self, Discriminators, MealState, TeacherSource};
 use meal::distill::soft_labels::{CacheOptions, SoftLabelStore, cache_teachers};
-use meal::distill::trainer::{load_teachers, resolve_stages};
+use meal::distill::teachers::load_teachers;
+use meal::distill::trainer::resolve_stages;
 use meal::train::tensors::batch_tensors;
 
 /// The seed of `distill_table`: with it, view e of a store is what a live run draws in epoch e.

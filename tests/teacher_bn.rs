@@ -17,7 +17,8 @@ use burn::tensor::Tensor;
 use common::*;
 use meal::distill::DistillConfig;
 use meal::distill::objective::{self, Discriminators, MealState, Teacher};
-use meal::distill::trainer::{load_teachers, resolve_stages};
+use meal::distill::teachers::load_teachers;
+use meal::distill::trainer::resolve_stages;
 use meal::train::model_io;
 use meal::train::tensors::batch_tensors;
 

@@ -2,8 +2,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::run_flags::RunFlags;
 use crate::distill::config::{AdversarialMode, Combine, config_name};
-use crate::distill::{DistillConfig, DistillStart, distill};
+use crate::distill::{DistillConfig, distill};
 use crate::error::{Error, Result};
 
 /// What `--help` adds below the flags: the values the main switches take and the shipped
@@ -49,24 +50,8 @@ pub struct DistillArgs {
     /// teachers replace the config's.
     #[arg(long, value_name = "FILE")]
     pub soft_labels: Option<PathBuf>,
-    /// Dataset folder (replaces data.path).
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    #[arg(long)]
-    pub epochs: Option<i64>,
-    #[arg(long)]
-    pub seed: Option<i64>,
-    #[arg(long)]
-    pub out_dir: Option<PathBuf>,
-    /// Write into exactly this run folder.
-    #[arg(long)]
-    pub run_dir: Option<PathBuf>,
-    /// Override any config key: --set meal.adversarial=grl (keys: `meal config help`).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Continue the run in this folder from its last checkpoint.
-    #[arg(long, value_name = "RUN_DIR")]
-    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// The config table a `distill` invocation asks for (file or recipe, then flags and --set).
@@ -100,24 +85,8 @@ pub(crate) fn resolve(a: &DistillArgs) -> Result<(DistillConfig, toml::Table)> {
         "soft_labels",
         a.soft_labels.as_ref().map(|p| p.display().to_string()),
     );
-    super::flag(
-        &mut table,
-        "data.path",
-        a.data.as_ref().map(|p| p.display().to_string()),
-    );
-    super::flag(&mut table, "epochs", a.epochs);
-    super::flag(&mut table, "seed", a.seed);
-    super::flag(
-        &mut table,
-        "out_dir",
-        a.out_dir.as_ref().map(|p| p.display().to_string()),
-    );
-    super::flag(
-        &mut table,
-        "run_dir",
-        a.run_dir.as_ref().map(|p| p.display().to_string()),
-    );
-    for s in &a.sets {
+    a.run.apply(&mut table);
+    for s in &a.run.sets {
         crate::config::apply_set(&mut table, s)?;
     }
     let config = crate::config::from_table(table.clone(), "distill config")?;
@@ -128,19 +97,15 @@ pub(crate) fn resolve(a: &DistillArgs) -> Result<(DistillConfig, toml::Table)> {
 }
 
 pub fn run(a: DistillArgs) -> Result<()> {
-    let start = match &a.resume {
-        Some(run_dir) => DistillStart::Resume {
-            run_dir: run_dir.clone(),
-            sets: a.sets.clone(),
-        },
-        None => {
-            let (config, table) = resolve(&a)?;
-            DistillStart::Fresh {
-                config: Box::new(config),
-                table,
-            }
-        }
-    };
+    let refused = [
+        (a.config.is_some(), "--config"),
+        (a.recipe.is_some(), "--recipe"),
+        (!a.teacher.is_empty(), "--teacher"),
+        (a.soft_labels.is_some(), "--soft-labels"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag));
+    let start = a.run.start(refused, || resolve(&a))?;
     let out = distill(start)?;
     println!(
         "finished {} epochs in {:.0}s: student test top-1 {:.2}% (best {:.2}%); teachers' ensemble {:.2}%; run folder {}",

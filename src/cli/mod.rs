@@ -14,6 +14,7 @@ pub mod predict;
 mod quickstart;
 mod recipes;
 mod report;
+mod run_flags;
 mod selftest;
 mod train;
 

@@ -136,8 +136,13 @@ impl Loader {
     /// Augments every training sample with the crop and flip `views(epoch, index)` instead of
     /// drawing them (see [`Dataset::get_view`]); the shuffling is unchanged.
     pub fn with_views(mut self, views: ViewTable) -> Self {
-        self.views = Some(views);
+        self.set_views(views);
         self
+    }
+
+    /// [`Loader::with_views`] in place.
+    pub fn set_views(&mut self, views: ViewTable) {
+        self.views = Some(views);
     }
 
     pub fn num_batches(&self) -> usize {

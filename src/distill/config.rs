@@ -10,64 +10,33 @@ use serde::{Deserialize, Serialize};
 use super::discriminator::DiscriminatorKind;
 use super::pool::PoolKind;
 use super::similarity::SimilarityKind;
-use crate::backend::DeviceSpec;
-use crate::data::DataConfig;
 use crate::error::{Error, Result};
-use crate::train::config::{
-    check_common, default_batch, default_epochs, default_eval_batch, default_lr, default_out_dir,
-    default_workers,
-};
-use crate::train::optim::SgdSettings;
 use crate::train::schedule::ScheduleConfig;
+use crate::train::settings::{RunConfig, Settings, run_config};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistillConfig {
-    /// Prefix of the run folder name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Student architecture (see `meal models`).
-    pub student: String,
-    /// Start the student from this checkpoint (MEAL V2 starts from a trained student);
-    /// [`STUDENT_INIT_NONE`] says "from random weights" on purpose, where a recipe asks for one.
-    #[serde(default)]
-    pub student_init: Option<PathBuf>,
-    /// May be empty with `soft_labels` (the store's teachers are used).
-    #[serde(default)]
-    pub teachers: Vec<TeacherSpec>,
-    /// A `meal cache-teachers` store: the teachers' logits are read from it and no teacher is
-    /// loaded (eval-mode teachers and the logits stage only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub soft_labels: Option<PathBuf>,
-    pub data: DataConfig,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    #[serde(default = "default_eval_batch")]
-    pub eval_batch_size: usize,
-    /// Student learning rate.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// Student optimizer (the reference shares momentum and weight decay with the D's).
-    #[serde(default)]
-    pub optimizer: SgdSettings,
-    #[serde(default)]
-    pub schedule: ScheduleConfig,
-    #[serde(default)]
-    pub seed: u64,
-    #[serde(default = "default_workers")]
-    pub num_workers: usize,
-    #[serde(default = "default_out_dir")]
-    pub out_dir: PathBuf,
-    /// Use exactly this run folder instead of `<out_dir>/<name>-<timestamp>`.
-    #[serde(default)]
-    pub run_dir: Option<PathBuf>,
-    /// Compute device (`--device` overrides it); checkpoints load on any device.
-    #[serde(default)]
-    pub device: DeviceSpec,
-    #[serde(default)]
-    pub meal: MealConfig,
+run_config! {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DistillConfig {
+        /// Student architecture (see `meal models`).
+        pub student: String,
+        /// Start the student from this checkpoint (MEAL V2 starts from a trained student);
+        /// [`STUDENT_INIT_NONE`] says "from random weights" on purpose, where a recipe asks for
+        /// one.
+        #[serde(default)]
+        pub student_init: Option<PathBuf>,
+        /// May be empty with `soft_labels` (the store's teachers are used).
+        #[serde(default)]
+        pub teachers: Vec<TeacherSpec>,
+        /// A `meal cache-teachers` store: the teachers' logits are read from it and no teacher
+        /// is loaded (eval-mode teachers and the logits stage only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub soft_labels: Option<PathBuf>,
+    }
+    then {
+        #[serde(default)]
+        pub meal: MealConfig,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -364,7 +333,7 @@ impl DistillConfig {
     pub fn validate(&self) -> Result<()> {
         crate::models::arch_info(&self.student)
             .map_err(|e| Error::Config(format!("student: {e}")))?;
-        super::soft_labels::check_config(self)?;
+        self.check_soft_labels()?;
         if self.teachers.is_empty() && self.soft_labels.is_none() {
             return Err(Error::Config(
                 "teachers: at least one teacher checkpoint is required ([[teachers]] checkpoint = \"...\")".into(),
@@ -386,15 +355,7 @@ impl DistillConfig {
                 "teachers[].weight: combine = \"weighted\" needs a positive total weight".into(),
             ));
         }
-        check_common(
-            self.epochs,
-            self.batch_size,
-            self.eval_batch_size,
-            self.lr,
-            &self.optimizer,
-            "",
-        )?;
-        self.schedule.validate(self.epochs)?;
+        self.settings().validate()?;
         self.check_regime_base()?;
         let m = &self.meal;
         if m.stages.is_empty() && m.alpha == 0.0 {
@@ -450,33 +411,51 @@ impl DistillConfig {
     }
 }
 
-impl crate::train::run::RunConfig for DistillConfig {
+impl DistillConfig {
+    /// Why this config cannot be distilled from a soft-label store, if it cannot.
+    fn check_soft_labels(&self) -> Result<()> {
+        if self.soft_labels.is_none() {
+            return Ok(());
+        }
+        if self.meal.teacher_bn == TeacherBn::Train {
+            return Err(Error::Config(
+                "soft_labels: meal.teacher_bn = \"train\" runs the teachers on batch statistics \
+                 (MEAL V1), so their outputs depend on the rest of each batch and cannot be cached; \
+                 set meal.teacher_bn = \"eval\" (MEAL V2) to use the store, or drop soft_labels to \
+                 distil from live teachers"
+                    .into(),
+            ));
+        }
+        if let Some((i, _)) = self
+            .meal
+            .stages
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.index != -1 || s.out_dim.is_some())
+        {
+            return Err(Error::Config(format!(
+                "soft_labels: meal.stages[{i}] matches an intermediate stage, but a soft-label store \
+                 holds only the teachers' logits; keep meal.stages = [{{ index = -1 }}] or drop \
+                 soft_labels to distil from live teachers"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl RunConfig for DistillConfig {
     const WHAT: &'static str = "distill config";
     fn validate(&self) -> Result<()> {
         DistillConfig::validate(self)
     }
-    fn run_name(&self) -> String {
-        self.name
-            .clone()
-            .unwrap_or_else(|| format!("distill-{}", self.student))
+    fn default_name(&self) -> String {
+        format!("distill-{}", self.student)
     }
-    fn run_dir(&self) -> Option<&std::path::Path> {
-        self.run_dir.as_deref()
+    fn model_arch(&self) -> &str {
+        &self.student
     }
-    fn out_dir(&self) -> &std::path::Path {
-        &self.out_dir
-    }
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn data(&self) -> &DataConfig {
-        &self.data
-    }
-    fn device(&self) -> DeviceSpec {
-        self.device
-    }
-    fn preflight(&self, splits: &crate::data::DataSplits) -> Result<()> {
-        super::trainer::preflight(self, splits.train.as_ref())
+    fn settings(&self) -> Settings<'_> {
+        DistillConfig::settings(self)
     }
 }
 

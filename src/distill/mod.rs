@@ -1,5 +1,5 @@
-//! MEAL itself: stage features, similarity losses, discriminators, the adversarial objective
-//! and the distillation loop.
+//! MEAL itself: stage features, similarity losses, discriminators, the adversarial objective,
+//! the teachers, the soft-label store, and MEAL as a kind of run.
 
 pub mod adversarial;
 pub mod config;
@@ -11,6 +11,7 @@ pub mod pool;
 pub mod similarity;
 pub mod soft_labels;
 pub mod stages;
+pub mod teachers;
 pub mod trainer;
 
 pub use config::DistillConfig;

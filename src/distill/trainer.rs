@@ -1,31 +1,33 @@
-//! `meal distill`: the epoch loop around [`objective::step`], with the same run-folder,
-//! checkpoint and resume guarantees as `meal train`.
+//! `meal distill`: MEAL as a kind of run. Building it loads (or reads from a soft-label store)
+//! the teachers, measures them, and sets up the student and discriminators; each batch is one
+//! [`objective::step_from`]. The run skeleton (`crate::train::runner`) does the rest, with the
+//! same run-folder, checkpoint and resume guarantees as `meal train`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use burn::module::Module;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::config::{DistillConfig, TeacherBn, TeacherSpec};
-use super::objective::{self, Discriminators, MealState, Teacher, TeacherSource};
+use super::config::DistillConfig;
+use super::objective::{self, Discriminators, MealState, StepStats, Teacher, TeacherSource};
 use super::soft_labels::SoftLabelStore;
 use super::stages::{self, Participant, Stage};
-use crate::data::Dataset;
+use super::teachers::{self, TeacherReport};
+use crate::data::{Batch, DataSplits, Dataset};
 use crate::error::{Error, Result};
-use crate::models::{self, arch_info};
+use crate::models::{self, Net, arch_info};
 use crate::progress;
 use crate::train::checkpoint::Container;
 use crate::train::divergence::Guard;
-use crate::train::evaluate::{Accuracy, Renorm, evaluate, evaluate_renormalized};
-use crate::train::model_io::{self, ModelMeta};
+use crate::train::evaluate::Accuracy;
+use crate::train::model_io;
 use crate::train::optim::SgdSettings;
-use crate::train::run_dir::{RunDir, resolve_checkpoint};
-use crate::train::supervised::{RunState, STATE, load_optim_bytes, optim_bytes, save_checkpoints};
-use crate::train::tensors::{batch_tensors, host_rows, topk_correct};
+use crate::train::run_dir::resolve_checkpoint;
+use crate::train::runner::{self, EpochEnd, Measured, Setup, Step, Task};
+use crate::train::tensors::batch_tensors;
 
 const DISCS: &str = "discriminators";
 const OPTIM: &str = "optim";
@@ -42,19 +44,8 @@ pub struct DistillEpochRecord {
     pub ce_loss: f64,
     pub d_acc_student: f64,
     pub d_acc_teacher: f64,
-    pub train_acc: f64,
-    pub test_top1: f64,
-    pub test_top5: f64,
-    pub test_loss: f64,
-    pub images_per_sec: f64,
-    pub epoch_seconds: f64,
-}
-
-/// Test accuracy of each teacher and of their ensemble, measured once at the start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TeacherReport {
-    pub teachers: Vec<(String, String, Accuracy)>,
-    pub ensemble: Accuracy,
+    #[serde(flatten)]
+    pub measured: Measured,
 }
 
 #[derive(Debug, Clone)]
@@ -71,26 +62,33 @@ pub struct DistillOutcome {
 pub type DistillStart = crate::train::run::Start<DistillConfig>;
 
 pub fn distill(start: DistillStart) -> Result<DistillOutcome> {
-    let o = crate::train::run::open(start)?;
-    distill_in(&o.config, &o.run, o.resume, o.splits.train, o.splits.test)
+    let mut report = None;
+    let out = runner::run(start, preflight, |setup| {
+        let (task, r) = Meal::build(setup)?;
+        report = Some(r);
+        Ok(task)
+    })?;
+    let teachers = match report {
+        Some(r) => r,
+        // A finished run trains nothing and builds nothing: its teachers were measured when
+        // it started.
+        None => teachers::read_report(&out.run_dir.join(TEACHERS_FILE))?,
+    };
+    Ok(DistillOutcome {
+        run_dir: out.run_dir,
+        best_acc: out.best_acc,
+        last: out.last,
+        teachers,
+        epochs_done: out.epochs_done,
+        seconds: out.seconds,
+    })
 }
 
-/// The checkpoint file of teacher `i` (a run folder means its best.ckpt), which must exist.
-fn teacher_checkpoint(i: usize, spec: &TeacherSpec) -> Result<std::path::PathBuf> {
-    let path = resolve_checkpoint(&spec.checkpoint.clone().unwrap_or_default());
-    if !path.exists() {
-        return Err(Error::Config(format!(
-            "teachers[{i}].checkpoint: {} does not exist; train one with `meal train` (or import it)",
-            path.display()
-        )));
-    }
-    Ok(path)
-}
-
-/// What [`distill_in`] would refuse about its inputs, checked before a fresh run folder is
+/// What a distillation run would refuse about its inputs, checked before a fresh run folder is
 /// created: the soft-label store against the data (and the stages it can serve), or that every
 /// teacher file exists. Loading and checking the teachers' weights is left to the run itself.
-pub fn preflight(config: &DistillConfig, train_set: &dyn Dataset) -> Result<()> {
+pub fn preflight(config: &DistillConfig, splits: &DataSplits) -> Result<()> {
+    let train_set = splits.train.as_ref();
     if let Some(store) = open_soft_labels(config, train_set)? {
         let names = store.teacher_names();
         let ts: Vec<Participant> = names
@@ -100,88 +98,323 @@ pub fn preflight(config: &DistillConfig, train_set: &dyn Dataset) -> Result<()> 
         resolve_stages_with(config, &ts, train_set.num_classes())?;
         return Ok(());
     }
-    for (i, spec) in config.teachers.iter().enumerate() {
-        match (&spec.pytorch, &spec.arch) {
-            (Some(file), Some(_)) if spec.checkpoint.is_none() => {
-                if !file.exists() {
-                    return Err(Error::Config(format!(
-                        "teachers[{i}].pytorch: {} does not exist",
-                        file.display()
-                    )));
-                }
-            }
-            _ => {
-                teacher_checkpoint(i, spec)?;
-            }
-        }
-    }
-    Ok(())
+    teachers::check_files(&config.teachers)
 }
 
-/// Loads the teachers on the training device, frozen, in the configured BatchNorm mode.
-pub fn load_teachers(
-    config: &DistillConfig,
-    train_set: &dyn Dataset,
-) -> Result<(Vec<Teacher>, Vec<ModelMeta>)> {
-    load_teacher_specs(&config.teachers, config.meal.teacher_bn, train_set)
+/// MEAL's student, discriminators and their optimizers, with what feeds them: live teachers or
+/// a soft-label store.
+struct Meal {
+    state: MealState,
+    config: DistillConfig,
+    teachers: Vec<Teacher>,
+    store: Option<Arc<SoftLabelStore>>,
+    stages: Vec<Stage>,
+    /// Each teacher's weight in the combination.
+    weights: Vec<f64>,
+    device: burn::tensor::Device,
+    /// This epoch's summed step statistics, batch count and last D learning rate.
+    sums: StepStats,
+    batches: usize,
+    d_lr: f64,
 }
 
-/// [`load_teachers`] of a list of teachers, in BatchNorm mode `bn`.
-pub fn load_teacher_specs(
-    specs: &[TeacherSpec],
-    bn: TeacherBn,
-    train_set: &dyn Dataset,
-) -> Result<(Vec<Teacher>, Vec<ModelMeta>)> {
-    let device = crate::backend::autodiff_device();
-    let mut teachers = Vec::new();
-    let mut metas = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
-        let (net, meta, path) = match (&spec.checkpoint, &spec.pytorch, &spec.arch) {
-            (None, Some(file), Some(arch)) => {
-                let own = spec
-                    .mean
-                    .zip(spec.std)
-                    .map(|(mean, std)| crate::data::Normalization { mean, std });
-                let own = own.or(Some(train_set.normalization()));
-                let (net, meta) = crate::interop::load_pytorch_teacher(arch, file, own, &device)
-                    .map_err(|e| Error::Config(format!("teachers[{i}].pytorch: {e}")))?;
-                (net, meta, file.clone())
-            }
-            _ => {
-                let path = teacher_checkpoint(i, spec)?;
-                let (net, meta, _) = model_io::load_model(&path, &device)?;
-                (net, meta, path)
-            }
+impl Meal {
+    fn build(setup: &mut Setup<'_, DistillConfig>) -> Result<(Self, TeacherReport)> {
+        let config = setup.config;
+        let run = setup.run;
+        let train_set = setup.splits.train.clone();
+        let device = crate::backend::autodiff_device();
+        let plain = crate::backend::device();
+        let num_classes = train_set.num_classes();
+        let store = open_soft_labels(config, train_set.as_ref())?.map(Arc::new);
+        // From a store no teacher is loaded: it holds their logits, which is all the logits
+        // stage (the only one a store allows) needs.
+        let (teachers, teacher_metas) = match &store {
+            Some(_) => (Vec::new(), Vec::new()),
+            None => teachers::load_teachers(config, train_set.as_ref())?,
         };
-        if meta.num_classes != train_set.num_classes() {
-            return Err(Error::checkpoint(
-                &path,
-                format!(
-                    "teacher has {} classes but the dataset has {}",
-                    meta.num_classes,
-                    train_set.num_classes()
+        let stages = match &store {
+            Some(s) => {
+                let names = s.teacher_names();
+                let ts: Vec<Participant> = names
+                    .iter()
+                    .map(|name| Participant { name, stages: 0 })
+                    .collect();
+                resolve_stages_with(config, &ts, num_classes)?
+            }
+            None => resolve_stages(config, &teachers, num_classes)?,
+        };
+        progress::say(format!(
+            "meal distill: {} -> {} on {} -> {}",
+            match &store {
+                Some(s) => format!(
+                    "{} teacher(s) from soft-label store {} ({} views, top-{})",
+                    s.header.teachers.len(),
+                    s.path.display(),
+                    s.header.views,
+                    s.header.top_k
                 ),
-            ));
+                None => format!("{} teacher(s)", teachers.len()),
+            },
+            config.student,
+            train_set.describe(),
+            run.path.display()
+        ));
+        // Each image gets the crop and flip its stored logits were computed on.
+        if let Some(s) = &store {
+            let s = s.clone();
+            setup
+                .train
+                .set_views(Arc::new(move |epoch, i| s.view(i, s.view_of_epoch(epoch))));
         }
-        let net = match bn {
-            // Frozen weights, BatchNorm still on batch statistics (MEAL V1's default).
-            TeacherBn::Train => net.no_grad(),
-            TeacherBn::Eval => net.freeze(),
-        };
-        let stages = arch_info(&meta.arch)?.stages;
-        teachers.push(
-            Teacher::new(
-                format!("{}:{}", meta.arch, path.display()),
-                net,
-                stages,
-                train_set.normalization(),
-                meta.normalization,
+
+        // Teachers alone and as an ensemble, in eval mode, once: the bar the student is held
+        // to.
+        let report_path = run.path.join(TEACHERS_FILE);
+        let report = if setup.resume && report_path.exists() {
+            teachers::read_report(&report_path)?
+        } else {
+            let report = match &store {
+                // Measured by `meal cache-teachers` on the same test split.
+                Some(s) => s.header.report.clone(),
+                None => {
+                    let evals: Vec<_> = teachers.iter().map(|t| t.net.valid()).collect();
+                    let names: Vec<_> = teachers.iter().map(|t| t.name.clone()).collect();
+                    teachers::measure_teachers(
+                        &names,
+                        &evals,
+                        &teacher_metas,
+                        train_set.normalization(),
+                        &setup.test,
+                        &plain,
+                    )?
+                }
+            };
+            std::fs::write(
+                &report_path,
+                serde_json::to_vec_pretty(&report).expect("serialisable"),
             )
-            .without_autodiff(bn),
+            .map_err(|e| Error::file(&report_path, e))?;
+            report
+        };
+        for (arch, _, acc) in &report.teachers {
+            progress::say(format!("  teacher {arch:<16} test top-1 {:.2}%", acc.top1));
+        }
+        progress::say(format!(
+            "  ensemble ({} teachers)  test top-1 {:.2}%",
+            report.teachers.len(),
+            report.ensemble.top1
+        ));
+
+        device.seed(config.seed);
+        let mut student = models::build(&config.student, num_classes, &device)?;
+        if let Some(init) = config.student_init_path() {
+            student = load_student_init(student, init, config, num_classes)?;
+        }
+        let d_settings = SgdSettings {
+            weight_decay: config
+                .meal
+                .d_weight_decay
+                .unwrap_or(config.optimizer.weight_decay),
+            ..config.optimizer
+        };
+        let fold = objective::fold_lengths(
+            &student,
+            &teachers,
+            &stages,
+            &config.meal,
+            train_set.output_shape(),
+            &device,
         );
-        metas.push(meta);
+        let discs = Discriminators::new(&stages, &config.meal, &device)?.fold(&fold, &d_settings);
+        let weights: Vec<f64> = match &store {
+            Some(s) if config.teachers.is_empty() => vec![1.0; s.header.teachers.len()],
+            _ => config.teachers.iter().map(|t| t.weight).collect(),
+        };
+        let meal = Self {
+            state: MealState {
+                student,
+                discs,
+                opt_student: config.optimizer.init(),
+                opt_discs: d_settings.init(),
+            },
+            config: config.clone(),
+            teachers,
+            store,
+            stages,
+            weights,
+            device,
+            sums: StepStats::default(),
+            batches: 0,
+            d_lr: 0.0,
+        };
+        Ok((meal, report))
     }
-    Ok((teachers, metas))
+}
+
+/// The student's starting weights from `init` (a checkpoint or run folder).
+fn load_student_init(
+    student: Net,
+    init: &Path,
+    config: &DistillConfig,
+    num_classes: usize,
+) -> Result<Net> {
+    let path = resolve_checkpoint(init);
+    let (_, meta, c) = model_io::load_model(&path, &crate::backend::device())?;
+    if meta.arch != config.student || meta.num_classes != num_classes {
+        return Err(Error::checkpoint(
+            &path,
+            format!(
+                "student_init holds a {} with {} classes, but the student is a {} with {num_classes}",
+                meta.arch, meta.num_classes, config.student
+            ),
+        ));
+    }
+    model_io::load_weights(student, c.get(&path, model_io::MODEL)?, &path)
+}
+
+impl Task for Meal {
+    type Record = DistillEpochRecord;
+    const COMMAND: &'static str = "distill";
+    const MODEL: &'static str = "student";
+    const RATE_KEYS: &'static [&'static str] = &["lr", "meal.d_lr"];
+
+    fn model(&self) -> &Net {
+        &self.state.student
+    }
+
+    fn load(mut self, c: &Container, path: &Path) -> Result<Self> {
+        let s = self.state;
+        let student = runner::load_model_section(s.student, c, path)?;
+        let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(
+            c.get(path, DISCS)?.to_vec(),
+        ))
+        .map_err(|e| Error::checkpoint(path, format!("discriminators are corrupt: {e}")))?;
+        let discs = s.discs.try_load_record(record).map_err(|e| {
+            Error::checkpoint(
+                path,
+                format!(
+                    "discriminators do not fit: {e} (a run written with another \
+                     meal.fold_discriminators, or by an older meal, resumes only with the same)"
+                ),
+            )
+        })?;
+        self.state = MealState {
+            student,
+            discs,
+            opt_student: runner::load_optim_bytes(s.opt_student, c.get(path, OPTIM)?, path)?,
+            opt_discs: runner::load_optim_bytes(s.opt_discs, c.get(path, OPTIM_D)?, path)?,
+        };
+        Ok(self)
+    }
+
+    fn step(mut self, batch: &Batch, epoch: usize, index: usize, lr: f64) -> (Self, Step) {
+        let d_lr = self.config.d_lr_at(lr);
+        let mut rng = batch_rng(self.config.seed, epoch, index);
+        let chosen = objective::teacher_weights(self.config.meal.combine, &self.weights, |n| {
+            rng.random_range(0..n)
+        });
+        let (x, y) = batch_tensors(batch, &self.device);
+        let cached = self.store.as_ref().map(|s| {
+            stored_logits(
+                s,
+                &chosen,
+                &batch.indices,
+                s.view_of_epoch(epoch),
+                &self.device,
+            )
+        });
+        let source = match &cached {
+            Some(logits) => TeacherSource::Logits(logits),
+            None => TeacherSource::Live(&self.teachers),
+        };
+        let (state, stats, logits) = objective::step_from(
+            self.state,
+            source,
+            &chosen,
+            &self.stages,
+            &self.config.meal,
+            x,
+            y,
+            lr,
+            d_lr,
+        );
+        self.state = state;
+        self.d_lr = d_lr;
+        self.batches += 1;
+        self.sums.sim += stats.sim;
+        self.sums.adv += stats.adv;
+        self.sums.ce += stats.ce;
+        self.sums.d_acc_student += stats.d_acc_student;
+        self.sums.d_acc_teacher += stats.d_acc_teacher;
+        let step = Step {
+            rates: vec![("lr", lr), ("d_lr", d_lr)],
+            losses: vec![
+                ("similarity", stats.sim),
+                ("discriminator", stats.adv),
+                ("cross-entropy", stats.ce),
+            ],
+            logits,
+        };
+        (self, step)
+    }
+
+    fn progress(&self) -> String {
+        let b = self.batches.max(1) as f64;
+        format!("sim {:.3} D {:.3}", self.sums.sim / b, self.sums.adv / b)
+    }
+
+    fn check_weights(&self, guard: &Guard, epoch: usize) -> Result<()> {
+        guard.weights(epoch, "student", &self.state.student)?;
+        guard.weights(epoch, "discriminators", &self.state.discs)
+    }
+
+    fn end_epoch(&mut self, end: EpochEnd) -> (DistillEpochRecord, String) {
+        let b = self.batches.max(1) as f64;
+        let sums = std::mem::take(&mut self.sums);
+        self.batches = 0;
+        let m = &end.measured;
+        let line = format!(
+            "epoch {:>3}/{} lr {:.4} sim {:.4} D {:.4} (acc s/t {:.0}/{:.0}%) train {:.2}% test {:.2}% {:.0} img/s",
+            end.epoch + 1,
+            end.epochs,
+            end.lr,
+            sums.sim / b,
+            sums.adv / b,
+            100.0 * sums.d_acc_student / b,
+            100.0 * sums.d_acc_teacher / b,
+            m.train_acc,
+            m.test_top1,
+            m.images_per_sec
+        );
+        let record = DistillEpochRecord {
+            epoch: end.epoch,
+            lr: end.lr,
+            d_lr: self.d_lr,
+            sim_loss: sums.sim / b,
+            d_loss: sums.adv / b,
+            ce_loss: sums.ce / b,
+            d_acc_student: 100.0 * sums.d_acc_student / b,
+            d_acc_teacher: 100.0 * sums.d_acc_teacher / b,
+            measured: end.measured,
+        };
+        (record, line)
+    }
+
+    fn sections(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let discs = self
+            .state
+            .discs
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| Error::Other(format!("cannot serialise discriminators: {e}")))?;
+        Ok(vec![
+            (DISCS, discs.to_vec()),
+            (OPTIM, runner::optim_bytes(&self.state.opt_student)?),
+            (OPTIM_D, runner::optim_bytes(&self.state.opt_discs)?),
+        ])
+    }
 }
 
 /// A per-batch RNG that depends only on (seed, epoch, batch), so resume draws the same teachers.
@@ -260,353 +493,4 @@ fn stored_logits(
             })
         })
         .collect()
-}
-
-pub fn distill_in(
-    config: &DistillConfig,
-    run: &RunDir,
-    resume: bool,
-    train_set: Arc<dyn Dataset>,
-    test_set: Arc<dyn Dataset>,
-) -> Result<DistillOutcome> {
-    crate::train::interrupt::install();
-    let started = Instant::now();
-    let device = crate::backend::autodiff_device();
-    let plain = crate::backend::device();
-    let num_classes = train_set.num_classes();
-    let store = open_soft_labels(config, train_set.as_ref())?.map(Arc::new);
-    // From a store no teacher is loaded: it holds their logits, which is all the logits stage
-    // (the only one a store allows) needs.
-    let (teachers, teacher_metas) = match &store {
-        Some(_) => (Vec::new(), Vec::new()),
-        None => load_teachers(config, train_set.as_ref())?,
-    };
-    let stages = match &store {
-        Some(s) => {
-            let names = s.teacher_names();
-            let ts: Vec<Participant> = names
-                .iter()
-                .map(|name| Participant { name, stages: 0 })
-                .collect();
-            resolve_stages_with(config, &ts, num_classes)?
-        }
-        None => resolve_stages(config, &teachers, num_classes)?,
-    };
-    progress::say(format!(
-        "meal distill: {} -> {} on {} -> {}",
-        match &store {
-            Some(s) => format!(
-                "{} teacher(s) from soft-label store {} ({} views, top-{})",
-                s.header.teachers.len(),
-                s.path.display(),
-                s.header.views,
-                s.header.top_k
-            ),
-            None => format!("{} teacher(s)", teachers.len()),
-        },
-        config.student,
-        train_set.describe(),
-        run.path.display()
-    ));
-    let (train_loader, test_loader) = crate::train::run::loaders(
-        train_set.clone(),
-        test_set,
-        config.batch_size,
-        config.eval_batch_size,
-        config.seed,
-        config.num_workers,
-    );
-    // Each image gets the crop and flip its stored logits were computed on.
-    let train_loader = match &store {
-        Some(s) => {
-            let s = s.clone();
-            train_loader.with_views(Arc::new(move |epoch, i| s.view(i, s.view_of_epoch(epoch))))
-        }
-        None => train_loader,
-    };
-
-    // Teachers alone and as an ensemble, in eval mode, once: the bar the student is held to.
-    let report = if resume && run.path.join(TEACHERS_FILE).exists() {
-        let p = run.path.join(TEACHERS_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::file(&p, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::file(&p, e))?
-    } else if let Some(s) = &store {
-        // Measured by `meal cache-teachers` on the same test split.
-        let report = s.header.report.clone();
-        let p = run.path.join(TEACHERS_FILE);
-        std::fs::write(
-            &p,
-            serde_json::to_vec_pretty(&report).expect("serialisable"),
-        )
-        .map_err(|e| Error::file(&p, e))?;
-        report
-    } else {
-        let evals: Vec<_> = teachers.iter().map(|t| t.net.valid()).collect();
-        let refs: Vec<_> = evals.iter().collect();
-        let renorms: Vec<_> = teacher_metas
-            .iter()
-            .map(|m| Renorm::between(train_set.normalization(), m.normalization))
-            .collect();
-        let (each, ensemble) = evaluate_renormalized(&refs, &renorms, &test_loader, &plain)?;
-        let report = TeacherReport {
-            teachers: teachers
-                .iter()
-                .zip(&teacher_metas)
-                .zip(each)
-                .map(|((t, m), a)| (m.arch.clone(), t.name.clone(), a))
-                .collect(),
-            ensemble,
-        };
-        let p = run.path.join(TEACHERS_FILE);
-        std::fs::write(
-            &p,
-            serde_json::to_vec_pretty(&report).expect("serialisable"),
-        )
-        .map_err(|e| Error::file(&p, e))?;
-        report
-    };
-    for (arch, _, acc) in &report.teachers {
-        progress::say(format!("  teacher {arch:<16} test top-1 {:.2}%", acc.top1));
-    }
-    progress::say(format!(
-        "  ensemble ({} teachers)  test top-1 {:.2}%",
-        report.teachers.len(),
-        report.ensemble.top1
-    ));
-
-    device.seed(config.seed);
-    let mut student = models::build(&config.student, num_classes, &device)?;
-    if let Some(init) = config.student_init_path() {
-        let path = resolve_checkpoint(init);
-        let (_, meta, c) = model_io::load_model(&path, &plain)?;
-        if meta.arch != config.student || meta.num_classes != num_classes {
-            return Err(Error::checkpoint(
-                &path,
-                format!(
-                    "student_init holds a {} with {} classes, but the student is a {} with {num_classes}",
-                    meta.arch, meta.num_classes, config.student
-                ),
-            ));
-        }
-        student = model_io::load_weights(student, c.get(&path, model_io::MODEL)?, &path)?;
-    }
-    let d_settings = SgdSettings {
-        weight_decay: config
-            .meal
-            .d_weight_decay
-            .unwrap_or(config.optimizer.weight_decay),
-        ..config.optimizer
-    };
-    let fold = objective::fold_lengths(
-        &student,
-        &teachers,
-        &stages,
-        &config.meal,
-        train_set.output_shape(),
-        &device,
-    );
-    let discs = Discriminators::new(&stages, &config.meal, &device)?.fold(&fold, &d_settings);
-    let mut state = MealState {
-        student,
-        discs,
-        opt_student: config.optimizer.init(),
-        opt_discs: d_settings.init(),
-    };
-    let mut run_state = RunState::default();
-    if resume {
-        let path = run.last();
-        let c = Container::load(&path)?;
-        state.student =
-            model_io::load_weights(state.student, c.get(&path, model_io::MODEL)?, &path)?;
-        let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(
-            c.get(&path, DISCS)?.to_vec(),
-        ))
-        .map_err(|e| Error::checkpoint(&path, format!("discriminators are corrupt: {e}")))?;
-        state.discs = state.discs.try_load_record(record).map_err(|e| {
-            Error::checkpoint(
-                &path,
-                format!(
-                    "discriminators do not fit: {e} (a run written with another \
-                         meal.fold_discriminators, or by an older meal, resumes only with the same)"
-                ),
-            )
-        })?;
-        state.opt_student = load_optim_bytes(state.opt_student, c.get(&path, OPTIM)?, &path)?;
-        state.opt_discs = load_optim_bytes(state.opt_discs, c.get(&path, OPTIM_D)?, &path)?;
-        run_state = c.get_json(&path, STATE)?;
-        run.truncate_metrics(run_state.epochs_done)?;
-        progress::say(format!(
-            "resuming at epoch {} (best {:.2}%)",
-            run_state.epochs_done + 1,
-            run_state.best_acc
-        ));
-    }
-
-    let meta = ModelMeta {
-        meal_version: env!("CARGO_PKG_VERSION").to_string(),
-        arch: config.student.clone(),
-        num_classes,
-        input_shape: train_set.output_shape(),
-        normalization: train_set.normalization(),
-        class_names: train_set.class_names(),
-        source: "distill".into(),
-        epoch: 0,
-        test_acc: None,
-    };
-    let weights: Vec<f64> = match &store {
-        Some(s) if config.teachers.is_empty() => vec![1.0; s.header.teachers.len()],
-        _ => config.teachers.iter().map(|t| t.weight).collect(),
-    };
-    let mut last = Accuracy::default();
-    for epoch in run_state.epochs_done..config.epochs {
-        let t0 = Instant::now();
-        let nb = train_loader.num_batches().max(1);
-        let bar = progress::bar(nb, &format!("epoch {}", epoch + 1));
-        let (mut sums, mut correct, mut seen, mut batches) =
-            (objective::StepStats::default(), 0usize, 0usize, 0usize);
-        let (mut lr, mut d_lr) = (0.0, 0.0);
-        let guard = Guard {
-            command: "distill",
-            run_dir: &run.path,
-            epochs_done: run_state.epochs_done,
-            rate_keys: &["lr", "meal.d_lr"],
-        };
-        for (i, batch) in train_loader.epoch(epoch).enumerate() {
-            if crate::train::interrupt::requested() {
-                bar.abandon();
-                return Err(Error::Interrupted(format!(
-                    "stopped in epoch {}; `meal distill --resume {}` continues from epoch {}",
-                    epoch + 1,
-                    run.path.display(),
-                    run_state.epochs_done + 1
-                )));
-            }
-            let batch = batch?;
-            lr = config
-                .schedule
-                .lr(config.lr, epoch, i as f64 / nb as f64, config.epochs);
-            d_lr = config.d_lr_at(lr);
-            let mut rng = batch_rng(config.seed, epoch, i);
-            let chosen = objective::teacher_weights(config.meal.combine, &weights, |n| {
-                rng.random_range(0..n)
-            });
-            let (x, y) = batch_tensors(&batch, &device);
-            let cached = store.as_ref().map(|s| {
-                stored_logits(s, &chosen, &batch.indices, s.view_of_epoch(epoch), &device)
-            });
-            let source = match &cached {
-                Some(logits) => TeacherSource::Logits(logits),
-                None => TeacherSource::Live(&teachers),
-            };
-            let (next, stats, logits) = objective::step_from(
-                state,
-                source,
-                &chosen,
-                &stages,
-                &config.meal,
-                x,
-                y,
-                lr,
-                d_lr,
-            );
-            state = next;
-            // The step has already updated the weights, but a failed step ends the run and
-            // nothing of this epoch is saved, so the damage never leaves memory.
-            let losses = [
-                ("similarity", stats.sim),
-                ("discriminator", stats.adv),
-                ("cross-entropy", stats.ce),
-            ];
-            if let Err(e) = guard.losses(epoch, i, nb, &[("lr", lr), ("d_lr", d_lr)], &losses) {
-                bar.abandon();
-                return Err(e);
-            }
-            let (scores, k) = host_rows(&logits);
-            correct += topk_correct(&scores, k, &batch.labels, 1);
-            seen += batch.labels.len();
-            batches += 1;
-            sums.sim += stats.sim;
-            sums.adv += stats.adv;
-            sums.ce += stats.ce;
-            sums.d_acc_student += stats.d_acc_student;
-            sums.d_acc_teacher += stats.d_acc_teacher;
-            bar.inc(1);
-            bar.set_message(format!(
-                "sim {:.3} D {:.3} acc {:.1}%",
-                sums.sim / batches as f64,
-                sums.adv / batches as f64,
-                100.0 * correct as f64 / seen as f64
-            ));
-        }
-        bar.finish_and_clear();
-        let train_seconds = t0.elapsed().as_secs_f64();
-        guard.weights(epoch, "student", &state.student)?;
-        guard.weights(epoch, "discriminators", &state.discs)?;
-        let (accs, _) = evaluate(&[&state.student.valid()], &test_loader, &plain)?;
-        guard.outputs(epoch, "student", &accs[0])?;
-        last = accs[0];
-        let improved = run_state.finish_epoch(epoch, last.top1);
-        let b = batches.max(1) as f64;
-        let record = DistillEpochRecord {
-            epoch,
-            lr,
-            d_lr,
-            sim_loss: sums.sim / b,
-            d_loss: sums.adv / b,
-            ce_loss: sums.ce / b,
-            d_acc_student: 100.0 * sums.d_acc_student / b,
-            d_acc_teacher: 100.0 * sums.d_acc_teacher / b,
-            train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
-            test_top1: last.top1,
-            test_top5: last.top5,
-            test_loss: last.loss,
-            images_per_sec: seen as f64 / train_seconds,
-            epoch_seconds: t0.elapsed().as_secs_f64(),
-        };
-        run.log_metrics(&record)?;
-        progress::say(format!(
-            "epoch {:>3}/{} lr {:.4} sim {:.4} D {:.4} (acc s/t {:.0}/{:.0}%) train {:.2}% test {:.2}% {:.0} img/s",
-            epoch + 1,
-            config.epochs,
-            lr,
-            record.sim_loss,
-            record.d_loss,
-            record.d_acc_student,
-            record.d_acc_teacher,
-            record.train_acc,
-            last.top1,
-            record.images_per_sec
-        ));
-        let meta = ModelMeta {
-            epoch: epoch + 1,
-            test_acc: Some(last.top1),
-            ..meta.clone()
-        };
-        let discs_bytes = state
-            .discs
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| Error::Other(format!("cannot serialise discriminators: {e}")))?;
-        save_checkpoints(
-            run,
-            &meta,
-            &state.student,
-            improved,
-            &run_state,
-            vec![
-                (DISCS, discs_bytes.to_vec()),
-                (OPTIM, optim_bytes(&state.opt_student)?),
-                (OPTIM_D, optim_bytes(&state.opt_discs)?),
-            ],
-        )?;
-    }
-    Ok(DistillOutcome {
-        run_dir: run.path.clone(),
-        best_acc: run_state.best_acc,
-        last,
-        teachers: report,
-        epochs_done: run_state.epochs_done,
-        seconds: started.elapsed().as_secs_f64(),
-    })
 }

@@ -21,6 +21,9 @@ pub const BEST: &str = "best.ckpt";
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub path: PathBuf,
+    /// For a folder this process created a run in: the entries it held before (`None`: the
+    /// folder itself is new), so that a run that saved nothing can leave it as it was.
+    before: Option<Option<Vec<std::ffi::OsString>>>,
     _lock: Arc<RunLock>,
 }
 
@@ -45,7 +48,21 @@ impl RunDir {
                 "already holds a run; use --resume to continue it or choose another folder",
             ));
         }
+        if path.exists() && !path.is_dir() {
+            return Err(Error::file(
+                path,
+                "is a file, not a folder; run_dir (--run-dir) must name a new or empty folder",
+            ));
+        }
         let path = path.to_path_buf();
+        let before = match std::fs::read_dir(&path) {
+            Ok(entries) => Some(
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .collect(),
+            ),
+            Err(_) => None,
+        };
         std::fs::create_dir_all(&path).map_err(|e| Error::file(&path, e))?;
         let lock = Arc::new(RunLock::acquire(&path)?);
         // Checked again under the lock: another process may have finished an epoch here.
@@ -55,7 +72,11 @@ impl RunDir {
                 "already holds a run; use --resume to continue it or choose another folder",
             ));
         }
-        let dir = Self { path, _lock: lock };
+        let dir = Self {
+            path,
+            before: Some(before),
+            _lock: lock,
+        };
         dir.write_config(config)?;
         let command: Vec<String> = std::env::args().collect();
         let info = format!(
@@ -69,6 +90,39 @@ impl RunDir {
     }
 
     /// Appends a line to `run.txt`.
+    /// Undoes the creation of a run that failed before it saved an epoch: removes the folder
+    /// if this process made it, else what the run added to it. A folder that holds a
+    /// `last.ckpt`, or was opened to resume, is left alone.
+    pub fn discard_unsaved(&self) {
+        let Some(before) = &self.before else {
+            return;
+        };
+        if self.last().exists() {
+            return;
+        }
+        match before {
+            None => {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+            Some(kept) => {
+                let Ok(entries) = std::fs::read_dir(&self.path) else {
+                    return;
+                };
+                for e in entries.flatten() {
+                    if !kept.contains(&e.file_name()) && e.file_name() != super::run_lock::LOCK_FILE
+                    {
+                        let p = e.path();
+                        let _ = if p.is_dir() {
+                            std::fs::remove_dir_all(&p)
+                        } else {
+                            std::fs::remove_file(&p)
+                        };
+                    }
+                }
+            }
+        }
+    }
+
     pub fn note(&self, line: &str) -> Result<()> {
         use std::io::Write;
         let path = self.path.join("run.txt");
@@ -91,6 +145,7 @@ impl RunDir {
         let lock = Arc::new(RunLock::acquire(path)?);
         Ok(Self {
             path: path.to_path_buf(),
+            before: None,
             _lock: lock,
         })
     }

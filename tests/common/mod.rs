@@ -15,6 +15,19 @@ use burn::store::burn_pack::Reader;
 use burn::tensor::Bytes;
 use meal::train::checkpoint::Container;
 
+/// Runs `meal --quiet ARGS` in this process, as the command line would.
+pub fn cli(args: &[&str]) -> meal::Result<()> {
+    use clap::Parser;
+    let argv = ["meal", "--quiet"].iter().chain(args).copied();
+    let parsed = meal::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    meal::cli::run(parsed)
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
 /// `data/cifar10-mini` in the repository.
 pub fn mini() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini")
