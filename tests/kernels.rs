@@ -97,6 +97,23 @@ fn on_every_isa(test: &str, check: impl Fn()) {
     );
 }
 
+/// A 3×3 convolution, stride 1, padding 1.
+fn conv3x3(batch: usize, cin: usize, h: usize, w: usize, cout: usize) -> ConvShape {
+    ConvShape {
+        batch,
+        cin,
+        h,
+        w,
+        cout,
+        kh: 3,
+        kw: 3,
+        stride: [1, 1],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
+    }
+}
+
 fn options(s: &ConvShape) -> ConvOptions<2> {
     ConvOptions::new_with_padding(s.stride, s.pad, s.dilation, s.groups)
 }
@@ -282,19 +299,7 @@ fn winograd_shapes_match_burn() {
             ));
         }
         for (batch, cin, h, w, cout) in shapes {
-            let s = ConvShape {
-                batch,
-                cin,
-                h,
-                w,
-                cout,
-                kh: 3,
-                kw: 3,
-                stride: [1, 1],
-                pad: [(1, 1), (1, 1)],
-                dilation: [1, 1],
-                groups: 1,
-            };
+            let s = conv3x3(batch, cin, h, w, cout);
             assert!(kernels::winograd::shape_fits(&s), "{s:?}");
             let c = Case { s, bias: true };
             let x =
@@ -333,19 +338,7 @@ fn strided_views_are_read_correctly() {
         let o = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
         let ours = kernels::conv2d(xt.clone(), w.clone(), None, o.clone());
         let theirs = burn_conv2d(xt, w, None, o);
-        let s = ConvShape {
-            batch: 2,
-            cin: 8,
-            h: 14,
-            w: 12,
-            cout: 6,
-            kh: 3,
-            kw: 3,
-            stride: [1, 1],
-            pad: [(1, 1), (1, 1)],
-            dilation: [1, 1],
-            groups: 1,
-        };
+        let s = conv3x3(2, 8, 14, 12, 6);
         assert_close(
             "output",
             &s,
