@@ -17,6 +17,7 @@ pub mod error;
 pub mod interop;
 pub mod kernels;
 pub mod models;
+pub mod predict;
 pub mod progress;
 pub mod quickstart;
 pub mod recipes;

@@ -22,10 +22,10 @@ mod golden_common;
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use golden_common::{load, shape_data};
+use golden_common::{load, shape_data, values};
 use meal::data::Normalization;
 use meal::distill::config::{AdversarialMode, Combine, MealConfig, StageSpec, TeacherBn};
 use meal::distill::discriminator::DiscriminatorKind;
@@ -34,6 +34,7 @@ use meal::distill::pool::PoolKind;
 use meal::distill::similarity::SimilarityKind;
 use meal::distill::stages::{self, Participant, Stage, extract};
 use meal::models::{self, Net, arch_info};
+use meal::selftest::fill::{Filler, ModulePath, uniform};
 use meal::train::optim::SgdSettings;
 use meal::train::schedule::ScheduleConfig;
 use serde_json::Value;
@@ -46,143 +47,28 @@ const FORWARD_RTOL: f64 = 1e-5;
 /// Relative tolerance of the losses; observed: ~1e-7.
 const LOSS_RTOL: f64 = 1e-6;
 
-// ---------------------------------------------------------------------------------------------
-// The deterministic fill of tests/models_golden.rs (scripts/models/param_counts.py), with a key
-// prefix, keeping each parameter's gradient requirement (the student trains on the autodiff
-// device).
-// ---------------------------------------------------------------------------------------------
-
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// `n` values in [-1, 1), exactly as `uniform` in scripts/models/param_counts.py.
-fn uniform(key: &str, n: usize) -> Vec<f64> {
-    let seed = fnv1a(key);
-    (1..=n as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// The module path as PyTorch names it: `(field, type of the struct holding it)` entries, the
-/// first `skip` of them dropped (1 for a `Net`, whose variant PyTorch does not have).
-#[derive(Default)]
-struct ModPath {
-    skip: usize,
-    entries: Vec<(String, String)>,
-}
-
-impl ModPath {
-    fn new(skip: usize) -> Self {
-        Self {
-            skip,
-            entries: Vec::new(),
-        }
-    }
-
-    fn key(&self) -> String {
-        let names: Vec<&str> = self.entries[self.skip..]
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect();
-        names.join(".")
-    }
-
-    fn leaf(&self) -> (String, String) {
-        self.entries
-            .last()
-            .cloned()
-            .expect("a tensor inside a module")
-    }
-
-    /// burn stores a Linear weight as [in, out]; PyTorch as [out, in].
-    fn is_linear_weight(&self) -> bool {
-        let (leaf, container) = self.leaf();
-        container == "Struct:Linear" && leaf == "weight"
-    }
-}
-
-/// Replaces every tensor with the deterministic values of `prefix + key`.
-struct Filler {
-    prefix: String,
-    path: ModPath,
-}
-
-impl ModuleMapper for Filler {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .entries
-            .push((name.to_string(), container_type.to_string()));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.entries.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let key = format!("{}{}", self.prefix, self.path.key());
-        let (leaf, container) = self.path.leaf();
-        let transpose = self.path.is_linear_weight();
-        let mut shape = param.shape().to_vec();
-        if transpose {
-            shape.swap(0, 1);
-        }
-        let n: usize = shape.iter().product();
-        let r = uniform(&key, n);
-        let values: Vec<f32> = if container == "Struct:BatchNorm2d" {
-            let (scale, offset) = match leaf.as_str() {
-                "weight" => (0.1, 1.0),
-                "bias" | "running_mean" => (0.1, 0.0),
-                "running_var" => (0.25, 1.25),
-                other => panic!("unexpected BatchNorm2d tensor {other}"),
-            };
-            r.iter().map(|v| (offset + scale * v) as f32).collect()
-        } else if leaf == "weight" {
-            let bound = (6.0 / (n / shape[0]) as f64).sqrt();
-            r.iter().map(|v| (bound * v) as f32).collect()
-        } else {
-            r.iter().map(|v| (0.1 * v) as f32).collect()
-        };
-        let device = param.device();
-        let mut tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
-        if transpose {
-            tensor = tensor.swap_dims(0, 1);
-        }
-        param.map(|old| tensor.set_require_grad(old.is_require_grad()))
-    }
-}
-
+/// The deterministic fill of tests/models_golden.rs (`meal::selftest::fill`) under a key prefix.
 fn fill<M: Module>(module: M, prefix: &str, skip: usize) -> M {
-    module.map(&mut Filler {
-        prefix: prefix.to_string(),
-        path: ModPath::new(skip),
-    })
+    let mut filler = Filler::new(prefix, skip);
+    let module = module.map(&mut filler);
+    assert_eq!(filler.error, None, "fill {prefix}");
+    module
 }
 
 /// Every tensor of a module (parameters and running statistics) by PyTorch key, in PyTorch
 /// layout.
 struct Collector {
-    path: ModPath,
+    path: ModulePath,
     values: BTreeMap<String, Vec<f64>>,
 }
 
 impl ModuleVisitor for Collector {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .entries
-            .push((name.to_string(), container_type.to_string()));
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.entries.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -190,20 +76,14 @@ impl ModuleVisitor for Collector {
         if self.path.is_linear_weight() {
             t = t.swap_dims(0, 1);
         }
-        let v = t
-            .try_into_vec_as::<f32>()
-            .expect("f32 values")
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        self.values.insert(self.path.key(), v);
+        self.values.insert(self.path.key(), values(t).1);
     }
 }
 
 /// The tensors of `module` after folding in pending running-statistics updates.
 fn tensors<M: Module>(module: &M, skip: usize) -> BTreeMap<String, Vec<f64>> {
     let mut c = Collector {
-        path: ModPath::new(skip),
+        path: ModulePath::new(skip),
         values: BTreeMap::new(),
     };
     module.valid().visit(&mut c);

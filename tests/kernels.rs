@@ -1,11 +1,14 @@
 //! meal's convolution kernels against burn's own `conv2d` and its autodiff gradients, on random
-//! shapes, strides, paddings, dilations and groups, on every instruction set this CPU has.
+//! shapes, strides, paddings, dilations and groups, on every instruction set this CPU has: each
+//! test runs once per set ([`on_every_isa`], AVX-512F, AVX2+FMA and the portable code), forcing
+//! the kernels onto it, and fails unless it ran every set the CPU reports.
 
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use meal::kernels;
 use meal::kernels::conv::ConvShape;
+use meal::kernels::simd::{self, Isa};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -42,6 +45,72 @@ fn random_case(rng: &mut ChaCha8Rng) -> Case {
             groups,
         },
         bias: rng.random_bool(0.3),
+    }
+}
+
+/// The instruction sets the CPU reports, asked directly (not through meal's own detection).
+fn cpu_isas() -> Vec<Isa> {
+    let mut isas = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if avx2 && is_x86_feature_detected!("avx512f") {
+            isas.push(Isa::Avx512);
+        }
+        if avx2 {
+            isas.push(Isa::Avx2);
+        }
+    }
+    isas.push(Isa::Portable);
+    isas
+}
+
+/// Runs `check` with the kernels forced onto each instruction set in turn, names the sets it ran
+/// and the ones this CPU lacks, and fails unless it ran exactly the sets the CPU reports.
+fn on_every_isa(test: &str, check: impl Fn()) {
+    let mut ran = Vec::new();
+    let mut lacking = Vec::new();
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+        match simd::force(isa) {
+            Ok(_guard) => {
+                assert_eq!(simd::isa(), isa, "{test}: the kernels are not on {isa:?}");
+                check();
+                ran.push(isa);
+            }
+            Err(why) => lacking.push(format!("{} ({why})", isa.name())),
+        }
+    }
+    let names = |v: &[Isa]| v.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ");
+    println!(
+        "{test}: ran on {}; not available on this CPU: {}",
+        names(&ran),
+        if lacking.is_empty() {
+            "none".to_string()
+        } else {
+            lacking.join(", ")
+        }
+    );
+    assert_eq!(
+        names(&ran),
+        names(&cpu_isas()),
+        "{test}: the sets run are not the sets this CPU reports"
+    );
+}
+
+/// A 3×3 convolution, stride 1, padding 1.
+fn conv3x3(batch: usize, cin: usize, h: usize, w: usize, cout: usize) -> ConvShape {
+    ConvShape {
+        batch,
+        cin,
+        h,
+        w,
+        cout,
+        kh: 3,
+        kw: 3,
+        stride: [1, 1],
+        pad: [(1, 1), (1, 1)],
+        dilation: [1, 1],
+        groups: 1,
     }
 }
 
@@ -93,6 +162,18 @@ fn run(
     out
 }
 
+/// meal's output and gradients (and the bias gradient when the case has a bias) against burn's.
+fn assert_matches_burn(c: &Case, x: &Tensor<4>, w: &Tensor<4>, b: &Tensor<1>, r: &Tensor<4>) {
+    let ours = run(c, true, x, w, b, r);
+    let theirs = run(c, false, x, w, b, r);
+    for (what, (g, e)) in ["output", "input grad", "weight grad", "bias grad"]
+        .iter()
+        .zip(ours.iter().zip(&theirs))
+    {
+        assert_close(what, &c.s, g, e);
+    }
+}
+
 fn assert_close(what: &str, case: &dyn std::fmt::Debug, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what} length for {case:?}");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
@@ -106,98 +187,88 @@ fn assert_close(what: &str, case: &dyn std::fmt::Debug, got: &[f32], want: &[f32
 
 #[test]
 fn conv2d_and_gradients_match_burn_on_random_shapes() {
-    let device = Device::default().autodiff();
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let mut checked = 0;
-    for _ in 0..60 {
-        let c = random_case(&mut rng);
-        let s = c.s;
-        if !s.supported() {
-            continue;
+    on_every_isa("conv2d_and_gradients_match_burn_on_random_shapes", || {
+        let device = Device::default().autodiff();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut checked = 0;
+        for _ in 0..60 {
+            let c = random_case(&mut rng);
+            let s = c.s;
+            if !s.supported() {
+                continue;
+            }
+            let x = Tensor::<4>::random(
+                [s.batch, s.cin, s.h, s.w],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let w = Tensor::<4>::random(
+                [s.cout, s.cin / s.groups, s.kh, s.kw],
+                Distribution::Normal(0.0, 0.3),
+                &device,
+            );
+            let b = Tensor::<1>::random([s.cout], Distribution::Normal(0.0, 1.0), &device);
+            let r = Tensor::<4>::random(
+                [s.batch, s.cout, s.ho(), s.wo()],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            assert_matches_burn(&c, &x, &w, &b, &r);
+            checked += 1;
         }
-        let x = Tensor::<4>::random(
-            [s.batch, s.cin, s.h, s.w],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let w = Tensor::<4>::random(
-            [s.cout, s.cin / s.groups, s.kh, s.kw],
-            Distribution::Normal(0.0, 0.3),
-            &device,
-        );
-        let b = Tensor::<1>::random([s.cout], Distribution::Normal(0.0, 1.0), &device);
-        let r = Tensor::<4>::random(
-            [s.batch, s.cout, s.ho(), s.wo()],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let ours = run(&c, true, &x, &w, &b, &r);
-        let theirs = run(&c, false, &x, &w, &b, &r);
-        for (what, (g, e)) in ["output", "input grad", "weight grad", "bias grad"]
-            .iter()
-            .zip(ours.iter().zip(&theirs))
-        {
-            assert_close(what, &s, g, e);
-        }
-        checked += 1;
-    }
-    assert!(checked >= 40, "only {checked} random shapes were supported");
+        assert!(checked >= 40, "only {checked} random shapes were supported");
+    });
 }
 
 /// The shapes the zoo actually trains with, including the wide direct path and batches.
 #[test]
 fn zoo_shapes_match_burn() {
-    let device = Device::default().autodiff();
-    let shapes = [
-        (8, 3, 32, 16, 3, 1, 1),
-        (4, 16, 32, 16, 3, 1, 1),
-        (4, 16, 32, 32, 3, 2, 1),
-        (4, 32, 16, 32, 3, 1, 1),
-        (4, 64, 8, 64, 3, 1, 1),
-        (4, 64, 8, 128, 1, 2, 0),
-        (2, 128, 4, 128, 3, 1, 1),
-        // Strided and wide enough for the direct kernels' phase planes: an odd side, and a
-        // 1×1 shortcut that reads one phase of four.
-        (2, 8, 17, 12, 3, 2, 1),
-        (2, 16, 20, 24, 1, 2, 0),
-    ];
-    for (batch, cin, hw, cout, k, stride, pad) in shapes {
-        let s = ConvShape {
-            batch,
-            cin,
-            h: hw,
-            w: hw,
-            cout,
-            kh: k,
-            kw: k,
-            stride: [stride, stride],
-            pad: [(pad, pad), (pad, pad)],
-            dilation: [1, 1],
-            groups: 1,
-        };
-        assert!(s.supported());
-        let c = Case { s, bias: false };
-        let x = Tensor::<4>::random(
-            [batch, cin, hw, hw],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let w = Tensor::<4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.1), &device);
-        let b = Tensor::<1>::zeros([cout], &device);
-        let r = Tensor::<4>::random(
-            [batch, cout, s.ho(), s.wo()],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let ours = run(&c, true, &x, &w, &b, &r);
-        let theirs = run(&c, false, &x, &w, &b, &r);
-        for (what, (g, e)) in ["output", "input grad", "weight grad"]
-            .iter()
-            .zip(ours.iter().zip(&theirs))
-        {
-            assert_close(what, &s, g, e);
+    on_every_isa("zoo_shapes_match_burn", || {
+        let device = Device::default().autodiff();
+        let shapes = [
+            (8, 3, 32, 16, 3, 1, 1),
+            (4, 16, 32, 16, 3, 1, 1),
+            (4, 16, 32, 32, 3, 2, 1),
+            (4, 32, 16, 32, 3, 1, 1),
+            (4, 64, 8, 64, 3, 1, 1),
+            (4, 64, 8, 128, 1, 2, 0),
+            (2, 128, 4, 128, 3, 1, 1),
+            // Strided and wide enough for the direct kernels' phase planes: an odd side, and a
+            // 1×1 shortcut that reads one phase of four.
+            (2, 8, 17, 12, 3, 2, 1),
+            (2, 16, 20, 24, 1, 2, 0),
+        ];
+        for (batch, cin, hw, cout, k, stride, pad) in shapes {
+            let s = ConvShape {
+                batch,
+                cin,
+                h: hw,
+                w: hw,
+                cout,
+                kh: k,
+                kw: k,
+                stride: [stride, stride],
+                pad: [(pad, pad), (pad, pad)],
+                dilation: [1, 1],
+                groups: 1,
+            };
+            assert!(s.supported());
+            let c = Case { s, bias: false };
+            let x = Tensor::<4>::random(
+                [batch, cin, hw, hw],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let w = Tensor::<4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.1), &device);
+            let b = Tensor::<1>::zeros([cout], &device);
+            let r = Tensor::<4>::random(
+                [batch, cout, s.ho(), s.wo()],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            assert_matches_burn(&c, &x, &w, &b, &r);
         }
-    }
+    });
 }
 
 /// The Winograd F(2×2, 3×3) and F(4×4, 3×3) paths (3×3, stride 1, padding 1, ≥ 48 channels): odd and even maps,
@@ -205,100 +276,76 @@ fn zoo_shapes_match_burn() {
 /// are not multiples of the micro-tile; values and both gradients against burn's op.
 #[test]
 fn winograd_shapes_match_burn() {
-    let device = Device::default().autodiff();
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut shapes = vec![
-        (1, 48, 1, 1, 48),
-        (3, 48, 2, 3, 49),
-        (2, 53, 5, 7, 56),
-        (1, 64, 32, 32, 64),
-        (5, 64, 9, 4, 51),
-        (4, 64, 8, 8, 128),
-        (1, 64, 20, 37, 64),
-        (2, 50, 3, 3, 64),
-    ];
-    for _ in 0..6 {
-        shapes.push((
-            rng.random_range(1..5),
-            rng.random_range(48..80),
-            rng.random_range(1..20),
-            rng.random_range(1..40),
-            rng.random_range(48..80),
-        ));
-    }
-    for (batch, cin, h, w, cout) in shapes {
-        let s = ConvShape {
-            batch,
-            cin,
-            h,
-            w,
-            cout,
-            kh: 3,
-            kw: 3,
-            stride: [1, 1],
-            pad: [(1, 1), (1, 1)],
-            dilation: [1, 1],
-            groups: 1,
-        };
-        assert!(kernels::winograd::shape_fits(&s), "{s:?}");
-        let c = Case { s, bias: true };
-        let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let wt = Tensor::<4>::random([cout, cin, 3, 3], Distribution::Normal(0.0, 0.1), &device);
-        let b = Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &device);
-        let r = Tensor::<4>::random([batch, cout, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let ours = run(&c, true, &x, &wt, &b, &r);
-        let theirs = run(&c, false, &x, &wt, &b, &r);
-        for (what, (g, e)) in ["output", "input grad", "weight grad", "bias grad"]
-            .iter()
-            .zip(ours.iter().zip(&theirs))
-        {
-            assert_close(what, &s, g, e);
+    on_every_isa("winograd_shapes_match_burn", || {
+        let device = Device::default().autodiff();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut shapes = vec![
+            (1, 48, 1, 1, 48),
+            (3, 48, 2, 3, 49),
+            (2, 53, 5, 7, 56),
+            (1, 64, 32, 32, 64),
+            (5, 64, 9, 4, 51),
+            (4, 64, 8, 8, 128),
+            (1, 64, 20, 37, 64),
+            (2, 50, 3, 3, 64),
+        ];
+        for _ in 0..6 {
+            shapes.push((
+                rng.random_range(1..5),
+                rng.random_range(48..80),
+                rng.random_range(1..20),
+                rng.random_range(1..40),
+                rng.random_range(48..80),
+            ));
         }
-        // The Winograd functions themselves, whatever the dispatch picks for this batch size
-        // (`conv2d` leaves batches of few tiles to the direct path).
-        let vals = |t: &Tensor<4>| t.clone().into_data().try_to_vec::<f32>().unwrap();
-        let (xv, wv, rv) = (vals(&x), vals(&wt), vals(&r));
-        let no_bias = run(&Case { s, bias: false }, false, &x, &wt, &b, &r);
-        for m in [2, 4] {
-            let y = kernels::winograd::forward_tiled(m, &s, &xv, &wv);
-            assert_close(&format!("F({m}) output"), &s, &y, &no_bias[0]);
-            let dx = kernels::winograd::backward_input_tiled(m, &s, &rv, &wv);
-            assert_close(&format!("F({m}) input grad"), &s, &dx, &no_bias[1]);
-            let dw = kernels::winograd::backward_weight_tiled(m, &s, &xv, &rv);
-            assert_close(&format!("F({m}) weight grad"), &s, &dw, &no_bias[2]);
+        for (batch, cin, h, w, cout) in shapes {
+            let s = conv3x3(batch, cin, h, w, cout);
+            assert!(kernels::winograd::shape_fits(&s), "{s:?}");
+            let c = Case { s, bias: true };
+            let x =
+                Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let wt =
+                Tensor::<4>::random([cout, cin, 3, 3], Distribution::Normal(0.0, 0.1), &device);
+            let b = Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &device);
+            let r =
+                Tensor::<4>::random([batch, cout, h, w], Distribution::Normal(0.0, 1.0), &device);
+            assert_matches_burn(&c, &x, &wt, &b, &r);
+            // The Winograd functions themselves, whatever the dispatch picks for this batch size
+            // (`conv2d` leaves batches of few tiles to the direct path).
+            let vals = |t: &Tensor<4>| t.clone().into_data().try_to_vec::<f32>().unwrap();
+            let (xv, wv, rv) = (vals(&x), vals(&wt), vals(&r));
+            let no_bias = run(&Case { s, bias: false }, false, &x, &wt, &b, &r);
+            for m in [2, 4] {
+                let y = kernels::winograd::forward_tiled(m, &s, &xv, &wv);
+                assert_close(&format!("F({m}) output"), &s, &y, &no_bias[0]);
+                let dx = kernels::winograd::backward_input_tiled(m, &s, &rv, &wv);
+                assert_close(&format!("F({m}) input grad"), &s, &dx, &no_bias[1]);
+                let dw = kernels::winograd::backward_weight_tiled(m, &s, &xv, &rv);
+                assert_close(&format!("F({m}) weight grad"), &s, &dw, &no_bias[2]);
+            }
         }
-    }
+    });
 }
 
 /// A non-contiguous input (a transposed view) is read correctly.
 #[test]
 fn strided_views_are_read_correctly() {
-    let device = Device::default();
-    let x = Tensor::<4>::random([2, 8, 12, 14], Distribution::Normal(0.0, 1.0), &device);
-    let xt = x.clone().swap_dims(2, 3);
-    let w = Tensor::<4>::random([6, 8, 3, 3], Distribution::Normal(0.0, 0.3), &device);
-    let o = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-    let ours = kernels::conv2d(xt.clone(), w.clone(), None, o.clone());
-    let theirs = burn_conv2d(xt, w, None, o);
-    let s = ConvShape {
-        batch: 2,
-        cin: 8,
-        h: 14,
-        w: 12,
-        cout: 6,
-        kh: 3,
-        kw: 3,
-        stride: [1, 1],
-        pad: [(1, 1), (1, 1)],
-        dilation: [1, 1],
-        groups: 1,
-    };
-    assert_close(
-        "output",
-        &s,
-        &ours.into_data().try_to_vec::<f32>().unwrap(),
-        &theirs.into_data().try_to_vec::<f32>().unwrap(),
-    );
+    on_every_isa("strided_views_are_read_correctly", || {
+        let device = Device::default();
+        let x = Tensor::<4>::random([2, 8, 12, 14], Distribution::Normal(0.0, 1.0), &device);
+        let xt = x.clone().swap_dims(2, 3);
+        let w = Tensor::<4>::random([6, 8, 3, 3], Distribution::Normal(0.0, 0.3), &device);
+        let o = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let ours = kernels::conv2d(xt.clone(), w.clone(), None, o.clone());
+        let theirs = burn_conv2d(xt, w, None, o);
+        let s = conv3x3(2, 8, 14, 12, 6);
+        assert_close(
+            "output",
+            &s,
+            &ours.into_data().try_to_vec::<f32>().unwrap(),
+            &theirs.into_data().try_to_vec::<f32>().unwrap(),
+        );
+    });
 }
 
 /// Output, statistics and gradients of `sum(bn(x) · r)` (with the ReLU when `relu`). burn's
@@ -365,31 +412,34 @@ fn normal<const D: usize>(
 
 #[test]
 fn batch_norm_train_and_gradients_match_burn() {
-    let device = Device::default().autodiff();
-    let mut rng = ChaCha8Rng::seed_from_u64(13);
-    for (batch, c, h, w, offset) in [(4, 6, 5, 7, 0.0), (3, 16, 8, 8, 50.0), (2, 3, 1, 9, 0.0)] {
-        let x = normal(&mut rng, [batch, c, h, w], offset, 2.0, &device);
-        let g = normal(&mut rng, [c], 1.0, 0.5, &device);
-        let b = normal(&mut rng, [c], 0.0, 0.5, &device);
-        let r = normal(&mut rng, [batch, c, h, w], 0.0, 1.0, &device);
-        for relu in [false, true] {
-            let (ours, mask) = run_bn(true, relu, &x, &g, &b, &r, None);
-            let (theirs, _) = run_bn(false, relu, &x, &g, &b, &r, Some(&mask));
-            for (what, (o, t)) in [
-                "output",
-                "mean",
-                "variance",
-                "input grad",
-                "gamma grad",
-                "beta grad",
-            ]
-            .iter()
-            .zip(ours.iter().zip(&theirs))
-            {
-                assert_close(what, &(batch, c, h, w, relu), o, t);
+    on_every_isa("batch_norm_train_and_gradients_match_burn", || {
+        let device = Device::default().autodiff();
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        for (batch, c, h, w, offset) in [(4, 6, 5, 7, 0.0), (3, 16, 8, 8, 50.0), (2, 3, 1, 9, 0.0)]
+        {
+            let x = normal(&mut rng, [batch, c, h, w], offset, 2.0, &device);
+            let g = normal(&mut rng, [c], 1.0, 0.5, &device);
+            let b = normal(&mut rng, [c], 0.0, 0.5, &device);
+            let r = normal(&mut rng, [batch, c, h, w], 0.0, 1.0, &device);
+            for relu in [false, true] {
+                let (ours, mask) = run_bn(true, relu, &x, &g, &b, &r, None);
+                let (theirs, _) = run_bn(false, relu, &x, &g, &b, &r, Some(&mask));
+                for (what, (o, t)) in [
+                    "output",
+                    "mean",
+                    "variance",
+                    "input grad",
+                    "gamma grad",
+                    "beta grad",
+                ]
+                .iter()
+                .zip(ours.iter().zip(&theirs))
+                {
+                    assert_close(what, &(batch, c, h, w, relu), o, t);
+                }
             }
         }
-    }
+    });
 }
 
 // No whole-network comparison here on purpose: with random weights and batch-4 BatchNorm a
@@ -401,61 +451,72 @@ fn batch_norm_train_and_gradients_match_burn() {
 /// shared must leave it untouched. Both must give burn's values.
 #[test]
 fn batch_norm_in_place_matches_burn_and_spares_shared_inputs() {
-    let device = Device::default();
-    let mut rng = ChaCha8Rng::seed_from_u64(29);
-    let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
-    let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
-    for (batch, c, h, w) in [(4, 6, 5, 7), (2, 16, 8, 8)] {
-        let x = normal(&mut rng, [batch, c, h, w], 3.0, 2.0, &device);
-        let g = normal(&mut rng, [c], 1.0, 0.5, &device);
-        let b = normal(&mut rng, [c], 0.0, 0.5, &device);
-        let before = v(x.clone());
-        for relu in [false, true] {
-            let want =
-                burn::tensor::module::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
-            let want_y = if relu {
-                burn::tensor::activation::relu(want.output)
-            } else {
-                want.output
-            };
-            let (want_y, want_m, want_v) = (v(want_y), v1(want.mean), v1(want.variance));
-            // Shared: `x` is still held here.
-            let (y, m, var) =
-                kernels::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, relu);
-            assert_close("shared output", &(batch, c, relu), &v(y), &want_y);
-            assert_close("shared mean", &(batch, c, relu), &v1(m), &want_m);
-            assert_close("shared variance", &(batch, c, relu), &v1(var), &want_v);
-            assert_eq!(v(x.clone()), before, "a shared input was overwritten");
-            // Unique: a fresh copy that only the kernel holds.
-            let own = Tensor::<4>::from_data(
-                burn::tensor::TensorData::new(before.clone(), [batch, c, h, w]),
-                &device,
-            );
-            let (y, m, var) = kernels::batch_norm_train(own, g.clone(), b.clone(), 1e-5, relu);
-            assert_close("in-place output", &(batch, c, relu), &v(y), &want_y);
-            assert_close("in-place mean", &(batch, c, relu), &v1(m), &want_m);
-            assert_close("in-place variance", &(batch, c, relu), &v1(var), &want_v);
+    on_every_isa(
+        "batch_norm_in_place_matches_burn_and_spares_shared_inputs",
+        || {
+            let device = Device::default();
+            let mut rng = ChaCha8Rng::seed_from_u64(29);
+            let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+            let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+            for (batch, c, h, w) in [(4, 6, 5, 7), (2, 16, 8, 8)] {
+                let x = normal(&mut rng, [batch, c, h, w], 3.0, 2.0, &device);
+                let g = normal(&mut rng, [c], 1.0, 0.5, &device);
+                let b = normal(&mut rng, [c], 0.0, 0.5, &device);
+                let before = v(x.clone());
+                for relu in [false, true] {
+                    let want = burn::tensor::module::batch_norm_train(
+                        x.clone(),
+                        g.clone(),
+                        b.clone(),
+                        1e-5,
+                    );
+                    let want_y = if relu {
+                        burn::tensor::activation::relu(want.output)
+                    } else {
+                        want.output
+                    };
+                    let (want_y, want_m, want_v) = (v(want_y), v1(want.mean), v1(want.variance));
+                    // Shared: `x` is still held here.
+                    let (y, m, var) =
+                        kernels::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, relu);
+                    assert_close("shared output", &(batch, c, relu), &v(y), &want_y);
+                    assert_close("shared mean", &(batch, c, relu), &v1(m), &want_m);
+                    assert_close("shared variance", &(batch, c, relu), &v1(var), &want_v);
+                    assert_eq!(v(x.clone()), before, "a shared input was overwritten");
+                    // Unique: a fresh copy that only the kernel holds.
+                    let own = Tensor::<4>::from_data(
+                        burn::tensor::TensorData::new(before.clone(), [batch, c, h, w]),
+                        &device,
+                    );
+                    let (y, m, var) =
+                        kernels::batch_norm_train(own, g.clone(), b.clone(), 1e-5, relu);
+                    assert_close("in-place output", &(batch, c, relu), &v(y), &want_y);
+                    assert_close("in-place mean", &(batch, c, relu), &v1(m), &want_m);
+                    assert_close("in-place variance", &(batch, c, relu), &v1(var), &want_v);
 
-            // Eval-mode BatchNorm: relu?(x·scale + shift).
-            let (scale, shift) = (g.clone(), b.clone());
-            let affine = x.clone() * scale.clone().reshape([1, c, 1, 1])
-                + shift.clone().reshape([1, c, 1, 1]);
-            let want = v(if relu {
-                burn::tensor::activation::relu(affine)
-            } else {
-                affine
-            });
-            let shared = kernels::channel_affine(x.clone(), scale.clone(), shift.clone(), relu);
-            assert_close("shared affine", &(batch, c, relu), &v(shared), &want);
-            assert_eq!(v(x.clone()), before, "a shared input was overwritten");
-            let own = Tensor::<4>::from_data(
-                burn::tensor::TensorData::new(before.clone(), [batch, c, h, w]),
-                &device,
-            );
-            let got = kernels::channel_affine(own, scale, shift, relu);
-            assert_close("in-place affine", &(batch, c, relu), &v(got), &want);
-        }
-    }
+                    // Eval-mode BatchNorm: relu?(x·scale + shift).
+                    let (scale, shift) = (g.clone(), b.clone());
+                    let affine = x.clone() * scale.clone().reshape([1, c, 1, 1])
+                        + shift.clone().reshape([1, c, 1, 1]);
+                    let want = v(if relu {
+                        burn::tensor::activation::relu(affine)
+                    } else {
+                        affine
+                    });
+                    let shared =
+                        kernels::channel_affine(x.clone(), scale.clone(), shift.clone(), relu);
+                    assert_close("shared affine", &(batch, c, relu), &v(shared), &want);
+                    assert_eq!(v(x.clone()), before, "a shared input was overwritten");
+                    let own = Tensor::<4>::from_data(
+                        burn::tensor::TensorData::new(before.clone(), [batch, c, h, w]),
+                        &device,
+                    );
+                    let got = kernels::channel_affine(own, scale, shift, relu);
+                    assert_close("in-place affine", &(batch, c, relu), &v(got), &want);
+                }
+            }
+        },
+    );
 }
 
 /// The option-A shortcut against burn's ops (stepped slice and zero channels), values and
@@ -504,46 +565,94 @@ fn shortcut_a_matches_burn() {
 /// with one (folded into the shift). Shapes on the direct, im2col and Winograd paths.
 #[test]
 fn conv_with_affine_epilogue_matches_conv_then_affine() {
-    let device = Device::default();
-    let mut rng = ChaCha8Rng::seed_from_u64(37);
-    let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
-    // (batch, cin, cout, hw, stride): direct; strided (im2col); 8×8 maps (im2col); Winograd.
-    for (b, cin, cout, hw, stride) in [
-        (2, 5, 6, 12, 1),
-        (2, 4, 8, 9, 2),
-        (3, 6, 5, 4, 1),
-        (4, 64, 64, 8, 1),
-    ] {
-        let x = normal(&mut rng, [b, cin, hw, hw], 0.0, 1.0, &device);
-        let w = normal(&mut rng, [cout, cin, 3, 3], 0.0, 0.3, &device);
-        let scale = normal(&mut rng, [cout], 1.0, 0.5, &device);
-        let shift = normal(&mut rng, [cout], 0.0, 0.5, &device);
-        let bias = normal(&mut rng, [cout], 0.0, 0.5, &device);
-        let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
-        for relu in [false, true] {
-            // (fused, conv then affine) for one bias choice.
-            let both = |bias: Option<Tensor<1>>| {
-                let two = kernels::channel_affine(
-                    kernels::conv2d(x.clone(), w.clone(), bias.clone(), options.clone()),
-                    scale.clone(),
-                    shift.clone(),
-                    relu,
-                );
-                let one = kernels::conv2d_affine(
-                    x.clone(),
-                    w.clone(),
-                    bias,
-                    (scale.clone(), shift.clone()),
-                    relu,
-                    options.clone(),
-                );
-                (v(one), v(two))
-            };
-            let case = (b, cin, cout, hw, stride, relu);
-            let (one, two) = both(None);
-            assert_eq!(one, two, "{case:?}");
-            let (one, two) = both(Some(bias.clone()));
-            assert_close("with bias", &case, &one, &two);
+    on_every_isa("conv_with_affine_epilogue_matches_conv_then_affine", || {
+        let device = Device::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(37);
+        let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        // (batch, cin, cout, hw, stride): direct; strided (im2col); 8×8 maps (im2col); Winograd.
+        for (b, cin, cout, hw, stride) in [
+            (2, 5, 6, 12, 1),
+            (2, 4, 8, 9, 2),
+            (3, 6, 5, 4, 1),
+            (4, 64, 64, 8, 1),
+        ] {
+            let x = normal(&mut rng, [b, cin, hw, hw], 0.0, 1.0, &device);
+            let w = normal(&mut rng, [cout, cin, 3, 3], 0.0, 0.3, &device);
+            let scale = normal(&mut rng, [cout], 1.0, 0.5, &device);
+            let shift = normal(&mut rng, [cout], 0.0, 0.5, &device);
+            let bias = normal(&mut rng, [cout], 0.0, 0.5, &device);
+            let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
+            for relu in [false, true] {
+                // (fused, conv then affine) for one bias choice.
+                let both = |bias: Option<Tensor<1>>| {
+                    let two = kernels::channel_affine(
+                        kernels::conv2d(x.clone(), w.clone(), bias.clone(), options.clone()),
+                        scale.clone(),
+                        shift.clone(),
+                        relu,
+                    );
+                    let one = kernels::conv2d_affine(
+                        x.clone(),
+                        w.clone(),
+                        bias,
+                        (scale.clone(), shift.clone()),
+                        relu,
+                        options.clone(),
+                    );
+                    (v(one), v(two))
+                };
+                let case = (b, cin, cout, hw, stride, relu);
+                let (one, two) = both(None);
+                assert_eq!(one, two, "{case:?}");
+                let (one, two) = both(Some(bias.clone()));
+                assert_close("with bias", &case, &one, &two);
+            }
         }
+    });
+}
+
+/// Forcing a set reaches the kernels: the portable code rounds each product before adding it,
+/// while AVX2 and AVX-512 fuse the multiply-add, so over a reduction of hundreds of taps the
+/// portable result differs from theirs in some bits (and each stays within burn's tolerance,
+/// above).
+#[test]
+fn forced_isa_reaches_the_kernels() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let device = Device::default();
+    let x = normal(&mut rng, [2, 64, 8, 8], 0.0, 1.0, &device);
+    let w = normal(&mut rng, [64, 64, 3, 3], 0.0, 0.1, &device);
+    let o = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let conv_on = |isa: Isa| {
+        let _guard = simd::force(isa).expect("an instruction set of this CPU");
+        kernels::conv2d(x.clone(), w.clone(), None, o.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let portable = conv_on(Isa::Portable);
+    let fused: Vec<Isa> = cpu_isas()
+        .into_iter()
+        .filter(|&i| i != Isa::Portable)
+        .collect();
+    for isa in &fused {
+        let y = conv_on(*isa);
+        let differing = y
+            .iter()
+            .zip(&portable)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        println!(
+            "{} vs portable: {differing} of {} outputs differ in rounding",
+            isa.name(),
+            y.len()
+        );
+        assert!(
+            differing > 0,
+            "{} gave the portable code's bits",
+            isa.name()
+        );
+    }
+    if fused.is_empty() {
+        println!("this CPU has only the portable code: nothing to tell it apart from");
     }
 }

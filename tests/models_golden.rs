@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 use meal::models::{self, ARCHS};
+use meal::selftest::fill::{Filler, ModulePath, fnv1a, uniform};
 use serde::Deserialize;
 
 /// Every comparison: `|a − e| ≤ RTOL·|e| + max(ATOL, SPREADS·spread)·max|e|` (max over the
@@ -125,106 +126,10 @@ fn slice<'a>(values: &'a [f64], offset: usize, len: usize, what: &str) -> &'a [f
         .unwrap_or_else(|| panic!("{what}: [{offset}, +{len}) past the end of golden.bin"))
 }
 
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// `n` values in [-1, 1), exactly as `uniform` in the Python script.
-fn uniform(key: &str, n: usize) -> Vec<f64> {
-    let seed = fnv1a(key);
-    (1..=n as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// `(field name, type of the struct holding it)` from the root; the first entry is the `Net`
-/// variant, which PyTorch does not have.
-#[derive(Default)]
-struct Path(Vec<(String, String)>);
-
-impl Path {
-    fn key(&self) -> String {
-        let names: Vec<&str> = self.0[1..].iter().map(|(n, _)| n.as_str()).collect();
-        names.join(".")
-    }
-
-    fn leaf(&self) -> (String, String) {
-        self.0.last().cloned().unwrap()
-    }
-
-    /// burn stores a Linear weight as [in, out]; PyTorch as [out, in].
-    fn is_linear_weight(&self) -> bool {
-        let (leaf, container) = self.leaf();
-        container == "Struct:Linear" && leaf == "weight"
-    }
-}
-
-/// Replaces every tensor with the deterministic values the Python script uses, keeping each
-/// parameter's gradient requirement.
-#[derive(Default)]
-struct Filler {
-    path: Path,
-    /// `key:[shape]` lines in PyTorch naming and layout.
-    keys: Vec<String>,
-}
-
-impl ModuleMapper for Filler {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .0
-            .push((name.to_string(), container_type.to_string()));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.0.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let key = self.path.key();
-        let (leaf, container) = self.path.leaf();
-        let mut shape = param.shape().to_vec();
-        let transpose = self.path.is_linear_weight();
-        if transpose {
-            shape.swap(0, 1);
-        }
-        self.keys.push(format!("{key}:{shape:?}"));
-        let n: usize = shape.iter().product();
-        let r = uniform(&key, n);
-        let values: Vec<f32> = if container == "Struct:BatchNorm2d" {
-            let (scale, offset) = match leaf.as_str() {
-                "weight" => (0.1, 1.0),
-                "bias" | "running_mean" => (0.1, 0.0),
-                "running_var" => (0.25, 1.25),
-                other => panic!("unexpected BatchNorm2d tensor {other}"),
-            };
-            r.iter().map(|v| (offset + scale * v) as f32).collect()
-        } else if leaf == "weight" {
-            let bound = (6.0 / (n / shape[0]) as f64).sqrt();
-            r.iter().map(|v| (bound * v) as f32).collect()
-        } else {
-            r.iter().map(|v| (0.1 * v) as f32).collect()
-        };
-        let device = param.device();
-        let mut tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
-        if transpose {
-            tensor = tensor.swap_dims(0, 1);
-        }
-        param.map(|old| tensor.set_require_grad(old.is_require_grad()))
-    }
-}
-
 /// The values (PyTorch layout) of the tensors named in `wanted`: their gradients when `grads`
 /// is given, else the tensors themselves.
 struct Collector<'a> {
-    path: Path,
+    path: ModulePath,
     wanted: Vec<&'a str>,
     grads: Option<&'a burn::tensor::Gradients>,
     found: BTreeMap<String, Vec<f64>>,
@@ -232,13 +137,11 @@ struct Collector<'a> {
 
 impl ModuleVisitor for Collector<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .0
-            .push((name.to_string(), container_type.to_string()));
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.0.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -371,8 +274,9 @@ fn input(batch: usize, device: &burn::tensor::Device) -> Tensor<4> {
 
 /// A zoo model on `device`, filled; checks its tensor names and shapes against PyTorch's.
 fn filled(arch: &str, want: &Golden, device: &burn::tensor::Device) -> models::Net {
-    let mut filler = Filler::default();
+    let mut filler = Filler::for_net();
     let net = models::build(arch, 10, device).unwrap().map(&mut filler);
+    assert_eq!(filler.error, None, "{arch}: fill");
     filler.keys.sort();
     assert_eq!(filler.keys.len(), want.tensors, "{arch}: tensor count");
     let digest = format!("{:016x}", fnv1a(&filler.keys.join("\n")));
@@ -434,14 +338,14 @@ fn zoo_train_forward_and_backward_match_pytorch() {
         let gx = x.grad(&grads).expect("input gradient");
         worst.full("input grad", gx, &t.input_grad, &values);
         let mut collector = Collector {
-            path: Path::default(),
+            path: ModulePath::new(1),
             wanted: t.grads.keys().map(String::as_str).collect(),
             grads: Some(&grads),
             found: BTreeMap::new(),
         };
         net.visit(&mut collector);
         let mut running = Collector {
-            path: Path::default(),
+            path: ModulePath::new(1),
             wanted: t.running.keys().map(String::as_str).collect(),
             grads: None,
             found: BTreeMap::new(),
@@ -474,19 +378,17 @@ fn zoo_train_forward_and_backward_match_pytorch() {
 
 /// Flips the kernel of one convolution (correlation read as convolution): a wiring-like bug.
 struct FlipKernel<'a> {
-    path: Path,
+    path: ModulePath,
     key: &'a str,
 }
 
 impl ModuleMapper for FlipKernel<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .0
-            .push((name.to_string(), container_type.to_string()));
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.0.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
@@ -515,7 +417,7 @@ fn zoo_comparisons_reject_buggy_models() {
 
         let device = meal::backend::device();
         let net = filled(arch, want, &device).map(&mut FlipKernel {
-            path: Path::default(),
+            path: ModulePath::new(1),
             key: first_conv,
         });
         let out = net.forward(input(fixture.batch, &device));

@@ -9,7 +9,8 @@ not counted) and Linear (in*out), at batch 1.
 `fill` gives every model deterministic weights (a splitmix64 stream keyed by the FNV-1a hash of
 each tensor's name, which the module attributes here make equal to the Rust module path);
 make_golden_models.py uses it to write the forward and backward goldens of
-tests/models_golden.rs.
+tests/models_golden.rs. The Rust side of the fill is `meal::selftest::fill` (src/selftest/fill.rs),
+which `meal selftest` and the golden tests share.
 
     /root/torchenv/bin/python scripts/models/param_counts.py \
         --json tests/fixtures/models/param_counts.json \

@@ -10,7 +10,7 @@ mod eval;
 mod export;
 mod import;
 mod models;
-pub mod predict;
+mod predict;
 mod quickstart;
 mod recipes;
 mod report;

@@ -1,15 +1,12 @@
-//! Zoo model → PyTorch: a state dict under the PyTorch names of a [`NameScheme`], in PyTorch's
-//! layout (Linear weights `[out, in]`), with BatchNorm's `num_batches_tracked` counters so that
-//! the key set equals `model.state_dict()`'s and `load_state_dict(..., strict=True)` passes.
+//! Zoo model → PyTorch file: the state dict of [`super::state`] written as `.safetensors` or a
+//! `torch.save` zip.
 
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, bridge};
-use burn::tensor::DType;
-
 use super::names::NameScheme;
+use super::state::state_dict;
 use super::{safetensors, torch_save};
 use crate::error::{Error, Result};
 use crate::models::Net;
@@ -56,71 +53,6 @@ pub const ONNX_UNSUPPORTED: &str = "burn 0.22 can import ONNX models but has no 
      so meal cannot write ONNX itself. Export to safetensors and convert with PyTorch: \
      `python scripts/interop/to_onnx.py --weights student.safetensors --out student.onnx` \
      (see docs/interop.md)";
-
-/// One tensor of a PyTorch state dict, little-endian bytes.
-#[derive(Debug, Clone)]
-pub struct StateTensor {
-    pub key: String,
-    pub dtype: TorchDtype,
-    pub shape: Vec<usize>,
-    pub bytes: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TorchDtype {
-    F32,
-    I64,
-}
-
-impl TorchDtype {
-    pub fn size(self) -> usize {
-        match self {
-            TorchDtype::F32 => 4,
-            TorchDtype::I64 => 8,
-        }
-    }
-}
-
-/// Every tensor of `net` as (burn path, shape in PyTorch layout), in module order.
-pub fn pytorch_tensors(net: &Net) -> Vec<(String, Vec<usize>)> {
-    net.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|t| (t.name, t.shape.to_vec()))
-        .collect()
-}
-
-/// The state dict of `net` under `scheme`'s names, in module order, each BatchNorm followed by
-/// its `num_batches_tracked` (0).
-pub fn state_dict(net: &Net, arch: &str, scheme: NameScheme) -> Result<Vec<StateTensor>> {
-    scheme.check(arch)?;
-    let mut out = Vec::new();
-    for t in net.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true) {
-        let path = t.name.clone();
-        let shape = t.shape.to_vec();
-        let data = bridge::into_data(t)
-            .map_err(|e| Error::Other(format!("cannot read tensor {path}: {e:?}")))?;
-        let data = if data.dtype() == DType::F32 {
-            data
-        } else {
-            data.convert_dtype(DType::F32)
-        };
-        out.push(StateTensor {
-            key: scheme.to_pytorch(arch, &path),
-            dtype: TorchDtype::F32,
-            shape,
-            bytes: data.as_bytes().to_vec(),
-        });
-        if let Some(bn) = path.strip_suffix(".running_var") {
-            out.push(StateTensor {
-                key: scheme.to_pytorch(arch, &format!("{bn}.num_batches_tracked")),
-                dtype: TorchDtype::I64,
-                shape: Vec::new(),
-                bytes: 0i64.to_le_bytes().to_vec(),
-            });
-        }
-    }
-    Ok(out)
-}
 
 /// What [`export`] wrote.
 #[derive(Debug, Clone)]

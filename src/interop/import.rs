@@ -8,9 +8,9 @@ use std::path::Path;
 use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter};
 use burn::tensor::{DType, Device};
 
-use super::export::pytorch_tensors;
 use super::names::{NameScheme, NameTable};
 use super::read::{StateDict, read_state_dict};
+use super::state::pytorch_tensors;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::models::{self, Net};

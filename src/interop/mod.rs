@@ -19,15 +19,17 @@ pub mod import;
 pub mod names;
 pub mod read;
 pub mod safetensors;
+pub mod state;
 pub mod torch_save;
 
 use std::path::Path;
 
 use burn::tensor::Device;
 
-pub use export::{ExportFormat, ExportSummary, ONNX_UNSUPPORTED, export, state_dict};
+pub use export::{ExportFormat, ExportSummary, ONNX_UNSUPPORTED, export};
 pub use import::{ImportOptions, ImportReport, Imported, ShapeMismatch, import_pytorch};
 pub use names::NameScheme;
+pub use state::{StateTensor, TorchDtype, state_dict};
 
 use crate::data::Normalization;
 use crate::error::{Error, Result};

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use super::export::{StateTensor, TorchDtype};
+use super::state::{StateTensor, TorchDtype};
 use crate::error::{Error, Result};
 
 /// The file's bytes.
@@ -24,15 +24,7 @@ pub fn encode(tensors: &[StateTensor], metadata: &[(String, String)]) -> Result<
     }
     let mut offset = 0usize;
     for t in &sorted {
-        let expected = t.shape.iter().product::<usize>() * t.dtype.size();
-        if t.bytes.len() != expected {
-            return Err(Error::Other(format!(
-                "tensor {} has {} bytes for shape {:?}",
-                t.key,
-                t.bytes.len(),
-                t.shape
-            )));
-        }
+        t.check_len()?;
         let dtype = match t.dtype {
             TorchDtype::F32 => "F32",
             TorchDtype::I64 => "I64",

@@ -5,7 +5,7 @@
 //! Only globals on `torch.load(weights_only=True)`'s allow-list are used, so the file loads
 //! under PyTorch's safe default.
 
-use super::export::{StateTensor, TorchDtype};
+use super::state::{StateTensor, TorchDtype};
 use crate::error::{Error, Result};
 
 const ARCHIVE: &str = "archive";
@@ -14,15 +14,7 @@ const ALIGN: usize = 64;
 /// The file's bytes.
 pub fn encode(tensors: &[StateTensor]) -> Result<Vec<u8>> {
     for t in tensors {
-        let expected = t.shape.iter().product::<usize>() * t.dtype.size();
-        if t.bytes.len() != expected {
-            return Err(Error::Other(format!(
-                "tensor {} has {} bytes for shape {:?}",
-                t.key,
-                t.bytes.len(),
-                t.shape
-            )));
-        }
+        t.check_len()?;
     }
     let mut zip = ZipWriter::default();
     zip.add(&format!("{ARCHIVE}/data.pkl"), &pickle(tensors));

@@ -21,78 +21,13 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::simd::{self, DotArgs, GemmArgs, Isa, JR, MR, PanelLayout};
+use super::copy::{copy_row, copy_row_to};
+use super::gemm::{Panels, gemm_panels};
+pub use super::shape::ConvShape;
+use super::simd::{self, DotArgs, Isa, JR, MR};
 
-/// Geometry of one convolution; the weight is `[cout, cin/groups, kh, kw]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvShape {
-    pub batch: usize,
-    pub cin: usize,
-    pub h: usize,
-    pub w: usize,
-    pub cout: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: [usize; 2],
-    /// `(begin, end)` per spatial axis, as burn's `ConvOptions`.
-    pub pad: [(usize, usize); 2],
-    pub dilation: [usize; 2],
-    pub groups: usize,
-}
-
+/// The direct lowering's view of a shape.
 impl ConvShape {
-    pub fn ho(&self) -> usize {
-        (self.h + self.pad[0].0 + self.pad[0].1 - self.dilation[0] * (self.kh - 1) - 1)
-            / self.stride[0]
-            + 1
-    }
-
-    pub fn wo(&self) -> usize {
-        (self.w + self.pad[1].0 + self.pad[1].1 - self.dilation[1] * (self.kw - 1) - 1)
-            / self.stride[1]
-            + 1
-    }
-
-    fn cin_g(&self) -> usize {
-        self.cin / self.groups
-    }
-
-    fn cout_g(&self) -> usize {
-        self.cout / self.groups
-    }
-
-    /// Taps per output channel: the gemm's reduction length.
-    fn k(&self) -> usize {
-        self.cin_g() * self.kh * self.kw
-    }
-
-    fn hp(&self) -> usize {
-        self.h + self.pad[0].0 + self.pad[0].1
-    }
-
-    fn wp(&self) -> usize {
-        self.w + self.pad[1].0 + self.pad[1].1
-    }
-
-    /// Whether these kernels handle the shape; the rest (depthwise and other thin groups, or
-    /// padding wider than the kernel) stay with burn's own implementation.
-    pub fn supported(&self) -> bool {
-        let well_formed = self.groups > 0
-            && self.cin.is_multiple_of(self.groups)
-            && self.cout.is_multiple_of(self.groups)
-            && self.kh > 0
-            && self.kw > 0
-            && self.stride.iter().all(|&s| s > 0)
-            && self.dilation.iter().all(|&d| d > 0)
-            && self.hp() > self.dilation[0] * (self.kh - 1)
-            && self.wp() > self.dilation[1] * (self.kw - 1);
-        // Thin groups (depthwise) would leave most of each micro-tile empty.
-        well_formed
-            && (self.groups == 1 || (self.cout_g() >= MR && self.cin_g() >= MR))
-            && self.pad[0].0.max(self.pad[0].1) <= self.dilation[0] * (self.kh - 1)
-            && self.pad[1].0.max(self.pad[1].1) <= self.dilation[1] * (self.kw - 1)
-    }
-
     /// Wide enough that the excess columns (`Wq − Wo` per row, see [`Phases`]) cost less than
     /// writing an im2col matrix; a strided convolution only without dilation.
     fn direct(&self) -> bool {
@@ -134,23 +69,6 @@ impl ConvShape {
             ],
             dilation: self.dilation,
             groups: self.groups,
-        }
-    }
-}
-
-/// The left operand of a gemm: `rows × k` packed panel after panel (see [`PanelLayout`]), zero
-/// rows past the end.
-pub(super) struct Panels {
-    pub data: Vec<f32>,
-    pub layout: PanelLayout,
-}
-
-impl Panels {
-    pub fn zeroed(rows: usize, k: usize) -> Panels {
-        let layout = PanelLayout::new(rows);
-        Panels {
-            data: vec![0f32; layout.rows * k],
-            layout,
         }
     }
 }
@@ -277,101 +195,8 @@ fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
     }
 }
 
-/// `dst = src` for a short row (an image row of 4 to 64 values) in eight-value blocks, stored
-/// as volatile so that the compiler keeps them as vector moves: it turns any plain copy loop
-/// back into a `memmove` call, and for rows this short the call cost more than the copy (4% of
-/// a resnet20 step).
-///
-/// # Safety
-/// `dst` is valid for `src.len()` writes.
-pub(super) unsafe fn copy_row_to(dst: *mut f32, src: &[f32]) {
-    let mut blocks = src.chunks_exact(8);
-    let mut i = 0;
-    for b in &mut blocks {
-        let block: [f32; 8] = b.try_into().expect("chunks of 8");
-        // SAFETY: `dst + i .. dst + i + 8` is writable (the function's contract); `[f32; 8]`
-        // has `f32`'s alignment.
-        unsafe { std::ptr::write_volatile(dst.add(i).cast::<[f32; 8]>(), block) };
-        i += 8;
-    }
-    for &v in blocks.remainder() {
-        // SAFETY: as above.
-        unsafe { std::ptr::write_volatile(dst.add(i), v) };
-        i += 1;
-    }
-}
-
-/// [`copy_row_to`] between slices of equal length.
-pub(super) fn copy_row(dst: &mut [f32], src: &[f32]) {
-    assert_eq!(dst.len(), src.len());
-    // SAFETY: `dst` holds `src.len()` values.
-    unsafe { copy_row_to(dst.as_mut_ptr(), src) }
-}
-
 fn padded_len(s: &ConvShape, nr: usize) -> usize {
     s.cin * s.phases().channel() + (s.kw - 1) * s.dilation[1] + nr.max(16)
-}
-
-const KC: usize = 256;
-
-/// `c[rows][0..blocks·nr] (+)= Σ_k a · b[offs[k] + n]` for every panel of `a` (packed panel
-/// after panel, each `[k][height]`), blocked over the reduction (`KC` rows at a time).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn gemm_panels(
-    isa: Isa,
-    (a, layout): (&[f32], PanelLayout),
-    k: usize,
-    b: &[f32],
-    offs: &[usize],
-    c: &mut [f32],
-    ldc: usize,
-    blocks: usize,
-    accumulate: bool,
-) {
-    assert!(a.len() >= layout.rows * k);
-    assert!(c.len() >= layout.rows * ldc && ldc >= blocks * isa.nr());
-    // Keep the larger operand's slice in cache across the inner loop: with many output rows
-    // (wide layers, few columns) an `A` panel stays in L1 while the short `B` slices are re-read
-    // from L2; otherwise one `KC × nr` slice of `B` serves every panel.
-    let panels_outer = layout.rows > blocks * isa.nr();
-    let cp = c.as_mut_ptr();
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
-        let tile = |(r0, mr): (usize, usize), nb: usize| {
-            let ap = &a[r0 * k + k0 * mr..r0 * k + (k0 + kc) * mr];
-            // SAFETY: `c` holds every panel's mr rows of ldc ≥ blocks·nr columns (asserted);
-            // `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed by the
-            // callers' slack.
-            unsafe {
-                simd::gemm(
-                    isa,
-                    &GemmArgs {
-                        mr,
-                        a: ap,
-                        b: &b[nb * isa.nr()..],
-                        offs: &offs[k0..k0 + kc],
-                        c: cp.add(r0 * ldc + nb * isa.nr()),
-                        ldc,
-                        blocks: 1,
-                        accumulate: accumulate || k0 > 0,
-                    },
-                )
-            };
-        };
-        if panels_outer {
-            for p in layout.panels() {
-                for nb in 0..blocks {
-                    tile(p, nb);
-                }
-            }
-        } else {
-            for nb in 0..blocks {
-                for p in layout.panels() {
-                    tile(p, nb);
-                }
-            }
-        }
-    }
 }
 
 /// Images per im2col chunk: enough columns to fill the micro-tiles, not so many that the

@@ -10,7 +10,8 @@
 //! Callers guarantee that every row can be read `width()` elements past its last useful column
 //! (the buffers carry zeroed slack), so the loops never need a masked tail.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Rows of the output one dot-product tile covers (weight-gradient kernel), and the narrow
 /// gemm panel.
@@ -99,6 +100,24 @@ impl Isa {
         }
     }
 
+    /// `1` for the widest set, counting up to the portable code (never 0).
+    fn code(self) -> u8 {
+        match self {
+            Isa::Avx512 => 1,
+            Isa::Avx2 => 2,
+            Isa::Portable => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Isa> {
+        match code {
+            1 => Some(Isa::Avx512),
+            2 => Some(Isa::Avx2),
+            3 => Some(Isa::Portable),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512f",
@@ -108,11 +127,70 @@ impl Isa {
     }
 }
 
-/// The best instruction set this CPU has. `MEAL_KERNEL_ISA=avx2|portable` caps it, so that a
-/// machine with AVX-512 can also test the narrower paths.
+/// The instruction set the kernels run on: the best this CPU has, which `MEAL_KERNEL_ISA=avx2`
+/// or `portable` caps, or the one a [`force`] guard holds. Kernels read it once per call: one
+/// relaxed atomic load, no cost per element.
 pub fn isa() -> Isa {
+    match Isa::from_code(ACTIVE.load(Ordering::Relaxed)) {
+        Some(isa) => isa,
+        None => first_use(),
+    }
+}
+
+/// [`isa`]'s value: an [`Isa::code`], or 0 before the first call.
+static ACTIVE: AtomicU8 = AtomicU8::new(0);
+
+#[cold]
+fn first_use() -> Isa {
+    let isa = configured();
+    // A guard forced meanwhile keeps its choice.
+    match ACTIVE.compare_exchange(0, isa.code(), Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => isa,
+        Err(code) => Isa::from_code(code).unwrap_or(isa),
+    }
+}
+
+/// The choice without a guard: the best this CPU has, capped by `MEAL_KERNEL_ISA`.
+fn configured() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| detect(std::env::var("MEAL_KERNEL_ISA").ok().as_deref()))
+}
+
+/// Every instruction set this CPU can run, widest first (the portable code always).
+pub fn available() -> Vec<Isa> {
+    let best = detect(None);
+    [Isa::Avx512, Isa::Avx2, Isa::Portable]
+        .into_iter()
+        .filter(|&isa| isa.code() >= best.code())
+        .collect()
+}
+
+/// Holds the kernels on one instruction set ([`force`]) until it is dropped.
+pub struct IsaGuard {
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+impl Drop for IsaGuard {
+    fn drop(&mut self) {
+        ACTIVE.store(configured().code(), Ordering::Relaxed);
+    }
+}
+
+/// Runs every kernel of the process (on every thread, rayon's workers included) on `isa` until
+/// the guard is dropped, so that a test can hold each path to a reference on one machine. One
+/// guard exists at a time: a second call waits for the first guard to go. Refused, naming the
+/// set, when this CPU cannot run it (its instructions would fault).
+pub fn force(isa: Isa) -> Result<IsaGuard, String> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    if !available().contains(&isa) {
+        return Err(format!("this CPU cannot run the {} kernels", isa.name()));
+    }
+    // A test that failed while holding a guard has restored the choice on its way out.
+    let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    ACTIVE.store(isa.code(), Ordering::Relaxed);
+    Ok(IsaGuard {
+        _one_at_a_time: lock,
+    })
 }
 
 fn detect(cap: Option<&str>) -> Isa {
@@ -401,17 +479,6 @@ mod x86 {
 mod tests {
     use super::*;
 
-    fn available() -> Vec<Isa> {
-        let mut v = vec![Isa::Portable];
-        if matches!(detect(None), Isa::Avx2 | Isa::Avx512) {
-            v.push(Isa::Avx2);
-        }
-        if detect(None) == Isa::Avx512 {
-            v.push(Isa::Avx512);
-        }
-        v
-    }
-
     fn vals(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
@@ -535,5 +602,13 @@ mod tests {
     fn isa_cap_is_respected() {
         assert_eq!(detect(Some("portable")), Isa::Portable);
         assert_ne!(detect(Some("avx2")), Isa::Avx512);
+    }
+
+    #[test]
+    fn isa_codes_round_trip() {
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+            assert_eq!(Isa::from_code(isa.code()), Some(isa));
+        }
+        assert_eq!(Isa::from_code(0), None);
     }
 }

@@ -35,7 +35,9 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::conv::{ConvShape, copy_row, copy_row_to, gemm_panels};
+use super::copy::{copy_row, copy_row_to};
+use super::gemm::gemm_panels;
+use super::shape::ConvShape;
 use super::simd::{self, PanelLayout};
 
 /// Tiles per chunk of the forward pass: a multiple of every micro-tile width (8, 16, 48). The

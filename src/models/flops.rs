@@ -1,4 +1,5 @@
-//! Forward cost in multiply-accumulates (MACs), the "FLOPs" that papers and `meal models` quote.
+//! The counter of forward cost in multiply-accumulates (MACs), the "FLOPs" that papers and
+//! `meal models` quote ([`super::count::count_macs`] runs a whole model under it).
 //!
 //! Every convolution and linear layer of the zoo runs through [`layers::conv_fwd`] /
 //! [`layers::linear_fwd`], which add their MACs to a thread-local counter while one is active:
@@ -10,11 +11,6 @@
 //! [`layers::linear_fwd`]: super::layers::linear_fwd
 
 use std::cell::Cell;
-
-use burn::module::Module;
-use burn::tensor::Tensor;
-
-use super::registry::Net;
 
 thread_local! {
     static MACS: Cell<Option<u64>> = const { Cell::new(None) };
@@ -48,18 +44,4 @@ pub fn counting<R>(f: impl FnOnce() -> R) -> (R, u64) {
     let macs = MACS.with(|c| c.get()).unwrap_or(0);
     drop(restore);
     (out, macs)
-}
-
-/// MACs of one forward pass of `net` on an input of shape `input` (`[B, C, H, W]`; the total
-/// scales with `B`, so `[1, 3, 32, 32]` gives the per-image CIFAR figure). The forward runs on
-/// the plain (non-autodiff) twin of the model, in evaluation mode, on zeros.
-pub fn count_macs(net: &Net, input: [usize; 4]) -> u64 {
-    let plain = net.valid();
-    let device = plain
-        .devices()
-        .into_iter()
-        .next()
-        .unwrap_or_else(crate::backend::device);
-    let x = Tensor::<4>::zeros(input, &device);
-    counting(|| plain.forward(x)).1
 }

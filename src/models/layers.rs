@@ -68,7 +68,7 @@ fn pytorch_linear(d_input: usize, d_output: usize) -> LinearConfig {
 
 /// `conv.forward(x)`, adding the layer's multiply-accumulates to the [`flops`] counter when one
 /// is active: `B·out_h·out_w·k_h·k_w·(in/groups)·out` (the bias is not counted). Every zoo model
-/// runs its convolutions through here so that [`flops::count_macs`] sees them.
+/// runs its convolutions through here so that [`super::count::count_macs`] sees them.
 pub fn conv_fwd(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     // The zoo pads explicitly; anything else keeps burn's own layer.
     let Some(options) = explicit_options(conv) else {

@@ -18,7 +18,6 @@ pub mod resnet_cifar;
 pub mod resnext;
 pub mod vgg;
 
-pub use count::trainable_params;
-pub use flops::count_macs;
+pub use count::{count_macs, trainable_params};
 pub use output::ModelOutput;
 pub use registry::{ARCHS, ArchInfo, Net, arch_info, build};

@@ -3,13 +3,14 @@
 //! device. A new GPU, driver or build proves itself here before it is trusted with a run.
 //! The integration tests call the same checks, on the device `MEAL_TEST_DEVICE` names.
 
+pub mod fill;
 pub mod golden;
 pub mod losses;
 pub mod models;
 pub mod round;
-mod tolerance;
+pub mod tolerance;
 
-pub use tolerance::Tolerance;
+pub use tolerance::{ElementTolerance, Tolerance};
 
 use burn::tensor::Device;
 

@@ -7,10 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
+use super::fill::{Filler, fnv1a, uniform};
 use super::golden::MODEL_OUTPUTS;
 use super::{Check, Tolerance};
 use crate::models::{self, ARCHS};
@@ -29,87 +30,6 @@ struct Golden {
     tensors: usize,
     stages: Vec<Summary>,
     logits: Summary,
-}
-
-pub fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// `n` values in [-1, 1), exactly as `uniform` in the Python script.
-pub fn uniform(key: &str, n: usize) -> Vec<f64> {
-    let seed = fnv1a(key);
-    (1..=n as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// Replaces every tensor with the deterministic values the Python script uses.
-#[derive(Default)]
-pub struct Filler {
-    /// `(field name, type of the struct holding it)` from the root.
-    path: Vec<(String, String)>,
-    /// `key:[shape]` lines in PyTorch naming and layout.
-    pub keys: Vec<String>,
-    /// A tensor the PyTorch script does not know how to fill.
-    pub error: Option<String>,
-}
-
-impl ModuleMapper for Filler {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        // The first entry is the `Net` variant, which PyTorch does not have.
-        let names: Vec<&str> = self.path[1..].iter().map(|(n, _)| n.as_str()).collect();
-        let key = names.join(".");
-        let (leaf, container) = self.path.last().cloned().unwrap_or_default();
-        let mut shape = param.shape().to_vec();
-        // burn stores a Linear weight as [in, out]; PyTorch as [out, in].
-        let transpose = container == "Struct:Linear" && leaf == "weight";
-        if transpose {
-            shape.swap(0, 1);
-        }
-        self.keys.push(format!("{key}:{shape:?}"));
-        let n: usize = shape.iter().product();
-        let r = uniform(&key, n);
-        let values: Vec<f32> = if container == "Struct:BatchNorm2d" {
-            let (scale, offset) = match leaf.as_str() {
-                "weight" => (0.1, 1.0),
-                "bias" | "running_mean" => (0.1, 0.0),
-                "running_var" => (0.25, 1.25),
-                other => {
-                    self.error = Some(format!("unexpected BatchNorm2d tensor {other}"));
-                    (0.0, 0.0)
-                }
-            };
-            r.iter().map(|v| (offset + scale * v) as f32).collect()
-        } else if leaf == "weight" {
-            let bound = (6.0 / (n / shape[0]) as f64).sqrt();
-            r.iter().map(|v| (bound * v) as f32).collect()
-        } else {
-            r.iter().map(|v| (0.1 * v) as f32).collect()
-        };
-        let device = param.device();
-        let mut tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
-        if transpose {
-            tensor = tensor.swap_dims(0, 1);
-        }
-        param.map(|_| tensor)
-    }
 }
 
 fn check_values(
@@ -165,7 +85,7 @@ pub fn arch(
             .clone(),
     )
     .map_err(|e| format!("golden_outputs.json, {name}: {e}"))?;
-    let mut filler = Filler::default();
+    let mut filler = Filler::for_net();
     let net = models::build(name, 10, device)
         .map_err(|e| e.to_string())?
         .map(&mut filler);

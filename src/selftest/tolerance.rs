@@ -39,7 +39,35 @@ impl Tolerance {
         Self::for_spec(crate::backend::selected_spec().unwrap_or(DeviceSpec::Flex))
     }
 
+    /// The per-element bound: `element · max(1, |expected|) + scale · max |expected|`.
+    pub fn elements(&self) -> ElementTolerance {
+        ElementTolerance {
+            relative: self.element,
+            floor: 1.0,
+            of_scale: self.scale,
+        }
+    }
+
     /// Compares every element; returns the largest absolute error, or what differed.
+    pub fn compare(&self, what: &str, actual: &[f64], expected: &[f64]) -> Result<f64, String> {
+        self.elements().compare(what, actual, expected)
+    }
+}
+
+/// How far each element may be from PyTorch's:
+/// `|a − e| ≤ relative · max(|e|, floor) + of_scale · max |e|`, the max over the whole tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ElementTolerance {
+    pub relative: f64,
+    /// Below this magnitude the relative term stops shrinking (1: absolute below 1; 0: purely
+    /// relative).
+    pub floor: f64,
+    pub of_scale: f64,
+}
+
+impl ElementTolerance {
+    /// Compares every element; returns the largest absolute error, or the first element out of
+    /// bounds.
     pub fn compare(&self, what: &str, actual: &[f64], expected: &[f64]) -> Result<f64, String> {
         if actual.len() != expected.len() {
             return Err(format!(
@@ -52,7 +80,7 @@ impl Tolerance {
         let mut max_abs = 0.0f64;
         for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
             let err = (a - e).abs();
-            let bound = self.element * e.abs().max(1.0) + self.scale * scale;
+            let bound = self.relative * e.abs().max(self.floor) + self.of_scale * scale;
             // NaN fails too: it is not within any bound.
             if err.is_nan() || err > bound {
                 return Err(format!(

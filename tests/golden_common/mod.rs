@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use meal::selftest::ElementTolerance;
 use serde_json::Value;
 
 /// Every golden comparison accepts `|a − e| ≤ RTOL·|e| + ATOL·max|e|`, the max over the whole
@@ -85,30 +86,17 @@ pub fn check_values(what: &str, shape: &[usize], actual: &[f64], expected: &Valu
     check_slice(what, actual, &edata)
 }
 
+/// The comparison of every golden test: [`RTOL`] and [`ATOL`], no floor under the relative term.
+pub const GOLDEN: ElementTolerance = ElementTolerance {
+    relative: RTOL,
+    floor: 0.0,
+    of_scale: ATOL,
+};
+
 /// Every element within `RTOL·|e| + ATOL·max|e|`; the largest absolute error, or the first
 /// element out of tolerance.
 pub fn compare_slice(what: &str, actual: &[f64], expected: &[f64]) -> Result<f64, String> {
-    if actual.len() != expected.len() {
-        return Err(format!(
-            "{what}: {} values, PyTorch has {}",
-            actual.len(),
-            expected.len()
-        ));
-    }
-    let scale = expected.iter().fold(0.0f64, |m, e| m.max(e.abs()));
-    let mut max_abs = 0.0f64;
-    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
-        let err = (a - e).abs();
-        // NaN is never within.
-        let within = err <= RTOL * e.abs() + ATOL * scale;
-        if !within {
-            return Err(format!(
-                "{what}[{i}]: got {a}, PyTorch {e} (error {err:e}, tensor scale {scale:e})"
-            ));
-        }
-        max_abs = max_abs.max(err);
-    }
-    Ok(max_abs)
+    GOLDEN.compare(what, actual, expected)
 }
 
 pub fn check_slice(what: &str, actual: &[f64], expected: &[f64]) -> f64 {

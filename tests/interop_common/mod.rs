@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
-use meal::interop::export::{StateTensor, TorchDtype};
+use meal::interop::state::{StateTensor, TorchDtype};
 use meal::models::Net;
+use meal::selftest::fill::{self, Kind, uniform};
 use serde::Deserialize;
 
 pub fn fixtures() -> PathBuf {
@@ -41,26 +42,6 @@ pub struct ModelFixture {
 pub fn expected() -> Expected {
     let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// `n` values in [-1, 1) of the splitmix64 stream keyed by `key` (as `param_counts.uniform`).
-pub fn uniform(key: &str, n: usize) -> Vec<f64> {
-    let seed = fnv1a(key);
-    (1..=n as u64)
-        .map(|i| {
-            let mut z = seed.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// The first `n` fixed inputs (`torch_models.fixed_inputs`).
@@ -108,7 +89,6 @@ pub fn deterministic_state_dict(listing: &[(String, Vec<usize>, String)]) -> Vec
     listing
         .iter()
         .map(|(key, shape, kind)| {
-            let n: usize = shape.iter().product();
             if kind == "counter" {
                 return StateTensor {
                     key: key.clone(),
@@ -117,19 +97,15 @@ pub fn deterministic_state_dict(listing: &[(String, Vec<usize>, String)]) -> Vec
                     bytes: 0i64.to_le_bytes().to_vec(),
                 };
             }
-            let r = uniform(key, n);
-            let v: Vec<f32> = r
-                .iter()
-                .map(|&x| {
-                    (match kind.as_str() {
-                        "bn_weight" => 1.0 + 0.1 * x,
-                        "bn_bias" | "bn_mean" | "bias" => 0.1 * x,
-                        "bn_var" => 1.25 + 0.25 * x,
-                        "weight" => x * (6.0 / (n / shape[0]) as f64).sqrt(),
-                        other => panic!("unknown kind {other}"),
-                    }) as f32
-                })
-                .collect();
+            let kind = match kind.as_str() {
+                "bn_weight" => Kind::BnWeight,
+                "bn_bias" | "bn_mean" => Kind::BnShift,
+                "bn_var" => Kind::BnVar,
+                "bias" => Kind::Bias,
+                "weight" => Kind::Weight,
+                other => panic!("unknown kind {other}"),
+            };
+            let v = fill::values(key, shape, kind);
             StateTensor {
                 key: key.clone(),
                 dtype: TorchDtype::F32,
