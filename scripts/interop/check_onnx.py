@@ -42,6 +42,8 @@ def main():
         for b in job["batches"]:
             outputs = session.run(None, {inp.name: x[:b]})
             assert len(outputs) == 1, f"{job['path']}: {len(outputs)} outputs"
+            if not np.all(np.isfinite(outputs[0])):
+                sys.exit(f"{job['path']} at batch {b}: ONNX Runtime gave non-finite logits")
             logits[str(b)] = outputs[0].astype(np.float64).tolist()
         results.append(
             {
