@@ -1,5 +1,5 @@
 //! `meal import` / `meal export` from the command line: strict errors with every key, the
-//! partial-load list, the ONNX refusal, and a checkpoint → PyTorch → checkpoint round trip.
+//! partial-load list, ONNX export and the refusal of a folder as output, and a checkpoint → PyTorch → checkpoint round trip.
 
 mod interop_common;
 
@@ -84,9 +84,29 @@ fn import_export_round_trip_on_the_command_line() {
         assert_eq!(meta.normalization.mean, want, "{format}");
     }
 
+    // ONNX next to the checkpoint by default (tests/interop_onnx.rs runs it in ONNX Runtime).
     let o = meal(&["export", "--checkpoint", &d("t.ckpt"), "--format", "onnx"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ONNX opset 17"), "{}", text(&o));
+    assert!(dir.path().join("t.onnx").is_file());
+    // An --out naming a folder is refused, naming it.
+    let sub = d("folder");
+    std::fs::create_dir(&sub).unwrap();
+    let o = meal(&[
+        "export",
+        "--checkpoint",
+        &d("t.ckpt"),
+        "--format",
+        "onnx",
+        "--out",
+        &sub,
+    ]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("no ONNX exporter"), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{sub}: is a folder")),
+        "{}",
+        text(&o)
+    );
     let o = meal(&[
         "export",
         "--checkpoint",

@@ -19,7 +19,7 @@ pub enum ExportFormat {
     Safetensors,
     /// A `torch.save` zip file holding an `OrderedDict` state dict (`.pth`).
     Pytorch,
-    /// Not written by meal: burn 0.22 imports ONNX but cannot export it.
+    /// An ONNX model for inference (opset 17, weights embedded), see [`super::onnx`].
     Onnx,
 }
 
@@ -48,15 +48,11 @@ impl fmt::Display for ExportFormat {
     }
 }
 
-/// Why `--format onnx` is refused, and the way around.
-pub const ONNX_UNSUPPORTED: &str = "burn 0.22 can import ONNX models but has no ONNX exporter, \
-     so meal cannot write ONNX itself. Export to safetensors and convert with PyTorch: \
-     `python scripts/interop/to_onnx.py --weights student.safetensors --out student.onnx` \
-     (see docs/interop.md)";
 
 /// What [`export`] wrote.
 #[derive(Debug, Clone)]
 pub struct ExportSummary {
+    /// State-dict entries, or the ONNX graph's initializers.
     pub tensors: usize,
     pub bytes: u64,
     pub scheme: NameScheme,
@@ -70,18 +66,30 @@ pub fn export(
     format: ExportFormat,
     out: &Path,
 ) -> Result<ExportSummary> {
-    if format == ExportFormat::Onnx {
-        return Err(Error::Other(ONNX_UNSUPPORTED.to_string()));
+    if out.is_dir() {
+        return Err(Error::file(
+            out,
+            "is a folder; the output must be a file path (for example <folder>/student.onnx)",
+        ));
     }
-    let tensors = state_dict(net, &meta.arch, scheme)?;
-    let bytes = match format {
-        ExportFormat::Safetensors => safetensors::encode(&tensors, &export_metadata(meta, scheme))?,
-        ExportFormat::Pytorch => torch_save::encode(&tensors)?,
-        ExportFormat::Onnx => unreachable!(),
+    let (bytes, tensors) = match format {
+        ExportFormat::Onnx => {
+            let file = super::onnx::encode(net, meta)?;
+            (file.bytes, file.initializers)
+        }
+        ExportFormat::Safetensors | ExportFormat::Pytorch => {
+            let tensors = state_dict(net, &meta.arch, scheme)?;
+            let bytes = if format == ExportFormat::Safetensors {
+                safetensors::encode(&tensors, &export_metadata(meta, scheme))?
+            } else {
+                torch_save::encode(&tensors)?
+            };
+            (bytes, tensors.len())
+        }
     };
     write_atomic(out, &bytes)?;
     Ok(ExportSummary {
-        tensors: tensors.len(),
+        tensors,
         bytes: bytes.len() as u64,
         scheme,
     })

@@ -12,11 +12,14 @@
 //! - [`export()`] writes a model as a PyTorch state dict (`.safetensors` or a `torch.save` zip)
 //!   under the same names, so that `model.load_state_dict(...)` works in PyTorch.
 //!
-//! The names, formats and what does not work (ONNX) are documented in `docs/interop.md`.
+//! - [`onnx`] writes a model as an ONNX graph for inference (ONNX Runtime, TensorRT, OpenVINO).
+//!
+//! The names and formats are documented in `docs/interop.md`, ONNX in `docs/onnx.md`.
 
 pub mod export;
 pub mod import;
 pub mod names;
+pub mod onnx;
 pub mod read;
 pub mod safetensors;
 pub mod state;
@@ -26,7 +29,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-pub use export::{ExportFormat, ExportSummary, ONNX_UNSUPPORTED, export};
+pub use export::{ExportFormat, ExportSummary, export};
 pub use import::{ImportOptions, ImportReport, Imported, ShapeMismatch, import_pytorch};
 pub use names::NameScheme;
 pub use state::{StateTensor, TorchDtype, state_dict};

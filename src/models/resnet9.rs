@@ -26,7 +26,7 @@ use burn::tensor::{Device, Tensor};
 use super::layers::{ConvBnRelu, linear_fwd, linear_without_bias, max_pool};
 use super::output::ModelOutput;
 
-const LOGIT_SCALE: f64 = 0.125;
+pub const LOGIT_SCALE: f64 = 0.125;
 
 #[derive(Module, Debug)]
 pub struct ResNet9 {
