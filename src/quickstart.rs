@@ -3,10 +3,10 @@
 //! evaluated alone and as an ensemble, then one small student is trained on the same budget on
 //! labels alone and by MEAL (and by plain Hinton KD with `kd`), and one comparison table is printed
 //! (parameters, FLOPs, CPU latency, accuracy, and the student's speed-up over the ensemble).
-//! Each distilled student's margin over the labels one comes with a paired 95% interval, on the
-//! test split and on every image no student trained on (the test split plus the training
-//! images outside the subset): 1,000 test images alone cannot tell a one-point margin from
-//! which images were drawn.
+//! Each distilled student's margin over the labels one comes with a paired 95% interval, on
+//! every image no student trained on (the test split plus the training images outside the
+//! subset) and on the test split: 1,000 test images alone cannot tell a one-point margin from
+//! which images were drawn, so the table, the summary and the HTML report lead with the first.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -188,6 +188,8 @@ pub struct Row {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// First, so that summary.json leads with the comparison that can tell a margin apart.
+    pub held_out: HeldOut,
     pub rows: Vec<Row>,
     pub ensemble_top1: f64,
     pub ensemble_latency_ms: f64,
@@ -196,7 +198,6 @@ pub struct Summary {
     pub run_dir: PathBuf,
     /// Where everything ran (and the latencies were measured).
     pub device: String,
-    pub held_out: HeldOut,
 }
 
 /// The students compared on every image none of them trained on: the test split, then the
@@ -210,11 +211,11 @@ pub struct HeldOut {
     pub train_images: usize,
     /// Each student's role and top-1 (%) on all held-out images.
     pub top1: Vec<(String, f64)>,
-    /// Each distilled student against the labels one on the test split alone: the headline
-    /// row's margin with its interval.
-    pub test_vs_labels: Vec<(String, PairedDifference)>,
-    /// The same on all held-out images.
+    /// Each distilled student against the labels one on all held-out images, with its
+    /// interval: the margin the quickstart leads with when there are training images left over.
     pub vs_labels: Vec<(String, PairedDifference)>,
+    /// The same on the test split alone (the table's test top-1 column).
+    pub test_vs_labels: Vec<(String, PairedDifference)>,
 }
 
 impl HeldOut {
@@ -412,7 +413,11 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
     };
     // The students' training curves side by side.
     let dirs: Vec<PathBuf> = students.iter().map(|s| s.dir.clone()).collect();
-    let html = crate::report::write_report(&dirs, Some(&root.join("report")))?;
+    let html = crate::report::write_report_with(
+        &dirs,
+        Some(&root.join("report")),
+        Some(&summary.held_out),
+    )?;
     progress::say(format!("report: {}", html.html.display()));
     let text = render(&summary);
     let md = root.join("summary.md");
@@ -508,8 +513,8 @@ fn held_out_check(
             .iter()
             .map(|(role, h)| (role.clone(), hits_percent(h)))
             .collect(),
-        test_vs_labels: pair(test_images),
         vs_labels: pair(test_images + train_images),
+        test_vs_labels: pair(test_images),
     })
 }
 
@@ -551,7 +556,9 @@ fn in_phase(phase: String) -> impl FnOnce(Error) -> Error {
     }
 }
 
-fn interval(d: &PairedDifference) -> String {
+/// A margin with its interval, and whether the interval says anything: "+1.88 points (95%
+/// interval +1.35 to +2.41)".
+pub fn margin_text(d: &PairedDifference) -> String {
     format!(
         "{:+.2} points (95% interval {:+.2} to {:+.2}{})",
         d.points,
@@ -565,37 +572,47 @@ fn interval(d: &PairedDifference) -> String {
     )
 }
 
-/// The margins over the labels student: on the test split (the table's numbers), then on
-/// every held-out image.
+/// The margins over the labels student. With held-out training images the comparison that can
+/// tell comes first: the accuracies and margins on every image no student trained on, then the
+/// margin on the test split alone (the table's test column), which 1,000 images cannot resolve.
 fn render_held_out(h: &HeldOut) -> String {
     let mut out = String::new();
-    for (role, d) in &h.test_vs_labels {
-        out.push_str(&format!(
-            "\n{} against labels alone, same student and budget, on the {} test images: {}.",
-            short_role(role),
-            h.test_images,
-            interval(d)
-        ));
-    }
     if h.train_images > 0 {
+        out.push_str(&format!(
+            "\nOn all {} images no student trained on ({} test + {} training images outside the \
+             subset):",
+            h.images(),
+            h.test_images,
+            h.train_images,
+        ));
+        for (role, d) in &h.vs_labels {
+            out.push_str(&format!(
+                "\n{} against labels there, same student and budget: {}.",
+                short_role(role),
+                margin_text(d)
+            ));
+        }
         let accs: Vec<String> = h
             .top1
             .iter()
             .map(|(role, a)| format!("{} {a:.2}%", short_role(role)))
             .collect();
-        out.push_str(&format!(
-            "\nOn all {} images no student trained on ({} test + {} training images outside the \
-             subset): {}.",
-            h.images(),
-            h.test_images,
-            h.train_images,
-            accs.join(", ")
-        ));
-        for (role, d) in &h.vs_labels {
+        out.push_str(&format!("\nTop-1 there: {}.", accs.join(", ")));
+        for (role, d) in &h.test_vs_labels {
             out.push_str(&format!(
-                "\n{} against labels there: {}.",
+                "\n{} against labels on the {} test images alone: {}.",
                 short_role(role),
-                interval(d)
+                h.test_images,
+                margin_text(d)
+            ));
+        }
+    } else {
+        for (role, d) in &h.test_vs_labels {
+            out.push_str(&format!(
+                "\n{} against labels alone, same student and budget, on the {} test images: {}.",
+                short_role(role),
+                h.test_images,
+                margin_text(d)
             ));
         }
     }
@@ -607,16 +624,16 @@ fn render_held_out(h: &HeldOut) -> String {
 }
 
 /// "student (MEAL)" -> "MEAL".
-fn short_role(role: &str) -> &str {
+pub fn short_role(role: &str) -> &str {
     role.strip_prefix("student (")
         .and_then(|r| r.strip_suffix(')'))
         .unwrap_or(role)
 }
 
 /// The comparison table as Markdown. When the students left training images unused, a column
-/// gives each student's top-1 on every held-out image too: the test split alone (1,000 embedded
-/// images) cannot separate a two-point margin from which images were drawn, and the table is
-/// what a reader looks at first.
+/// gives each student's top-1 on every held-out image, before the test split's: the test split
+/// alone (1,000 embedded images) cannot separate a two-point margin from which images were
+/// drawn, and the table is what a reader looks at first.
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
     let latency = if s.device == "flex" {
@@ -639,30 +656,30 @@ pub fn render(s: &Summary) -> String {
         (String::new(), "")
     };
     out.push_str(&format!(
-        "| model | arch | params | MFLOPs | {latency} (ms/img) | test top-1 |{head}\n"
+        "| model | arch | params | MFLOPs | {latency} (ms/img) |{head} test top-1 |\n"
     ));
-    out.push_str(&format!("|---|---|---:|---:|---:|---:|{rule}\n"));
+    out.push_str(&format!("|---|---|---:|---:|---:|{rule}---:|\n"));
     for r in &s.rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.2} | {:.2}% |{}\n",
+            "| {} | {} | {} | {:.1} | {:.2} |{} {:.2}% |\n",
             r.role,
             r.arch,
             r.params,
             r.mflops,
             r.latency_ms,
+            held_out(student_top1(&r.role)),
             r.top1,
-            held_out(student_top1(&r.role))
         ));
     }
     let teachers: Vec<&Row> = s.rows.iter().filter(|r| r.role == "teacher").collect();
     out.push_str(&format!(
-        "| ensemble (mean softmax) | {} teachers | {} | {:.1} | {:.2} | {:.2}% |{}\n",
+        "| ensemble (mean softmax) | {} teachers | {} | {:.1} | {:.2} |{} {:.2}% |\n",
         teachers.len(),
         teachers.iter().map(|r| r.params).sum::<usize>(),
         teachers.iter().map(|r| r.mflops).sum::<f64>(),
         s.ensemble_latency_ms,
+        held_out(None),
         s.ensemble_top1,
-        held_out(None)
     ));
     out.push_str(&render_held_out(&s.held_out));
     out.push_str(&format!(

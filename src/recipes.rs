@@ -1,53 +1,47 @@
 //! Recipes shipped with meal: declarative distillation configs in `recipes/*.toml`, embedded
-//! in the binary so `meal distill --recipe NAME` works from anywhere.
+//! in the binary so `meal distill --recipe NAME` works from anywhere. A path in a recipe that
+//! names a file shipped in the repository (`data/teachers/...`, `data/cifar10-mini`) is
+//! relative to the repository, not to the current folder: [`resolve_shipped_paths`] finds it.
+
+use std::path::Path;
 
 use crate::distill::DistillConfig;
-use crate::distill::config::STUDENT_INIT_NONE;
+use crate::distill::config::{Required, STUDENT_INIT_NONE};
 use crate::error::{Error, Result};
 
 pub struct Recipe {
     pub name: &'static str,
     pub text: &'static str,
-    /// The method starts from a trained student, so a run must name one in `student_init`
-    /// (or say `none` on purpose).
-    pub needs_student_init: bool,
 }
 
 pub static RECIPES: &[Recipe] = &[
     Recipe {
         name: "meal-v1-single-vgg19",
         text: include_str!("../recipes/meal-v1-single-vgg19.toml"),
-        needs_student_init: false,
     },
     Recipe {
         name: "meal-v1-ensemble-densenet",
         text: include_str!("../recipes/meal-v1-ensemble-densenet.toml"),
-        needs_student_init: false,
     },
     Recipe {
         name: "meal-v2",
         text: include_str!("../recipes/meal-v2.toml"),
-        needs_student_init: true,
     },
     Recipe {
         name: "cpu-cifar10-joint",
         text: include_str!("../recipes/cpu-cifar10-joint.toml"),
-        needs_student_init: false,
     },
     Recipe {
         name: "cpu-cifar10-grl",
         text: include_str!("../recipes/cpu-cifar10-grl.toml"),
-        needs_student_init: false,
     },
     Recipe {
         name: "quickstart",
         text: include_str!("../recipes/quickstart.toml"),
-        needs_student_init: false,
     },
     Recipe {
         name: "quickstart-kd",
         text: include_str!("../recipes/quickstart-kd.toml"),
-        needs_student_init: false,
     },
 ];
 
@@ -68,9 +62,22 @@ pub fn table(name: &str) -> Result<toml::Table> {
         .map_err(|e| Error::Config(format!("recipe {name} is invalid TOML: {e}")))
 }
 
+/// Whether the recipe declares `requires = ["student_init"]`: the method starts from a trained
+/// student, so a run must name one (or say `none` on purpose).
+pub fn needs_student_init(recipe: &Recipe) -> bool {
+    let requires = recipe
+        .text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("requires").cloned());
+    requires
+        .and_then(|r| r.try_into::<Vec<Required>>().ok())
+        .is_some_and(|r| r.contains(&Required::StudentInit))
+}
+
 /// What `meal recipes` adds under a recipe that needs a trained student.
 pub fn student_init_note(recipe: &Recipe) -> Option<String> {
-    recipe.needs_student_init.then(|| {
+    needs_student_init(recipe).then(|| {
         format!(
             "needs --set student_init=CKPT (a trained student from `meal train`), or \
              --set student_init={STUDENT_INIT_NONE} to start from random weights on purpose"
@@ -78,21 +85,84 @@ pub fn student_init_note(recipe: &Recipe) -> Option<String> {
     })
 }
 
-/// Refuses a fresh run of recipe `name` that leaves out what the recipe cannot do without:
-/// MEAL V2 fine-tunes a trained student (from random weights it ends about 1% lower, spec §5),
-/// so silently starting from scratch would not be the method.
+/// Refuses a fresh run of recipe `name` that leaves out what the recipe cannot do without.
+/// The recipe declares it (`requires`), and the config carries the declaration, so this is
+/// [`DistillConfig::check_requires`], which every run applies, whether the TOML came from
+/// `--recipe` or `--config`.
 pub fn check_requirements(name: &str, config: &DistillConfig) -> Result<()> {
-    let recipe = find(name)?;
-    if recipe.needs_student_init && config.student_init.is_none() {
-        return Err(Error::Config(format!(
-            "student_init: recipe `{name}` starts from a trained student and none is set. \
-             Train one first, e.g. `meal train --arch {arch} --data {data} --run-dir \
-             runs/student-{arch}`, then add `--set student_init=runs/student-{arch}` (a run \
-             folder or a .ckpt); or add `--set student_init={STUDENT_INIT_NONE}` to start from \
-             random weights on purpose",
-            arch = config.student,
-            data = config.data.path.display(),
-        )));
+    find(name)?;
+    config.check_requires()
+}
+
+/// The meal source tree this binary was built from: where the files a recipe ships with
+/// (`data/teachers/*.ckpt`, `data/cifar10-mini`) are, whatever the current folder.
+pub fn source_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A teacher path in a recipe that names a checkpoint shipped in the repository.
+const SHIPPED_TEACHERS: &str = "data/teachers/";
+/// The dataset path in a recipe that names the embedded data.
+const SHIPPED_DATA: &str = "data/cifar10-mini";
+
+/// Which of a recipe's shipped paths are still the recipe's (not replaced by a flag).
+#[derive(Debug, Clone, Copy)]
+pub struct FromRecipe {
+    pub teachers: bool,
+    pub data: bool,
+}
+
+/// Resolves the recipe's paths to files shipped in the repository against `root` (the source
+/// tree, [`source_root`]) instead of the current folder, which may hold something unrelated
+/// under the same name or nothing. Placeholders for the user's own runs (`runs/...`) stay
+/// relative to the current folder. A shipped file missing from `root` (the binary was moved
+/// away from its source tree) is an error that says which flag replaces it.
+pub fn resolve_shipped_paths(
+    name: &str,
+    table: &mut toml::Table,
+    root: &Path,
+    from_recipe: FromRecipe,
+) -> Result<()> {
+    if from_recipe.teachers
+        && let Some(toml::Value::Array(list)) = table.get_mut("teachers")
+    {
+        for t in list.iter_mut() {
+            let Some(toml::Value::String(path)) =
+                t.as_table_mut().and_then(|t| t.get_mut("checkpoint"))
+            else {
+                continue;
+            };
+            if !path.starts_with(SHIPPED_TEACHERS) {
+                continue;
+            }
+            let file = root.join(path.as_str());
+            if !file.is_file() {
+                return Err(Error::Config(format!(
+                    "recipe `{name}`: its default teacher {path} ships in the meal repository, \
+                     and {} does not exist (this meal was built from a source tree that is not \
+                     there any more); pass the teachers: --teacher RUN_OR_CKPT ... (run folders \
+                     of `meal train`, or the .ckpt files of a meal checkout's data/teachers/)",
+                    file.display()
+                )));
+            }
+            *path = file.display().to_string();
+        }
+    }
+    if from_recipe.data
+        && let Some(toml::Value::Table(data)) = table.get_mut("data")
+        && let Some(toml::Value::String(path)) = data.get_mut("path")
+        && path == SHIPPED_DATA
+    {
+        let dir = root.join(SHIPPED_DATA);
+        if !dir.is_dir() {
+            return Err(Error::Config(format!(
+                "recipe `{name}`: its dataset {SHIPPED_DATA} ships in the meal repository, and \
+                 {} does not exist (this meal was built from a source tree that is not there \
+                 any more); pass --data DIR",
+                dir.display()
+            )));
+        }
+        *path = dir.display().to_string();
     }
     Ok(())
 }
@@ -156,5 +226,87 @@ mod tests {
         check_requirements("meal-v1-single-vgg19", &c).unwrap();
         let notes: Vec<_> = RECIPES.iter().filter_map(student_init_note).collect();
         assert_eq!(notes.len(), 1);
+        assert!(needs_student_init(find("meal-v2").unwrap()));
+    }
+
+    fn teachers(t: &toml::Table) -> Vec<String> {
+        t["teachers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["checkpoint"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn shipped_paths_resolve_in_the_source_tree_or_say_what_to_pass() {
+        let all = FromRecipe {
+            teachers: true,
+            data: true,
+        };
+        let tree = tempfile::tempdir().unwrap();
+        let root = tree.path();
+        // A tree without the files: the error names the file and the flag that replaces it.
+        let mut t = table("quickstart").unwrap();
+        let err = resolve_shipped_paths("quickstart", &mut t, root, all)
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "recipe `quickstart`",
+            "data/teachers/resnet20.ckpt",
+            &root
+                .join("data/teachers/resnet20.ckpt")
+                .display()
+                .to_string(),
+            "--teacher RUN_OR_CKPT",
+        ] {
+            assert!(err.contains(part), "{part} missing from: {err}");
+        }
+        // Teachers replaced by --teacher: only the data is looked for, and its error names
+        // --data.
+        let mut t = table("quickstart").unwrap();
+        let data_only = FromRecipe {
+            teachers: false,
+            data: true,
+        };
+        let err = resolve_shipped_paths("quickstart", &mut t, root, data_only)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data/cifar10-mini") && err.contains("--data DIR"),
+            "{err}"
+        );
+        // With the files there, the paths are the tree's.
+        let dir = root.join("data/teachers");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(root.join("data/cifar10-mini")).unwrap();
+        for f in ["resnet20.ckpt", "resnet9_w24.ckpt"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let mut t = table("quickstart").unwrap();
+        resolve_shipped_paths("quickstart", &mut t, root, all).unwrap();
+        assert_eq!(
+            teachers(&t),
+            [
+                dir.join("resnet20.ckpt").display().to_string(),
+                dir.join("resnet9_w24.ckpt").display().to_string()
+            ]
+        );
+        assert_eq!(
+            t["data"]["path"].as_str().unwrap(),
+            root.join("data/cifar10-mini").display().to_string()
+        );
+        // Nothing replaced by a flag is touched.
+        let mut t = table("quickstart").unwrap();
+        let none = FromRecipe {
+            teachers: false,
+            data: false,
+        };
+        resolve_shipped_paths("quickstart", &mut t, root, none).unwrap();
+        assert_eq!(t, table("quickstart").unwrap());
+        // Placeholders for the user's own runs (and data) stay relative to the current folder.
+        let mut t = table("meal-v2").unwrap();
+        resolve_shipped_paths("meal-v2", &mut t, root, all).unwrap();
+        assert_eq!(t, table("meal-v2").unwrap());
     }
 }

@@ -8,12 +8,22 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
 use common::*;
+use meal::cli::Cli;
 use meal::data::Normalization;
 use meal::train::checkpoint::Container;
 use meal::train::model_io::{self, ModelMeta};
 
-/// Runs the `meal` command line (quietly) with `args`.
+/// The message clap gives for `args`, which it must refuse.
+fn parse_err(args: &[&str]) -> String {
+    let argv = ["meal", "--quiet"].iter().chain(args).copied();
+    match Cli::try_parse_from(argv) {
+        Ok(c) => panic!("{args:?} parsed: {c:?}"),
+        Err(e) => e.render().to_string(),
+    }
+}
+
 /// A freshly initialised `arch` saved as a model checkpoint, as `meal train` writes one.
 fn model_ckpt(dir: &Path, name: &str, arch: &str, classes: usize) -> PathBuf {
     let device = meal::backend::device();
@@ -612,7 +622,8 @@ fn distill_config_unknown_keys_and_impossible_values() {
         "meal.temperature",
     ]));
     assert_mentions(&msg, &["--set `meal.temperature`", "key=value"]);
-    let msg = message(cli(&["distill"]));
+    // Neither --config nor --recipe: clap refuses it (its help marks the pair required).
+    let msg = parse_err(&["distill"]);
     assert_mentions(&msg, &["--config", "--recipe"]);
     let msg = message(cli(&["distill", "--recipe", "no-such-recipe"]));
     assert_mentions(&msg, &["no-such-recipe"]);
@@ -767,4 +778,236 @@ fn quickstart_without_teachers_says_how_to_get_them() {
     .to_string();
     assert!(e.contains(&s(&missing)), "{e}");
     assert!(!out.exists(), "a refused quickstart made {}", out.display());
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a new user trips over
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `dir` holds anything (a refused run must leave no run folder behind).
+fn holds_anything(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
+#[test]
+fn distill_takes_exactly_one_of_config_and_recipe_unless_resuming() {
+    let msg = parse_err(&["distill", "--teacher", "t.ckpt"]);
+    assert_mentions(&msg, &["required", "--config", "--recipe"]);
+    let msg = parse_err(&["distill", "--config", "a.toml", "--recipe", "quickstart"]);
+    assert_mentions(&msg, &["--config", "--recipe", "cannot be used with"]);
+    // A resumed run reads its own config: neither is asked for, and neither is taken.
+    Cli::try_parse_from(["meal", "distill", "--resume", "runs/x"]).unwrap();
+    let msg = parse_err(&["distill", "--resume", "runs/x", "--recipe", "quickstart"]);
+    assert_mentions(&msg, &["--resume", "--recipe", "cannot be used with"]);
+    let msg = parse_err(&["distill", "--resume", "runs/x", "--config", "a.toml"]);
+    assert_mentions(&msg, &["--resume", "--config", "cannot be used with"]);
+}
+
+#[test]
+fn a_config_copied_from_the_meal_v2_recipe_still_needs_a_student_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = model_ckpt(dir.path(), "t.ckpt", "resnet8", 10);
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/meal-v2.toml");
+    let file = dir.path().join("my-v2.toml");
+    std::fs::copy(&recipe, &file).unwrap();
+    let out = dir.path().join("runs");
+    let data = mini();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "distill",
+            "--config",
+            file.to_str().unwrap(),
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        message(cli(&args))
+    };
+    // --config, not --recipe: the rule travels in the file (`requires`).
+    let msg = run(&[]);
+    assert_mentions(
+        &msg,
+        &[
+            "student_init",
+            "requires",
+            "meal train --arch resnet18",
+            "--set student_init=none",
+        ],
+    );
+    assert!(
+        !holds_anything(&out),
+        "a refused run left {}",
+        out.display()
+    );
+    // The same through --recipe.
+    let msg = message(cli(&[
+        "distill",
+        "--recipe",
+        "meal-v2",
+        "--teacher",
+        teacher.to_str().unwrap(),
+        "--data",
+        mini().to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]));
+    assert_mentions(&msg, &["student_init", "meal train --arch resnet18"]);
+    assert!(
+        !holds_anything(&out),
+        "a refused run left {}",
+        out.display()
+    );
+
+    // And through the library, with any config that declares it.
+    let run_dir = dir.path().join("lib-run");
+    let mut table = distill_table("resnet8", &[&teacher], &run_dir, 1, "");
+    table.insert(
+        "requires".into(),
+        toml::Value::Array(vec!["student_init".into()]),
+    );
+    let msg = message(distill_fresh(table.clone()));
+    assert_mentions(&msg, &["student_init", "meal train --arch resnet8"]);
+    assert!(
+        !run_dir.exists(),
+        "a refused run made {}",
+        run_dir.display()
+    );
+    // `none` says "from random weights" on purpose, which satisfies it.
+    let mut none = table.clone();
+    none.insert("student_init".into(), "none".into());
+    let c: meal::distill::DistillConfig = meal::config::from_table(none, "d").unwrap();
+    c.check_requires().unwrap();
+    // Only keys that can be required are accepted, and the error names the one that can.
+    table.insert(
+        "requires".into(),
+        toml::Value::Array(vec!["teachers".into()]),
+    );
+    let msg = message(meal::config::from_table::<meal::distill::DistillConfig>(
+        table, "d",
+    ));
+    assert_mentions(&msg, &["teachers", "student_init"]);
+}
+
+#[test]
+fn recipe_quickstart_takes_the_shipped_held_out_teachers_from_any_folder() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The recipe's default teachers are the quickstart's own choice.
+    let shipped = meal::quickstart::shipped_teachers(&root.join("data/teachers")).unwrap();
+    for recipe in ["quickstart", "quickstart-kd"] {
+        let table = meal::recipes::table(recipe).unwrap();
+        let c: meal::distill::DistillConfig = meal::config::from_table(table, recipe).unwrap();
+        let named: Vec<PathBuf> = c
+            .teachers
+            .iter()
+            .map(|t| root.join(t.checkpoint.as_ref().unwrap()))
+            .collect();
+        assert_eq!(named, shipped.files, "recipe {recipe}");
+    }
+    // From a folder that holds other files under the same names, the run takes the shipped
+    // ones (these would not load) and the embedded data.
+    let dir = tempfile::tempdir().unwrap();
+    let decoys = dir.path().join("data/teachers");
+    std::fs::create_dir_all(&decoys).unwrap();
+    for f in ["resnet20.ckpt", "resnet9_w24.ckpt", "vgg8.ckpt"] {
+        std::fs::write(decoys.join(f), b"not a checkpoint").unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meal"))
+        .current_dir(dir.path())
+        .args([
+            "--quiet",
+            "distill",
+            "--recipe",
+            "quickstart",
+            "--epochs",
+            "1",
+            "--set",
+            "data.train_subset=20",
+            "--set",
+            "data.test_subset=20",
+            "--set",
+            "batch_size=10",
+            "--set",
+            "eval_batch_size=10",
+            "--run-dir",
+            "run",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    for f in ["resnet20.ckpt", "resnet9_w24.ckpt"] {
+        let want = s(&root.join("data/teachers").join(f));
+        assert!(config.contains(&want), "{want} not in:\n{config}");
+    }
+    assert!(!config.contains("vgg8"), "{config}");
+    assert!(
+        config.contains(&s(&root.join("data/cifar10-mini"))),
+        "{config}"
+    );
+}
+
+#[test]
+fn a_subset_of_zero_images_is_named_by_its_flag_or_key() {
+    // `meal eval --test-subset 0`: about the flag, not the config key it becomes.
+    let msg = parse_err(&[
+        "eval",
+        "--checkpoint",
+        "t.ckpt",
+        "--data",
+        "d",
+        "--test-subset",
+        "0",
+    ]);
+    assert_mentions(&msg, &["--test-subset", "must be at least 1"]);
+    for leak in ["Some(", "holdout", "data."] {
+        assert!(!msg.contains(leak), "`{leak}` in: {msg}");
+    }
+    let msg = parse_err(&[
+        "cache-teachers",
+        "--config",
+        "c.toml",
+        "--views",
+        "2",
+        "--out",
+        "s.bin",
+        "--train-subset",
+        "0",
+    ]);
+    assert_mentions(&msg, &["--train-subset", "must be at least 1"]);
+    // The same keys in a config: each named with its value, never as `Some(..)`.
+    let open = |edit: &dyn Fn(&mut meal::data::DataConfig)| {
+        let mut c = meal::data::DataConfig::new(mini());
+        edit(&mut c);
+        message(meal::data::open(&c).map(|_| ()).map_err(meal::Error::from))
+    };
+    let msg = open(&|c| c.test_subset = Some(0));
+    assert_mentions(
+        &msg,
+        &[
+            "data.test_subset = 0",
+            "none of the 1000 test images",
+            "at least 1",
+        ],
+    );
+    assert!(!msg.contains("Some(") && !msg.contains("holdout"), "{msg}");
+    let msg = open(&|c| c.train_subset = Some(0));
+    assert_mentions(&msg, &["data.train_subset = 0", "at least 1"]);
+    assert!(!msg.contains("Some("), "{msg}");
+    let msg = open(&|c| c.train_holdout = Some(5000));
+    assert_mentions(
+        &msg,
+        &["data.train_holdout = 5000 leaves none of the 5000 train images"],
+    );
+    assert!(
+        !msg.contains("Some(") && !msg.contains("train_subset"),
+        "{msg}"
+    );
 }

@@ -364,3 +364,47 @@ fn every_config_key_is_documented_and_every_documented_key_exists() {
         assert!(cells[4].trim().len() > 10, "meaning missing: {line}");
     }
 }
+
+#[test]
+fn show_notes_what_a_run_of_the_config_still_needs() {
+    let out = ok(&["config", "show", "--recipe", "meal-v2"]);
+    assert!(out.contains("requires = [\"student_init\"]"), "{out}");
+    assert!(
+        out.contains("# A run would refuse it: ")
+            && out.contains("student_init: this config")
+            && out.contains("--set student_init=none"),
+        "{out}"
+    );
+    let out = ok(&[
+        "config",
+        "show",
+        "--recipe",
+        "meal-v2",
+        "--set",
+        "student_init=none",
+    ]);
+    assert!(!out.contains("A run would refuse"), "{out}");
+}
+
+#[test]
+fn show_recipe_quickstart_names_the_shipped_files_from_any_folder() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_meal"))
+        .current_dir(dir.path())
+        .args(["config", "show", "--recipe", "quickstart"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let c: DistillConfig = toml::from_str(&out).unwrap();
+    let teachers: Vec<_> = c.teachers.iter().map(|t| t.checkpoint.clone()).collect();
+    assert_eq!(
+        teachers,
+        [
+            Some(root.join("data/teachers/resnet20.ckpt")),
+            Some(root.join("data/teachers/resnet9_w24.ckpt"))
+        ]
+    );
+    assert_eq!(c.data.path, root.join("data/cifar10-mini"));
+}

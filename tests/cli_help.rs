@@ -62,3 +62,17 @@ fn distill_help_names_modes_rules_recipes_and_the_key_reference() {
         }
     }
 }
+
+#[test]
+fn distill_help_marks_a_config_source_as_required() {
+    let help = distill_help("--help");
+    let usage = help
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_else(|| panic!("no usage line:\n{help}"));
+    assert!(
+        usage.contains("<--config <CONFIG>|--recipe <RECIPE>|--resume <RUN_DIR>>"),
+        "the usage does not show the required choice: {usage}"
+    );
+    assert!(help.contains("--resume"), "{help}");
+}

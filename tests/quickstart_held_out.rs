@@ -137,17 +137,78 @@ fn quickstart_compares_the_students_on_every_image_they_never_trained_on() {
             .unwrap()
             .to_string()
     };
+    // The held-out column, which can tell a margin apart, comes before the test split's.
     assert!(
-        row("| model |").ends_with("| top-1, all 5100 held-out |"),
+        row("| model |").ends_with("| top-1, all 5100 held-out | test top-1 |"),
         "{text}"
     );
     for (role, top1) in &h.top1 {
         let r = row(&format!("| {role} |"));
-        assert!(r.ends_with(&format!("% | {top1:.2}% |")), "{r}");
+        let test = table(role);
+        assert!(r.ends_with(&format!(" | {top1:.2}% | {test:.2}% |")), "{r}");
     }
     for start in ["| teacher |", "| ensemble"] {
-        assert!(row(start).ends_with("% | — |"), "{text}");
+        let r = row(start);
+        assert!(r.contains(" | — | ") && r.ends_with("% |"), "{text}");
     }
+    // The summary lines lead with the held-out margin and its interval; the test split's follows.
+    let pos = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in:\n{text}"))
+    };
+    let held_out_margin = format!(
+        "MEAL against labels there, same student and budget: {:+.2} points (95% interval {:+.2} \
+         to {:+.2}",
+        all.points, all.low, all.high
+    );
+    let test_margin = format!(
+        "MEAL against labels on the 300 test images alone: {:+.2} points (95% interval {:+.2} to \
+         {:+.2}",
+        on_test.points, on_test.low, on_test.high
+    );
+    assert!(
+        pos("On all 5100 images") < pos(&held_out_margin)
+            && pos(&held_out_margin) < pos("Top-1 there: labels")
+            && pos("Top-1 there: labels") < pos(&test_margin),
+        "{text}"
+    );
+    // summary.md holds the same text, and summary.json leads with the held-out comparison.
+    let md = std::fs::read_to_string(s.run_dir.join("summary.md")).unwrap();
+    assert_eq!(md, text);
+    let json = std::fs::read_to_string(s.run_dir.join("summary.json")).unwrap();
+    let first_key = |from: usize| {
+        let rest = &json[from..];
+        let start = rest.find('"').unwrap() + 1;
+        rest[start..start + rest[start..].find('"').unwrap()].to_string()
+    };
+    assert_eq!(first_key(0), "held_out", "{json}");
+    assert!(
+        json.find("\"vs_labels\"").unwrap() < json.find("\"test_vs_labels\"").unwrap(),
+        "{json}"
+    );
+    // The HTML report shows it too, before the runs' summary: each student's held-out top-1
+    // and the margin with its interval.
+    let html = std::fs::read_to_string(s.run_dir.join("report/report.html")).unwrap();
+    let section = html
+        .find("id=\"held-out\"")
+        .unwrap_or_else(|| panic!("no held-out section in the report"));
+    assert!(section < html.find("id=\"summary\"").unwrap());
+    let section = &html[section..html.find("id=\"summary\"").unwrap()];
+    assert!(
+        section.contains("On all 5100 images no student trained on"),
+        "{section}"
+    );
+    for (role, top1) in &h.top1 {
+        assert!(
+            section.contains(&format!("<td>{role}</td><td class=\"num\">{top1:.2}%</td>")),
+            "{role} {top1:.2} missing: {section}"
+        );
+    }
+    let margin = meal::quickstart::margin_text(all);
+    assert!(
+        section.contains(&format!("on all 5100 held-out images: {margin}.")),
+        "{margin} missing: {section}"
+    );
     // Students that trained on every training image have no such column.
     let mut all_used = s.clone();
     all_used.held_out.train_images = 0;
@@ -159,5 +220,13 @@ fn quickstart_compares_the_students_on_every_image_they_never_trained_on() {
     for line in text.lines().filter(|l| l.starts_with('|')) {
         assert_eq!(line.matches('|').count(), 7, "{line}");
     }
+    // ...and the test split's margin is the one margin they print, as before.
+    assert!(
+        text.contains(
+            "MEAL against labels alone, same student and budget, on the 300 test images: "
+        ) && !text.contains("against labels there")
+            && !text.contains("Top-1 there"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -303,3 +303,57 @@ fn cli_expands_a_folder_of_runs() {
         "{stderr}"
     );
 }
+
+/// The quickstart's held-out comparison, written by hand: 1,000 test + 4,000 training images.
+fn held_out(train_images: usize) -> meal::quickstart::HeldOut {
+    use meal::train::evaluate::PairedDifference;
+    let d = |images, points, low, high| PairedDifference {
+        images,
+        points,
+        low,
+        high,
+    };
+    meal::quickstart::HeldOut {
+        test_images: 1000,
+        train_images,
+        top1: vec![
+            ("student (labels)".into(), 60.124),
+            ("student (MEAL)".into(), 62.006),
+        ],
+        vs_labels: vec![("student (MEAL)".into(), d(5000, 1.88, 1.35, 2.41))],
+        test_vs_labels: vec![("student (MEAL)".into(), d(1000, -0.2, -1.9, 1.5))],
+    }
+}
+
+#[test]
+fn the_quickstart_report_leads_with_the_held_out_comparison() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = [train_run(tmp.path(), 3), distill_run(tmp.path())];
+    let out = tmp.path().join("out");
+    let h = held_out(4000);
+    let outcome = report::write_report_with(&runs, Some(&out), Some(&h)).unwrap();
+    let html = std::fs::read_to_string(&outcome.html).unwrap();
+    let start = html.find("id=\"held-out\"").expect("a held-out section");
+    let summary = html.find("id=\"summary\"").unwrap();
+    assert!(start < summary, "the held-out comparison comes first");
+    let section = &html[start..summary];
+    for text in [
+        "On all 5000 images no student trained on (1000 test + 4000 training images outside the subset)",
+        "<th class=\"num\">Top-1, all 5000 held-out</th>",
+        "<td>student (labels)</td><td class=\"num\">60.12%</td><td class=\"num\">baseline</td>",
+        "<td>student (MEAL)</td><td class=\"num\">62.01%</td>\
+         <td class=\"num\">+1.88 points (95% interval +1.35 to +2.41)</td>",
+        "-0.20 points (95% interval -1.90 to +1.50, within the images&#39; sampling noise)",
+        "<strong>MEAL against labels alone</strong>, same student and budget, on all 5000 \
+         held-out images: +1.88 points (95% interval +1.35 to +2.41).",
+    ] {
+        assert!(section.contains(text), "`{text}` not in:\n{section}");
+    }
+    // Students that trained on every training image: no section, as in any other report.
+    let outcome = report::write_report_with(&runs, Some(&out), Some(&held_out(0))).unwrap();
+    let html = std::fs::read_to_string(&outcome.html).unwrap();
+    assert!(!html.contains("id=\"held-out\""));
+    let outcome = report::write_report(&runs, Some(&out)).unwrap();
+    let html = std::fs::read_to_string(&outcome.html).unwrap();
+    assert!(!html.contains("id=\"held-out\"") && html.contains("id=\"summary\""));
+}

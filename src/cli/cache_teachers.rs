@@ -27,8 +27,9 @@ pub struct CacheTeachersArgs {
     /// Dataset folder (a 32×32 format: CIFAR-10/100, SVHN).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Use a class-balanced subset of this many training images (as data.train_subset).
-    #[arg(long)]
+    /// Use a class-balanced subset of this many training images (as data.train_subset; at
+    /// least 1).
+    #[arg(long, value_parser = super::at_least_one)]
     pub train_subset: Option<usize>,
     /// Augmented views per training image (one per epoch, repeating after K).
     #[arg(long)]

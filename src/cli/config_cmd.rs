@@ -148,11 +148,19 @@ pub fn show(a: &ShowArgs) -> Result<String> {
                     "recipe `{name}` is a distill config; drop --kind train"
                 )));
             }
-            (
-                crate::recipes::table(name)?,
-                ConfigKind::Distill,
-                format!("recipe {name}"),
-            )
+            let mut table = crate::recipes::table(name)?;
+            // As `meal distill --recipe` resolves them: what a run would use.
+            let all = crate::recipes::FromRecipe {
+                teachers: true,
+                data: true,
+            };
+            crate::recipes::resolve_shipped_paths(
+                name,
+                &mut table,
+                crate::recipes::source_root(),
+                all,
+            )?;
+            (table, ConfigKind::Distill, format!("recipe {name}"))
         }
         (None, None, Some(kind)) => (
             skeleton(kind),
@@ -177,7 +185,12 @@ pub fn show(a: &ShowArgs) -> Result<String> {
         ConfigKind::Distill => {
             let c: DistillConfig = crate::config::from_table(table, "distill config")?;
             c.validate()?;
-            render(&c, "distill config", &source)
+            let mut out = render(&c, "distill config", &source)?;
+            // Shown, not refused: the point of `show` is to see the config before filling it in.
+            if let Err(e) = c.check_requires() {
+                out.push_str(&format!("\n# A run would refuse it: {e}\n"));
+            }
+            Ok(out)
         }
     }
 }

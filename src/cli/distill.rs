@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 
 use super::run_flags::RunFlags;
 use crate::distill::config::{AdversarialMode, Combine, config_name};
@@ -35,9 +35,17 @@ pub fn after_help() -> String {
 
 #[derive(Debug, Args)]
 #[command(after_help = after_help())]
+// Where the config comes from, exactly one: a file or a recipe for a fresh run, or the run
+// folder being resumed (which holds its own). The usage line shows the three.
+#[command(group(
+    ArgGroup::new("source")
+        .args(["config", "recipe", "resume"])
+        .required(true)
+        .multiple(false)
+))]
 pub struct DistillArgs {
-    /// TOML config file.
-    #[arg(long, conflicts_with = "recipe")]
+    /// TOML config file (this, --recipe or --resume).
+    #[arg(long)]
     pub config: Option<PathBuf>,
     /// A shipped recipe (listed below; `meal recipes` describes each).
     #[arg(long)]
@@ -58,7 +66,22 @@ pub struct DistillArgs {
 pub(crate) fn resolve(a: &DistillArgs) -> Result<(DistillConfig, toml::Table)> {
     let mut table = match (&a.config, &a.recipe) {
         (Some(path), _) => crate::config::read_table(path)?,
-        (None, Some(name)) => crate::recipes::table(name)?,
+        (None, Some(name)) => {
+            let mut table = crate::recipes::table(name)?;
+            // The recipe's shipped teachers and data are the repository's, not whatever the
+            // current folder holds under the same names; flags that replace them skip this.
+            let from_recipe = crate::recipes::FromRecipe {
+                teachers: a.teacher.is_empty() && a.soft_labels.is_none(),
+                data: a.run.data.is_none(),
+            };
+            crate::recipes::resolve_shipped_paths(
+                name,
+                &mut table,
+                crate::recipes::source_root(),
+                from_recipe,
+            )?;
+            table
+        }
         (None, None) => {
             return Err(Error::Config(
                 "give --config FILE or --recipe NAME (see `meal recipes`)".into(),

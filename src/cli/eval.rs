@@ -17,8 +17,8 @@ pub struct EvalArgs {
     pub data: PathBuf,
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
-    /// Evaluate only a class-balanced subset of this many test images.
-    #[arg(long)]
+    /// Evaluate only a class-balanced subset of this many test images (at least 1).
+    #[arg(long, value_parser = super::at_least_one)]
     pub test_subset: Option<usize>,
 }
 

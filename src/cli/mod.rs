@@ -122,3 +122,13 @@ pub(crate) fn flag<T: Into<toml::Value>>(table: &mut toml::Table, key: &str, val
         crate::config::set_path(table, key, v.into()).expect("flag keys are valid");
     }
 }
+
+/// A count flag that must be at least 1 (`--test-subset 0` would select no image): clap names
+/// the flag and this says why.
+pub(crate) fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}

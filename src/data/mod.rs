@@ -289,6 +289,32 @@ fn select_train(
     (idx.len() < full).then_some(idx)
 }
 
+/// Why a split's selection is empty, naming the keys it was given by their values (not
+/// `Some(..)`); the test split has no holdout.
+fn nothing_selected(
+    split: &str,
+    full: usize,
+    holdout: Option<usize>,
+    subset: Option<usize>,
+) -> String {
+    let mut keys = Vec::new();
+    if let Some(h) = holdout.filter(|&h| h > 0) {
+        keys.push(format!("data.{split}_holdout = {h}"));
+    }
+    if let Some(n) = subset {
+        keys.push(format!("data.{split}_subset = {n}"));
+    }
+    format!(
+        "{} leaves none of the {full} {split} images{}",
+        keys.join(" with "),
+        if subset == Some(0) {
+            " (a subset must be at least 1)"
+        } else {
+            ""
+        }
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn memory_split(
     raw: cifar::RawSplit,
@@ -314,11 +340,7 @@ fn memory_split(
         if idx.is_empty() {
             return Err(DataError::format(
                 dir,
-                format!(
-                    "data.train_holdout = {} (with data.train_subset = {subset:?}) leaves none of \
-                     the {full} {split} images",
-                    holdout.unwrap_or(0)
-                ),
+                nothing_selected(split, full, holdout, subset),
             ));
         }
         ds = ds.select(&idx);
@@ -413,6 +435,19 @@ pub fn open(config: &DataConfig) -> Result<DataSplits, DataError> {
     }
 }
 
+/// Folder names for a message: `a, b`, or `none`.
+fn list(names: &[&String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 fn required_file(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     let p = dir.join(name);
     if p.is_file() {
@@ -452,7 +487,9 @@ fn open_folder(root: &Path, config: &DataConfig) -> Result<DataSplits, DataError
         return Err(DataError::format(
             root.join("val"),
             format!(
-                "class folders differ from train/: not in train {extra:?}, missing {missing:?}"
+                "class folders differ from train/: not in train: {}; missing: {}",
+                list(&extra),
+                list(&missing)
             ),
         ));
     }
@@ -464,6 +501,13 @@ fn open_folder(root: &Path, config: &DataConfig) -> Result<DataSplits, DataError
         let full = ds.len();
         let labels = (0..full).map(|i| ds.label(i)).collect();
         Ok(match select_train(labels, classes.len(), holdout, subset) {
+            Some(idx) if idx.is_empty() => {
+                let key = if name == "val" { "test" } else { name };
+                return Err(DataError::format(
+                    root.join(name),
+                    nothing_selected(key, full, holdout, subset),
+                ));
+            }
             Some(idx) => {
                 let note = match holdout.filter(|&h| h > 0) {
                     Some(h) => format!(" (class-balanced, holding out the first {h} of {full})"),

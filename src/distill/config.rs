@@ -25,6 +25,11 @@ run_config! {
         /// one.
         #[serde(default)]
         pub student_init: Option<PathBuf>,
+        /// Keys a run cannot do without, though each is optional in general: a recipe declares
+        /// them, and the declaration travels with the TOML (a recipe copied into a config file
+        /// keeps it). A fresh or resumed run refuses to start while one is unset.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub requires: Vec<Required>,
         /// May be empty with `soft_labels` (the store's teachers are used).
         #[serde(default)]
         pub teachers: Vec<TeacherSpec>,
@@ -284,6 +289,15 @@ pub struct StageSpec {
 /// The `student_init` value that asks for random weights explicitly.
 pub const STUDENT_INIT_NONE: &str = "none";
 
+/// A key that `requires` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Required {
+    /// The method fine-tunes a trained student (MEAL V2: from random weights it ends about 1%
+    /// lower, spec §5), so starting from scratch must be asked for with `"none"`.
+    StudentInit,
+}
+
 impl DistillConfig {
     /// The checkpoint the student starts from, if any (`"none"` is no checkpoint).
     pub fn student_init_path(&self) -> Option<&std::path::Path> {
@@ -326,6 +340,28 @@ impl DistillConfig {
                  set lr = {first} (and change schedule.intervals to change the student's lr)",
                 self.lr
             )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a config that leaves unset a key its `requires` names.
+    pub fn check_requires(&self) -> Result<()> {
+        for r in &self.requires {
+            match r {
+                Required::StudentInit if self.student_init.is_none() => {
+                    return Err(Error::Config(format!(
+                        "student_init: this config starts from a trained student (requires = \
+                         [\"student_init\"]) and none is set. Train one first, e.g. `meal train \
+                         --arch {arch} --data {data} --run-dir runs/student-{arch}`, then add \
+                         `--set student_init=runs/student-{arch}` (a run folder or a .ckpt; in a \
+                         config file, student_init = \"...\"); or add `--set \
+                         student_init={STUDENT_INIT_NONE}` to start from random weights on purpose",
+                        arch = self.student,
+                        data = self.data.path.display(),
+                    )));
+                }
+                Required::StudentInit => {}
+            }
         }
         Ok(())
     }
@@ -445,8 +481,11 @@ impl DistillConfig {
 
 impl RunConfig for DistillConfig {
     const WHAT: &'static str = "distill config";
+    /// Field validity, then what the config's `requires` asks for: on every path into a run
+    /// (recipe, config file, library), not only `--recipe`.
     fn validate(&self) -> Result<()> {
-        DistillConfig::validate(self)
+        DistillConfig::validate(self)?;
+        self.check_requires()
     }
     fn default_name(&self) -> String {
         format!("distill-{}", self.student)

@@ -371,7 +371,12 @@ fn runs_section(out: &mut String, runs: &[RunData]) {
 }
 
 /// The whole page.
-pub fn page(runs: &[RunData], charts: &[Chart], svgs: &[String]) -> String {
+pub fn page(
+    runs: &[RunData],
+    charts: &[Chart],
+    svgs: &[String],
+    held_out: Option<&crate::quickstart::HeldOut>,
+) -> String {
     let title = match runs {
         [one] => format!("meal report: {}", one.name),
         _ => format!("meal report: {} runs", runs.len()),
@@ -392,6 +397,9 @@ pub fn page(runs: &[RunData], charts: &[Chart], svgs: &[String]) -> String {
         runs.len(),
         if runs.len() == 1 { "" } else { "s" }
     );
+    if let Some(h) = held_out {
+        super::held_out::section(&mut out, h);
+    }
     out.push_str("<h2 id=\"summary\">Summary</h2>\n");
     summary_table(&mut out, runs);
     teachers_section(&mut out, runs);

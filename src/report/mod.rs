@@ -4,6 +4,7 @@
 //! teachers' ensemble's accuracy as horizontal lines.
 
 pub mod chart;
+mod held_out;
 mod html;
 mod png;
 pub mod run;
@@ -397,6 +398,15 @@ pub fn default_out_dir(run_dirs: &[PathBuf]) -> PathBuf {
 /// Reads the run folders (see [`expand_run_dirs`]) and writes `report.html` and one PNG per
 /// chart into `out` (created if needed; files of an earlier report there are replaced).
 pub fn write_report(paths: &[PathBuf], out: Option<&Path>) -> Result<ReportOutcome> {
+    write_report_with(paths, out, None)
+}
+
+/// [`write_report`] with the quickstart's held-out comparison of the students at the top.
+pub fn write_report_with(
+    paths: &[PathBuf],
+    out: Option<&Path>,
+    held_out: Option<&crate::quickstart::HeldOut>,
+) -> Result<ReportOutcome> {
     if paths.is_empty() {
         return Err(Error::Other("report: give at least one run folder".into()));
     }
@@ -418,7 +428,7 @@ pub fn write_report(paths: &[PathBuf], out: Option<&Path>) -> Result<ReportOutco
         chart::write_png(c, &png)?;
         pngs.push(png);
     }
-    let page = html::page(&runs, &charts, &svgs);
+    let page = html::page(&runs, &charts, &svgs, held_out);
     let html_path = out.join(REPORT_FILE);
     std::fs::write(&html_path, page).map_err(|e| Error::file(&html_path, e))?;
     Ok(ReportOutcome {
