@@ -12,12 +12,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use interop_common::{inputs, logits, uniform};
+use interop_common::{inputs, logits};
 use meal::data::Normalization;
 use meal::interop::TorchDtype;
 use meal::interop::onnx::{self, proto};
 use meal::interop::{ExportFormat, ImportOptions, NameScheme, export, import_pytorch, safetensors};
 use meal::models::{ARCHS, Net};
+use meal::selftest::fill::uniform;
 use meal::train::model_io::ModelMeta;
 use prost::Message;
 use serde_json::json;

@@ -4,7 +4,7 @@
 # (meal / PyTorch: above 1 means meal is faster, or for memory, uses more).
 #
 # Usage: scripts/bench/compare.sh PYTHON [quick|full]
-#   PYTHON  an interpreter with torch (e.g. /root/torchenv/bin/python)
+#   PYTHON  an interpreter with torch (a virtual environment's bin/python)
 #   quick   few steps (a smoke run: minutes); full (default) the numbers for BENCHMARKS.md
 # ROUNDS (default 1) repeats every meal/PyTorch pair that many times, each pair back to back;
 # the table then gives the median over the rounds and the range of the per-round ratios, which

@@ -10,7 +10,7 @@ protocol 2 writes bytes as `_codecs.encode(str, 'latin1')`, which the `*-py3` fi
 
 Pixel values are known: image i of batch `seed` has pixel p = (seed*53 + i*31 + p*7) % 256.
 
-Run from the repository root:  /work/torchvenv/bin/python scripts/data/make_pickle_fixtures.py
+Run from the repository root:  PYTHON scripts/data/make_pickle_fixtures.py
 """
 
 import os

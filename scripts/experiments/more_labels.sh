@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# "More labelled images at the same number of steps" (RESULTS.md, issue 12): how much could any
+# "More labelled images at the same number of steps" (RESULTS.md): how much could any
 # extra information about the task add to the quickstart's resnet8 at its old 20-epoch budget?
 # The labels student is retrained on 5 and 20 times more labelled images (class-balanced
 # subsets of the full CIFAR-10) for proportionally fewer epochs, so every run takes the same

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The multi-seed comparison of RESULTS.md (issue 12): a resnet8 student trained five ways on the
+# The multi-seed comparison of RESULTS.md: a resnet8 student trained five ways on the
 # same budget from the teachers shipped in data/teachers/, with three seeds each:
 #   labels      `meal train`, cross-entropy
 #   joint       MEAL V1 as the reference runs it (recipe cpu-cifar10-joint)

@@ -1,4 +1,4 @@
-# Regenerate with: /work/torchvenv/bin/python scripts/golden/make_golden.py  (from the repo root)
+# Regenerate with: PYTHON scripts/golden/make_golden.py  (from the repo root)
 """Golden values from PyTorch for the `tests/golden_*.rs` tests.
 
 Every input is a float32 value (what the Rust side computes with); the reference outputs are

@@ -1,4 +1,4 @@
-# Regenerate with: /root/torchenv/bin/python scripts/golden/make_golden_d_width.py  (from the repo root)
+# Regenerate with: PYTHON scripts/golden/make_golden_d_width.py  (from the repo root)
 """Golden values from PyTorch for `tests/golden_d_width.rs`: the discriminator with a width
 divisor K (`meal.d_width_divisor`), MEAL V2's `Discriminator(outputs_size, K=8)`.
 

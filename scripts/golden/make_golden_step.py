@@ -1,4 +1,4 @@
-# Regenerate with: /root/torchenv/bin/python scripts/golden/make_golden_step.py  (from the repo root)
+# Regenerate with: PYTHON scripts/golden/make_golden_step.py  (from the repo root)
 """Golden values from PyTorch for `tests/golden_step.rs`: one full MEAL step
 (`meal::distill::objective::step`) in each adversarial mode, on a tiny real student/teacher set.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fixtures of meal's PyTorch interop tests (tests/interop_*.rs).
 
-    /work/torchvenv/bin/python scripts/interop/make_fixtures.py --out tests/fixtures/interop
+    PYTHON scripts/interop/make_fixtures.py --out tests/fixtures/interop
 
 Writes, from PyTorch itself:
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hostile PyTorch files of meal's reader fuzzing tests (tests/fuzz_readers.rs).
 
-    /root/torchenv/bin/python scripts/interop/make_hostile_fixtures.py --out tests/fixtures/interop/hostile
+    PYTHON scripts/interop/make_hostile_fixtures.py --out tests/fixtures/interop/hostile
 
 Writes ``expanded.pth`` (``torch.save`` zip) and ``expanded_legacy.pth`` (pre-1.6 format): a
 state dict whose one tensor is a zero-stride view (``expand``) of a single float, 50000 x 50000

@@ -1,4 +1,4 @@
-# Regenerate with: /root/torchenv/bin/python scripts/models/make_golden_models.py  (from the repo root)
+# Regenerate with: PYTHON scripts/models/make_golden_models.py  (from the repo root)
 """Golden outputs of every zoo model for `tests/models_golden.rs`, from the PyTorch twins in
 param_counts.py filled with its deterministic stream (weights keyed by module path; the Rust test
 fills its models the same way), on the batch of 2 images `uniform("input", 2*3*32*32)`.

@@ -12,7 +12,7 @@ make_golden_models.py uses it to write the forward and backward goldens of
 tests/models_golden.rs. The Rust side of the fill is `meal::selftest::fill` (src/selftest/fill.rs),
 which `meal selftest` and the golden tests share.
 
-    /root/torchenv/bin/python scripts/models/param_counts.py \
+    PYTHON scripts/models/param_counts.py \
         --json tests/fixtures/models/param_counts.json \
         --golden tests/fixtures/models/golden_outputs.json
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ships a finished teacher run into data/teachers/ (issue 12): copies its final model, measures it
+# Ships a finished teacher run into data/teachers/: copies its final model, measures it
 # on the embedded data/cifar10-mini test images and on the full CIFAR-10 test set with `meal eval`,
 # and prints the [[teacher]] entry for data/teachers/teachers.toml (tests/shipped_teachers.rs
 # checks every number of it). The run must have finished all its epochs, and its best.ckpt must
@@ -7,7 +7,7 @@
 # that no teacher is picked by its test accuracy).
 #
 # Usage: scripts/teachers/ship.sh RUN_DIR CIFAR10_DIR MACHINE
-#   RUN_DIR      a `meal train` run folder (e.g. /work/teachers/vgg8)
+#   RUN_DIR      a `meal train` run folder (e.g. runs/vgg8)
 #   CIFAR10_DIR  cifar-10-batches-bin (e.g. ../shared/data/cifar-10-batches-bin)
 #   MACHINE      a description of the machine it was trained on, for the record
 # MEAL_BIN overrides the binary (default: a release build of this checkout).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains (or resumes) the shipped teachers of data/teachers/ (issue 12), one after another, from
+# Trains (or resumes) the shipped teachers of data/teachers/, one after another, from
 # the recipes/teacher-*.toml recipes, on the full CIFAR-10. Runs are long on 2 cores (hours each),
 # so every run folder is resumable: rerun this script after an interruption and each teacher
 # continues from its last finished epoch.

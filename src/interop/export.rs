@@ -48,7 +48,6 @@ impl fmt::Display for ExportFormat {
     }
 }
 
-
 /// What [`export`] wrote.
 #[derive(Debug, Clone)]
 pub struct ExportSummary {
