@@ -20,6 +20,7 @@ use crate::distill::{self, DistillConfig, DistillStart};
 use crate::error::{Error, Result};
 use crate::models::{self, Net};
 use crate::progress;
+pub use crate::report::held_out::{HeldOut, margin_text, short_role};
 use crate::train::evaluate::{PairedDifference, hits_percent, paired_difference, top1_hits};
 use crate::train::model_io;
 use crate::train::run_dir::timestamp;
@@ -198,30 +199,6 @@ pub struct Summary {
     pub run_dir: PathBuf,
     /// Where everything ran (and the latencies were measured).
     pub device: String,
-}
-
-/// The students compared on every image none of them trained on: the test split, then the
-/// training images outside `train_subset`. On the embedded data that is 1,000 + 4,000 images;
-/// the test split alone is too few to tell a one-point margin from which images were drawn
-/// (README, quickstart section).
-#[derive(Debug, Clone, Serialize)]
-pub struct HeldOut {
-    pub test_images: usize,
-    /// Training images outside the students' subset (0 when they trained on all of them).
-    pub train_images: usize,
-    /// Each student's role and top-1 (%) on all held-out images.
-    pub top1: Vec<(String, f64)>,
-    /// Each distilled student against the labels one on all held-out images, with its
-    /// interval: the margin the quickstart leads with when there are training images left over.
-    pub vs_labels: Vec<(String, PairedDifference)>,
-    /// The same on the test split alone (the table's test top-1 column).
-    pub test_vs_labels: Vec<(String, PairedDifference)>,
-}
-
-impl HeldOut {
-    pub fn images(&self) -> usize {
-        self.test_images + self.train_images
-    }
 }
 
 fn data_config(q: &QuickstartConfig) -> DataConfig {
@@ -556,22 +533,6 @@ fn in_phase(phase: String) -> impl FnOnce(Error) -> Error {
     }
 }
 
-/// A margin with its interval, and whether the interval says anything: "+1.88 points (95%
-/// interval +1.35 to +2.41)".
-pub fn margin_text(d: &PairedDifference) -> String {
-    format!(
-        "{:+.2} points (95% interval {:+.2} to {:+.2}{})",
-        d.points,
-        d.low,
-        d.high,
-        if d.beyond_sampling_noise() {
-            ""
-        } else {
-            ", within the images' sampling noise"
-        }
-    )
-}
-
 /// The margins over the labels student. With held-out training images the comparison that can
 /// tell comes first: the accuracies and margins on every image no student trained on, then the
 /// margin on the test split alone (the table's test column), which 1,000 images cannot resolve.
@@ -621,13 +582,6 @@ fn render_held_out(h: &HeldOut) -> String {
          rerun with --seed N to see that.",
     );
     out
-}
-
-/// "student (MEAL)" -> "MEAL".
-pub fn short_role(role: &str) -> &str {
-    role.strip_prefix("student (")
-        .and_then(|r| r.strip_suffix(')'))
-        .unwrap_or(role)
 }
 
 /// The comparison table as Markdown. When the students left training images unused, a column

@@ -5,23 +5,7 @@ use std::fmt::Write;
 
 use super::chart::{Chart, HEIGHT, WIDTH};
 use super::run::{RunData, RunKind};
-use super::{REPORT_FILE, run_color, teacher_short_name};
-
-/// HTML-escapes text for element content and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+use super::{REPORT_FILE, esc, run_color, teacher_short_name};
 
 const CSS: &str = r#"
 :root { color-scheme: light; }
@@ -375,7 +359,7 @@ pub fn page(
     runs: &[RunData],
     charts: &[Chart],
     svgs: &[String],
-    held_out: Option<&crate::quickstart::HeldOut>,
+    held_out: Option<&super::held_out::HeldOut>,
 ) -> String {
     let title = match runs {
         [one] => format!("meal report: {}", one.name),

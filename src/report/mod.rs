@@ -4,7 +4,7 @@
 //! teachers' ensemble's accuracy as horizontal lines.
 
 pub mod chart;
-mod held_out;
+pub mod held_out;
 mod html;
 mod png;
 pub mod run;
@@ -405,7 +405,7 @@ pub fn write_report(paths: &[PathBuf], out: Option<&Path>) -> Result<ReportOutco
 pub fn write_report_with(
     paths: &[PathBuf],
     out: Option<&Path>,
-    held_out: Option<&crate::quickstart::HeldOut>,
+    held_out: Option<&held_out::HeldOut>,
 ) -> Result<ReportOutcome> {
     if paths.is_empty() {
         return Err(Error::Other("report: give at least one run folder".into()));
@@ -436,4 +436,20 @@ pub fn write_report_with(
         pngs,
         runs: runs.into_iter().map(|r| r.name).collect(),
     })
+}
+
+/// HTML-escapes text for element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
 }

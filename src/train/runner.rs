@@ -94,6 +94,18 @@ pub struct RunOutcome {
     pub seconds: f64,
 }
 
+impl RunOutcome {
+    fn new(run: &RunDir, state: &RunState, last: Accuracy, started: Instant) -> Self {
+        Self {
+            run_dir: run.path.clone(),
+            best_acc: state.best_acc,
+            last,
+            epochs_done: state.epochs_done,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// What a kind's `build` gets: the opened run and its loaders.
 pub struct Setup<'a, C> {
     pub config: &'a C,
@@ -258,13 +270,7 @@ fn execute<C: RunConfig, T: Task>(
         };
         save_checkpoints(run, &meta, task.model(), improved, &state, task.sections()?)?;
     }
-    Ok(RunOutcome {
-        run_dir: run.path.clone(),
-        best_acc: state.best_acc,
-        last,
-        epochs_done: state.epochs_done,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(RunOutcome::new(run, &state, last, started))
 }
 
 /// What a finished run recorded: its state and the test accuracy of its last epoch, as
@@ -297,13 +303,7 @@ fn recorded_outcome(run: &RunDir, started: Instant) -> Result<RunOutcome> {
         run.path.display(),
         state.epochs_done
     ));
-    Ok(RunOutcome {
-        run_dir: run.path.clone(),
-        best_acc: state.best_acc,
-        last,
-        epochs_done: state.epochs_done,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(RunOutcome::new(run, &state, last, started))
 }
 
 /// The message of a stop request: where the run stands and how to go on.
