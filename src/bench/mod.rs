@@ -149,7 +149,8 @@ pub fn run_latency(o: &LatencyOptions) -> Result<LatencyReport> {
         warmup: o.warmup,
         steps: o.steps,
         device: crate::backend::describe(&crate::backend::device()),
-        threads: machine::threads(),
+        // The pool the kernels run on (RAYON_NUM_THREADS sets it), not the CPUs present.
+        threads: rayon::current_num_threads(),
         cpu,
         simd,
         latency,
