@@ -75,6 +75,49 @@ fn arch_and_workload_report_their_fields() {
 }
 
 #[test]
+fn latency_reports_batch_1_and_8_per_image_and_saves_the_timed_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("timed.ckpt");
+    let v = json(&[
+        "--arch",
+        "resnet8",
+        "--latency",
+        "--steps",
+        "4",
+        "--warmup",
+        "1",
+        "--save-model",
+        ckpt.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["arch"], "resnet8");
+    assert_eq!(v["steps"], 4);
+    let rows = v["latency"].as_array().unwrap();
+    let batches: Vec<u64> = rows.iter().map(|r| r["batch"].as_u64().unwrap()).collect();
+    assert_eq!(batches, [1, 8], "{v}");
+    for r in rows {
+        let median = r["median_ms_per_image"].as_f64().unwrap();
+        let p90 = r["p90_ms_per_image"].as_f64().unwrap();
+        assert_eq!(r["runs"], 4, "{r}");
+        // A resnet8 forward takes more than a microsecond and less than a second per image.
+        assert!(median > 1e-3 && median <= p90 && p90 < 1e3, "{r}");
+    }
+    // The saved checkpoint is the model that was timed: it loads as resnet8 on CIFAR-10.
+    let device = meal::backend::device();
+    let (_, meta, _) = meal::train::model_io::load_model(&ckpt, &device).unwrap();
+    assert_eq!((meta.arch.as_str(), meta.num_classes), ("resnet8", 10));
+    assert_eq!(meta.input_shape, [3, 32, 32]);
+
+    let text = meal(&["--arch", "resnet8", "--latency", "--steps", "2"]);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("batch 1 ") && text.contains("batch 8 ") && text.contains("ms/image p90"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_requests_name_the_problem() {
     let err = |args: &[&str]| {
         let o = meal(args);
@@ -96,6 +139,14 @@ fn bad_requests_name_the_problem() {
     assert!(e.contains("--set") && e.contains("--arch"), "{e}");
     let e = err(&["--workload", "meal-v1-cifar-small", "--set", "temperatur=2"]);
     assert!(e.contains("temperatur"), "{e}");
+    let e = err(&["--workload", "meal-v1-cifar-small", "--latency"]);
+    assert!(e.contains("--latency") && e.contains("--workload"), "{e}");
+    let e = err(&["--arch", "resnet8", "--latency", "--batch", "4"]);
+    assert!(e.contains("--latency") && e.contains("--batch"), "{e}");
+    let e = err(&["--arch", "resnet8", "--latency", "--steps", "0"]);
+    assert!(e.contains("--steps"), "{e}");
+    let e = err(&["--arch", "resnet8", "--save-model", "x.ckpt"]);
+    assert!(e.contains("--latency"), "{e}");
     let e = err(&["--arch", "resnet8", "--workload", "meal-v1-cifar-small"]);
     assert!(e.contains("--arch") || e.contains("--workload"), "{e}");
 }

@@ -276,3 +276,119 @@ fn eval_accepts_a_run_folder_like_its_best_checkpoint() {
     assert_eq!(acc(rows[0]), acc(rows[1]), "{out}");
     assert!(out.contains("ensemble of 2"), "{out}");
 }
+
+/// The number before " images/s" in the summary line on stderr, and the image count.
+fn summary(stderr: &str) -> (usize, f64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("predicted "))
+        .unwrap_or_else(|| panic!("no summary line: {stderr}"));
+    let count = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rate = line
+        .split(" images/s")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {line}"));
+    (count, rate)
+}
+
+#[test]
+fn a_folder_is_predicted_in_batches_with_the_same_results() {
+    let f = fixture();
+    // Six images, two of them in a subfolder, beside a file that is not an image.
+    let dir = f.run_dir.parent().unwrap().join("images");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let mut expected = Vec::new();
+    for (i, src) in f.pngs.iter().map(|p| &p.0).chain(&f.jpegs).enumerate() {
+        let name = src.file_name().unwrap();
+        let dst = if i % 3 == 2 {
+            dir.join("sub").join(name)
+        } else {
+            dir.join(name)
+        };
+        std::fs::copy(src, &dst).unwrap();
+        expected.push(dst);
+    }
+    expected.sort();
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+
+    let run = |batch: &str| {
+        let o = meal(&[
+            "predict",
+            "--json",
+            "--batch-size",
+            batch,
+            "--checkpoint",
+            f.ckpt.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{stderr}");
+        let (count, rate) = summary(&stderr);
+        assert_eq!(count, 6, "{stderr}");
+        assert!(rate.is_finite() && rate > 0.0, "{stderr}");
+        assert!(stderr.contains(&format!("batch size {batch}")), "{stderr}");
+        parse_json(&String::from_utf8_lossy(&o.stdout))
+    };
+    let by4 = run("4");
+    let by1 = run("1");
+    let images: Vec<PathBuf> = by4.iter().map(|p| PathBuf::from(&p.0)).collect();
+    assert_eq!(images, expected);
+    assert_eq!(by4.len(), by1.len());
+    for ((img, a), (_, b)) in by4.iter().zip(&by1) {
+        assert_top5(a, &f.class_names);
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(
+                (&x.0, x.1),
+                (&y.0, y.1),
+                "{img}: batch 4 {a:?} vs batch 1 {b:?}"
+            );
+            assert!((x.2 - y.2).abs() < 1e-5, "{img}: {a:?} vs {b:?}");
+        }
+    }
+
+    // The same image named directly and found in the folder gets the same classes.
+    let o = meal(&[
+        "predict",
+        "--json",
+        "--checkpoint",
+        f.ckpt.to_str().unwrap(),
+        expected[0].to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let single = parse_json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        single[0].1.iter().map(|t| t.1).collect::<Vec<_>>(),
+        by1[0].1.iter().map(|t| t.1).collect::<Vec<_>>()
+    );
+
+    // A folder without images, and a batch size of zero, are refused by name.
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = meal(&[
+        "predict",
+        "--checkpoint",
+        f.ckpt.to_str().unwrap(),
+        empty.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains(empty.to_str().unwrap()) && stderr.contains("no image"),
+        "{stderr}"
+    );
+    let o = meal(&[
+        "predict",
+        "--batch-size",
+        "0",
+        "--checkpoint",
+        f.ckpt.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--batch-size"));
+}

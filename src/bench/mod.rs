@@ -3,14 +3,18 @@
 //! that scripts/bench/compare.sh can put it beside the PyTorch twin measured in the same run.
 
 pub mod arch;
+pub mod latency;
 pub mod machine;
 pub mod timing;
 pub mod workload;
+
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::distill::config::MealConfig;
 use crate::error::{Error, Result};
+pub use latency::{LATENCY_BATCHES, Latency};
 pub use timing::Throughput;
 pub use workload::{WORKLOADS, Workload};
 
@@ -104,6 +108,78 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         infer,
         peak_rss_mb: machine::peak_rss_mb(),
     })
+}
+
+/// What `meal bench --latency` measures: a zoo model's eval forward timed run by run.
+#[derive(Debug, Clone)]
+pub struct LatencyOptions {
+    pub arch: String,
+    pub warmup: usize,
+    pub steps: usize,
+    pub seed: u64,
+    /// Also write the timed weights as a meal checkpoint here (for `meal export`).
+    pub save_model: Option<PathBuf>,
+}
+
+/// One latency measurement, as `--latency --json` prints it (one line).
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    pub framework: String,
+    pub arch: String,
+    pub warmup: usize,
+    pub steps: usize,
+    pub device: String,
+    pub threads: usize,
+    pub cpu: Option<String>,
+    pub simd: Vec<String>,
+    /// One entry per batch of [`LATENCY_BATCHES`], ms per image.
+    pub latency: Vec<Latency>,
+}
+
+pub fn run_latency(o: &LatencyOptions) -> Result<LatencyReport> {
+    let latency =
+        latency::bench_latency(&o.arch, o.warmup, o.steps, o.seed, o.save_model.as_deref())?;
+    let (cpu, simd) = match machine::cpu() {
+        Some((model, simd)) => (Some(model), simd),
+        None => (None, Vec::new()),
+    };
+    Ok(LatencyReport {
+        framework: format!("meal {}", env!("CARGO_PKG_VERSION")),
+        arch: o.arch.clone(),
+        warmup: o.warmup,
+        steps: o.steps,
+        device: crate::backend::describe(&crate::backend::device()),
+        // The pool the kernels run on (RAYON_NUM_THREADS sets it), not the CPUs present.
+        threads: rayon::current_num_threads(),
+        cpu,
+        simd,
+        latency,
+    })
+}
+
+impl LatencyReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a latency report serialises")
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "{} eval forward latency, {} timed runs per batch after {} warm-up, {} on {} thread(s)\n",
+            self.arch, self.steps, self.warmup, self.device, self.threads
+        );
+        for l in &self.latency {
+            s += &format!(
+                "  batch {:<3} {:>9.3} ms/image median, {:.3} ms/image p90\n",
+                l.batch, l.median_ms_per_image, l.p90_ms_per_image
+            );
+        }
+        s += &format!(
+            "  cpu {} [{}]",
+            self.cpu.as_deref().unwrap_or("unknown"),
+            self.simd.join(" ")
+        );
+        s
+    }
 }
 
 fn with_sets(config: MealConfig, sets: &[String]) -> Result<MealConfig> {

@@ -1,6 +1,8 @@
+use std::path::PathBuf;
+
 use clap::Args;
 
-use crate::bench::{BenchOptions, Target, WORKLOADS};
+use crate::bench::{BenchOptions, LatencyOptions, Target, WORKLOADS};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
@@ -15,9 +17,9 @@ pub struct BenchArgs {
     /// Images per step (default 128 for --arch, 64 for --workload).
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Timed steps.
-    #[arg(long, default_value_t = 5)]
-    pub steps: usize,
+    /// Timed steps (default 5; with --latency, 30 timed runs per batch size).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
@@ -27,12 +29,37 @@ pub struct BenchArgs {
     /// Override a workload's MEAL config: --set fold_discriminators=false
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Inference latency of --arch instead of throughput: the eval forward at batch 1 and 8,
+    /// each run timed alone, ms per image (median and 90th percentile).
+    #[arg(long, conflicts_with_all = ["workload", "batch", "sets"])]
+    pub latency: bool,
+    /// With --latency: also write the timed weights as a meal checkpoint here, for `meal
+    /// export` (scripts/bench/latency.sh times the same model in PyTorch and ONNX Runtime).
+    #[arg(long, value_name = "PATH", requires = "latency")]
+    pub save_model: Option<PathBuf>,
     /// Print one JSON line instead of the summary.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.latency {
+        let report = crate::bench::run_latency(&LatencyOptions {
+            arch: a.arch.ok_or_else(|| {
+                Error::Config("bench: --latency measures a zoo model; give --arch ARCH".into())
+            })?,
+            warmup: a.warmup,
+            steps: a.steps.unwrap_or(30),
+            seed: a.seed,
+            save_model: a.save_model,
+        })?;
+        if a.json {
+            println!("{}", report.to_json());
+        } else {
+            println!("{}", report.to_text());
+        }
+        return Ok(());
+    }
     let (target, default_batch) = match (a.arch, a.workload) {
         (Some(arch), None) => (Target::Arch(arch), 128),
         (None, Some(w)) => (Target::Workload(w), 64),
@@ -48,7 +75,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         target,
         batch: a.batch.unwrap_or(default_batch),
         warmup: a.warmup,
-        steps: a.steps,
+        steps: a.steps.unwrap_or(5),
         seed: a.seed,
         sets: a.sets,
     })?;
