@@ -36,11 +36,7 @@ impl Latency {
         let mut sorted = times.to_vec();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
-        let median = if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-        };
+        let median = super::timing::median_of_sorted(&sorted);
         // Nearest rank: the smallest time that at least 90% of the runs do not exceed.
         let p90 = sorted[(n * 9).div_ceil(10) - 1];
         let per_image = |t: f64| t * 1e3 / batch as f64;

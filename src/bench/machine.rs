@@ -1,4 +1,4 @@
-//! What the numbers were measured on, read at run time: the machine changes between sessions,
+//! What the numbers were measured on, read at run time: the machine changes from day to day,
 //! so a throughput means nothing without the CPU and the instruction sets it offered.
 
 /// Instruction-set extensions that decide which kernels can run (x86 and Arm names as the

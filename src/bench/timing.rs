@@ -26,11 +26,7 @@ impl Throughput {
         let mut sorted = times.to_vec();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
-        let median = if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-        };
+        let median = median_of_sorted(&sorted);
         let rate = |t: f64| images as f64 / t;
         Self {
             median: rate(median),
@@ -62,6 +58,17 @@ pub fn measure(
         }
     }
     Ok(Throughput::from_times(images, &times))
+}
+
+/// The median of ascending values (at least one): the middle one, or the mean of the two middle
+/// ones.
+pub(super) fn median_of_sorted(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
 }
 
 #[cfg(test)]
