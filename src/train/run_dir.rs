@@ -18,12 +18,19 @@ pub const BEST: &str = "best.ckpt";
 
 /// An open run folder. It holds the folder's lock (see [`RunLock`]) until the last clone is
 /// dropped, so a second process cannot write into it meanwhile.
+/// The folder a fresh run was created in, as it was before.
+#[derive(Debug, Clone)]
+enum Before {
+    NoFolder,
+    Entries(Vec<std::ffi::OsString>),
+}
+
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub path: PathBuf,
-    /// For a folder this process created a run in: the entries it held before (`None`: the
-    /// folder itself is new), so that a run that saved nothing can leave it as it was.
-    before: Option<Option<Vec<std::ffi::OsString>>>,
+    /// What this process found where it created the run (`None` for a resumed run), so that a
+    /// run that saved nothing can leave it as it was.
+    before: Option<Before>,
     _lock: Arc<RunLock>,
 }
 
@@ -56,12 +63,12 @@ impl RunDir {
         }
         let path = path.to_path_buf();
         let before = match std::fs::read_dir(&path) {
-            Ok(entries) => Some(
+            Ok(entries) => Before::Entries(
                 entries
                     .filter_map(|e| e.ok().map(|e| e.file_name()))
                     .collect(),
             ),
-            Err(_) => None,
+            Err(_) => Before::NoFolder,
         };
         std::fs::create_dir_all(&path).map_err(|e| Error::file(&path, e))?;
         let lock = Arc::new(RunLock::acquire(&path)?);
@@ -101,10 +108,10 @@ impl RunDir {
             return;
         }
         match before {
-            None => {
+            Before::NoFolder => {
                 let _ = std::fs::remove_dir_all(&self.path);
             }
-            Some(kept) => {
+            Before::Entries(kept) => {
                 let Ok(entries) = std::fs::read_dir(&self.path) else {
                     return;
                 };
