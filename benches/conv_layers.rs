@@ -1,12 +1,12 @@
 //! Per-layer cost of meal's convolution kernels: forward, input gradient and weight gradient of
-//! the convolutions of resnet20, vgg8 and resnet18 (↓: stride 2; sc: 1×1 shortcut), in CPU milliseconds of the process
+//! the convolutions of resnet20, vgg8 and resnet18_cifar (↓: stride 2; sc: 1×1 shortcut), in CPU milliseconds of the process
 //! (summed over `/proc/self/task/*/schedstat`, so another process on the machine does not inflate
 //! it). Run single-threaded and once per path to compare them:
 //!
 //! ```sh
 //! RAYON_NUM_THREADS=1 MEAL_WINOGRAD=0 cargo bench --bench conv_layers
 //! RAYON_NUM_THREADS=1 MEAL_WINOGRAD=1 cargo bench --bench conv_layers
-//! ONLY=resnet18 BATCH=128 cargo bench --bench conv_layers   # a subset, another batch
+//! ONLY=resnet18_cifar BATCH=128 cargo bench --bench conv_layers   # a subset, another batch
 //! ```
 
 use meal::kernels::conv::{self, ConvShape};
@@ -94,15 +94,15 @@ fn main() {
         ("resnet20 s2↓", 16, 32, 32, 3, 2),
         ("vgg8 32ch", 32, 32, 64, 3, 1),
         ("vgg8 128ch", 128, 8, 128, 3, 1),
-        ("resnet18 stem", 3, 32, 64, 3, 1),
-        ("resnet18 l1", 64, 32, 64, 3, 1),
-        ("resnet18 l2", 128, 16, 128, 3, 1),
-        ("resnet18 l3", 256, 8, 256, 3, 1),
-        ("resnet18 l4", 512, 4, 512, 3, 1),
-        ("resnet18 l2↓", 64, 32, 128, 3, 2),
-        ("resnet18 l3↓", 128, 16, 256, 3, 2),
-        ("resnet18 l4↓", 256, 8, 512, 3, 2),
-        ("resnet18 l4sc", 256, 8, 512, 1, 2),
+        ("resnet18_cifar stem", 3, 32, 64, 3, 1),
+        ("resnet18_cifar l1", 64, 32, 64, 3, 1),
+        ("resnet18_cifar l2", 128, 16, 128, 3, 1),
+        ("resnet18_cifar l3", 256, 8, 256, 3, 1),
+        ("resnet18_cifar l4", 512, 4, 512, 3, 1),
+        ("resnet18_cifar l2↓", 64, 32, 128, 3, 2),
+        ("resnet18_cifar l3↓", 128, 16, 256, 3, 2),
+        ("resnet18_cifar l4↓", 256, 8, 512, 3, 2),
+        ("resnet18_cifar l4sc", 256, 8, 512, 1, 2),
     ];
     println!(
         "batch {batch}, winograd {}, isa {}",

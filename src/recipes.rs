@@ -211,7 +211,7 @@ mod tests {
             .to_string();
         for part in [
             "student_init",
-            "meal train --arch resnet18",
+            "meal train --arch resnet18_cifar",
             "--set student_init=none",
         ] {
             assert!(err.contains(part), "{part} missing from: {err}");

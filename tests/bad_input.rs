@@ -520,39 +520,39 @@ fn distill_stage_indices_that_do_not_exist_or_line_up() {
         name: "resnet8",
         stages: 3,
     };
-    let resnet18 = [Participant {
-        name: "resnet18",
+    let resnet18_cifar = [Participant {
+        name: "resnet18_cifar",
         stages: 4,
     }];
-    // Index 3: the student's logits, a feature map of resnet18.
-    let msg = message(resolve(&[spec(3, Some(64))], &student, &resnet18, 10));
+    // Index 3: the student's logits, a feature map of resnet18_cifar.
+    let msg = message(resolve(&[spec(3, Some(64))], &student, &resnet18_cifar, 10));
     assert_mentions(
         &msg,
         &[
             "meal.stages[0].index = 3",
             "logits",
             "resnet8",
-            "resnet18",
+            "resnet18_cifar",
             "line up",
         ],
     );
     // Negative indices count from the end, so -1 is everyone's logits.
-    assert!(resolve(&[spec(-1, None)], &student, &resnet18, 10).is_ok());
+    assert!(resolve(&[spec(-1, None)], &student, &resnet18_cifar, 10).is_ok());
     let msg = message(resolve(
         &[spec(-1, None), spec(5, Some(8))],
         &student,
-        &resnet18,
+        &resnet18_cifar,
         10,
     ));
     assert_mentions(
         &msg,
         &["meal.stages[1].index = 5", "resnet8", "only 4 outputs"],
     );
-    let msg = message(resolve(&[spec(-6, None)], &student, &resnet18, 10));
+    let msg = message(resolve(&[spec(-6, None)], &student, &resnet18_cifar, 10));
     assert_mentions(&msg, &["meal.stages[0].index = -6"]);
-    let msg = message(resolve(&[spec(1, None)], &student, &resnet18, 10));
+    let msg = message(resolve(&[spec(1, None)], &student, &resnet18_cifar, 10));
     assert_mentions(&msg, &["meal.stages[0]", "out_dim"]);
-    let msg = message(resolve(&[spec(-1, Some(7))], &student, &resnet18, 10));
+    let msg = message(resolve(&[spec(-1, Some(7))], &student, &resnet18_cifar, 10));
     assert_mentions(&msg, &["meal.stages[0]", "out_dim = 7", "10 classes"]);
 
     // The same through a whole distillation config, with a real 2-stage teacher.
@@ -834,7 +834,7 @@ fn a_config_copied_from_the_meal_v2_recipe_still_needs_a_student_init() {
         &[
             "student_init",
             "requires",
-            "meal train --arch resnet18",
+            "meal train --arch resnet18_cifar",
             "--set student_init=none",
         ],
     );
@@ -855,7 +855,7 @@ fn a_config_copied_from_the_meal_v2_recipe_still_needs_a_student_init() {
         "--out-dir",
         out.to_str().unwrap(),
     ]));
-    assert_mentions(&msg, &["student_init", "meal train --arch resnet18"]);
+    assert_mentions(&msg, &["student_init", "meal train --arch resnet18_cifar"]);
     assert!(
         !holds_anything(&out),
         "a refused run left {}",

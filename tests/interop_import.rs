@@ -76,7 +76,7 @@ fn imported_checkpoint_carries_normalisation_and_reference_fields() {
     );
 }
 
-/// vgg8 (meal names) and the kuangliu-named resnet18, preact_resnet18 and vgg19_bn, with the
+/// vgg8 (meal names) and the kuangliu-named resnet18_cifar, preact_resnet18 and vgg19_bn, with the
 /// deterministic weights of the fixture listing, written as torch.save / safetensors files.
 #[test]
 fn deterministic_models_match_pytorch_under_both_name_schemes() {

@@ -142,13 +142,13 @@ fn exports_load_strictly_in_pytorch_with_the_same_logits() {
         safetensors::encode(&deterministic_state_dict(&fx.listing), &[]).unwrap(),
     )
     .unwrap();
-    let net = import_pytorch(&src, &ImportOptions::new("resnet18"), &device)
+    let net = import_pytorch(&src, &ImportOptions::new("resnet18_cifar"), &device)
         .unwrap()
         .net;
     rt.export_both(
         "kuangliu_resnet18",
         &net,
-        "resnet18",
+        "resnet18_cifar",
         NameScheme::Kuangliu,
         2,
         Some(&fx.logits),

@@ -14,8 +14,8 @@
 //! | resnet56        |    853,018 |   125,485,696 | same                                         |
 //! | vgg8            |  1,167,434 |    43,354,624 | 32×16×16, 64×8×8, 128×4×4                    |
 //! | vgg19_bn        | 20,040,522 |   398,136,320 | 64×16×16, 128×8×8, 256×4×4, 512×2×2          |
-//! | resnet18        | 11,173,962 |   555,422,720 | 64×32×32, 128×16×16, 256×8×8, 512×4×4        |
-//! | preact_resnet18 | 11,171,146 |   555,422,720 | same as resnet18                             |
+//! | resnet18_cifar        | 11,173,962 |   555,422,720 | 64×32×32, 128×16×16, 256×8×8, 512×4×4        |
+//! | preact_resnet18 | 11,171,146 |   555,422,720 | same as resnet18_cifar                             |
 //! | densenet_cifar  | 10,961,010 | 2,363,412,640 | 580×8×8, 1540×8×8                            |
 //! | densenet121     |  6,956,298 |   888,350,720 | 256×32×32, 512×16×16, 1024×8×8, 1024×4×4     |
 //! | dpn92           | 34,236,634 | 2,042,422,272 | 320×32×32, 672×16×16, 1528×8×8, 2560×4×4     |
@@ -49,7 +49,7 @@ fn reference() -> BTreeMap<String, Reference> {
 const SPEC_PARAMS: &[(&str, usize)] = &[
     ("resnet20", 269_722),
     ("vgg19_bn", 20_040_522),
-    ("resnet18", 11_173_962),
+    ("resnet18_cifar", 11_173_962),
     ("preact_resnet18", 11_171_146),
     ("densenet_cifar", 10_961_010),
     ("densenet121", 6_956_298),
@@ -154,7 +154,7 @@ fn large_models_k10_and_k100() {
 fn count_macs_matches_reference() {
     let refs = reference();
     let device = meal::backend::device();
-    for name in ["resnet20", "resnet18"] {
+    for name in ["resnet20", "resnet18_cifar"] {
         let net = models::build(name, 10, &device).unwrap();
         assert_eq!(
             models::count_macs(&net, [1, 3, 32, 32]),
@@ -162,9 +162,9 @@ fn count_macs_matches_reference() {
             "{name}"
         );
     }
-    // resnet20 ≈ 40.6M and resnet18 ≈ 555M MACs, the usual CIFAR figures.
+    // resnet20 ≈ 40.6M and resnet18_cifar ≈ 555M MACs, the usual CIFAR figures.
     assert_eq!(refs["resnet20"].macs, 40_551_040);
-    assert_eq!(refs["resnet18"].macs, 555_422_720);
+    assert_eq!(refs["resnet18_cifar"].macs, 555_422_720);
     // An autodiff model is counted on its plain twin.
     let net = models::build("resnet8", 10, &device.clone().autodiff()).unwrap();
     assert_eq!(
@@ -221,15 +221,15 @@ fn assert_uniform_within(name: &str, v: &[f32], fan_in: usize) {
 fn default_init_follows_pytorch() {
     let device = meal::backend::device();
     // Dense conv (bias-free), conv with bias, grouped conv, linear.
-    let Net::ResNet(r) = models::build("resnet18", 10, &device).unwrap() else {
-        panic!("resnet18 is a ResNet")
+    let Net::ResNet(r) = models::build("resnet18_cifar", 10, &device).unwrap() else {
+        panic!("resnet18_cifar is a ResNet")
     };
     let w = &r.layers[1][0].conv1.weight;
     assert_eq!(w.shape().dims::<4>(), [128, 64, 3, 3]);
-    assert_uniform_within("resnet18 conv", &values(w.val()), 64 * 9);
-    assert_uniform_within("resnet18 fc.weight", &values(r.fc.weight.val()), 512);
+    assert_uniform_within("resnet18_cifar conv", &values(w.val()), 64 * 9);
+    assert_uniform_within("resnet18_cifar fc.weight", &values(r.fc.weight.val()), 512);
     assert_uniform_within(
-        "resnet18 fc.bias",
+        "resnet18_cifar fc.bias",
         &values(r.fc.bias.as_ref().unwrap().val()),
         512,
     );

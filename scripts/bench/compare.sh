@@ -35,7 +35,7 @@ trap 'rm -f "$OUT" "$BASE_OUT"' EXIT
 # name | flags shared by both sides
 BENCHES=(
   "--arch resnet20 --batch 128 --steps $STEPS_SMALL"
-  "--arch resnet18 --batch 128 --steps $STEPS_BIG"
+  "--arch resnet18_cifar --batch 128 --steps $STEPS_BIG"
   "--workload meal-v1-resnet18 --batch 64 --steps $STEPS_BIG"
   "--workload meal-v1-cifar-small --batch 64 --steps $((STEPS_SMALL / 3 * 3))"
 )

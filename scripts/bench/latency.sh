@@ -26,7 +26,7 @@ esac
 cargo build --release -q
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-for arch in resnet20 resnet18; do
+for arch in resnet20 resnet18_cifar; do
   echo "latency.sh: $arch" >&2
   RAYON_NUM_THREADS=$THREADS target/release/meal bench --arch "$arch" --latency \
     --steps "$STEPS" --warmup "$WARMUP" --save-model "$TMP/$arch.ckpt" --json >> "$TMP/results.jsonl"

@@ -46,7 +46,7 @@ import param_counts  # noqa: E402
 CLASSES = 10
 # (index, out_dim, gamma) as in src/bench/workload.rs.
 WORKLOADS = {
-    "meal-v1-resnet18": ("resnet18", ["resnet18"],
+    "meal-v1-resnet18": ("resnet18_cifar", ["resnet18_cifar"],
                          [(0, 10000, 0.001), (1, 5000, 0.01), (2, 1000, 0.05), (3, 500, 0.1),
                           (-1, None, 1.0)]),
     "meal-v1-cifar-small": ("resnet8", ["resnet20", "vgg8", "resnet14"], [(-1, None, 1.0)]),

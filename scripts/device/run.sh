@@ -3,7 +3,7 @@
 # receives the repository's tracked files plus the binary built by scripts/device/build.sh).
 # From that `meal` binary it
 #   1. runs `meal selftest` (golden comparisons with PyTorch + a tiny train/distill/resume round),
-#   2. runs `meal bench` (train and inference of resnet20 and resnet18 at batch 128 and 512, and
+#   2. runs `meal bench` (train and inference of resnet20 and resnet18_cifar at batch 128 and 512, and
 #      the meal-v1-resnet18 MEAL step) and the PyTorch twin (scripts/bench/torch_bench.py) on the
 #      same device,
 #   3. trains two teachers, distils a MEAL student, evaluates all three and resumes the student,
@@ -119,9 +119,9 @@ step selftest "$MEAL" --device "$DEVICE" selftest --json "$OUT/selftest.json" --
 
 # --- 2. benchmarks --------------------------------------------------------------------------
 if [ "$SMALL" = 1 ]; then
-  ARCHS="resnet20 resnet18"; BATCHES="8"; STEPS=1; WARMUP=1; WBATCH=4
+  ARCHS="resnet20 resnet18_cifar"; BATCHES="8"; STEPS=1; WARMUP=1; WBATCH=4
 else
-  ARCHS="resnet20 resnet18"; BATCHES="128 512"; STEPS=10; WARMUP=3; WBATCH=64
+  ARCHS="resnet20 resnet18_cifar"; BATCHES="128 512"; STEPS=10; WARMUP=3; WBATCH=64
 fi
 # The PyTorch twin's command line: flags if it has them, else the older positional form.
 TORCH_BENCH=scripts/bench/torch_bench.py

@@ -14,7 +14,7 @@ Writes, from PyTorch itself:
 - ``expected.json``: the float64 logits of every model below on 4 fixed inputs, and for the
   models without a weight file, the state-dict listing (key, shape, kind) PyTorch produces.
 
-Models too large for committed weight files (vgg8 with meal names; resnet18, preact_resnet18
+Models too large for committed weight files (vgg8 with meal names; resnet18_cifar, preact_resnet18
 and vgg19_bn with kuangliu names) get deterministic weights instead: every tensor is filled from
 a splitmix64 stream keyed by its PyTorch key (``torch_models.deterministic_value``). The tests
 rebuild the same tensors from the listing, write them as a PyTorch file and import it, so the
@@ -79,7 +79,7 @@ def main():
     # Deterministic weights, no files.
     for name, arch, names, n in [
         ("vgg8", "vgg8", "meal", 4),
-        ("kuangliu_resnet18", "resnet18", "kuangliu", 2),
+        ("kuangliu_resnet18", "resnet18_cifar", "kuangliu", 2),
         ("kuangliu_preact_resnet18", "preact_resnet18", "kuangliu", 2),
         ("kuangliu_vgg19_bn", "vgg19_bn", "kuangliu", 2),
     ]:

@@ -124,7 +124,7 @@ class KVGG(nn.Module):
 
 
 KUANGLIU = {
-    "resnet18": lambda k: KResNet(False, k),
+    "resnet18_cifar": lambda k: KResNet(False, k),
     "preact_resnet18": lambda k: KResNet(True, k),
     "vgg19_bn": lambda k: KVGG(k),
 }

@@ -431,7 +431,7 @@ ARCHS = {
     "resnet56": lambda k: ResNetCifar(56, k),
     "vgg8": lambda k: VGG(VGG8, k),
     "vgg19_bn": lambda k: VGG(VGG19, k),
-    "resnet18": lambda k: ResNet18(Basic, k, preact=False),
+    "resnet18_cifar": lambda k: ResNet18(Basic, k, preact=False),
     "preact_resnet18": lambda k: ResNet18(PreAct, k, preact=True),
     "densenet_cifar": lambda k: DenseNet([8, 24, 24], 40, k, ("trans2", "dense3"), 2),
     "densenet121": lambda k: DenseNet([6, 12, 24, 16], 32, k, ("dense1", "dense2", "dense3", "dense4"), 1),

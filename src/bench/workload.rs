@@ -26,9 +26,9 @@ pub struct Workload {
 pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "meal-v1-resnet18",
-        summary: "resnet18 -> resnet18, the reference's five matched stages (out_dims 10000/5000/1000/500 + logits)",
-        student: "resnet18",
-        teachers: &["resnet18"],
+        summary: "resnet18_cifar -> resnet18_cifar, the reference's five matched stages (out_dims 10000/5000/1000/500 + logits)",
+        student: "resnet18_cifar",
+        teachers: &["resnet18_cifar"],
         stages: &[
             (0, Some(10000), 0.001),
             (1, Some(5000), 0.01),

@@ -20,7 +20,7 @@ pub struct ExportArgs {
     #[arg(long, default_value = "safetensors")]
     pub format: String,
     /// Key names: `meal` (the twins of scripts/models/param_counts.py, every architecture) or
-    /// `kuangliu` (kuangliu/pytorch-cifar: resnet18, preact_resnet18, vgg19_bn). Not used by
+    /// `kuangliu` (kuangliu/pytorch-cifar: resnet18_cifar, preact_resnet18, vgg19_bn). Not used by
     /// `onnx`, whose tensors carry meal's module paths.
     #[arg(long, default_value = "meal")]
     pub names: String,

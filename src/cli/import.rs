@@ -21,7 +21,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Key names of the file: `meal` (the twins of scripts/models/param_counts.py) or
-    /// `kuangliu` (kuangliu/pytorch-cifar and the MEAL reference: resnet18, preact_resnet18,
+    /// `kuangliu` (kuangliu/pytorch-cifar and the MEAL reference: resnet18_cifar, preact_resnet18,
     /// vgg19_bn). Default: whichever matches more keys.
     #[arg(long)]
     pub names: Option<String>,

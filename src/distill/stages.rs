@@ -175,7 +175,7 @@ mod tests {
             stages: 3,
         };
         let t = Participant {
-            name: "resnet18",
+            name: "resnet18_cifar",
             stages: 4,
         };
         let r = resolve(&[spec(-1, None), spec(0, Some(100))], &s, &[t], 10).unwrap();
@@ -185,13 +185,13 @@ mod tests {
         assert_eq!(r[1].dim, 100);
 
         let t = Participant {
-            name: "resnet18",
+            name: "resnet18_cifar",
             stages: 4,
         };
         let e = resolve(&[spec(3, Some(10))], &s, &[t], 10)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("logits") && e.contains("resnet18"), "{e}");
+        assert!(e.contains("logits") && e.contains("resnet18_cifar"), "{e}");
         let e = resolve(&[spec(7, Some(10))], &s, &[], 10)
             .unwrap_err()
             .to_string();

@@ -8,7 +8,7 @@
 //!   it; it is what `meal export` writes by default.
 //! - [`NameScheme::Kuangliu`]: the attribute names of kuangliu/pytorch-cifar, which the MEAL
 //!   reference's CIFAR teachers use (`conv1`, `bn1`, `layer1.0.shortcut.0`, `linear`;
-//!   `features.N`, `classifier`). Offered for `resnet18`, `preact_resnet18` and `vgg19_bn`.
+//!   `features.N`, `classifier`). Offered for `resnet18_cifar`, `preact_resnet18` and `vgg19_bn`.
 //!
 //! A scheme is defined in one direction (burn path → PyTorch key); importing inverts it through
 //! the table of a built model, so the two directions cannot disagree.
@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 pub enum NameScheme {
     /// The twins of `scripts/models/param_counts.py` (= the burn module paths).
     Meal,
-    /// kuangliu/pytorch-cifar and the MEAL reference (`resnet18`, `preact_resnet18`, `vgg19_bn`).
+    /// kuangliu/pytorch-cifar and the MEAL reference (`resnet18_cifar`, `preact_resnet18`, `vgg19_bn`).
     Kuangliu,
 }
 
@@ -42,7 +42,7 @@ impl NameScheme {
     pub fn supports(self, arch: &str) -> bool {
         match self {
             NameScheme::Meal => true,
-            NameScheme::Kuangliu => matches!(arch, "resnet18" | "preact_resnet18" | "vgg19_bn"),
+            NameScheme::Kuangliu => matches!(arch, "resnet18_cifar" | "preact_resnet18" | "vgg19_bn"),
         }
     }
 
@@ -117,7 +117,7 @@ impl NameTable {
 /// kuangliu/pytorch-cifar's name for a burn path, or `None` where the arch has none.
 fn kuangliu(arch: &str, path: &str) -> Option<String> {
     match arch {
-        "resnet18" | "preact_resnet18" => Some(kuangliu_resnet(path)),
+        "resnet18_cifar" | "preact_resnet18" => Some(kuangliu_resnet(path)),
         "vgg19_bn" => kuangliu_vgg(crate::models::vgg::VGG19, path),
         _ => None,
     }
@@ -200,21 +200,21 @@ mod tests {
     #[test]
     fn kuangliu_names() {
         let k = |arch, p| NameScheme::Kuangliu.to_pytorch(arch, p);
-        assert_eq!(k("resnet18", "stem.conv.weight"), "conv1.weight");
-        assert_eq!(k("resnet18", "stem.bn.running_var"), "bn1.running_var");
+        assert_eq!(k("resnet18_cifar", "stem.conv.weight"), "conv1.weight");
+        assert_eq!(k("resnet18_cifar", "stem.bn.running_var"), "bn1.running_var");
         assert_eq!(
-            k("resnet18", "layers.1.0.shortcut.conv.weight"),
+            k("resnet18_cifar", "layers.1.0.shortcut.conv.weight"),
             "layer2.0.shortcut.0.weight"
         );
         assert_eq!(
-            k("resnet18", "layers.1.0.shortcut.bn.bias"),
+            k("resnet18_cifar", "layers.1.0.shortcut.bn.bias"),
             "layer2.0.shortcut.1.bias"
         );
         assert_eq!(
-            k("resnet18", "layers.3.1.bn2.weight"),
+            k("resnet18_cifar", "layers.3.1.bn2.weight"),
             "layer4.1.bn2.weight"
         );
-        assert_eq!(k("resnet18", "fc.weight"), "linear.weight");
+        assert_eq!(k("resnet18_cifar", "fc.weight"), "linear.weight");
         assert_eq!(k("preact_resnet18", "stem.weight"), "conv1.weight");
         assert_eq!(
             k("preact_resnet18", "layers.2.0.shortcut.weight"),

@@ -42,7 +42,7 @@ use super::simd::{self, PanelLayout};
 
 /// Tiles per chunk of the forward pass: a multiple of every micro-tile width (8, 16, 48). The
 /// same for F(4×4), whose tiles are 4× larger: with 48 the transformed kernel was read twice as
-/// often, and the 8×8 layers of resnet18 ran 20–40% slower.
+/// often, and the 8×8 layers of resnet18_cifar ran 20–40% slower.
 const CHUNK: usize = 96;
 /// Tiles per chunk of the weight gradient (the reduction length of its products).
 const CHUNK_W: usize = 192;
@@ -66,7 +66,7 @@ fn setting() -> Option<Option<usize>> {
     })
 }
 
-/// The output tile side for a shape: 4, which measured as fast as 2 on resnet18's 4×4 maps and
+/// The output tile side for a shape: 4, which measured as fast as 2 on resnet18_cifar's 4×4 maps and
 /// 15–35% faster on its larger ones (`benches/conv_layers.rs`, batch 64), except on maps under
 /// 3×3, where a 6×6 patch for at most 2×2 outputs does more products than F(2×2).
 pub fn tile_for(s: &ConvShape) -> usize {
@@ -961,7 +961,7 @@ fn convolve<const M: usize, const A: usize>(
 /// [`convolve`] in three passes over the whole layer (every tile's transform, then each ξ's
 /// product, then every output transform) for layers of few tiles: small maps or small batches,
 /// where the transformed kernel is larger than the data. Chunk by chunk it would be streamed from
-/// memory once per chunk (resnet18's 4×4 layers ran at half the gemm's speed); here each `U_ξ`
+/// memory once per chunk (resnet18_cifar's 4×4 layers ran at half the gemm's speed); here each `U_ξ`
 /// is read once, and the products still split over the cores by ξ.
 fn convolve_whole<const M: usize, const A: usize>(
     s: &ConvShape,

@@ -118,7 +118,7 @@ pub static ARCHS: &[ArchInfo] = &[
         build: |d, k| Net::Vgg(Vgg::new(d, VGG19, k)),
     },
     ArchInfo {
-        name: "resnet18",
+        name: "resnet18_cifar",
         summary: "ResNet-18 (BasicBlock [2,2,2,2], 64..512), CIFAR stem, 11.2M params",
         stages: 4,
         build: |d, k| Net::ResNet(ResNet::new(d, [2, 2, 2, 2], k)),

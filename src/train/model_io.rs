@@ -136,10 +136,22 @@ fn abbreviate_lists(message: &str) -> String {
     out
 }
 
+/// The architecture a checkpoint's header means. meal 0.1 called the CIFAR ResNet-18 of the
+/// MEAL reference `resnet18`; since 0.2 that name is timm's and torchvision's ImageNet ResNet-18
+/// and the CIFAR form is `resnet18_cifar`.
+pub fn current_arch_name<'a>(meal_version: &str, arch: &'a str) -> &'a str {
+    if arch == "resnet18" && meal_version.starts_with("0.1.") {
+        "resnet18_cifar"
+    } else {
+        arch
+    }
+}
+
 /// Reads the header and builds + loads the model on `device`.
 pub fn load_model(path: &Path, device: &Device) -> Result<(Net, ModelMeta, Container)> {
     let container = Container::load(path)?;
-    let meta: ModelMeta = container.get_json(path, META)?;
+    let mut meta: ModelMeta = container.get_json(path, META)?;
+    meta.arch = current_arch_name(&meta.meal_version, &meta.arch).to_string();
     let model = models::build(&meta.arch, meta.num_classes, device)
         .map_err(|e| Error::checkpoint(path, e))?;
     let model = load_weights(model, container.get(path, MODEL)?, path).map_err(|e| match e {
