@@ -351,17 +351,14 @@ pub fn channel_affine(
     let isa = super::simd::isa();
     if image > 0 {
         let out = &mut y.spare_capacity_mut()[..x.len()];
-        out.par_chunks_mut(image)
-            .zip(x.par_chunks(image))
-            .for_each(|(yi, xi)| {
-                for (ch, (yr, xr)) in yi
-                    .chunks_exact_mut(shape.spatial)
-                    .zip(xi.chunks_exact(shape.spatial))
-                    .enumerate()
-                {
-                    // SAFETY: `simd::isa` is this CPU's.
-                    unsafe { affine_row(isa, yr, xr, scale[ch], shift[ch], relu) };
-                }
+        out.par_chunks_mut(shape.spatial)
+            .zip(x.par_chunks(shape.spatial))
+            .enumerate()
+            .with_min_len(rows_per_task(shape.spatial))
+            .for_each(|(r, (yr, xr))| {
+                let ch = r % shape.channels;
+                // SAFETY: `simd::isa` is this CPU's.
+                unsafe { affine_row(isa, yr, xr, scale[ch], shift[ch], relu) };
             });
         // SAFETY: every image's every channel row was written above.
         unsafe { y.set_len(x.len()) };
@@ -385,14 +382,25 @@ pub fn channel_affine_in_place(
     let image = shape.channels * shape.spatial;
     let isa = super::simd::isa();
     if image > 0 {
-        x.par_chunks_mut(image).for_each(|xi| {
-            for (ch, row) in xi.chunks_exact_mut(shape.spatial).enumerate() {
+        x.par_chunks_mut(shape.spatial)
+            .enumerate()
+            .with_min_len(rows_per_task(shape.spatial))
+            .for_each(|(r, row)| {
+                let ch = r % shape.channels;
                 // SAFETY: `simd::isa` is this CPU's.
                 unsafe { affine_row_in_place(isa, row, scale[ch], shift[ch], relu) };
-            }
-        });
+            });
     }
 }
+
+/// Channel rows per task of the eval-mode affine: split by rows rather than images, so that a
+/// batch of one spreads over every core, in tasks of at least `AFFINE_TASK` values so that
+/// rayon's hand-off stays small beside the pass over memory.
+fn rows_per_task(spatial: usize) -> usize {
+    AFFINE_TASK.div_ceil(spatial.max(1))
+}
+
+const AFFINE_TASK: usize = 8192;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::copy::{copy_row, copy_row_to};
-use super::gemm::{Panels, gemm_panels};
+use super::gemm::{Panels, gemm_panels, gemm_rows};
 pub use super::shape::ConvShape;
 use super::simd::{self, DotArgs, Isa, JR, MR};
 
@@ -73,18 +73,69 @@ impl ConvShape {
     }
 }
 
-/// Output channels of one group packed as panels, zero rows past the group's end.
+/// Output channels of one group packed as panels, zero rows past the group's end. Panel by
+/// panel and in parallel: at batch 1 the serial packing of a 512-channel layer's weight took as
+/// long as its products on one core.
 fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Panels {
     let (k, cout_g) = (s.k(), s.cout_g());
     let mut a = Panels::zeroed(cout_g, k);
-    for co in 0..cout_g {
-        let row = &w[(g * cout_g + co) * k..(g * cout_g + co + 1) * k];
-        for (kk, &v) in row.iter().enumerate() {
-            let at = a.layout.at(co, kk, k);
-            a.data[at] = v;
+    let mut panels = Vec::new();
+    let mut rest = &mut a.data[..];
+    for (r0, h) in a.layout.panels() {
+        let (panel, tail) = rest.split_at_mut(h * k);
+        panels.push((r0, h, panel));
+        rest = tail;
+    }
+    let pack = |(r0, h, panel): (usize, usize, &mut [f32])| {
+        for r in 0..h.min(cout_g.saturating_sub(r0)) {
+            let row = &w[(g * cout_g + r0 + r) * k..][..k];
+            for (kk, &v) in row.iter().enumerate() {
+                panel[kk * h + r] = v;
+            }
         }
+    };
+    if cout_g * k >= PAR_PACK {
+        panels.into_par_iter().for_each(pack);
+    } else {
+        panels.into_iter().for_each(pack);
     }
     a
+}
+
+/// Weights below this many values are packed on the calling thread (rayon's hand-off would
+/// cost more than the copy).
+const PAR_PACK: usize = 1 << 14;
+
+/// Tasks per unit of parallel work (an image or a chunk of images) when there are fewer units
+/// than threads, else 1, and never more than `most`: a batch of 1 then still spreads over every
+/// core. Each task computes its share of the same products, so the result does not depend on
+/// the split.
+fn parts_per(units: usize, most: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if units >= threads {
+        1
+    } else {
+        threads.div_ceil(units.max(1)).min(most).max(1)
+    }
+}
+
+/// The output shared by tasks that each write their own rows of it.
+#[derive(Clone, Copy)]
+struct OutRows(*mut MaybeUninit<f32>);
+// SAFETY: every task writes rows (channel, output row, image) no other task writes.
+unsafe impl Send for OutRows {}
+unsafe impl Sync for OutRows {}
+
+impl OutRows {
+    /// The `len` values from `at` on.
+    ///
+    /// # Safety
+    /// They lie inside the output, and no other task touches them while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn rows(&self, at: usize, len: usize) -> &mut [MaybeUninit<f32>] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
 }
 
 /// `w'[g·cin_g + ci][co][ky][kx] = w[g·cout_g + co][ci][kh-1-ky][kw-1-kx]`.
@@ -409,6 +460,10 @@ fn forward_direct(
     let rows = packed[0].layout.rows;
     let in_image = s.cin * s.h * s.w;
     let out_image = s.cout * ho * wo;
+    let parts = parts_per(s.batch, ho);
+    if parts > 1 {
+        return forward_direct_rows(isa, s, x, packed, y, epi, parts);
+    }
     y.par_chunks_mut(out_image).enumerate().for_each_init(
         || (vec![0f32; padded_len(s, nr)], vec![0f32; rows * ldc]),
         |(xpad, ypw), (i, yi)| {
@@ -439,6 +494,73 @@ fn forward_direct(
     );
 }
 
+/// [`forward_direct`] with each image's output rows shared out among `parts` tasks: a task
+/// computes output rows `oy0..oy1` as the columns `oy0·Wq..oy1·Wq` of the same product (every
+/// column is its own sum, so the values are those of the whole-image product).
+fn forward_direct_rows(
+    isa: Isa,
+    s: &ConvShape,
+    x: &[f32],
+    packed: &[Panels],
+    y: &mut [MaybeUninit<f32>],
+    epi: Option<Epilogue>,
+    parts: usize,
+) {
+    let (ho, wo, q) = (s.ho(), s.wo(), s.phases());
+    let wp = q.wq;
+    let nr = isa.nr();
+    let ldc = (ho.div_ceil(parts) * wp).div_ceil(nr) * nr;
+    let offs = direct_offsets(s);
+    let last_tap = offs.iter().copied().max().unwrap_or(0);
+    let rows = packed[0].layout.rows;
+    let in_image = s.cin * s.h * s.w;
+    let out_image = s.cout * ho * wo;
+    let span = |p: usize| ho * p / parts;
+    let out = OutRows(y.as_mut_ptr());
+    assert_eq!(y.len(), s.batch * out_image);
+    (0..s.batch * parts).into_par_iter().for_each_init(
+        || (vec![0f32; padded_len(s, nr)], vec![0f32; rows * ldc]),
+        |(xpad, ypw), task| {
+            let (i, p) = (task / parts, task % parts);
+            let (oy0, oy1) = (span(p), span(p + 1));
+            if oy0 == oy1 {
+                return;
+            }
+            let blocks = ((oy1 - oy0) * wp).div_ceil(nr);
+            pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
+            for (g, a) in packed.iter().enumerate() {
+                let b = &xpad[g * s.cin_g() * q.channel() + oy0 * wp..];
+                // The micro-kernel reads `b` unchecked in release builds.
+                assert!(
+                    b.len() >= last_tap + blocks * nr,
+                    "direct conv {s:?}: short input"
+                );
+                gemm_panels(
+                    isa,
+                    (&a.data, a.layout),
+                    s.k(),
+                    b,
+                    &offs,
+                    ypw,
+                    ldc,
+                    blocks,
+                    false,
+                );
+                for co in 0..s.cout_g() {
+                    let c = g * s.cout_g() + co;
+                    for oy in oy0..oy1 {
+                        let src = co * ldc + (oy - oy0) * wp;
+                        // SAFETY: row `oy` of channel `c` of image `i` is inside `y` (asserted
+                        // length) and belongs to this task's rows alone.
+                        let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, wo) };
+                        emit(epi.as_ref(), c, dst, &ypw[src..src + wo]);
+                    }
+                }
+            }
+        },
+    );
+}
+
 fn forward_im2col(
     isa: Isa,
     s: &ConvShape,
@@ -455,6 +577,11 @@ fn forward_im2col(
     let rows = packed[0].layout.rows;
     let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
     let offs: Vec<usize> = (0..s.k()).map(|k| k * ld_for(chunk)).collect();
+    let panels = packed[0].layout.panels().count();
+    let parts = parts_per(s.batch.div_ceil(chunk), panels);
+    if parts > 1 {
+        return forward_im2col_panels(isa, s, x, packed, y, epi, parts);
+    }
     y.par_chunks_mut(chunk * out_image)
         .enumerate()
         .for_each_init(
@@ -495,6 +622,72 @@ fn forward_im2col(
                 }
             },
         );
+}
+
+/// [`forward_im2col`] with each chunk's output channels shared out among `parts` tasks, by
+/// whole panels of the packed weight (the products are the same, see [`gemm_rows`]). Each task
+/// writes the chunk's patch matrix itself: a copy of the input, small beside its share of the
+/// products when there are enough channels to share.
+fn forward_im2col_panels(
+    isa: Isa,
+    s: &ConvShape,
+    x: &[f32],
+    packed: &[Panels],
+    y: &mut [MaybeUninit<f32>],
+    epi: Option<Epilogue>,
+    parts: usize,
+) {
+    let (ho, wo) = (s.ho(), s.wo());
+    let nr = isa.nr();
+    let chunk = chunk_images(s);
+    let chunks = s.batch.div_ceil(chunk);
+    let in_image = s.cin * s.h * s.w;
+    let out_image = s.cout * ho * wo;
+    let rows = packed[0].layout.rows;
+    let ld = (chunk * ho * wo).div_ceil(nr) * nr;
+    let offs: Vec<usize> = (0..s.k()).map(|k| k * ld).collect();
+    // Panels go to the part their first row falls in: contiguous runs of about rows / parts.
+    let share = |p: usize| rows * p / parts..rows * (p + 1) / parts;
+    let out = OutRows(y.as_mut_ptr());
+    assert_eq!(y.len(), s.batch * out_image);
+    (0..chunks * parts).into_par_iter().for_each_init(
+        || (vec![0f32; s.k() * ld + nr], vec![0f32; rows * ld]),
+        |(col, tmp), task| {
+            let (ci, p) = (task / parts, task % parts);
+            let imgs = chunk.min(s.batch - ci * chunk);
+            let xs = &x[ci * chunk * in_image..][..imgs * in_image];
+            let blocks = (imgs * ho * wo).div_ceil(nr);
+            let mine = share(p);
+            for (g, a) in packed.iter().enumerate() {
+                im2col(s, xs, imgs, g * s.cin_g(), col, ld);
+                gemm_rows(
+                    isa,
+                    (&a.data, a.layout),
+                    mine.clone(),
+                    s.k(),
+                    col,
+                    &offs,
+                    tmp,
+                    ld,
+                    blocks,
+                    false,
+                );
+                for (r0, h) in a.layout.panels().filter(|(r0, _)| mine.contains(r0)) {
+                    for co in r0..(r0 + h).min(s.cout_g()) {
+                        let c = g * s.cout_g() + co;
+                        for img in 0..imgs {
+                            let at = ((ci * chunk + img) * s.cout + c) * ho * wo;
+                            let src = co * ld + img * ho * wo;
+                            // SAFETY: channel `c` of this image is inside `y` (asserted length)
+                            // and its panel belongs to this task alone.
+                            let dst = unsafe { out.rows(at, ho * wo) };
+                            emit(epi.as_ref(), c, dst, &tmp[src..src + ho * wo]);
+                        }
+                    }
+                }
+            }
+        },
+    );
 }
 
 /// `dx` of `y = conv(x, w)` given `dy: [batch, cout, ho, wo]`.

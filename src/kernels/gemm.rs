@@ -1,6 +1,8 @@
 //! The blocked gemm both lowerings run on the micro-kernel of [`super::simd`]: a left operand
 //! packed as panels, a right operand read through a table of row offsets.
 
+use std::ops::Range;
+
 use super::simd::{self, GemmArgs, Isa, PanelLayout};
 
 /// The left operand of a gemm: `rows × k` packed panel after panel (see [`PanelLayout`]), zero
@@ -28,6 +30,36 @@ const KC: usize = 256;
 pub(super) fn gemm_panels(
     isa: Isa,
     (a, layout): (&[f32], PanelLayout),
+    k: usize,
+    b: &[f32],
+    offs: &[usize],
+    c: &mut [f32],
+    ldc: usize,
+    blocks: usize,
+    accumulate: bool,
+) {
+    gemm_rows(
+        isa,
+        (a, layout),
+        0..layout.rows,
+        k,
+        b,
+        offs,
+        c,
+        ldc,
+        blocks,
+        accumulate,
+    );
+}
+
+/// [`gemm_panels`] for the panels that start in `rows` only (their rows of `c`; the others are
+/// left as they were). Each output value is the same sum in the same order as in the full
+/// product, so tasks that share one product out by panels give its exact result.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_rows(
+    isa: Isa,
+    (a, layout): (&[f32], PanelLayout),
+    rows: Range<usize>,
     k: usize,
     b: &[f32],
     offs: &[usize],
@@ -66,15 +98,16 @@ pub(super) fn gemm_panels(
                 )
             };
         };
+        let panels = || layout.panels().filter(|(r0, _)| rows.contains(r0));
         if panels_outer {
-            for p in layout.panels() {
+            for p in panels() {
                 for nb in 0..blocks {
                     tile(p, nb);
                 }
             }
         } else {
             for nb in 0..blocks {
-                for p in layout.panels() {
+                for p in panels() {
                     tile(p, nb);
                 }
             }
