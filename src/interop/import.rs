@@ -161,16 +161,23 @@ pub fn import_pytorch(path: &Path, opts: &ImportOptions, device: &Device) -> Res
 
     // Choose the naming scheme from a probe model (names do not depend on the class count).
     let probe = models::build(info.name, opts.num_classes.unwrap_or(10), device)?;
-    let paths: Vec<String> = pytorch_tensors(&probe)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    let probe_classes = opts.num_classes.unwrap_or(10);
+    let tensors = pytorch_tensors(&probe);
+    // The classifier: the last 2-D weight with one row per class (`fc`, timm's `classifier`,
+    // SENet's `last_linear`), found on the probe rather than by name.
+    let head = tensors
+        .iter()
+        .rev()
+        .find(|(p, shape)| p.ends_with(".weight") && shape.len() == 2 && shape[0] == probe_classes)
+        .map(|(p, _)| p.clone())
+        .unwrap_or_else(|| "fc.weight".to_string());
+    let paths: Vec<String> = tensors.into_iter().map(|(p, _)| p).collect();
     let scheme = match opts.names {
         Some(s) => s,
         None => best_scheme(info.name, &paths, &state),
     };
     let table = NameTable::new(info.name, scheme, paths);
-    let fc_key = scheme.to_pytorch(info.name, "fc.weight");
+    let fc_key = scheme.to_pytorch(info.name, &head);
     let num_classes = match opts.num_classes {
         Some(k) => k,
         None => match state.tensors.get(&fc_key) {
@@ -188,7 +195,7 @@ pub fn import_pytorch(path: &Path, opts: &ImportOptions, device: &Device) -> Res
             }
         },
     };
-    let net = if opts.num_classes.unwrap_or(10) == num_classes {
+    let net = if probe_classes == num_classes {
         probe
     } else {
         models::build(info.name, num_classes, device)?
