@@ -34,6 +34,8 @@ impl ToOnnx for Net {
             Net::ResNeXt(m) => m.to_onnx(g, name, x),
             Net::MobileNet(m) => m.to_onnx(g, name, x),
             Net::ResNet9(m) => m.to_onnx(g, name, x),
+            Net::MobileNetV3(m) => m.to_onnx(g, name, x),
+            Net::EfficientNet(m) => m.to_onnx(g, name, x),
         }
     }
 }
