@@ -77,6 +77,9 @@ pub struct ConvBnAct {
 }
 
 /// One block of a stage.
+// The variants differ only by a few layers' bookkeeping (a few hundred bytes, weights live on
+// the heap), and burn's `Module` derive has no `Box` support.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Block {
     DepthwiseSeparable(DepthwiseSeparable),
