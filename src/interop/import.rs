@@ -169,8 +169,14 @@ pub fn import_pytorch(path: &Path, opts: &ImportOptions, device: &Device) -> Res
         Some(s) => s,
         None => best_scheme(info.name, &paths, &state),
     };
+    // timm's MobileNetV3 and EfficientNet call their classifier `classifier`; the rest `fc`.
+    let fc_path = if paths.iter().any(|p| p == "classifier.weight") {
+        "classifier.weight"
+    } else {
+        "fc.weight"
+    };
     let table = NameTable::new(info.name, scheme, paths);
-    let fc_key = scheme.to_pytorch(info.name, "fc.weight");
+    let fc_key = scheme.to_pytorch(info.name, fc_path);
     let num_classes = match opts.num_classes {
         Some(k) => k,
         None => match state.tensors.get(&fc_key) {

@@ -34,6 +34,7 @@ impl ToOnnx for Net {
             Net::ResNeXt(m) => m.to_onnx(g, name, x),
             Net::MobileNet(m) => m.to_onnx(g, name, x),
             Net::ResNet9(m) => m.to_onnx(g, name, x),
+            Net::TimmResNet(m) => m.to_onnx(g, name, x),
             Net::MobileNetV3(m) => m.to_onnx(g, name, x),
             Net::EfficientNet(m) => m.to_onnx(g, name, x),
         }
@@ -41,7 +42,7 @@ impl ToOnnx for Net {
 }
 
 /// `prefix.part`, or `part` at the top level.
-fn path(prefix: &str, part: impl std::fmt::Display) -> String {
+pub(super) fn path(prefix: &str, part: impl std::fmt::Display) -> String {
     if prefix.is_empty() {
         part.to_string()
     } else {
