@@ -168,6 +168,11 @@ const TIMM_PARAMS: &[(&str, usize)] = &[
     ("resnet152", 60_192_808),
     ("resnet152s", 60_316_584),
     ("senet154", 115_088_984),
+    ("tf_mobilenetv3_small_075", 2_041_872),
+    ("tf_mobilenetv3_small_100", 2_542_856),
+    ("tf_mobilenetv3_large_100", 5_483_032),
+    ("tf_efficientnet_b0", 5_288_548),
+    ("tf_efficientnet_b4", 19_341_616),
 ];
 
 #[test]

@@ -37,8 +37,10 @@ from param_counts import fill, keys_digest, tensors, uniform  # noqa: E402
 OUT = os.path.join(HERE, "..", "..", "tests", "fixtures", "models", "timm")
 SIZE = 97
 CLASSES = 10
-MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet152s", "senet154"]
-TRAIN = {"resnet50"}
+MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet152s", "senet154",
+          "tf_mobilenetv3_small_075", "tf_mobilenetv3_small_100", "tf_mobilenetv3_large_100",
+          "tf_efficientnet_b0", "tf_efficientnet_b4"]
+TRAIN = {"resnet50", "tf_mobilenetv3_large_100", "tf_efficientnet_b0"}
 
 
 class Staged(torch.nn.Module):

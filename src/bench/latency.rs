@@ -65,6 +65,7 @@ impl Latency {
 /// runtime can be timed on the very model meal timed (`meal export`).
 pub fn bench_latency(
     arch: &str,
+    size: usize,
     warmup: usize,
     steps: usize,
     seed: u64,
@@ -72,6 +73,9 @@ pub fn bench_latency(
 ) -> Result<Vec<Latency>> {
     if steps == 0 {
         return Err(Error::Config("bench: --steps must be at least 1".into()));
+    }
+    if size == 0 {
+        return Err(Error::Config("bench: --size must be at least 1".into()));
     }
     let device = crate::backend::device();
     device.seed(seed);
@@ -81,7 +85,7 @@ pub fn bench_latency(
             meal_version: env!("CARGO_PKG_VERSION").into(),
             arch: arch.to_string(),
             num_classes: CLASSES,
-            input_shape: [3, 32, 32],
+            input_shape: [3, size, size],
             normalization: Normalization::CIFAR10,
             class_names: crate::data::cifar::CIFAR10_CLASSES
                 .iter()
@@ -95,7 +99,11 @@ pub fn bench_latency(
     }
     let mut out = Vec::new();
     for batch in LATENCY_BATCHES {
-        let x = Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<4>::random(
+            [batch, 3, size, size],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let mut times = Vec::with_capacity(steps);
         for i in 0..warmup + steps {
             let t = Instant::now();

@@ -119,6 +119,8 @@ pub struct LatencyOptions {
     pub seed: u64,
     /// Also write the timed weights as a meal checkpoint here (for `meal export`).
     pub save_model: Option<PathBuf>,
+    /// Side of the square input images.
+    pub size: usize,
 }
 
 /// One latency measurement, as `--latency --json` prints it (one line).
@@ -128,6 +130,8 @@ pub struct LatencyReport {
     pub arch: String,
     pub warmup: usize,
     pub steps: usize,
+    /// Side of the square input images.
+    pub size: usize,
     pub device: String,
     pub threads: usize,
     pub cpu: Option<String>,
@@ -137,8 +141,14 @@ pub struct LatencyReport {
 }
 
 pub fn run_latency(o: &LatencyOptions) -> Result<LatencyReport> {
-    let latency =
-        latency::bench_latency(&o.arch, o.warmup, o.steps, o.seed, o.save_model.as_deref())?;
+    let latency = latency::bench_latency(
+        &o.arch,
+        o.size,
+        o.warmup,
+        o.steps,
+        o.seed,
+        o.save_model.as_deref(),
+    )?;
     let (cpu, simd) = match machine::cpu() {
         Some((model, simd)) => (Some(model), simd),
         None => (None, Vec::new()),
@@ -148,6 +158,7 @@ pub fn run_latency(o: &LatencyOptions) -> Result<LatencyReport> {
         arch: o.arch.clone(),
         warmup: o.warmup,
         steps: o.steps,
+        size: o.size,
         device: crate::backend::describe(&crate::backend::device()),
         // The pool the kernels run on (RAYON_NUM_THREADS sets it), not the CPUs present.
         threads: rayon::current_num_threads(),
@@ -164,8 +175,8 @@ impl LatencyReport {
 
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "{} eval forward latency, {} timed runs per batch after {} warm-up, {} on {} thread(s)\n",
-            self.arch, self.steps, self.warmup, self.device, self.threads
+            "{} eval forward latency at {}x{}, {} timed runs per batch after {} warm-up, {} on {} thread(s)\n",
+            self.arch, self.size, self.size, self.steps, self.warmup, self.device, self.threads
         );
         for l in &self.latency {
             s += &format!(

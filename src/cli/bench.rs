@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// export` (scripts/bench/latency.sh times the same model in PyTorch and ONNX Runtime).
     #[arg(long, value_name = "PATH", requires = "latency")]
     pub save_model: Option<PathBuf>,
+    /// With --latency: the side of the square input images (32 is CIFAR's; the ImageNet-form
+    /// models take any size, e.g. 224).
+    #[arg(long, default_value_t = 32, requires = "latency")]
+    pub size: usize,
     /// Print one JSON line instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -52,6 +56,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             steps: a.steps.unwrap_or(30),
             seed: a.seed,
             save_model: a.save_model,
+            size: a.size,
         })?;
         if a.json {
             println!("{}", report.to_json());

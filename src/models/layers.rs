@@ -83,6 +83,19 @@ pub fn conv_fwd(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     count_conv(conv, y)
 }
 
+/// Like [`conv_fwd`] with the padding `[(top, bottom), (left, right)]` given per call: TensorFlow
+/// "same" padding ([`super::same_pad`]) depends on the input size.
+pub fn conv_fwd_padded(conv: &Conv2d, x: Tensor<4>, padding: [(usize, usize); 2]) -> Tensor<4> {
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    let y = crate::kernels::conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    );
+    count_conv(conv, y)
+}
+
 /// `bn(conv(x))`, with the ReLU when `relu`. At inference (BatchNorm on its running statistics,
 /// nothing differentiated) the BatchNorm rides on the convolution's output pass
 /// ([`crate::kernels::conv2d_affine`]); otherwise the two layers run one after the other.

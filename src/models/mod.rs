@@ -2,13 +2,20 @@
 //! MEAL can match intermediate stages; the number of classes is a parameter; initialisation
 //! follows PyTorch's defaults.
 
+pub mod activation;
 pub mod count;
 pub mod densenet;
 pub mod dpn;
+pub mod drop_path;
+pub mod efficientnet;
+pub mod efficientnet_blocks;
+pub mod efficientnet_builder;
+pub mod efficientnet_se;
 pub mod flops;
 pub mod googlenet;
 pub mod layers;
 pub mod mobilenet;
+pub mod mobilenetv3;
 pub mod output;
 pub mod preact_resnet;
 pub mod registry;
@@ -16,6 +23,7 @@ pub mod resnet;
 pub mod resnet9;
 pub mod resnet_cifar;
 pub mod resnext;
+pub mod same_pad;
 pub mod squeeze_excite;
 pub mod timm_resnet;
 pub mod vgg;

@@ -5,8 +5,10 @@ use burn::tensor::{Device, Tensor};
 
 use super::densenet::DenseNet;
 use super::dpn::{DPN92, Dpn};
+use super::efficientnet::{EfficientNet, EfficientNetConfig};
 use super::googlenet::GoogLeNet;
 use super::mobilenet::MobileNet;
+use super::mobilenetv3::{MobileNetV3, MobileNetV3Config};
 use super::output::ModelOutput;
 use super::preact_resnet::PreActResNet;
 use super::resnet::ResNet;
@@ -36,6 +38,8 @@ pub enum Net {
     MobileNet(MobileNet),
     ResNet9(ResNet9),
     TimmResNet(TimmResNet),
+    MobileNetV3(MobileNetV3),
+    EfficientNet(EfficientNet),
 }
 
 impl Net {
@@ -52,6 +56,8 @@ impl Net {
             Net::MobileNet(m) => m.forward(x),
             Net::ResNet9(m) => m.forward(x),
             Net::TimmResNet(m) => m.forward(x),
+            Net::MobileNetV3(m) => m.forward(x),
+            Net::EfficientNet(m) => m.forward(x),
         }
     }
 }
@@ -292,11 +298,46 @@ pub static ARCHS: &[ArchInfo] = &[
                     deep_stem: Some(64),
                     se_reduction: Some(16),
                     down_kernel: 3,
-                    drop_rate: 0.2,
+                    drop_rate: 0.0,
                     ..TimmResNetConfig::torchvision(BlockKind::Bottleneck, [3, 8, 36, 3])
                 },
             )
         },
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "tf_mobilenetv3_small_075",
+        summary: "timm's MobileNetV3-Small at 0.75 width, TF form (same padding, BN eps 1e-3), 2.0M params",
+        stages: 4,
+        build: |d, k| Net::MobileNetV3(MobileNetV3Config::small(0.75, k).init(d)),
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "tf_mobilenetv3_small_100",
+        summary: "timm's MobileNetV3-Small, TF form, 2.5M params",
+        stages: 4,
+        build: |d, k| Net::MobileNetV3(MobileNetV3Config::small(1.0, k).init(d)),
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "tf_mobilenetv3_large_100",
+        summary: "timm's MobileNetV3-Large, TF form, 5.5M params",
+        stages: 4,
+        build: |d, k| Net::MobileNetV3(MobileNetV3Config::large(1.0, k).init(d)),
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "tf_efficientnet_b0",
+        summary: "timm's EfficientNet-B0, TF form (same padding, BN eps 1e-3), 5.3M params",
+        stages: 4,
+        build: |d, k| Net::EfficientNet(EfficientNetConfig::new(1.0, 1.0, k).init(d)),
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "tf_efficientnet_b4",
+        summary: "timm's EfficientNet-B4 (width 1.4, depth 1.8), TF form, 19.3M params",
+        stages: 4,
+        build: |d, k| Net::EfficientNet(EfficientNetConfig::new(1.4, 1.8, k).init(d)),
         form: Form::ImageNet,
     },
 ];

@@ -11,6 +11,7 @@
 //! initializers. The graph's input is the *normalised* image; the normalisation and the
 //! rest of the input settings are in the model's `metadata_props` ([`metadata`]).
 
+pub mod efficientnet;
 pub mod graph;
 pub mod layers;
 pub mod models;

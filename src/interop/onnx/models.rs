@@ -35,6 +35,8 @@ impl ToOnnx for Net {
             Net::MobileNet(m) => m.to_onnx(g, name, x),
             Net::ResNet9(m) => m.to_onnx(g, name, x),
             Net::TimmResNet(m) => m.to_onnx(g, name, x),
+            Net::MobileNetV3(m) => m.to_onnx(g, name, x),
+            Net::EfficientNet(m) => m.to_onnx(g, name, x),
         }
     }
 }

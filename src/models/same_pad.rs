@@ -1,0 +1,52 @@
+//! TensorFlow "same" padding, as timm's `Conv2dSame` / `pad_same` computes it for the `tf_`
+//! models: the total padding makes `out = ceil(in / stride)`, and where it is odd the extra
+//! row or column goes at the bottom or right. It depends on the input size, so a strided
+//! convolution pads at run time; a stride-1 convolution's "same" padding is the static `k/2` on
+//! every side (timm builds a plain `Conv2d` there), which the layer itself carries.
+
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+
+use super::layers::{conv_fwd, conv_fwd_padded};
+
+/// `(before, after)` padding of one axis of length `size` for a kernel `kernel`, stride
+/// `stride`, dilation `dilation`.
+pub fn same_padding(size: usize, kernel: usize, stride: usize, dilation: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let needed =
+        (out.saturating_sub(1) * stride + (kernel - 1) * dilation + 1).saturating_sub(size);
+    (needed / 2, needed - needed / 2)
+}
+
+/// `conv(x)` with "same" padding: computed from `x` when the layer is strided, the layer's own
+/// static padding otherwise.
+pub fn conv_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if conv.stride == [1, 1] {
+        return conv_fwd(conv, x);
+    }
+    let [_, _, h, w] = x.dims();
+    let [_, _, kh, kw] = conv.weight.shape().dims::<4>();
+    let padding = [
+        same_padding(h, kh, conv.stride[0], conv.dilation[0]),
+        same_padding(w, kw, conv.stride[1], conv.dilation[1]),
+    ];
+    conv_fwd_padded(conv, x, padding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_padding;
+
+    #[test]
+    fn matches_tensorflow() {
+        // 224 → 112 with a 3×3 stride 2: one row of padding, at the bottom.
+        assert_eq!(same_padding(224, 3, 2, 1), (0, 1));
+        // 97 (odd) → 49: 2 rows, split evenly.
+        assert_eq!(same_padding(97, 3, 2, 1), (1, 1));
+        assert_eq!(same_padding(97, 5, 2, 1), (2, 2));
+        assert_eq!(same_padding(224, 5, 2, 1), (1, 2));
+        assert_eq!(same_padding(7, 3, 1, 1), (1, 1));
+        // A map smaller than the kernel still pads to one output.
+        assert_eq!(same_padding(1, 5, 2, 1), (2, 2));
+    }
+}
