@@ -24,16 +24,22 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let device = crate::backend::device();
+    let mut data_cfg = DataConfig::new(&a.data);
+    data_cfg.test_subset = a.test_subset;
     let mut loaded = Vec::new();
     for p in &a.checkpoint {
         let path = crate::train::run_dir::resolve_checkpoint(p);
-        let (net, meta, _) = load_model(&path, &device)?;
-        loaded.push((path, net, meta));
+        match load_model(&path, &device) {
+            Ok((net, meta, _)) => loaded.push((path, net, meta)),
+            Err(e) => {
+                // A broken dataset is reported before a broken checkpoint.
+                data::open(&data_cfg)?;
+                return Err(e);
+            }
+        }
     }
     // Image folders are cropped as the checkpoint says (its input size, crop fraction and
     // interpolation); every model of an ensemble must see the same crop.
-    let mut data_cfg = DataConfig::new(&a.data);
-    data_cfg.test_subset = a.test_subset;
     let first = &loaded[0].2;
     data_cfg.image_size = Some(first.input_shape[1]);
     data_cfg.crop_pct = first.crop_pct;
