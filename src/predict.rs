@@ -169,10 +169,11 @@ pub fn predict(
         let n = chunk_imgs.len();
         let mut flat = Vec::with_capacity(n * per_image);
         for img in chunk_imgs {
-            flat.extend(crate::data::load_image_for_eval(
+            flat.extend(crate::data::load_image_for_eval_with(
                 img,
                 size,
                 meta.normalization,
+                meta.eval_resize(),
             )?);
         }
         let x = Tensor::<4>::from_data(TensorData::new(flat, [n, 3, size, size]), &device);

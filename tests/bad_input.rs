@@ -38,6 +38,8 @@ fn model_ckpt(dir: &Path, name: &str, arch: &str, classes: usize) -> PathBuf {
         source: "train".into(),
         epoch: 1,
         test_acc: None,
+        crop_pct: None,
+        interpolation: Default::default(),
     };
     let path = dir.join(name);
     model_io::model_container(&meta, &net)

@@ -202,7 +202,7 @@ fn resize_center_crop_geometry() {
     // size 16 → resize shorter side to int(256/224·16) = 18; an 18×18 image is unchanged and
     // the centre crop starts at (1, 1).
     let img = image::RgbImage::from_fn(18, 18, |x, y| image::Rgb([x as u8, y as u8, 7]));
-    let out = resize_center_crop(&img, 16);
+    let out = resize_center_crop(&img, 16, meal::data::InputSettings::default());
     assert_eq!(out.len(), 3 * 256);
     for y in 0..16 {
         for x in 0..16 {
@@ -213,7 +213,7 @@ fn resize_center_crop_geometry() {
     }
     // A 36×18 (w×h) image: shorter side 18 stays, centre crop starts at column 10.
     let img = image::RgbImage::from_fn(36, 18, |x, y| image::Rgb([x as u8, y as u8, 0]));
-    let out = resize_center_crop(&img, 16);
+    let out = resize_center_crop(&img, 16, meal::data::InputSettings::default());
     assert_eq!(out[0], 10);
     assert_eq!(out[256], 1);
     assert_eq!(out[15], 25);

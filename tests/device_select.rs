@@ -118,6 +118,8 @@ fn checkpoints_load_on_any_device() {
         source: "train".into(),
         epoch: 0,
         test_acc: None,
+        crop_pct: None,
+        interpolation: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.ckpt");

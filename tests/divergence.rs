@@ -317,6 +317,8 @@ fn eval_and_predict_cli_report_nonfinite_outputs() {
         source: "train".into(),
         epoch: 1,
         test_acc: None,
+        crop_pct: None,
+        interpolation: Default::default(),
     };
     let ckpt = tmp.path().join("nan.ckpt");
     model_container(&meta, &net)

@@ -294,6 +294,8 @@ fn checkpoint_corpus(dir: &Path) -> (Vec<u8>, Vec<u8>) {
         source: "train".into(),
         epoch: 1,
         test_acc: Some(12.5),
+        crop_pct: None,
+        interpolation: Default::default(),
     };
     let model = dir.join("model.ckpt");
     model_container(&meta, &net)

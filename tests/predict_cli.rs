@@ -53,6 +53,8 @@ fn fixture() -> Fixture {
         source: "train".into(),
         epoch: 0,
         test_acc: None,
+        crop_pct: None,
+        interpolation: Default::default(),
     };
     let run_dir = tmp.path().join("run");
     let ckpt = run_dir.join("best.ckpt");

@@ -94,6 +94,8 @@ pub fn bench_latency(
             source: "bench".into(),
             epoch: 0,
             test_acc: None,
+            crop_pct: None,
+            interpolation: Default::default(),
         };
         model_container(&meta, &model)?.save_atomic(path)?;
     }

@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod latency;
 pub mod machine;
+pub mod pipeline;
 pub mod timing;
 pub mod workload;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use crate::distill::config::MealConfig;
 use crate::error::{Error, Result};
 pub use latency::{LATENCY_BATCHES, Latency};
+pub use pipeline::{PipelineOptions, run_pipeline};
 pub use timing::Throughput;
 pub use workload::{WORKLOADS, Workload};
 

@@ -6,7 +6,7 @@ use crate::bench::{BenchOptions, LatencyOptions, Target, WORKLOADS};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["arch", "workload"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["arch", "workload", "data_pipeline"])))]
 pub struct BenchArgs {
     /// A zoo model: its training step and eval forward (see `meal models`).
     #[arg(long)]
@@ -41,12 +41,46 @@ pub struct BenchArgs {
     /// models take any size, e.g. 224).
     #[arg(long, default_value_t = 32, requires = "latency")]
     pub size: usize,
+    /// The input pipeline instead of a model: decode + RandomResizedCrop + flip + normalise
+    /// of this image folder's train/ split, in images/s over whole passes (--steps passes).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["arch", "workload", "latency", "sets"])]
+    pub data_pipeline: Option<PathBuf>,
+    /// With --data-pipeline: decoding threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// With --data-pipeline: side of the training crop.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
+    /// With --data-pipeline: bilinear or bicubic.
+    #[arg(long, default_value = "bilinear", value_parser = ["bilinear", "bicubic"])]
+    pub interpolation: String,
     /// Print one JSON line instead of the summary.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if let Some(data) = a.data_pipeline {
+        let report = crate::bench::run_pipeline(&crate::bench::PipelineOptions {
+            data,
+            workers: a.workers,
+            batch: a.batch.unwrap_or(64),
+            image_size: a.image_size,
+            interpolation: if a.interpolation == "bicubic" {
+                crate::data::Interpolation::Bicubic
+            } else {
+                crate::data::Interpolation::Bilinear
+            },
+            warmup: a.warmup,
+            passes: a.steps.unwrap_or(3),
+        })?;
+        if a.json {
+            println!("{}", report.to_json());
+        } else {
+            println!("{}", report.to_text());
+        }
+        return Ok(());
+    }
     if a.latency {
         let report = crate::bench::run_latency(&LatencyOptions {
             arch: a.arch.ok_or_else(|| {

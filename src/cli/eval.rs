@@ -26,13 +26,49 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let device = crate::backend::device();
     let mut data_cfg = DataConfig::new(&a.data);
     data_cfg.test_subset = a.test_subset;
+    let mut loaded = Vec::new();
+    for p in &a.checkpoint {
+        let path = crate::train::run_dir::resolve_checkpoint(p);
+        match load_model(&path, &device) {
+            Ok((net, meta, _)) => loaded.push((path, net, meta)),
+            Err(e) => {
+                // A broken dataset is reported before a broken checkpoint.
+                data::open(&data_cfg)?;
+                return Err(e);
+            }
+        }
+    }
+    // Image folders are cropped as the checkpoint says (its input size, crop fraction and
+    // interpolation); every model of an ensemble must see the same crop.
+    let first = &loaded[0].2;
+    data_cfg.image_size = Some(first.input_shape[1]);
+    data_cfg.crop_pct = first.crop_pct;
+    data_cfg.interpolation = Some(first.interpolation);
+    for (path, _, meta) in &loaded[1..] {
+        if (meta.input_shape, meta.crop_pct, meta.interpolation)
+            != (first.input_shape, first.crop_pct, first.interpolation)
+        {
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "its input ({:?}, crop_pct {:?}, {}) differs from {}'s ({:?}, crop_pct {:?}, {}); \
+                     an ensemble is evaluated on one crop",
+                    meta.input_shape,
+                    meta.crop_pct,
+                    meta.interpolation.name(),
+                    loaded[0].0.display(),
+                    first.input_shape,
+                    first.crop_pct,
+                    first.interpolation.name()
+                ),
+            ));
+        }
+    }
     let splits = data::open(&data_cfg)?;
     let mut models = Vec::new();
     let mut renorms = Vec::new();
     let mut names = Vec::new();
-    for p in &a.checkpoint {
-        let path = crate::train::run_dir::resolve_checkpoint(p);
-        let (net, meta, _) = load_model(&path, &device)?;
+    for (path, net, meta) in loaded {
         if meta.num_classes != splits.test.num_classes() {
             return Err(Error::checkpoint(
                 &path,

@@ -18,6 +18,10 @@ pub struct RunFlags {
     /// Epochs to train (with --resume: extends the run's schedule to this many).
     #[arg(long)]
     pub epochs: Option<i64>,
+    /// Leave undecodable images out of their batch (counted in metrics.jsonl and the log)
+    /// instead of stopping; sets data.skip_corrupt.
+    #[arg(long)]
+    pub skip_corrupt: bool,
     #[arg(long)]
     pub batch_size: Option<i64>,
     /// Learning rate (of the student, for distill).
@@ -51,6 +55,10 @@ impl RunFlags {
         [
             ("data.path", path(&self.data)),
             ("epochs", self.epochs.map(Into::into)),
+            (
+                "data.skip_corrupt",
+                self.skip_corrupt.then_some(toml::Value::Boolean(true)),
+            ),
             ("batch_size", self.batch_size.map(Into::into)),
             ("lr", self.lr.map(Into::into)),
             ("seed", self.seed.map(Into::into)),

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
 
-use super::transform::{decode_image, normalize_chw, random_resized_crop_flip, resize_center_crop};
-use super::{DataError, Dataset, Normalization};
+use super::transform::{decode_image, photo_sample};
+use super::{DataError, Dataset, InputSettings, Normalization};
 
 /// One split of an image folder.
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub struct FolderDataset {
     labels: Vec<usize>,
     class_names: Vec<String>,
     image_size: usize,
+    input: InputSettings,
+    skip_corrupt: bool,
     normalization: Normalization,
     note: String,
 }
@@ -67,13 +69,59 @@ impl FolderDataset {
                     these.push(p);
                 }
             }
+            if these.is_empty() {
+                return Err(DataError::format(
+                    &cdir,
+                    "class folder holds no .png/.jpg/.jpeg images",
+                ));
+            }
             these.sort();
             labels.extend(std::iter::repeat_n(label, these.len()));
             files.extend(these);
         }
+        Self::from_files(root, split, files, labels, class_names, image_size)
+    }
+
+    /// A flat `<root>/<split>/` labelled by `entries` (`(file name, label)`, see
+    /// [`super::val_labels`]); a listed file that is missing is an error naming it.
+    pub fn open_flat(
+        root: &Path,
+        split: &str,
+        entries: &[(String, usize)],
+        class_names: &[String],
+        image_size: usize,
+    ) -> Result<Self, DataError> {
+        let dir = root.join(split);
+        let mut files = Vec::with_capacity(entries.len());
+        let mut labels = Vec::with_capacity(entries.len());
+        for (name, label) in entries {
+            let p = dir.join(name);
+            if !p.is_file() {
+                return Err(DataError::io(
+                    &p,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "listed in the labels file but not found",
+                    ),
+                ));
+            }
+            files.push(p);
+            labels.push(*label);
+        }
+        Self::from_files(root, split, files, labels, class_names, image_size)
+    }
+
+    fn from_files(
+        root: &Path,
+        split: &str,
+        files: Vec<PathBuf>,
+        labels: Vec<usize>,
+        class_names: &[String],
+        image_size: usize,
+    ) -> Result<Self, DataError> {
         if files.is_empty() {
             return Err(DataError::format(
-                &dir,
+                root.join(split),
                 "no .png/.jpg/.jpeg images in any class folder",
             ));
         }
@@ -84,9 +132,29 @@ impl FolderDataset {
             labels,
             class_names: class_names.to_vec(),
             image_size,
+            input: InputSettings::default(),
+            skip_corrupt: false,
             normalization: Normalization::IMAGENET,
             note: String::new(),
         })
+    }
+
+    /// Sets the resize settings of both transforms (crop fraction of the evaluation crop; the
+    /// interpolation of both).
+    pub fn with_input(mut self, input: InputSettings) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Leaves undecodable images out of their batch instead of failing (see
+    /// [`Dataset::skips_corrupt`]).
+    pub fn with_skip_corrupt(mut self, skip: bool) -> Self {
+        self.skip_corrupt = skip;
+        self
+    }
+
+    pub fn input(&self) -> InputSettings {
+        self.input
     }
 
     pub fn files(&self) -> &[PathBuf] {
@@ -127,14 +195,24 @@ impl Dataset for FolderDataset {
         [3, self.image_size, self.image_size]
     }
 
+    fn input_settings(&self) -> Option<InputSettings> {
+        Some(self.input)
+    }
+
+    fn skips_corrupt(&self) -> bool {
+        self.skip_corrupt
+    }
+
     fn describe(&self) -> String {
         format!(
-            "image folder, {} split, {} images{}, {} classes, {}px, {}",
+            "image folder, {} split, {} images{}, {} classes, {}px ({}, crop {}), {}",
             self.split,
             self.files.len(),
             self.note,
             self.class_names.len(),
             self.image_size,
+            self.input.interpolation.name(),
+            self.input.crop_pct,
             self.root.display()
         )
     }
@@ -150,17 +228,16 @@ impl Dataset for FolderDataset {
             len: self.files.len(),
         })?;
         let img = decode_image(path)?;
-        if img.width() == 0 || img.height() == 0 {
-            return Err(DataError::image(path, "image has no pixels"));
-        }
-        let chw = if augment {
-            random_resized_crop_flip(&img, self.image_size, rng)
-        } else {
-            resize_center_crop(&img, self.image_size)
-        };
-        let s = self.image_size;
         Ok((
-            normalize_chw(&chw, [3, s, s], self.normalization),
+            photo_sample(
+                &img,
+                path,
+                augment,
+                self.image_size,
+                self.input,
+                self.normalization,
+                rng,
+            )?,
             self.labels[index],
         ))
     }

@@ -70,6 +70,9 @@ pub struct Batch {
     pub labels: Vec<usize>,
     pub shape: [usize; 4],
     pub indices: Vec<usize>,
+    /// The samples of this batch left out because they could not be decoded (a dataset with
+    /// `data.skip_corrupt`), as their error messages; the batch is smaller by as many.
+    pub skipped: Vec<String>,
 }
 
 impl Batch {
@@ -215,21 +218,30 @@ impl Job {
     fn batch(&self, b: usize) -> Result<Batch, DataError> {
         let start = b * self.batch_size;
         let end = (start + self.batch_size).min(self.order.len());
-        let indices = self.order[start..end].to_vec();
+        let order = &self.order[start..end];
         let [c, h, w] = self.dataset.output_shape();
         let per = c * h * w;
-        let mut images = Vec::with_capacity(per * indices.len());
-        let mut labels = Vec::with_capacity(indices.len());
-        for &i in &indices {
+        let mut images = Vec::with_capacity(per * order.len());
+        let mut labels = Vec::with_capacity(order.len());
+        let mut indices = Vec::with_capacity(order.len());
+        let mut skipped = Vec::new();
+        for &i in order {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(DataError::Worker("cancelled".into()));
             }
-            let (x, label) = match &self.views {
-                Some(views) if self.augment => self.dataset.get_view(i, views(self.epoch, i))?,
+            let sample = match &self.views {
+                Some(views) if self.augment => self.dataset.get_view(i, views(self.epoch, i)),
                 _ => {
                     let mut rng = sample_rng(self.seed, self.epoch, i);
-                    self.dataset.get(i, self.augment, &mut rng)?
+                    self.dataset.get(i, self.augment, &mut rng)
                 }
+            };
+            let (x, label) = match sample {
+                Err(e @ DataError::Image { .. }) if self.dataset.skips_corrupt() => {
+                    skipped.push(e.to_string());
+                    continue;
+                }
+                r => r?,
             };
             if x.len() != per {
                 return Err(DataError::Worker(format!(
@@ -240,12 +252,14 @@ impl Job {
             }
             images.extend_from_slice(&x);
             labels.push(label);
+            indices.push(i);
         }
         Ok(Batch {
             images,
             labels,
             shape: [indices.len(), c, h, w],
             indices,
+            skipped,
         })
     }
 

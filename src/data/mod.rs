@@ -8,11 +8,15 @@ pub mod cifar;
 pub mod download;
 mod error;
 pub mod folder;
+pub mod input_settings;
 pub mod loader;
 pub mod mat;
 pub mod memory;
 pub mod pickle;
+pub mod resample;
 pub mod transform;
+pub mod val_labels;
+pub mod webdataset;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,8 +26,10 @@ use serde::{Deserialize, Serialize};
 
 pub use error::DataError;
 pub use folder::FolderDataset;
+pub use input_settings::{InputSettings, PretrainedInput, pretrained_input};
 pub use loader::{Batch, Epoch, Loader, LoaderConfig, ViewTable, epoch_order, sample_rng};
 pub use memory::MemoryDataset;
+pub use resample::Interpolation;
 pub use transform::{CropFlip, EvalResize, load_image_for_eval, load_image_for_eval_with};
 
 /// Per-channel mean and standard deviation of `Normalize`.
@@ -65,6 +71,16 @@ pub trait Dataset: Send + Sync {
     fn normalization(&self) -> Normalization;
     /// [channels, height, width] of what `get` returns (3,32,32 for CIFAR/SVHN).
     fn output_shape(&self) -> [usize; 3];
+    /// Whether samples that cannot be decoded are left out of their batch (and reported in
+    /// [`Batch::skipped`]) instead of ending the epoch with an error.
+    fn skips_corrupt(&self) -> bool {
+        false
+    }
+    /// The resize settings of a dataset of photos (image folders); `None` for 32×32 datasets,
+    /// whose images are used whole.
+    fn input_settings(&self) -> Option<InputSettings> {
+        None
+    }
     /// One line for logs, e.g. "CIFAR-10 binary, train split, 50000 images, /path/to/dir".
     fn describe(&self) -> String;
     /// Decoded image, augmented when `augment` (training transform) else the eval transform,
@@ -100,6 +116,7 @@ pub enum DataFormat {
     Cifar100Py,
     Svhn,
     Folder,
+    Webdataset,
 }
 
 impl DataFormat {
@@ -112,6 +129,7 @@ impl DataFormat {
             DataFormat::Cifar100Py => "cifar100-py",
             DataFormat::Svhn => "svhn",
             DataFormat::Folder => "folder",
+            DataFormat::Webdataset => "webdataset",
         }
     }
 }
@@ -149,6 +167,28 @@ pub struct DataConfig {
     /// Side of the square crop for image folders (default 224); ignored for 32×32 formats.
     #[serde(default)]
     pub image_size: Option<usize>,
+    /// Image folders: the fraction of the resized shorter side the evaluation centre crop
+    /// keeps (Resize(floor(size / crop_pct)) + CenterCrop(size)); unset = 0.875.
+    #[serde(default)]
+    pub crop_pct: Option<f64>,
+    /// Image folders: the resampling filter of both transforms; unset = bilinear.
+    #[serde(default)]
+    pub interpolation: Option<Interpolation>,
+    /// Image folders with a flat `val/`: the labels file (see [`val_labels`]); relative paths
+    /// count from `path`. Unset = `LOC_val_solution.csv` or `val_labels.txt` in `path`.
+    #[serde(default)]
+    pub val_labels: Option<PathBuf>,
+    /// `format = "webdataset"`: the training shards, relative to `path`, e.g.
+    /// `"train-{000000..000009}.tar"` (whitespace separates several patterns).
+    #[serde(default)]
+    pub train_shards: Option<String>,
+    /// `format = "webdataset"`: the validation shards.
+    #[serde(default)]
+    pub val_shards: Option<String>,
+    /// Image folders: leave images that cannot be decoded out of their batch, counted in the
+    /// epoch's record (`skipped_corrupt`) and log, instead of stopping with an error.
+    #[serde(default)]
+    pub skip_corrupt: bool,
     #[serde(default)]
     pub cifar100_labels: Cifar100Labels,
 }
@@ -162,6 +202,12 @@ impl DataConfig {
             train_holdout: None,
             test_subset: None,
             image_size: None,
+            crop_pct: None,
+            interpolation: None,
+            val_labels: None,
+            train_shards: None,
+            val_shards: None,
+            skip_corrupt: false,
             cifar100_labels: Cifar100Labels::Fine,
         }
     }
@@ -431,6 +477,7 @@ pub fn open(config: &DataConfig) -> Result<DataSplits, DataError> {
             small((train, test, names), "SVHN", Normalization::SVHN)
         }
         DataFormat::Folder => open_folder(&dir, config),
+        DataFormat::Webdataset => open_webdataset(&dir, config),
         DataFormat::Auto => unreachable!("detect_format never returns Auto"),
     }
 }
@@ -457,6 +504,64 @@ fn required_file(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     }
 }
 
+/// The resize settings `config` gives photos.
+fn photo_input(config: &DataConfig) -> Result<InputSettings, DataError> {
+    InputSettings {
+        crop_pct: config.crop_pct.unwrap_or(input_settings::DEFAULT_CROP_PCT),
+        interpolation: config.interpolation.unwrap_or_default(),
+    }
+    .check("data.crop_pct")
+}
+
+fn open_webdataset(root: &Path, config: &DataConfig) -> Result<DataSplits, DataError> {
+    let size = config.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
+    if size == 0 {
+        return Err(DataError::Config("image_size must be positive".into()));
+    }
+    if config.train_subset.is_some()
+        || config.test_subset.is_some()
+        || config.train_holdout.is_some()
+    {
+        return Err(DataError::Config(
+            "data.train_subset, data.test_subset and data.train_holdout are not supported with \
+             format = \"webdataset\" (write smaller shards instead)"
+                .into(),
+        ));
+    }
+    let input = photo_input(config)?;
+    let shards = |key: &str, v: &Option<String>| {
+        v.clone().ok_or_else(|| {
+            DataError::Config(format!(
+                "format = \"webdataset\" needs data.{key}, e.g. \"{}-{{000000..000009}}.tar\"",
+                if key == "train_shards" {
+                    "train"
+                } else {
+                    "val"
+                }
+            ))
+        })
+    };
+    let train = webdataset::ShardDataset::open(
+        root,
+        "train",
+        &shards("train_shards", &config.train_shards)?,
+        size,
+    )?
+    .with_input(input, config.skip_corrupt);
+    let test = webdataset::ShardDataset::open(
+        root,
+        "val",
+        &shards("val_shards", &config.val_shards)?,
+        size,
+    )?
+    .with_classes(train.class_names())?
+    .with_input(input, config.skip_corrupt);
+    Ok(DataSplits {
+        train: Arc::new(train),
+        test: Arc::new(test),
+    })
+}
+
 fn open_folder(root: &Path, config: &DataConfig) -> Result<DataSplits, DataError> {
     let size = config.image_size.unwrap_or(DEFAULT_IMAGE_SIZE);
     if size == 0 {
@@ -474,8 +579,10 @@ fn open_folder(root: &Path, config: &DataConfig) -> Result<DataSplits, DataError
             "no class sub-folders",
         ));
     }
+    let input = photo_input(config)?;
     let val_classes = folder::class_dirs(&root.join("val"))?;
-    if val_classes != classes {
+    let flat_val = val_classes.is_empty();
+    if !flat_val && val_classes != classes {
         let extra: Vec<_> = val_classes
             .iter()
             .filter(|c| !classes.contains(c))
@@ -497,7 +604,15 @@ fn open_folder(root: &Path, config: &DataConfig) -> Result<DataSplits, DataError
                  subset: Option<usize>,
                  holdout: Option<usize>|
      -> Result<Arc<dyn Dataset>, DataError> {
-        let ds = FolderDataset::open(root, name, &classes, size)?;
+        let ds = if name == "val" && flat_val {
+            let file = val_labels::locate(root, config.val_labels.as_deref())?;
+            let entries = val_labels::read(&file, &classes)?;
+            FolderDataset::open_flat(root, name, &entries, &classes, size)?
+        } else {
+            FolderDataset::open(root, name, &classes, size)?
+        }
+        .with_input(input)
+        .with_skip_corrupt(config.skip_corrupt);
         let full = ds.len();
         let labels = (0..full).map(|i| ds.label(i)).collect();
         Ok(match select_train(labels, classes.len(), holdout, subset) {

@@ -4,7 +4,7 @@
 //!   image), `RandomHorizontalFlip()`, `ToTensor()`, `Normalize(mean, std)`.
 //! * Small datasets, evaluation: `ToTensor()`, `Normalize(mean, std)`.
 //! * Image folders, training: `RandomResizedCrop(size)`, `RandomHorizontalFlip()`, `ToTensor()`,
-//!   `Normalize`; evaluation: `Resize(int(256/224·size))`, `CenterCrop(size)`, `ToTensor()`,
+//!   `Normalize`; evaluation: `Resize(floor(size / crop_pct))`, `CenterCrop(size)`, `ToTensor()`,
 //!   `Normalize`.
 //!
 //! Random draws are made in torchvision's order: crop row offset, crop column offset, then the
@@ -17,7 +17,8 @@ use image::imageops::FilterType;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{DataError, Normalization};
+use super::resample::{self, Interpolation};
+use super::{DataError, InputSettings, Normalization};
 
 /// Zero padding of the small-image random crop.
 pub const CROP_PADDING: usize = 4;
@@ -149,30 +150,30 @@ fn py_round(x: f64) -> i64 {
     x.round_ties_even() as i64
 }
 
-/// torchvision `RandomResizedCrop.get_params` with scale (0.08, 1) and ratio (3/4, 4/3):
-/// returns (top, left, height, width) of the crop.
-pub fn random_resized_crop_params(
+/// The scale range of RandomResizedCrop: the crop covers 8% to 100% of the image area.
+pub const RRC_SCALE: (f64, f64) = (0.08, 1.0);
+/// The aspect-ratio range of RandomResizedCrop (width / height), drawn log-uniformly.
+pub const RRC_RATIO: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
+
+/// One try of torchvision's `RandomResizedCrop.get_params`: the crop (height, width) for a
+/// drawn area fraction `scale` and aspect ratio `aspect`, or `None` when it does not fit.
+pub fn random_resized_crop_try(
     height: usize,
     width: usize,
-    rng: &mut ChaCha8Rng,
-) -> (usize, usize, usize, usize) {
-    let (scale_lo, scale_hi) = (0.08f64, 1.0f64);
-    let (ratio_lo, ratio_hi) = (3.0f64 / 4.0, 4.0f64 / 3.0);
-    let area = (height * width) as f64;
-    let (log_lo, log_hi) = (ratio_lo.ln(), ratio_hi.ln());
-    for _ in 0..10 {
-        let target_area = area * rng.random_range(scale_lo..scale_hi);
-        let aspect = rng.random_range(log_lo..log_hi).exp();
-        let w = py_round((target_area * aspect).sqrt());
-        let h = py_round((target_area / aspect).sqrt());
-        if 0 < w && w as usize <= width && 0 < h && h as usize <= height {
-            let (h, w) = (h as usize, w as usize);
-            let top = rng.random_range(0..=height - h);
-            let left = rng.random_range(0..=width - w);
-            return (top, left, h, w);
-        }
-    }
-    // Fallback to a central crop.
+    scale: f64,
+    aspect: f64,
+) -> Option<(usize, usize)> {
+    let target_area = (height * width) as f64 * scale;
+    let w = py_round((target_area * aspect).sqrt());
+    let h = py_round((target_area / aspect).sqrt());
+    (0 < w && w as usize <= width && 0 < h && h as usize <= height)
+        .then_some((h as usize, w as usize))
+}
+
+/// torchvision's fallback after ten failed tries: a central crop of the whole image with its
+/// aspect ratio clamped to [`RRC_RATIO`]; returns (top, left, height, width).
+pub fn random_resized_crop_fallback(height: usize, width: usize) -> (usize, usize, usize, usize) {
+    let (ratio_lo, ratio_hi) = RRC_RATIO;
     let in_ratio = width as f64 / height as f64;
     let (h, w) = if in_ratio < ratio_lo {
         (py_round(width as f64 / ratio_lo) as usize, width)
@@ -185,41 +186,67 @@ pub fn random_resized_crop_params(
     ((height - h) / 2, (width - w) / 2, h, w)
 }
 
-fn resize(img: &RgbImage, width: usize, height: usize) -> RgbImage {
-    if img.width() as usize == width && img.height() as usize == height {
-        return img.clone();
+/// torchvision `RandomResizedCrop.get_params` with scale (0.08, 1) and ratio (3/4, 4/3):
+/// returns (top, left, height, width) of the crop. The draws follow torchvision's order (area
+/// fraction, log aspect ratio, then the row and column offsets of an accepted try), from
+/// meal's own RNG.
+pub fn random_resized_crop_params(
+    height: usize,
+    width: usize,
+    rng: &mut ChaCha8Rng,
+) -> (usize, usize, usize, usize) {
+    let (log_lo, log_hi) = (RRC_RATIO.0.ln(), RRC_RATIO.1.ln());
+    for _ in 0..10 {
+        let scale = rng.random_range(RRC_SCALE.0..RRC_SCALE.1);
+        let aspect = rng.random_range(log_lo..log_hi).exp();
+        if let Some((h, w)) = random_resized_crop_try(height, width, scale, aspect) {
+            let top = rng.random_range(0..=height - h);
+            let left = rng.random_range(0..=width - w);
+            return (top, left, h, w);
+        }
     }
-    image::imageops::resize(img, width as u32, height as u32, FilterType::Triangle)
+    random_resized_crop_fallback(height, width)
 }
 
-/// Training transform of a decoded folder image: RandomResizedCrop(size) + horizontal flip
-/// (p = 0.5), as CHW uint8.
-pub fn random_resized_crop_flip(img: &RgbImage, size: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+/// Training transform of a decoded folder image: RandomResizedCrop(size, interpolation) +
+/// horizontal flip (p = 0.5), as CHW uint8.
+pub fn random_resized_crop_flip(
+    img: &RgbImage,
+    size: usize,
+    interpolation: Interpolation,
+    rng: &mut ChaCha8Rng,
+) -> Vec<u8> {
     let (top, left, h, w) =
         random_resized_crop_params(img.height() as usize, img.width() as usize, rng);
     let crop =
         image::imageops::crop_imm(img, left as u32, top as u32, w as u32, h as u32).to_image();
-    let mut out = resize(&crop, size, size);
+    let mut out = resample::resize(&crop, size, size, interpolation);
     if rng.random::<f64>() < 0.5 {
         image::imageops::flip_horizontal_in_place(&mut out);
     }
     rgb_to_chw(&out)
 }
 
-/// Evaluation transform of a decoded folder image: Resize(shorter side to int(256/224·size))
-/// then CenterCrop(size), as CHW uint8.
-pub fn resize_center_crop(img: &RgbImage, size: usize) -> Vec<u8> {
-    // int(256/224·size), in integer arithmetic so that size 224 gives exactly 256.
-    let resize_to = 256 * size / 224;
+/// torchvision `Resize(short)` of a PIL image: the shorter side becomes `short`, the longer
+/// one is scaled and truncated.
+pub fn resize_shorter_side(img: &RgbImage, short: usize, interpolation: Interpolation) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    // torchvision Resize(int): the shorter side becomes `resize_to`, the longer one is scaled
-    // and truncated.
     let (nw, nh) = if w <= h {
-        (resize_to, (resize_to as f64 * h as f64 / w as f64) as usize)
+        (short, (short as f64 * h as f64 / w as f64) as usize)
     } else {
-        ((resize_to as f64 * w as f64 / h as f64) as usize, resize_to)
+        ((short as f64 * w as f64 / h as f64) as usize, short)
     };
-    let resized = resize(img, nw.max(1), nh.max(1));
+    let (nw, nh) = (nw.max(1), nh.max(1));
+    if (nw, nh) == (w, h) {
+        return img.clone();
+    }
+    resample::resize(img, nw, nh, interpolation)
+}
+
+/// Evaluation transform of a decoded folder image: Resize(floor(size / crop_pct)) on the
+/// shorter side, then CenterCrop(size), as CHW uint8.
+pub fn resize_center_crop(img: &RgbImage, size: usize, input: InputSettings) -> Vec<u8> {
+    let resized = resize_shorter_side(img, input.resize_to(size), input.interpolation);
     center_crop(&resized, size)
 }
 
@@ -242,13 +269,42 @@ fn center_crop(img: &RgbImage, size: usize) -> Vec<u8> {
     rgb_to_chw(&out)
 }
 
+/// The folder transforms of a decoded photo, normalised: RandomResizedCrop + flip when
+/// `augment`, else Resize + CenterCrop (see [`InputSettings`]).
+pub fn photo_sample(
+    img: &RgbImage,
+    path: &Path,
+    augment: bool,
+    size: usize,
+    input: InputSettings,
+    norm: Normalization,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f32>, DataError> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(DataError::image(path, "image has no pixels"));
+    }
+    let chw = if augment {
+        random_resized_crop_flip(img, size, input.interpolation, rng)
+    } else {
+        resize_center_crop(img, size, input)
+    };
+    Ok(normalize_chw(&chw, [3, size, size], norm))
+}
+
 /// How `load_image_for_eval` fits an arbitrary image to the model input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum EvalResize {
     /// Resize straight to size×size (small 32×32 datasets).
     Direct,
-    /// Resize(int(256/224·size)) + CenterCrop(size) (image folders).
-    ResizeCenterCrop,
+    /// Resize(floor(size / crop_pct)) + CenterCrop(size) (image folders).
+    ResizeCenterCrop(InputSettings),
+}
+
+fn resize(img: &RgbImage, width: usize, height: usize) -> RgbImage {
+    if img.width() as usize == width && img.height() as usize == height {
+        return img.clone();
+    }
+    image::imageops::resize(img, width as u32, height as u32, FilterType::Triangle)
 }
 
 /// The most memory one decoded image may take. A PNG or JPEG header states the size and the
@@ -258,7 +314,11 @@ const MAX_DECODED_BYTES: u64 = 256 << 20;
 
 /// Decodes an image file as RGB.
 pub fn decode_image(path: &Path) -> Result<RgbImage, DataError> {
-    let bytes = super::error::read_file(path)?;
+    decode_image_bytes(super::error::read_file(path)?, path)
+}
+
+/// Decodes an encoded image (PNG or JPEG, told apart by content) as RGB; errors name `path`.
+pub fn decode_image_bytes(bytes: Vec<u8>, path: &Path) -> Result<RgbImage, DataError> {
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::image(path, e))?;
@@ -271,7 +331,7 @@ pub fn decode_image(path: &Path) -> Result<RgbImage, DataError> {
 
 /// Eval transform of an arbitrary PNG/JPEG for `meal predict`. Inputs of `image_size` ≤ 32 are
 /// taken to be small-dataset models (resize straight to size×size); larger ones get
-/// Resize(int(256/224·size)) + CenterCrop(size). Use [`load_image_for_eval_with`] to choose.
+/// Resize(floor(size / 0.875)) + CenterCrop(size). Use [`load_image_for_eval_with`] to choose.
 pub fn load_image_for_eval(
     path: &Path,
     image_size: usize,
@@ -280,7 +340,7 @@ pub fn load_image_for_eval(
     let mode = if image_size <= 32 {
         EvalResize::Direct
     } else {
-        EvalResize::ResizeCenterCrop
+        EvalResize::ResizeCenterCrop(InputSettings::default())
     };
     load_image_for_eval_with(path, image_size, normalization, mode)
 }
@@ -298,7 +358,7 @@ pub fn load_image_for_eval_with(
     let img = decode_image(path)?;
     let chw = match mode {
         EvalResize::Direct => rgb_to_chw(&resize(&img, image_size, image_size)),
-        EvalResize::ResizeCenterCrop => resize_center_crop(&img, image_size),
+        EvalResize::ResizeCenterCrop(input) => resize_center_crop(&img, image_size, input),
     };
     Ok(normalize_chw(
         &chw,

@@ -335,6 +335,7 @@ pub fn imported_meta(
     input_shape: [usize; 3],
     class_names: Vec<String>,
 ) -> ModelMeta {
+    let pretrained = crate::data::pretrained_input(arch);
     ModelMeta {
         meal_version: env!("CARGO_PKG_VERSION").to_string(),
         arch: arch.to_string(),
@@ -345,5 +346,9 @@ pub fn imported_meta(
         source: "import".to_string(),
         epoch: 0,
         test_acc: None,
+        crop_pct: pretrained.map(|p| p.settings.crop_pct),
+        interpolation: pretrained
+            .map(|p| p.settings.interpolation)
+            .unwrap_or_default(),
     }
 }

@@ -43,9 +43,11 @@ use crate::train::model_io::{ModelMeta, model_container};
 #[derive(Debug, Clone, Default)]
 pub struct ImportMeta {
     /// Input normalisation the model was trained with; by default the file's own (a meal
-    /// safetensors export carries it) or else CIFAR-10's reference values.
+    /// safetensors export carries it), else timm's for its ImageNet architectures, else
+    /// CIFAR-10's reference values.
     pub normalization: Option<Normalization>,
-    /// `[channels, height, width]`; default `[3, 32, 32]` (or the file's own).
+    /// `[channels, height, width]`; default the file's own, else timm's pretrained input size
+    /// for its ImageNet architectures, else `[3, 32, 32]`.
     pub input_shape: Option<[usize; 3]>,
     /// Default: the file's own, CIFAR-10's names for 10 classes, else `0..k`.
     pub class_names: Option<Vec<String>>,
@@ -62,9 +64,13 @@ pub fn import_checkpoint(
     let imported = import_pytorch(from, opts, device)?;
     let file_meta = file_metadata(from);
     let k = imported.num_classes;
+    // timm's ImageNet architectures default to their pretrained_cfg input, the CIFAR forms to
+    // CIFAR-10's.
+    let pretrained = crate::data::pretrained_input(&opts.arch);
     let normalization = meta
         .normalization
         .or_else(|| file_normalization(&file_meta))
+        .or(pretrained.map(|p| p.normalization))
         .unwrap_or(Normalization::CIFAR10);
     let input_shape = meta
         .input_shape
@@ -72,6 +78,7 @@ pub fn import_checkpoint(
             let v = parse_list::<usize>(file_meta.get("input_shape")?)?;
             <[usize; 3]>::try_from(v).ok()
         })
+        .or(pretrained.map(|p| [3, p.size, p.size]))
         .unwrap_or([3, 32, 32]);
     let class_names = match &meta.class_names {
         Some(names) => names.clone(),

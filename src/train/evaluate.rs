@@ -82,6 +82,10 @@ pub fn evaluate_renormalized(
     let mut seen = 0usize;
     for batch in loader.epoch(0) {
         let batch = batch?;
+        if batch.is_empty() {
+            // Every image of it was undecodable and skipped (data.skip_corrupt).
+            continue;
+        }
         let (x, _) = batch_tensors(&batch, device);
         let mut mean_probs: Vec<f32> = Vec::new();
         let mut classes = 0;

@@ -10,7 +10,7 @@ use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Container;
-use crate::data::Normalization;
+use crate::data::{EvalResize, InputSettings, Interpolation, Normalization};
 use crate::error::{Error, Result};
 use crate::models::{self, Net};
 
@@ -33,6 +33,32 @@ pub struct ModelMeta {
     pub epoch: usize,
     /// Test top-1 accuracy (%) at that epoch, if measured.
     pub test_acc: Option<f64>,
+    /// Crop fraction of the evaluation transform (Resize(floor(size / crop_pct)) +
+    /// CenterCrop(size)) of a model trained on photos; `None` for a model of 32×32 datasets,
+    /// which takes whole images resized to its input (checkpoints before this field were all
+    /// one or the other: those with inputs over 32 pixels used 0.875).
+    #[serde(default)]
+    pub crop_pct: Option<f64>,
+    /// The resampling filter of that transform (checkpoints before this field: bilinear).
+    #[serde(default)]
+    pub interpolation: Interpolation,
+}
+
+impl ModelMeta {
+    /// How `meal eval` and `meal predict` fit an image to this model's input.
+    pub fn eval_resize(&self) -> EvalResize {
+        match self.crop_pct {
+            Some(crop_pct) => EvalResize::ResizeCenterCrop(InputSettings {
+                crop_pct,
+                interpolation: self.interpolation,
+            }),
+            None if self.input_shape[1] <= 32 => EvalResize::Direct,
+            None => EvalResize::ResizeCenterCrop(InputSettings {
+                interpolation: self.interpolation,
+                ..InputSettings::default()
+            }),
+        }
+    }
 }
 
 pub fn model_bytes(model: &Net) -> Result<Vec<u8>> {
@@ -152,6 +178,14 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Net, ModelMeta, Conta
     let container = Container::load(path)?;
     let mut meta: ModelMeta = container.get_json(path, META)?;
     meta.arch = current_arch_name(&meta.meal_version, &meta.arch).to_string();
+    if let Some(p) = meta.crop_pct
+        && !(p.is_finite() && p > 0.0 && p <= 1.0)
+    {
+        return Err(Error::checkpoint(
+            path,
+            format!("its header's crop_pct {p} does not lie in (0, 1]"),
+        ));
+    }
     let model = models::build(&meta.arch, meta.num_classes, device)
         .map_err(|e| Error::checkpoint(path, e))?;
     let model = load_weights(model, container.get(path, MODEL)?, path).map_err(|e| match e {

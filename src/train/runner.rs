@@ -54,6 +54,13 @@ pub struct Measured {
     pub test_loss: f64,
     pub images_per_sec: f64,
     pub epoch_seconds: f64,
+    /// Training images left out as undecodable (`data.skip_corrupt`); absent when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_corrupt: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A kind of run, once built: the models and optimizers it trains and how one batch trains
@@ -181,6 +188,11 @@ fn execute<C: RunConfig, T: Task>(
         source: T::COMMAND.into(),
         epoch: 0,
         test_acc: None,
+        crop_pct: train_set.input_settings().map(|i| i.crop_pct),
+        interpolation: train_set
+            .input_settings()
+            .map(|i| i.interpolation)
+            .unwrap_or_default(),
     };
     let mut state = RunState::default();
     if resume {
@@ -208,7 +220,7 @@ fn execute<C: RunConfig, T: Task>(
     for epoch in state.epochs_done..s.epochs {
         let t0 = Instant::now();
         let bar = progress::bar(nb, &format!("epoch {}", epoch + 1));
-        let (mut correct, mut seen) = (0usize, 0usize);
+        let (mut correct, mut seen, mut skipped) = (0usize, 0usize, 0usize);
         let mut lr = 0.0;
         let guard = Guard {
             command: T::COMMAND,
@@ -222,6 +234,14 @@ fn execute<C: RunConfig, T: Task>(
                 return Err(Error::Interrupted(stopped(T::COMMAND, run, epoch, &state)));
             }
             let batch = batch?;
+            for msg in &batch.skipped {
+                progress::say(format!("skipped (data.skip_corrupt): {msg}"));
+            }
+            skipped += batch.skipped.len();
+            if batch.is_empty() {
+                bar.inc(1);
+                continue;
+            }
             lr = s.schedule.lr(s.lr, epoch, i as f64 / nb as f64, s.epochs);
             let (next, step) = task.step(&batch, epoch, i, lr);
             task = next;
@@ -259,6 +279,7 @@ fn execute<C: RunConfig, T: Task>(
                 test_loss: last.loss,
                 images_per_sec: seen as f64 / train_seconds,
                 epoch_seconds: t0.elapsed().as_secs_f64(),
+                skipped_corrupt: skipped,
             },
         });
         run.log_metrics(&record)?;

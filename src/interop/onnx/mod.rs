@@ -62,7 +62,26 @@ pub fn metadata(meta: &ModelMeta) -> Vec<(String, String)> {
             "input = (pixel / 255 - mean) / std, per channel".into(),
         ),
         ("class_names".into(), meta.class_names.join(",")),
+        ("resize".into(), resize_note(meta)),
+        ("interpolation".into(), meta.interpolation.name().into()),
+        (
+            "crop_pct".into(),
+            meta.crop_pct.map(|p| p.to_string()).unwrap_or_default(),
+        ),
     ]
+}
+
+/// How a photo becomes the input, as the checkpoint says (see [`ModelMeta::eval_resize`]).
+fn resize_note(meta: &ModelMeta) -> String {
+    let [_, h, w] = meta.input_shape;
+    match meta.eval_resize() {
+        crate::data::EvalResize::Direct => format!("resize to {h}x{w}"),
+        crate::data::EvalResize::ResizeCenterCrop(s) => format!(
+            "resize the shorter side to {} ({}), then center-crop {h}x{w}",
+            s.resize_to(h),
+            s.interpolation.name()
+        ),
+    }
 }
 
 /// The ONNX model of `net` (described by `meta`).
