@@ -11,12 +11,16 @@ pub struct BenchArgs {
     /// A zoo model: its training step and eval forward (see `meal models`).
     #[arg(long)]
     pub arch: Option<String>,
-    /// A whole MEAL step: meal-v1-resnet18 or meal-v1-cifar-small.
+    /// A whole MEAL step: meal-v1-resnet18, meal-v1-cifar-small or meal-v2-resnet50.
     #[arg(long)]
     pub workload: Option<String>,
     /// Images per step (default 128 for --arch, 64 for --workload).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Side of the square random images (default: the model's own, 32 for CIFAR forms and 224
+    /// for ImageNet forms; for a workload, the student's).
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<usize>,
     /// Timed steps (default 5; with --latency, 30 timed runs per batch size).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -31,7 +35,7 @@ pub struct BenchArgs {
     pub sets: Vec<String>,
     /// Inference latency of --arch instead of throughput: the eval forward at batch 1 and 8,
     /// each run timed alone, ms per image (median and 90th percentile).
-    #[arg(long, conflicts_with_all = ["workload", "batch", "sets"])]
+    #[arg(long, conflicts_with_all = ["workload", "batch", "sets", "image_size"])]
     pub latency: bool,
     /// With --latency: also write the timed weights as a meal checkpoint here, for `meal
     /// export` (scripts/bench/latency.sh times the same model in PyTorch and ONNX Runtime).
@@ -77,6 +81,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         warmup: a.warmup,
         steps: a.steps.unwrap_or(5),
         seed: a.seed,
+        image_size: a.image_size,
         sets: a.sets,
     })?;
     if a.json {

@@ -42,7 +42,9 @@ impl NameScheme {
     pub fn supports(self, arch: &str) -> bool {
         match self {
             NameScheme::Meal => true,
-            NameScheme::Kuangliu => matches!(arch, "resnet18_cifar" | "preact_resnet18" | "vgg19_bn"),
+            NameScheme::Kuangliu => {
+                matches!(arch, "resnet18_cifar" | "preact_resnet18" | "vgg19_bn")
+            }
         }
     }
 
@@ -201,7 +203,10 @@ mod tests {
     fn kuangliu_names() {
         let k = |arch, p| NameScheme::Kuangliu.to_pytorch(arch, p);
         assert_eq!(k("resnet18_cifar", "stem.conv.weight"), "conv1.weight");
-        assert_eq!(k("resnet18_cifar", "stem.bn.running_var"), "bn1.running_var");
+        assert_eq!(
+            k("resnet18_cifar", "stem.bn.running_var"),
+            "bn1.running_var"
+        );
         assert_eq!(
             k("resnet18_cifar", "layers.1.0.shortcut.conv.weight"),
             "layer2.0.shortcut.0.weight"
