@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
-use meal::models::{self, ARCHS, Net, flops, trainable_params};
+use meal::models::{self, ARCHS, Form, Net, flops, trainable_params};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -79,7 +79,11 @@ fn fixture_agrees_with_spec() {
     for &(name, params) in SPEC_PARAMS {
         assert_eq!(refs[name].params_k10, params, "{name}");
     }
-    let names: Vec<&str> = ARCHS.iter().map(|a| a.name).collect();
+    let names: Vec<&str> = ARCHS
+        .iter()
+        .filter(|a| a.form == Form::Cifar)
+        .map(|a| a.name)
+        .collect();
     let mut fixture: Vec<&str> = refs.keys().map(String::as_str).collect();
     let mut registered = names.clone();
     fixture.sort();
@@ -144,9 +148,43 @@ fn cheap_models_k10_and_k100() {
 #[test]
 fn large_models_k10_and_k100() {
     let refs = reference();
-    for info in ARCHS.iter().filter(|a| !CHEAP.contains(&a.name)) {
+    let large = ARCHS
+        .iter()
+        .filter(|a| a.form == Form::Cifar && !CHEAP.contains(&a.name));
+    for info in large {
         check(info.name, 10, &refs[info.name], info.stages);
         check(info.name, 100, &refs[info.name], info.stages);
+    }
+}
+
+/// timm 1.0.31's trainable parameter counts at 1000 classes (`sum(p.numel() for p in
+/// timm.create_model(name).parameters())`); the forward passes of these models are held to timm
+/// in models_timm.rs.
+const TIMM_PARAMS: &[(&str, usize)] = &[
+    ("resnet18", 11_689_512),
+    ("resnet34", 21_797_672),
+    ("resnet50", 25_557_032),
+    ("resnet101", 44_549_160),
+    ("resnet152", 60_192_808),
+    ("resnet152s", 60_316_584),
+    ("senet154", 115_088_984),
+];
+
+#[test]
+fn imagenet_models_have_timms_parameter_counts() {
+    let device = meal::backend::device();
+    let imagenet: Vec<&str> = ARCHS
+        .iter()
+        .filter(|a| a.form == Form::ImageNet)
+        .map(|a| a.name)
+        .collect();
+    for &(name, params) in TIMM_PARAMS {
+        assert!(
+            imagenet.contains(&name),
+            "{name}: not an ImageNet-form model"
+        );
+        let net = models::build(name, 1000, &device).unwrap();
+        assert_eq!(trainable_params(&net), params, "{name}: trainable params");
     }
 }
 

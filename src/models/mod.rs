@@ -16,8 +16,10 @@ pub mod resnet;
 pub mod resnet9;
 pub mod resnet_cifar;
 pub mod resnext;
+pub mod squeeze_excite;
+pub mod timm_resnet;
 pub mod vgg;
 
 pub use count::{count_macs, trainable_params};
 pub use output::ModelOutput;
-pub use registry::{ARCHS, ArchInfo, Net, arch_info, build};
+pub use registry::{ARCHS, ArchInfo, Form, Net, arch_info, build};

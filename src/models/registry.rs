@@ -13,6 +13,7 @@ use super::resnet::ResNet;
 use super::resnet_cifar::ResNetCifar;
 use super::resnet9::ResNet9;
 use super::resnext::ResNeXt;
+use super::timm_resnet::{BlockKind, TimmResNet, TimmResNetConfig};
 use super::vgg::{VGG8, VGG19, Vgg};
 use crate::error::{Error, Result};
 
@@ -34,6 +35,7 @@ pub enum Net {
     ResNeXt(ResNeXt),
     MobileNet(MobileNet),
     ResNet9(ResNet9),
+    TimmResNet(TimmResNet),
 }
 
 impl Net {
@@ -49,6 +51,7 @@ impl Net {
             Net::ResNeXt(m) => m.forward(x),
             Net::MobileNet(m) => m.forward(x),
             Net::ResNet9(m) => m.forward(x),
+            Net::TimmResNet(m) => m.forward(x),
         }
     }
 }
@@ -60,6 +63,17 @@ pub struct ArchInfo {
     /// Number of stage feature maps in the output list (logits excluded).
     pub stages: usize,
     pub build: fn(&Device, usize) -> Net,
+    pub form: Form,
+}
+
+/// Which inputs an architecture is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// 32×32 CIFAR images (MEAL's zoo: small stems, few downsamplings).
+    Cifar,
+    /// ImageNet-sized images (timm's models under timm's names and keys: strided stems, any
+    /// input size of at least 32×32).
+    ImageNet,
 }
 
 pub static ARCHS: &[ArchInfo] = &[
@@ -68,104 +82,206 @@ pub static ARCHS: &[ArchInfo] = &[
         summary: "He et al. 2016 CIFAR ResNet, 3 stages of 16/32/64 channels, n=1",
         stages: 3,
         build: |d, k| Net::ResNetCifar(ResNetCifar::new(d, 8, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "resnet14",
         summary: "He et al. 2016 CIFAR ResNet, n=2",
         stages: 3,
         build: |d, k| Net::ResNetCifar(ResNetCifar::new(d, 14, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "resnet20",
         summary: "He et al. 2016 CIFAR ResNet, n=3",
         stages: 3,
         build: |d, k| Net::ResNetCifar(ResNetCifar::new(d, 20, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "resnet32",
         summary: "He et al. 2016 CIFAR ResNet, n=5",
         stages: 3,
         build: |d, k| Net::ResNetCifar(ResNetCifar::new(d, 32, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "resnet56",
         summary: "He et al. 2016 CIFAR ResNet, n=9",
         stages: 3,
         build: |d, k| Net::ResNetCifar(ResNetCifar::new(d, 56, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "vgg8",
         summary: "small VGG with BN for CPU runs: 7 conv3x3 (32..256) + linear, global avg pool",
         stages: 3,
         build: |d, k| Net::Vgg(Vgg::new(d, VGG8, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "resnet9_w24",
         summary: "Page's DAWNBench ResNet-9 at 3/8 width (24..192 channels) for CPU runs",
         stages: 3,
         build: |d, k| Net::ResNet9(ResNet9::new(d, 24, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "resnet9",
         summary: "Page's DAWNBench ResNet-9 (64..512 channels, 1/8-scaled logits), 6.6M params",
         stages: 3,
         build: |d, k| Net::ResNet9(ResNet9::new(d, 64, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "vgg19_bn",
         summary: "VGG-19 with BN, CIFAR form (MEAL's `vgg19`/`vgg19_BN`), 20.0M params",
         stages: 4,
         build: |d, k| Net::Vgg(Vgg::new(d, VGG19, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "resnet18_cifar",
         summary: "ResNet-18 (BasicBlock [2,2,2,2], 64..512), CIFAR stem, 11.2M params",
         stages: 4,
         build: |d, k| Net::ResNet(ResNet::new(d, [2, 2, 2, 2], k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "preact_resnet18",
         summary: "pre-activation ResNet-18 (MEAL's `preactresnet18`), 11.2M params",
         stages: 4,
         build: |d, k| Net::PreActResNet(PreActResNet::new(d, [2, 2, 2, 2], k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "densenet_cifar",
         summary: "MEAL's 3-block DenseNet-BC, blocks [8,24,24], growth 40, 11.0M params",
         stages: 2,
         build: |d, k| Net::DenseNet(DenseNet::cifar(d, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "densenet121",
         summary: "DenseNet-121 (4 blocks [6,12,24,16], growth 32), CIFAR stem, 7.0M params",
         stages: 4,
         build: |d, k| Net::DenseNet(DenseNet::densenet121(d, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "dpn92",
         summary: "Dual Path Network 92, CIFAR form, 34.2M params",
         stages: 4,
         build: |d, k| Net::Dpn(Dpn::new(d, &DPN92, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "googlenet",
         summary: "GoogLeNet (Inception v1), CIFAR form, 6.2M params",
         stages: 2,
         build: |d, k| Net::GoogLeNet(GoogLeNet::new(d, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "resnext29_2x64d",
         summary: "ResNeXt-29 2x64d (MEAL's `resnext`), 9.1M params",
         stages: 3,
         build: |d, k| Net::ResNeXt(ResNeXt::new(d, 2, 64, k)),
+        form: Form::Cifar,
     },
     ArchInfo {
         name: "mobilenet",
         summary: "MobileNet v1, CIFAR form, 3.2M params",
         stages: 2,
         build: |d, k| Net::MobileNet(MobileNet::new(d, k)),
+        form: Form::Cifar,
+    },
+    ArchInfo {
+        name: "resnet18",
+        summary: "torchvision/timm ResNet-18, ImageNet form, 11.7M params",
+        stages: 4,
+        build: |d, k| {
+            timm_resnet(
+                d,
+                k,
+                TimmResNetConfig::torchvision(BlockKind::Basic, [2, 2, 2, 2]),
+            )
+        },
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "resnet34",
+        summary: "torchvision/timm ResNet-34, ImageNet form, 21.8M params",
+        stages: 4,
+        build: |d, k| {
+            timm_resnet(
+                d,
+                k,
+                TimmResNetConfig::torchvision(BlockKind::Basic, [3, 4, 6, 3]),
+            )
+        },
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "resnet50",
+        summary: "torchvision/timm ResNet-50, ImageNet form, 25.6M params",
+        stages: 4,
+        build: |d, k| {
+            timm_resnet(
+                d,
+                k,
+                TimmResNetConfig::torchvision(BlockKind::Bottleneck, [3, 4, 6, 3]),
+            )
+        },
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "resnet101",
+        summary: "torchvision/timm ResNet-101, ImageNet form, 44.5M params",
+        stages: 4,
+        build: |d, k| {
+            timm_resnet(
+                d,
+                k,
+                TimmResNetConfig::torchvision(BlockKind::Bottleneck, [3, 4, 23, 3]),
+            )
+        },
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "resnet152",
+        summary: "torchvision/timm ResNet-152, ImageNet form, 60.2M params",
+        stages: 4,
+        build: |d, k| {
+            timm_resnet(
+                d,
+                k,
+                TimmResNetConfig::torchvision(BlockKind::Bottleneck, [3, 8, 36, 3]),
+            )
+        },
+        form: Form::ImageNet,
+    },
+    ArchInfo {
+        name: "resnet152s",
+        summary: "timm's ResNet-152 with a deep 3-conv stem (gluon_resnet152_v1s), 60.3M params",
+        stages: 4,
+        build: |d, k| {
+            timm_resnet(
+                d,
+                k,
+                TimmResNetConfig {
+                    deep_stem: Some(64),
+                    ..TimmResNetConfig::torchvision(BlockKind::Bottleneck, [3, 8, 36, 3])
+                },
+            )
+        },
+        form: Form::ImageNet,
     },
 ];
+
+fn timm_resnet(device: &Device, num_classes: usize, config: TimmResNetConfig) -> Net {
+    Net::TimmResNet(config.init(device, num_classes))
+}
 
 /// Looks an architecture up by name, listing the known ones when it is not there.
 pub fn arch_info(name: &str) -> Result<&'static ArchInfo> {

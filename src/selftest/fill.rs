@@ -115,6 +115,8 @@ impl ModulePath {
             .entries
             .iter()
             .skip(self.skip)
+            // burn-store leaves enum variants out of tensor names too (a timm stem is one).
+            .filter(|(_, container)| !container.starts_with("Enum:"))
             .map(|(n, _)| n.as_str())
             .collect();
         names.join(".")

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod layers;
 pub mod models;
 pub mod proto;
+pub mod timm;
 
 use prost::Message;
 

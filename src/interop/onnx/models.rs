@@ -34,12 +34,13 @@ impl ToOnnx for Net {
             Net::ResNeXt(m) => m.to_onnx(g, name, x),
             Net::MobileNet(m) => m.to_onnx(g, name, x),
             Net::ResNet9(m) => m.to_onnx(g, name, x),
+            Net::TimmResNet(m) => m.to_onnx(g, name, x),
         }
     }
 }
 
 /// `prefix.part`, or `part` at the top level.
-fn path(prefix: &str, part: impl std::fmt::Display) -> String {
+pub(super) fn path(prefix: &str, part: impl std::fmt::Display) -> String {
     if prefix.is_empty() {
         part.to_string()
     } else {

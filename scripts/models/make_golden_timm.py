@@ -1,0 +1,131 @@
+# Regenerate with: PYTHON scripts/models/make_golden_timm.py [NAME ...]  (from the repo root)
+"""Golden outputs of meal's ImageNet-form models for `tests/models_timm.rs`, from timm itself.
+
+Each model is `timm.create_model(name, pretrained=False, num_classes=10, drop_rate=0,
+drop_path_rate=0)` in float64, filled with param_counts.py's deterministic stream keyed by timm's
+state-dict keys (meal's tensor names are the same keys, so `meal::selftest::fill` gives the
+same weights), run on the batch of 2 images `uniform("input", 2*3*97*97)`: 97 is not a multiple
+of 32, so every strided layer sees an odd side (and TensorFlow "same" padding its asymmetric
+case). The stages are timm's `feature_info` entries of reduction >= 4, captured with forward
+hooks.
+
+Passes as make_golden_models.py (whose Blob, loss and fixture layout this shares): eval for every
+model, train (forward + backward, with each quantity's float32 spread) for those in TRAIN. One
+fixture per model, tests/fixtures/models/timm/<name>.{json,bin}, each in the layout of
+tests/fixtures/models/golden.{json,bin} with a single model, plus "input_size" and "classes".
+"""
+
+import json
+import os
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import timm  # noqa: E402
+
+from make_golden_models import BATCH, FULL, SAMPLES, Blob, loss_of, watched  # noqa: E402
+from param_counts import fill, keys_digest, tensors, uniform  # noqa: E402
+
+OUT = os.path.join(HERE, "..", "..", "tests", "fixtures", "models", "timm")
+SIZE = 97
+CLASSES = 10
+MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet152s", "senet154"]
+TRAIN = {"resnet50"}
+
+
+class Staged(torch.nn.Module):
+    """A timm model returning (stages, logits) like the twins of param_counts.py."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        wanted = [f["module"] for f in model.feature_info if f["reduction"] >= 4]
+        self.outputs = []
+        modules = dict(model.named_modules())
+        for name in wanted:
+            modules[name].register_forward_hook(lambda m, i, o: self.outputs.append(o))
+
+    def forward(self, x):
+        self.outputs = []
+        logits = self.model(x)
+        return list(self.outputs), logits
+
+
+def make(name):
+    model = timm.create_model(name, pretrained=False, num_classes=CLASSES, drop_rate=0.0,
+                              drop_path_rate=0.0)
+    return model.double()
+
+
+def golden(name, blob):
+    x = torch.from_numpy(uniform("input", BATCH * 3 * SIZE * SIZE).reshape(BATCH, 3, SIZE, SIZE))
+    model = make(name).eval()
+    fill(model)
+    digest, count = keys_digest(model)
+    with torch.no_grad():
+        stages, logits = Staged(model)(x)
+    entry = {
+        "keys_digest": digest,
+        "tensors": count,
+        "eval": {"stages": [blob.stage(s, FULL) for s in stages], "logits": blob.full(logits)},
+    }
+    if name not in TRAIN:
+        return entry
+
+    def train_pass(dtype):
+        model = make(name)
+        fill(model)
+        model = model.to(dtype).train()
+        xg = x.clone().to(dtype).requires_grad_(True)
+        stages, logits = Staged(model)(xg)
+        loss = loss_of(stages, logits)
+        loss.backward()
+        return model, xg, stages, logits, loss
+
+    model, xg, stages, logits, loss = train_pass(torch.float64)
+    grads, running = watched(model)
+    by_key = {k: t for k, _, _, t in tensors(model)}
+    m32, x32, stages32, logits32, loss32 = train_pass(torch.float32)
+    by_key32 = {k: t for k, _, _, t in tensors(m32)}
+
+    def spread(a, b):
+        a = a.detach().to(torch.float64)
+        return ((a - b.detach().to(torch.float64)).abs().max() / a.abs().max()).item()
+
+    def with_spread(e, a, b):
+        e["spread"] = spread(a, b)
+        return e
+
+    entry["train"] = {
+        "stages": [with_spread(blob.stage(s, FULL), s, s32) for s, s32 in zip(stages, stages32)],
+        "logits": with_spread(blob.full(logits), logits, logits32),
+        "loss": loss.item(),
+        "loss_spread": spread(loss.reshape(1), loss32.reshape(1)),
+        "input_grad": with_spread(blob.full(xg.grad), xg.grad, x32.grad),
+        "grads": {k: with_spread(blob.full(by_key[k].grad), by_key[k].grad, by_key32[k].grad) for k in grads},
+        "running": {k: with_spread(blob.full(by_key[k]), by_key[k], by_key32[k]) for k in running},
+    }
+    return entry
+
+
+def main():
+    torch.set_num_threads(2)
+    os.makedirs(OUT, exist_ok=True)
+    for name in sys.argv[1:] or MODELS:
+        blob = Blob()
+        gold = {"batch": BATCH, "samples": SAMPLES, "input_size": SIZE, "classes": CLASSES,
+                "timm": timm.__version__, "models": {name: golden(name, blob)}}
+        with open(os.path.join(OUT, f"{name}.bin"), "wb") as f:
+            for a in blob.parts:
+                f.write(a.tobytes())
+        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+            json.dump(gold, f, indent=1)
+            f.write("\n")
+        print(f"{name}: {blob.size * 4 / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
