@@ -176,6 +176,24 @@ fn image_size_reaches_the_model_and_a_bad_one_is_refused() {
         4 * (macs(&natural) - 640),
         "{natural}\n{wide}"
     );
+    // An ImageNet form keeps its 1000 classes at a side other than its own 224.
+    let timm = json(&[
+        "--arch",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        (timm["image_size"].clone(), timm["classes"].clone()),
+        (32.into(), 1000.into())
+    );
 
     let err = |args: &[&str]| {
         let o = meal(args);

@@ -5,12 +5,18 @@
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::models::{Net, count_macs};
+use crate::models::{Form, Net, count_macs};
 
 /// CIFAR-10's shape.
 pub const CIFAR: Input = Input {
     size: 32,
     classes: 10,
+};
+
+/// ImageNet's shape at the usual evaluation side.
+pub const IMAGENET: Input = Input {
+    size: 224,
+    classes: 1000,
 };
 
 /// Images of `size`×`size` with 3 channels, labels in `0..classes`.
@@ -23,8 +29,10 @@ pub struct Input {
 impl Input {
     /// The input `arch` is built for.
     pub fn natural(arch: &str) -> Result<Self> {
-        crate::models::arch_info(arch)?;
-        Ok(CIFAR)
+        Ok(match crate::models::arch_info(arch)?.form {
+            Form::Cifar => CIFAR,
+            Form::ImageNet => IMAGENET,
+        })
     }
 
     /// This input with its side replaced by `size` (from `--image-size`), if one is given.
@@ -67,5 +75,21 @@ impl Input {
             )));
         }
         Ok(macs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_input_follows_the_form() {
+        assert_eq!(Input::natural("resnet20").unwrap(), CIFAR);
+        assert_eq!(Input::natural("resnet50").unwrap(), IMAGENET);
+        assert!(Input::natural("resnet9000").is_err());
+        let wide = IMAGENET.with_size(Some(380)).unwrap();
+        assert_eq!((wide.size, wide.classes), (380, 1000));
+        assert_eq!(CIFAR.with_size(None).unwrap(), CIFAR);
+        assert!(CIFAR.with_size(Some(0)).is_err());
     }
 }

@@ -84,7 +84,10 @@ pub fn bench_latency(
             arch: arch.to_string(),
             num_classes: input.classes,
             input_shape: [3, input.size, input.size],
-            normalization: Normalization::CIFAR10,
+            normalization: match crate::models::arch_info(arch)?.form {
+                crate::models::Form::Cifar => Normalization::CIFAR10,
+                crate::models::Form::ImageNet => Normalization::IMAGENET,
+            },
             class_names: crate::interop::default_class_names(input.classes),
             source: "bench".into(),
             epoch: 0,
