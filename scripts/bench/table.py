@@ -14,6 +14,11 @@ import statistics
 import sys
 
 
+def rate(v):
+    """images/s with three significant figures below 10 (ImageNet steps run at a few img/s)."""
+    return f"{v:.1f}" if v >= 10 else f"{v:.3g}"
+
+
 def label(r):
     """A benchmark's name, with its image side when the line gives one (older lines do not)."""
     name = r.get("arch") or r.get("workload")
@@ -78,7 +83,8 @@ def single_table(meal, torch):
 
         def cell(key):
             a, b = m[key], t[key]
-            spread = lambda r: f"{r[key]:.1f} ({r[key.split('_')[0]]['min']:.1f}–{r[key.split('_')[0]]['max']:.1f})"
+            part = key.split('_')[0]
+            spread = lambda r: f"{rate(r[key])} ({rate(r[part]['min'])}–{rate(r[part]['max'])})"
             return f"{spread(m)} | {spread(t)} | {a / b:.2f}×"
 
         mem = "n/a | n/a | n/a"
