@@ -10,7 +10,12 @@ case). The stages are timm's `feature_info` entries of reduction >= 4, captured 
 hooks.
 
 Passes as make_golden_models.py (whose Blob, loss and fixture layout this shares): eval for every
-model, train (forward + backward, with each quantity's float32 spread) for those in TRAIN. One
+model, train (forward + backward) for those in TRAIN, each quantity with its float32 "spread"
+(how far PyTorch's own float32 result is from its float64 one), which widens the test's
+tolerance. The spread is below 1e-4 everywhere except senet154's eval from layer3 on: with these
+weights its 36 SE-ResNeXt blocks of layer3 amplify rounding chaotically (PyTorch float32 lands
+15-40% off float64), so its layer3, layer4 and logits are held to that, and its stem, layer1 and
+layer2 (deep stem, grouped convs, SE, 3x3 shortcuts) to 1e-4. One
 fixture per model, tests/fixtures/models/timm/<name>.{json,bin}, each in the layout of
 tests/fixtures/models/golden.{json,bin} with a single model, plus "input_size" and "classes".
 """
@@ -54,6 +59,17 @@ class Staged(torch.nn.Module):
         return list(self.outputs), logits
 
 
+def spread(a, b):
+    """How far PyTorch's own float32 result b is from its float64 one a, relative to max|a|."""
+    a = a.detach().to(torch.float64)
+    return ((a - b.detach().to(torch.float64)).abs().max() / a.abs().max()).item()
+
+
+def with_spread(e, a, b):
+    e["spread"] = spread(a, b)
+    return e
+
+
 def make(name):
     model = timm.create_model(name, pretrained=False, num_classes=CLASSES, drop_rate=0.0,
                               drop_path_rate=0.0)
@@ -67,10 +83,16 @@ def golden(name, blob):
     digest, count = keys_digest(model)
     with torch.no_grad():
         stages, logits = Staged(model)(x)
+        m32 = make(name).eval()
+        fill(m32)
+        stages32, logits32 = Staged(m32.float())(x.float())
     entry = {
         "keys_digest": digest,
         "tensors": count,
-        "eval": {"stages": [blob.stage(s, FULL) for s in stages], "logits": blob.full(logits)},
+        "eval": {
+            "stages": [with_spread(blob.stage(s, FULL), s, s32) for s, s32 in zip(stages, stages32)],
+            "logits": with_spread(blob.full(logits), logits, logits32),
+        },
     }
     if name not in TRAIN:
         return entry
@@ -90,14 +112,6 @@ def golden(name, blob):
     by_key = {k: t for k, _, _, t in tensors(model)}
     m32, x32, stages32, logits32, loss32 = train_pass(torch.float32)
     by_key32 = {k: t for k, _, _, t in tensors(m32)}
-
-    def spread(a, b):
-        a = a.detach().to(torch.float64)
-        return ((a - b.detach().to(torch.float64)).abs().max() / a.abs().max()).item()
-
-    def with_spread(e, a, b):
-        e["spread"] = spread(a, b)
-        return e
 
     entry["train"] = {
         "stages": [with_spread(blob.stage(s, FULL), s, s32) for s, s32 in zip(stages, stages32)],

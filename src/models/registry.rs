@@ -277,6 +277,28 @@ pub static ARCHS: &[ArchInfo] = &[
         },
         form: Form::ImageNet,
     },
+    ArchInfo {
+        name: "senet154",
+        summary: "timm's SENet-154: deep stem, SE-ResNeXt bottlenecks 64 groups, 115.1M params",
+        stages: 4,
+        build: |d, k| {
+            timm_resnet(
+                d,
+                k,
+                TimmResNetConfig {
+                    cardinality: 64,
+                    base_width: 4,
+                    reduce_first: 2,
+                    deep_stem: Some(64),
+                    se_reduction: Some(16),
+                    down_kernel: 3,
+                    drop_rate: 0.2,
+                    ..TimmResNetConfig::torchvision(BlockKind::Bottleneck, [3, 8, 36, 3])
+                },
+            )
+        },
+        form: Form::ImageNet,
+    },
 ];
 
 fn timm_resnet(device: &Device, num_classes: usize, config: TimmResNetConfig) -> Net {
