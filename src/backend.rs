@@ -194,8 +194,7 @@ fn open_cuda(index: usize) -> Result<(Device, String)> {
 }
 
 /// Runs `f`, turning a panic into its message without printing the panic.
-#[cfg(feature = "cuda")]
-fn quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));

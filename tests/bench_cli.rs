@@ -150,3 +150,77 @@ fn bad_requests_name_the_problem() {
     let e = err(&["--arch", "resnet8", "--workload", "meal-v1-cifar-small"]);
     assert!(e.contains("--arch") || e.contains("--workload"), "{e}");
 }
+
+#[test]
+fn image_size_reaches_the_model_and_a_bad_one_is_refused() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--arch", "resnet8", "--batch", "2", "--steps", "1", "--warmup", "0", "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&args)
+    };
+    // The CIFAR form's own input by default; a side twice as long is four times the work of
+    // every convolution (the 64→10 classifier's 640 MACs do not grow with the side).
+    let natural = run(&[]);
+    assert_eq!(
+        (natural["image_size"].clone(), natural["classes"].clone()),
+        (32.into(), 10.into())
+    );
+    let wide = run(&["--image-size", "64"]);
+    assert_eq!(wide["image_size"], 64, "{wide}");
+    let macs = |v: &Value| v["macs_per_image"].as_u64().unwrap();
+    assert!(macs(&natural) > 1_000_000, "{natural}");
+    assert_eq!(
+        macs(&wide) - 640,
+        4 * (macs(&natural) - 640),
+        "{natural}\n{wide}"
+    );
+    // An ImageNet form keeps its 1000 classes at a side other than its own 224.
+    let timm = json(&[
+        "--arch",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        (timm["image_size"].clone(), timm["classes"].clone()),
+        (32.into(), 1000.into())
+    );
+
+    let err = |args: &[&str]| {
+        let o = meal(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let e = String::from_utf8(o.stderr).unwrap();
+        assert!(!e.contains("panicked"), "{e}");
+        e
+    };
+    let e = err(&["--arch", "resnet8", "--image-size", "0"]);
+    assert!(
+        e.contains("--image-size") && e.contains("at least 1"),
+        "{e}"
+    );
+    // resnet18_cifar pools a fixed 4×4 window: at 64×64 its classifier would get 4× the
+    // features. The probe says so before any timing.
+    let e = err(&[
+        "--arch",
+        "resnet18_cifar",
+        "--image-size",
+        "64",
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        e.contains("--image-size 64") && e.contains("resnet18_cifar cannot take 64×64"),
+        "{e}"
+    );
+    let e = err(&["--arch", "resnet8", "--latency", "--image-size", "64"]);
+    assert!(e.contains("--latency") && e.contains("--image-size"), "{e}");
+}

@@ -14,6 +14,17 @@ import statistics
 import sys
 
 
+def rate(v):
+    """images/s with three significant figures below 10 (ImageNet steps run at a few img/s)."""
+    return f"{v:.1f}" if v >= 10 else f"{v:.3g}"
+
+
+def label(r):
+    """A benchmark's name, with its image side when the line gives one (older lines do not)."""
+    name = r.get("arch") or r.get("workload")
+    return f"{name} @{r['image_size']}" if "image_size" in r else name
+
+
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     meal = [r for r in rows if r["framework"].startswith("meal")]
@@ -27,8 +38,8 @@ def main():
           f"median of {first['steps']}+ timed steps after {first['warmup']} warm-up.\n")
     pairs = {}
     for m, t in zip(meal, torch):
-        name = m.get("arch") or m.get("workload")
-        if name != (t.get("arch") or t.get("workload")) or m["batch"] != t["batch"]:
+        name = label(m)
+        if name != label(t) or m["batch"] != t["batch"]:
             raise SystemExit(f"table.py: mismatched pair {name} / {t}")
         pairs.setdefault((name, m["batch"]), []).append((m, t))
     if any(len(p) > 1 for p in pairs.values()):
@@ -45,7 +56,7 @@ def baseline_table(base, meal):
     def by_benchmark(rows):
         out = {}
         for r in rows:
-            out.setdefault((r.get("arch") or r.get("workload"), r["batch"]), []).append(r)
+            out.setdefault((label(r), r["batch"]), []).append(r)
         return out
     before, after = by_benchmark(base), by_benchmark(meal)
     print("\nBefore/after (meal against itself, the same rounds; medians over the rounds):\n")
@@ -68,11 +79,12 @@ def single_table(meal, torch):
           "| ratio | meal peak MiB | PyTorch peak MiB | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m, t in zip(meal, torch):
-        name = m.get("arch") or m.get("workload")
+        name = label(m)
 
         def cell(key):
             a, b = m[key], t[key]
-            spread = lambda r: f"{r[key]:.1f} ({r[key.split('_')[0]]['min']:.1f}–{r[key.split('_')[0]]['max']:.1f})"
+            part = key.split('_')[0]
+            spread = lambda r: f"{rate(r[key])} ({rate(r[part]['min'])}–{rate(r[part]['max'])})"
             return f"{spread(m)} | {spread(t)} | {a / b:.2f}×"
 
         mem = "n/a | n/a | n/a"

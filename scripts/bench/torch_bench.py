@@ -1,13 +1,15 @@
 """The PyTorch twin of `meal bench`: the same work, the same flags, the same JSON fields.
 
 Usage: PYTHON scripts/bench/torch_bench.py (--arch ARCH | --workload NAME) [--batch B]
-           [--steps N] [--warmup W] [--seed S] [--threads T] --json
+           [--image-size N] [--steps N] [--warmup W] [--seed S] [--threads T] --json
 
 Runs on the CPU with 2 threads by default (`torch.set_num_threads`), the development machine's
 core count, which is also what meal's thread pool uses there. Models are the PyTorch twins of
 the zoo in scripts/models/param_counts.py (same parameter counts and outputs as meal's zoo,
-checked by tests/models_golden.rs). Written from docs/meal-reference.md and meal's semantics
-(src/distill), not from the reference code:
+checked by tests/models_golden.rs); an architecture that is not there is an ImageNet form, whose
+twin is timm's model of that name (`timm.create_model(name, pretrained=False)`, 1000 classes,
+224×224 unless --image-size says otherwise). Written from docs/meal-reference.md and meal's
+semantics (src/distill), not from the reference code:
 
 --arch: a training step (forward, cross-entropy, backward, SGD lr 0.1, momentum 0.9, weight
     decay 5e-4) and an eval-mode forward under no_grad, on a seeded random batch.
@@ -24,6 +26,11 @@ checked by tests/models_golden.rs). Written from docs/meal-reference.md and meal
     - one backward of similarity + discriminator loss, then SGD (momentum 0.9, weight decay
       5e-4) on the student (lr 0.1) and on the discriminators (lr 1e-3).
     The inference figure is the student's eval-mode forward.
+--workload meal-v2-resnet50: one MEAL V2 step (reference §4.1, as the `meal-v2` recipe):
+    timm's senet154 and resnet152s in eval mode under no_grad, the mean of their softmaxes as
+    the soft cross-entropy target, one discriminator 1000→125→15→2 (ReLU after every layer) fed
+    cat(student logits, mean teacher logits), one backward, SGD (lr 0.01, momentum 0.9, no
+    weight decay) on the student (timm's resnet50, train mode) and the discriminator.
 """
 import argparse
 import json
@@ -43,14 +50,19 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "models"))
 import param_counts  # noqa: E402
 
-CLASSES = 10
-# (index, out_dim, gamma) as in src/bench/workload.rs.
+# (image side, classes) of the two forms.
+CIFAR = (32, 10)
+IMAGENET = (224, 1000)
+# (student, teachers, (index, out_dim, gamma) per stage, method) as in src/bench/workload.rs.
 WORKLOADS = {
     "meal-v1-resnet18": ("resnet18_cifar", ["resnet18_cifar"],
                          [(0, 10000, 0.001), (1, 5000, 0.01), (2, 1000, 0.05), (3, 500, 0.1),
-                          (-1, None, 1.0)]),
-    "meal-v1-cifar-small": ("resnet8", ["resnet20", "vgg8", "resnet14"], [(-1, None, 1.0)]),
+                          (-1, None, 1.0)], "v1"),
+    "meal-v1-cifar-small": ("resnet8", ["resnet20", "vgg8", "resnet14"], [(-1, None, 1.0)], "v1"),
+    "meal-v2-resnet50": ("resnet50", ["senet154", "resnet152s"], [(-1, None, 1.0)], "v2"),
 }
+# Student lr, D lr, weight decay, discriminator width divisor.
+METHODS = {"v1": (0.1, 1e-3, 5e-4, 2), "v2": (0.01, 0.01, 0.0, 8)}
 SIMD_FLAGS = ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw",
               "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
               "amx_int8", "asimd", "sve", "sve2"]
@@ -90,18 +102,40 @@ def finite(what, value):
         raise SystemExit(f"bench: the {what} became {value}")
 
 
-def build(arch):
-    return param_counts.ARCHS[arch](CLASSES)
+def natural(arch):
+    """(image side, classes) an architecture is built for."""
+    return CIFAR if arch in param_counts.ARCHS else IMAGENET
 
 
-def random_batch(batch):
-    return torch.randn(batch, 3, 32, 32), torch.arange(batch) % CLASSES
+class Logits(nn.Module):
+    """A timm model with the zoo twins' output: (stage features, logits); no stages."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return [], self.net(x)
 
 
-def bench_arch(arch, batch, warmup, steps):
-    model = build(arch)
+def build(arch, classes):
+    if arch in param_counts.ARCHS:
+        return param_counts.ARCHS[arch](classes)
+    import timm
+    if not timm.is_model(arch):
+        raise SystemExit(f"bench: unknown arch {arch}: neither a zoo twin in "
+                         f"scripts/models/param_counts.py nor a timm model")
+    return Logits(timm.create_model(arch, pretrained=False, num_classes=classes))
+
+
+def random_batch(batch, size, classes):
+    return torch.randn(batch, 3, size, size), torch.arange(batch) % classes
+
+
+def bench_arch(arch, size, classes, batch, warmup, steps):
+    model = build(arch, classes)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x, y = random_batch(batch)
+    x, y = random_batch(batch, size, classes)
     model.train()
 
     def train_step(_):
@@ -126,37 +160,59 @@ def matched(stages, logits, index, out_dim):
     return F.adaptive_avg_pool1d(x.reshape(b, -1, h * w).mean(1, keepdim=True), out_dim).reshape(b, out_dim)
 
 
-def discriminator(d):
-    half = d // 2
-    return nn.Sequential(nn.Linear(d, half), nn.ReLU(), nn.Linear(half, half // 2), nn.ReLU(),
-                         nn.Linear(half // 2, 2), nn.ReLU())
+def discriminator(d, k):
+    """The reference's D: d → d/k → d/k/k → 2, a ReLU after every layer."""
+    h1 = d // k
+    h2 = h1 // k
+    return nn.Sequential(nn.Linear(d, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU(),
+                         nn.Linear(h2, 2), nn.ReLU())
 
 
-def bench_workload(name, batch, warmup, steps):
-    student_arch, teacher_archs, spec = WORKLOADS[name]
-    teachers = [build(a) for a in teacher_archs]
+def bench_workload(name, size, batch, warmup, steps):
+    student_arch, teacher_archs, spec, method = WORKLOADS[name]
+    lr, d_lr, wd, k = METHODS[method]
+    classes = natural(student_arch)[1]
+    teachers = [build(a, classes) for a in teacher_archs]
     for t in teachers:
-        t.train()  # batch statistics, as meal's teacher_bn = "train"
+        # v1: batch statistics, as meal's teacher_bn = "train"; v2: running statistics.
+        t.train(method == "v1")
         t.requires_grad_(False)
-    student = build(student_arch)
+    student = build(student_arch, classes)
     student.train()
-    discs = nn.ModuleList([discriminator(CLASSES if d is None else d) for _, d, _ in spec])
-    opt_s = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    opt_d = torch.optim.SGD(discs.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    x, _ = random_batch(batch)
+    discs = nn.ModuleList([discriminator(classes if d is None else d, k) for _, d, _ in spec])
+    opt_s = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+    opt_d = torch.optim.SGD(discs.parameters(), lr=d_lr, momentum=0.9, weight_decay=wd)
+    x, _ = random_batch(batch, size, classes)
     y_d = torch.cat([torch.tensor([[1.0, 0.0]]).expand(batch, 2),
                      torch.tensor([[0.0, 1.0]]).expand(batch, 2)])
 
+    def teacher_targets(i):
+        """(raw, probabilities) per stage: one teacher in v1 (round robin), every teacher's
+        mean in v2 (the mean of probabilities, and of logits for D)."""
+        chosen = [teachers[i % len(teachers)]] if method == "v1" else teachers
+        raws = None
+        probs = None
+        for t in chosen:
+            t_stages, t_logits = t(x)
+            r = [matched(t_stages, t_logits, k, d) for k, d, _ in spec]
+            p = [F.softmax(v, 1) for v in r]
+            raws = r if raws is None else [a + b for a, b in zip(raws, r)]
+            probs = p if probs is None else [a + b for a, b in zip(probs, p)]
+        n = len(chosen)
+        if n > 1:
+            raws = [v / n for v in raws]
+            probs = [v / n for v in probs]
+        return raws, probs
+
     def step(i):
         with torch.no_grad():
-            t_stages, t_logits = teachers[i % len(teachers)](x)
-            targets = [matched(t_stages, t_logits, k, d) for k, d, _ in spec]
+            targets, target_probs = teacher_targets(i)
         s_stages, s_logits = student(x)
         feats = [matched(s_stages, s_logits, k, d) for k, d, _ in spec]
         sim = 0.0
         adv = 0.0
-        for (_, _, gamma), s, t, disc in zip(spec, feats, targets, discs):
-            sim = sim + gamma * -(F.softmax(t, 1) * F.log_softmax(s, 1)).sum() / batch
+        for (_, _, gamma), s, t, p, disc in zip(spec, feats, targets, target_probs, discs):
+            sim = sim + gamma * -(p * F.log_softmax(s, 1)).sum() / batch
             adv = adv + F.binary_cross_entropy_with_logits(disc(torch.cat([s, t])), y_d)
         total = sim + adv
         opt_s.zero_grad()
@@ -180,28 +236,32 @@ def main():
     g.add_argument("--arch")
     g.add_argument("--workload", choices=sorted(WORKLOADS))
     p.add_argument("--batch", type=int)
+    p.add_argument("--image-size", type=int,
+                   help="side of the square images (default: 32 for CIFAR forms, 224 for ImageNet)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="(always one JSON line; for symmetry)")
     a = p.parse_args()
-    if a.arch is not None and a.arch not in param_counts.ARCHS:
-        p.error(f"unknown arch {a.arch}; known: {', '.join(param_counts.ARCHS)}")
+    if a.image_size is not None and a.image_size < 1:
+        p.error("--image-size must be at least 1 (pixels per side)")
     if a.steps < 1:
         p.error("--steps must be at least 1")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     batch = a.batch or (128 if a.arch else 64)
+    size, classes = natural(a.arch or WORKLOADS[a.workload][0])
+    size = a.image_size or size
     if a.arch:
-        train, infer = bench_arch(a.arch, batch, a.warmup, a.steps)
+        train, infer = bench_arch(a.arch, size, classes, batch, a.warmup, a.steps)
     else:
-        train, infer = bench_workload(a.workload, batch, a.warmup, a.steps)
+        train, infer = bench_workload(a.workload, size, batch, a.warmup, a.steps)
     model, simd = cpu()
     report = {"framework": f"pytorch {torch.__version__}"}
     report["arch" if a.arch else "workload"] = a.arch or a.workload
     report.update({
-        "batch": batch, "warmup": a.warmup, "steps": a.steps, "device": "cpu",
+        "batch": batch, "image_size": size, "classes": classes, "warmup": a.warmup, "steps": a.steps, "device": "cpu",
         "threads": torch.get_num_threads(), "cpu": model, "simd": simd,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "train_img_per_s": train["median"], "train": train,

@@ -3,23 +3,12 @@
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
+use super::input::Input;
 use super::timing::{Throughput, measure};
 use crate::error::{Error, Result};
 use crate::train::optim::SgdSettings;
 use crate::train::tensors::cross_entropy;
-
-/// CIFAR-10's shape: the zoo's models and the numbers in BENCHMARKS.md are all at 32×32.
-pub const CLASSES: usize = 10;
-
-/// A seeded random batch of `(batch, 3, 32, 32)` standard-normal images and cycling labels.
-pub fn random_batch(batch: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-    let x = Tensor::<4>::random([batch, 3, 32, 32], Distribution::Normal(0.0, 1.0), device);
-    let labels: Vec<i64> = (0..batch as i64).map(|i| i % CLASSES as i64).collect();
-    let y = Tensor::from_data(TensorData::new(labels, [batch]), device);
-    (x, y)
-}
 
 /// Fails when a loss read back from a step is not finite: a diverged step times other work.
 pub fn finite(what: &str, value: f32) -> Result<()> {
@@ -32,19 +21,30 @@ pub fn finite(what: &str, value: f32) -> Result<()> {
     }
 }
 
-/// `(training, inference)` throughput of `arch` at `batch` on random data seeded by `seed`.
+/// What [`bench_arch`] measured: training and inference throughput, and the model's forward
+/// MACs per image at the input it ran on.
+pub struct ArchRun {
+    pub train: Throughput,
+    pub infer: Throughput,
+    pub macs_per_image: u64,
+}
+
+/// Throughput of `arch` at `batch` on random `input` images seeded by `seed`.
 pub fn bench_arch(
     arch: &str,
+    input: Input,
     batch: usize,
     warmup: usize,
     steps: usize,
     seed: u64,
-) -> Result<(Throughput, Throughput)> {
+) -> Result<ArchRun> {
     let device = crate::backend::autodiff_device();
     device.seed(seed);
-    let mut model = Some(crate::models::build(arch, CLASSES, &device)?);
+    let net = crate::models::build(arch, input.classes, &device)?;
+    let macs_per_image = input.probe(arch, &net)?;
+    let mut model = Some(net);
     let mut optim = SgdSettings::default().init();
-    let (x, y) = random_batch(batch, &device);
+    let (x, y) = input.random_batch(batch, &device);
     let train = measure(batch, warmup, steps, |_| {
         let m = model
             .take()
@@ -60,5 +60,9 @@ pub fn bench_arch(
         let logits = eval.forward(xi.clone()).logits;
         finite("logit sum", logits.sum().into_scalar())
     })?;
-    Ok((train, infer))
+    Ok(ArchRun {
+        train,
+        infer,
+        macs_per_image,
+    })
 }

@@ -8,7 +8,8 @@ use std::time::Instant;
 use burn::tensor::{Distribution, Tensor};
 use serde::Serialize;
 
-use super::arch::{CLASSES, finite};
+use super::arch::finite;
+use super::input::Input;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::train::model_io::{ModelMeta, model_container};
@@ -74,23 +75,21 @@ pub fn bench_latency(
     if steps == 0 {
         return Err(Error::Config("bench: --steps must be at least 1".into()));
     }
-    if size == 0 {
-        return Err(Error::Config("bench: --size must be at least 1".into()));
-    }
     let device = crate::backend::device();
     device.seed(seed);
-    let model = crate::models::build(arch, CLASSES, &device)?;
+    let input = Input::natural(arch)?.with_size(Some(size))?;
+    let model = crate::models::build(arch, input.classes, &device)?;
     if let Some(path) = save {
         let meta = ModelMeta {
             meal_version: env!("CARGO_PKG_VERSION").into(),
             arch: arch.to_string(),
-            num_classes: CLASSES,
-            input_shape: [3, size, size],
-            normalization: Normalization::CIFAR10,
-            class_names: crate::data::cifar::CIFAR10_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            num_classes: input.classes,
+            input_shape: [3, input.size, input.size],
+            normalization: match crate::models::arch_info(arch)?.form {
+                crate::models::Form::Cifar => Normalization::CIFAR10,
+                crate::models::Form::ImageNet => Normalization::IMAGENET,
+            },
+            class_names: crate::interop::default_class_names(input.classes),
             source: "bench".into(),
             epoch: 0,
             test_acc: None,
@@ -101,11 +100,8 @@ pub fn bench_latency(
     }
     let mut out = Vec::new();
     for batch in LATENCY_BATCHES {
-        let x = Tensor::<4>::random(
-            [batch, 3, size, size],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
+        let s = input.size;
+        let x = Tensor::<4>::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), &device);
         let mut times = Vec::with_capacity(steps);
         for i in 0..warmup + steps {
             let t = Instant::now();

@@ -3,6 +3,7 @@
 //! that scripts/bench/compare.sh can put it beside the PyTorch twin measured in the same run.
 
 pub mod arch;
+pub mod input;
 pub mod latency;
 pub mod machine;
 pub mod pipeline;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use crate::distill::config::MealConfig;
 use crate::error::{Error, Result};
+pub use input::Input;
 pub use latency::{LATENCY_BATCHES, Latency};
 pub use pipeline::{PipelineOptions, run_pipeline};
 pub use timing::Throughput;
@@ -34,6 +36,9 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub steps: usize,
     pub seed: u64,
+    /// Side of the square input images; default: the model's own (the student's, for a
+    /// workload).
+    pub image_size: Option<usize>,
     /// `KEY=VALUE` overrides of a workload's MEAL config (`meal.` prefix optional), e.g.
     /// the discriminator fold off for a before/after.
     pub sets: Vec<String>,
@@ -48,6 +53,10 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workload: Option<String>,
     pub batch: usize,
+    pub image_size: usize,
+    pub classes: usize,
+    /// Forward multiply-accumulates per image of the model (for a workload: the student's).
+    pub macs_per_image: u64,
     pub warmup: usize,
     pub steps: usize,
     pub device: String,
@@ -68,27 +77,27 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     if o.batch == 0 {
         return Err(Error::Config("bench: --batch must be at least 1".into()));
     }
-    let ((train, infer), arch, workload) = match &o.target {
+    let (input, run, arch, workload) = match &o.target {
         Target::Arch(_) if !o.sets.is_empty() => {
             return Err(Error::Config(
                 "bench: --set changes a workload's MEAL config; it does not apply to --arch".into(),
             ));
         }
-        Target::Arch(a) => (
-            arch::bench_arch(a, o.batch, o.warmup, o.steps, o.seed)?,
-            Some(a.clone()),
-            None,
-        ),
+        Target::Arch(a) => {
+            let input = Input::natural(a)?.with_size(o.image_size)?;
+            let run = arch::bench_arch(a, input, o.batch, o.warmup, o.steps, o.seed)?;
+            (input, run, Some(a.clone()), None)
+        }
         Target::Workload(name) => {
             let w = workload::workload(name)?;
-            let config = with_sets(w.meal_config(), &o.sets)?;
-            (
-                workload::bench_workload(w, &config, o.batch, o.warmup, o.steps, o.seed)?,
-                None,
-                Some(name.clone()),
-            )
+            let config = with_sets(w.meal_config()?, &o.sets)?;
+            let input = Input::natural(w.student)?.with_size(o.image_size)?;
+            let run =
+                workload::bench_workload(w, &config, input, o.batch, o.warmup, o.steps, o.seed)?;
+            (input, run, None, Some(name.clone()))
         }
     };
+    let (train, infer) = (run.train, run.infer);
     let (cpu, simd) = match machine::cpu() {
         Some((model, simd)) => (Some(model), simd),
         None => (None, Vec::new()),
@@ -98,6 +107,9 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         arch,
         workload,
         batch: o.batch,
+        image_size: input.size,
+        classes: input.classes,
+        macs_per_image: run.macs_per_image,
         warmup: o.warmup,
         steps: o.steps,
         device: crate::backend::describe(&crate::backend::device()),
@@ -121,8 +133,8 @@ pub struct LatencyOptions {
     pub seed: u64,
     /// Also write the timed weights as a meal checkpoint here (for `meal export`).
     pub save_model: Option<PathBuf>,
-    /// Side of the square input images.
-    pub size: usize,
+    /// Side of the square input images (`None`: the model's own).
+    pub image_size: Option<usize>,
 }
 
 /// One latency measurement, as `--latency --json` prints it (one line).
@@ -143,9 +155,10 @@ pub struct LatencyReport {
 }
 
 pub fn run_latency(o: &LatencyOptions) -> Result<LatencyReport> {
+    let size = Input::natural(&o.arch)?.with_size(o.image_size)?.size;
     let latency = latency::bench_latency(
         &o.arch,
-        o.size,
+        size,
         o.warmup,
         o.steps,
         o.seed,
@@ -160,7 +173,7 @@ pub fn run_latency(o: &LatencyOptions) -> Result<LatencyReport> {
         arch: o.arch.clone(),
         warmup: o.warmup,
         steps: o.steps,
-        size: o.size,
+        size,
         device: crate::backend::describe(&crate::backend::device()),
         // The pool the kernels run on (RAYON_NUM_THREADS sets it), not the CPUs present.
         threads: rayon::current_num_threads(),
@@ -226,8 +239,16 @@ impl BenchReport {
             )
         };
         let mut s = format!(
-            "{what}, batch {}, {} timed steps after {} warm-up, {} on {} thread(s)\n",
-            self.batch, self.steps, self.warmup, self.device, self.threads
+            "{what}, batch {} of {}×{} images ({} classes, {:.3} GMAC/image forward), {} timed steps after {} warm-up, {} on {} thread(s)\n",
+            self.batch,
+            self.image_size,
+            self.image_size,
+            self.classes,
+            self.macs_per_image as f64 / 1e9,
+            self.steps,
+            self.warmup,
+            self.device,
+            self.threads
         );
         s += &line("train", &self.train);
         s += &line("infer", &self.infer);

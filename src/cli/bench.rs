@@ -11,12 +11,17 @@ pub struct BenchArgs {
     /// A zoo model: its training step and eval forward (see `meal models`).
     #[arg(long)]
     pub arch: Option<String>,
-    /// A whole MEAL step: meal-v1-resnet18 or meal-v1-cifar-small.
+    /// A whole MEAL step: meal-v1-resnet18, meal-v1-cifar-small or meal-v2-resnet50.
     #[arg(long)]
     pub workload: Option<String>,
     /// Images per step (default 128 for --arch, 64 for --workload).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Side of the square random images (default: the model's own, 32 for CIFAR forms and 224
+    /// for ImageNet forms; for a workload, the student's); with --data-pipeline, of the
+    /// training crop (default 224).
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<usize>,
     /// Timed steps (default 5; with --latency, 30 timed runs per batch size).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -37,10 +42,6 @@ pub struct BenchArgs {
     /// export` (scripts/bench/latency.sh times the same model in PyTorch and ONNX Runtime).
     #[arg(long, value_name = "PATH", requires = "latency")]
     pub save_model: Option<PathBuf>,
-    /// With --latency: the side of the square input images (32 is CIFAR's; the ImageNet-form
-    /// models take any size, e.g. 224).
-    #[arg(long, default_value_t = 32, requires = "latency")]
-    pub size: usize,
     /// The input pipeline instead of a model: decode + RandomResizedCrop + flip + normalise
     /// of this image folder's train/ split, in images/s over whole passes (--steps passes).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["arch", "workload", "latency", "sets"])]
@@ -48,9 +49,6 @@ pub struct BenchArgs {
     /// With --data-pipeline: decoding threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// With --data-pipeline: side of the training crop.
-    #[arg(long, default_value_t = 224)]
-    pub image_size: usize,
     /// With --data-pipeline: bilinear or bicubic.
     #[arg(long, default_value = "bilinear", value_parser = ["bilinear", "bicubic"])]
     pub interpolation: String,
@@ -65,7 +63,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             data,
             workers: a.workers,
             batch: a.batch.unwrap_or(64),
-            image_size: a.image_size,
+            image_size: a.image_size.unwrap_or(224),
             interpolation: if a.interpolation == "bicubic" {
                 crate::data::Interpolation::Bicubic
             } else {
@@ -90,7 +88,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             steps: a.steps.unwrap_or(30),
             seed: a.seed,
             save_model: a.save_model,
-            size: a.size,
+            image_size: a.image_size,
         })?;
         if a.json {
             println!("{}", report.to_json());
@@ -116,6 +114,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         warmup: a.warmup,
         steps: a.steps.unwrap_or(5),
         seed: a.seed,
+        image_size: a.image_size,
         sets: a.sets,
     })?;
     if a.json {

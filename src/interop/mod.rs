@@ -121,7 +121,7 @@ pub fn load_pytorch_teacher(
     Ok((imported.net, meta))
 }
 
-fn default_class_names(k: usize) -> Vec<String> {
+pub(crate) fn default_class_names(k: usize) -> Vec<String> {
     if k == crate::data::cifar::CIFAR10_CLASSES.len() {
         crate::data::cifar::CIFAR10_CLASSES
             .iter()
