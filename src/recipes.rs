@@ -28,6 +28,30 @@ pub static RECIPES: &[Recipe] = &[
         text: include_str!("../recipes/meal-v2.toml"),
     },
     Recipe {
+        name: "meal-v1-imagenet",
+        text: include_str!("../recipes/meal-v1-imagenet.toml"),
+    },
+    Recipe {
+        name: "meal-v2-resnet50",
+        text: include_str!("../recipes/meal-v2-resnet50.toml"),
+    },
+    Recipe {
+        name: "meal-v2-resnet50-380",
+        text: include_str!("../recipes/meal-v2-resnet50-380.toml"),
+    },
+    Recipe {
+        name: "meal-v2-mobilenetv3-large",
+        text: include_str!("../recipes/meal-v2-mobilenetv3-large.toml"),
+    },
+    Recipe {
+        name: "meal-v2-mobilenetv3-small",
+        text: include_str!("../recipes/meal-v2-mobilenetv3-small.toml"),
+    },
+    Recipe {
+        name: "meal-v2-efficientnet-b0",
+        text: include_str!("../recipes/meal-v2-efficientnet-b0.toml"),
+    },
+    Recipe {
         name: "cpu-cifar10-joint",
         text: include_str!("../recipes/cpu-cifar10-joint.toml"),
     },
