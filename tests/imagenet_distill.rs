@@ -77,9 +77,17 @@ fn meal_v2_recipe_distils_imported_timm_models_on_the_imagenet_sample() {
         .unwrap_or_else(|e| panic!("meal import {file}: {e}"));
         ckpt
     };
-    let student = imported("tf_mobilenetv3_small_075", "student.safetensors", "student.ckpt");
+    let student = imported(
+        "tf_mobilenetv3_small_075",
+        "student.safetensors",
+        "student.ckpt",
+    );
     let resnet = imported("resnet18", "teacher_resnet18.bin", "t_resnet18.ckpt");
-    let mnv3 = imported("tf_mobilenetv3_small_100", "teacher_mnv3.pth", "t_mnv3.ckpt");
+    let mnv3 = imported(
+        "tf_mobilenetv3_small_100",
+        "teacher_mnv3.pth",
+        "t_mnv3.ckpt",
+    );
     let device = meal::backend::device();
     for (ckpt, arch) in [
         (&student, "tf_mobilenetv3_small_075"),
@@ -88,12 +96,19 @@ fn meal_v2_recipe_distils_imported_timm_models_on_the_imagenet_sample() {
     ] {
         let (_, meta, _) = model_io::load_model(ckpt, &device).unwrap();
         assert_eq!(meta.arch, arch);
-        assert_eq!(meta.num_classes, classes, "{arch}: class count from the head");
+        assert_eq!(
+            meta.num_classes, classes,
+            "{arch}: class count from the head"
+        );
     }
 
     // The shipped recipe, shrunk to the sample: the method's settings stay the recipe's.
     let run_dir = dir.path().join("run");
-    let teachers = format!("teachers=[{{ checkpoint = {:?} }}, {{ checkpoint = {:?} }}]", s(&resnet), s(&mnv3));
+    let teachers = format!(
+        "teachers=[{{ checkpoint = {:?} }}, {{ checkpoint = {:?} }}]",
+        s(&resnet),
+        s(&mnv3)
+    );
     let sets = [
         "student=tf_mobilenetv3_small_075".to_string(),
         format!("student_init={}", s(&student)),
@@ -134,7 +149,10 @@ fn meal_v2_recipe_distils_imported_timm_models_on_the_imagenet_sample() {
         .iter()
         .filter(|(k, v)| after.get(*k).is_some_and(|w| w != *v))
         .count();
-    assert!(changed > 10, "only {changed} tensors changed after 2 epochs");
+    assert!(
+        changed > 10,
+        "only {changed} tensors changed after 2 epochs"
+    );
 
     cli(&["eval", "--checkpoint", &s(&best), "--data", &s(&sample)])
         .unwrap_or_else(|e| panic!("meal eval: {e}"));
