@@ -103,7 +103,8 @@ pub fn needs_student_init(recipe: &Recipe) -> bool {
 pub fn student_init_note(recipe: &Recipe) -> Option<String> {
     needs_student_init(recipe).then(|| {
         format!(
-            "needs --set student_init=CKPT (a trained student from `meal train`), or \
+            "needs --set student_init=CKPT (a trained student from `meal train`, or \
+             pretrained weights from `meal import`), or \
              --set student_init={STUDENT_INIT_NONE} to start from random weights on purpose"
         )
     })
@@ -248,9 +249,16 @@ mod tests {
         let t = table("meal-v1-single-vgg19").unwrap();
         let c: DistillConfig = crate::config::from_table(t, "v1").unwrap();
         check_requirements("meal-v1-single-vgg19", &c).unwrap();
-        let notes: Vec<_> = RECIPES.iter().filter_map(student_init_note).collect();
-        assert_eq!(notes.len(), 1);
-        assert!(needs_student_init(find("meal-v2").unwrap()));
+        // Every MEAL V2 recipe fine-tunes a trained student; no V1 recipe does.
+        for r in RECIPES {
+            assert_eq!(
+                student_init_note(r).is_some(),
+                r.name.starts_with("meal-v2"),
+                "{}",
+                r.name
+            );
+        }
+        assert!(needs_student_init(find("meal-v2-resnet50").unwrap()));
     }
 
     fn teachers(t: &toml::Table) -> Vec<String> {

@@ -12,7 +12,7 @@ use meal::data::transform::decode_image;
 use meal::data::{self, DataConfig, Dataset, Interpolation, Loader, LoaderConfig};
 
 fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/imagenet-sample")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagenet-sample")
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -2,7 +2,7 @@
 //! torch's own draws and its centre-crop fallback, Resize(floor(size / crop_pct)) +
 //! CenterCrop(size) and resized_crop with bilinear and bicubic filters (byte-exact: meal
 //! reproduces Pillow's fixed-point resampling). Values from
-//! scripts/data/make_transform_goldens.py in tests/fixtures/data/imagenet_transforms.json.
+//! scripts/data/make_transform_goldens.py in tests/fixtures/imagenet_transforms.json.
 
 use std::path::Path;
 
@@ -13,8 +13,7 @@ use meal::data::{InputSettings, Interpolation, resample};
 use serde_json::Value;
 
 fn goldens() -> Value {
-    let p =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/imagenet_transforms.json");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagenet_transforms.json");
     serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
 }
 

@@ -4,7 +4,7 @@
 //! `model.safetensors`, `pytorch_model.bin`, a MEAL V2 `module.` file), go through `meal import`
 //! (class count from the head), then `meal distill` with the shipped
 //! `meal-v2-mobilenetv3-small` recipe (tiny overrides) on the committed ImageNet sample
-//! (`tests/fixtures/data/imagenet-sample`: class folders in train, flat val with Kaggle's CSV),
+//! (`tests/fixtures/imagenet-sample`: class folders in train, flat val with Kaggle's CSV),
 //! then `meal eval` on the student it wrote.
 //!
 //! Needs timm in `$MEAL_PYTHON` (or `python3`): under CI (`CI=true`) a missing interpreter or
@@ -44,7 +44,7 @@ fn timm_python() -> Option<String> {
 fn meal_v2_recipe_distils_imported_timm_models_on_the_imagenet_sample() {
     let Some(python) = timm_python() else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let sample = root.join("tests/fixtures/data/imagenet-sample");
+    let sample = root.join("tests/fixtures/imagenet-sample");
     let classes = std::fs::read_dir(sample.join("train")).unwrap().count();
     assert_eq!(classes, 3, "the sample's class count changed");
     let dir = tempfile::tempdir().unwrap();

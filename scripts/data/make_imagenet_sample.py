@@ -16,7 +16,7 @@
 
 Usage: python scripts/data/make_imagenet_sample.py CIFAR10_BIN_DIR OUT [--photos N]
   e.g. python scripts/data/make_imagenet_sample.py ../shared/data/cifar-10-batches-bin \\
-           tests/fixtures/data/imagenet-sample --photos 6
+           tests/fixtures/imagenet-sample --photos 6
 N (default 20) photos are kept, smallest files first. --bench-copies K also writes OUT/bench, the
 photos copied K times each into train/<label>/ (for scripts/bench/data_pipeline.sh). Needs numpy and Pillow; pip for the wheel.
 """

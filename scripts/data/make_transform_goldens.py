@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/data/imagenet_transforms.json: reference values of torchvision's ImageNet
+"""Writes tests/fixtures/imagenet_transforms.json: reference values of torchvision's ImageNet
 transforms (on PIL images), which tests/data_imagenet_transforms.rs compares meal against.
 
 * RandomResizedCrop(scale=(0.08, 1), ratio=(3/4, 4/3)).get_params: for seeded torch draws, the
@@ -9,7 +9,7 @@ transforms (on PIL images), which tests/data_imagenet_transforms.rs compares mea
   images (stored in the file): the uint8 output (PIL's fixed-point resampling).
 * resized_crop of a given box to size×size (the resize step of RandomResizedCrop).
 
-Usage: python scripts/data/make_transform_goldens.py tests/fixtures/data/imagenet_transforms.json
+Usage: python scripts/data/make_transform_goldens.py tests/fixtures/imagenet_transforms.json
 Needs torch, torchvision, numpy and Pillow.
 """
 

@@ -354,7 +354,9 @@ impl DistillConfig {
                          [\"student_init\"]) and none is set. Train one first, e.g. `meal train \
                          --arch {arch} --data {data} --run-dir runs/student-{arch}`, then add \
                          `--set student_init=runs/student-{arch}` (a run folder or a .ckpt; in a \
-                         config file, student_init = \"...\"); or add `--set \
+                         config file, student_init = \"...\"), or import pretrained weights \
+                         (`meal import --arch {arch} --from FILE --out init.ckpt`, then \
+                         `--set student_init=init.ckpt`); or add `--set \
                          student_init={STUDENT_INIT_NONE}` to start from random weights on purpose",
                         arch = self.student,
                         data = self.data.path.display(),
