@@ -400,7 +400,7 @@ fn rows_per_task(spatial: usize) -> usize {
     AFFINE_TASK.div_ceil(spatial.max(1))
 }
 
-const AFFINE_TASK: usize = 8192;
+const AFFINE_TASK: usize = 1 << 16;
 
 #[cfg(test)]
 mod tests {
