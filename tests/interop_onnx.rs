@@ -185,9 +185,18 @@ struct Exported {
     ours: Vec<Vec<Vec<f32>>>,
 }
 
-/// The ImageNet-form models that this test exports: a basic-block and a bottleneck ResNet. The
-/// larger ones (60M to 115M parameters) would write a quarter to half a GB each.
-const IMAGENET_CHECKED: &[&str] = &["resnet18", "resnet50"];
+/// The ImageNet-form models that this test exports: a basic-block and a bottleneck ResNet, and
+/// every MobileNetV3 and EfficientNet (same padding, hard-swish, squeeze-excitation). The larger
+/// ResNets and SENet (60M to 115M parameters) would write a quarter to half a GB each.
+const IMAGENET_CHECKED: &[&str] = &[
+    "resnet18",
+    "resnet50",
+    "tf_mobilenetv3_small_075",
+    "tf_mobilenetv3_small_100",
+    "tf_mobilenetv3_large_100",
+    "tf_efficientnet_b0",
+    "tf_efficientnet_b4",
+];
 
 fn onnx_checked(arch: &str, form: Form) -> bool {
     form == Form::Cifar || IMAGENET_CHECKED.contains(&arch)
