@@ -20,9 +20,10 @@ def rate(v):
 
 
 def label(r):
-    """A benchmark's name, with its image side when the line gives one (older lines do not)."""
+    """A benchmark's name with its image side."""
     name = r.get("arch") or r.get("workload")
-    return f"{name} @{r['image_size']}" if "image_size" in r else name
+    # Lines of builds older than --image-size ran every model at 32×32.
+    return f"{name} @{r.get('image_size', 32)}"
 
 
 def main():
