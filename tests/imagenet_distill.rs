@@ -18,31 +18,11 @@ use std::process::Command;
 use common::{cli, s};
 use meal::train::model_io;
 
-fn timm_python() -> Option<String> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let python = std::env::var("MEAL_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let ok = Command::new(&python)
-        .args(["-c", "import timm, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        !ci,
-        "CI is set but `{python} -c 'import timm, safetensors'` failed (.ci/run installs \
-         timm==1.0.31 into MEAL_PYTHON's environment)"
-    );
-    eprintln!(
-        "SKIPPED imagenet_distill: `{python} -c 'import timm, safetensors'` failed. Install \
-         timm==1.0.31 or point MEAL_PYTHON at an interpreter that has it."
-    );
-    None
-}
-
 #[test]
 fn meal_v2_recipe_distils_imported_timm_models_on_the_imagenet_sample() {
-    let Some(python) = timm_python() else { return };
+    let Some(python) = common::python_with("timm, safetensors", "imagenet_distill") else {
+        return;
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let sample = root.join("tests/fixtures/imagenet-sample");
     let classes = std::fs::read_dir(sample.join("train")).unwrap().count();

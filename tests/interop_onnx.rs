@@ -6,6 +6,8 @@
 //! the test, elsewhere it prints SKIPPED. The Rust half (the graph decoded back and checked
 //! for well-formedness) always runs.
 
+mod common;
+
 mod interop_common;
 
 use std::collections::{BTreeMap, HashSet};
@@ -128,37 +130,6 @@ fn check_structure(arch: &str, bytes: &[u8]) {
     assert_eq!(props["std"], "0.2,0.3,0.4");
 }
 
-/// `$MEAL_PYTHON` (or `python3` outside CI) when it has onnx, onnxruntime and numpy; `None`
-/// (after saying so) when it has not, outside CI. Under CI a missing interpreter fails.
-fn onnx_python() -> Option<String> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let configured = std::env::var("MEAL_PYTHON").ok();
-    if ci && configured.is_none() {
-        panic!(
-            "CI is set but MEAL_PYTHON is not: .ci/run sets it to a virtual environment with \
-             onnx and onnxruntime; without it the ONNX Runtime check would not run"
-        );
-    }
-    let python = configured.unwrap_or_else(|| "python3".to_string());
-    let ok = Command::new(&python)
-        .args(["-c", "import onnx, onnxruntime, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        !ci,
-        "CI is set but `{python} -c 'import onnx, onnxruntime, numpy'` failed"
-    );
-    eprintln!(
-        "SKIPPED the ONNX Runtime half of interop_onnx: `{python} -c 'import onnx, onnxruntime, \
-         numpy'` failed. Install them (pip install onnx onnxruntime numpy) or point MEAL_PYTHON \
-         at an interpreter that has them, to check the exports in ONNX Runtime."
-    );
-    None
-}
-
 /// Largest |a − b| over the logits, relative to the largest |logit| of meal's.
 fn relative_error(ours: &[Vec<f32>], theirs: &[Vec<f64>]) -> f64 {
     assert_eq!(ours.len(), theirs.len(), "rows");
@@ -205,7 +176,10 @@ fn onnx_checked(arch: &str, form: Form) -> bool {
 #[test]
 fn every_zoo_model_runs_in_onnx_runtime_with_meals_logits() {
     let started = std::time::Instant::now();
-    let python = onnx_python();
+    let python = common::python_with(
+        "onnx, onnxruntime, numpy",
+        "the ONNX Runtime half of interop_onnx",
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut exported = Vec::new();
     for info in ARCHS.iter().filter(|a| onnx_checked(a.name, a.form)) {

@@ -8,6 +8,8 @@
 //! Needs timm and torchvision in `$MEAL_PYTHON` (or `python3`): under CI (`CI=true`) a missing
 //! interpreter or package fails the test, elsewhere it prints SKIPPED.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -22,31 +24,12 @@ struct Expected {
     logits: Vec<Vec<f64>>,
 }
 
-fn timm_python() -> Option<String> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let python = std::env::var("MEAL_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let ok = Command::new(&python)
-        .args(["-c", "import timm, torchvision, safetensors, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        !ci,
-        "CI is set but `{python} -c 'import timm, torchvision, safetensors, numpy'` failed \
-         (.ci/run installs timm==1.0.31 into MEAL_PYTHON's environment)"
-    );
-    eprintln!(
-        "SKIPPED interop_timm: `{python} -c 'import timm, torchvision, safetensors, numpy'` \
-         failed. Install timm==1.0.31 or point MEAL_PYTHON at an interpreter that has it."
-    );
-    None
-}
-
 #[test]
 fn timm_and_torchvision_files_import_with_timms_logits() {
-    let Some(python) = timm_python() else { return };
+    let Some(python) = common::python_with("timm, torchvision, safetensors, numpy", "interop_timm")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/interop/timm_files.py");
     let out = Command::new(&python)

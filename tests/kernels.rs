@@ -3,9 +3,12 @@
 //! test runs once per set ([`on_every_isa`], AVX-512F, AVX2+FMA and the portable code), forcing
 //! the kernels onto it, and fails unless it ran every set the CPU reports.
 
+mod isa_common;
+
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
+use isa_common::{cpu_isas, on_every_isa};
 use meal::kernels;
 use meal::kernels::conv::ConvShape;
 use meal::kernels::simd::{self, Isa};
@@ -46,55 +49,6 @@ fn random_case(rng: &mut ChaCha8Rng) -> Case {
         },
         bias: rng.random_bool(0.3),
     }
-}
-
-/// The instruction sets the CPU reports, asked directly (not through meal's own detection).
-fn cpu_isas() -> Vec<Isa> {
-    let mut isas = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        if avx2 && is_x86_feature_detected!("avx512f") {
-            isas.push(Isa::Avx512);
-        }
-        if avx2 {
-            isas.push(Isa::Avx2);
-        }
-    }
-    isas.push(Isa::Portable);
-    isas
-}
-
-/// Runs `check` with the kernels forced onto each instruction set in turn, names the sets it ran
-/// and the ones this CPU lacks, and fails unless it ran exactly the sets the CPU reports.
-fn on_every_isa(test: &str, check: impl Fn()) {
-    let mut ran = Vec::new();
-    let mut lacking = Vec::new();
-    for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
-        match simd::force(isa) {
-            Ok(_guard) => {
-                assert_eq!(simd::isa(), isa, "{test}: the kernels are not on {isa:?}");
-                check();
-                ran.push(isa);
-            }
-            Err(why) => lacking.push(format!("{} ({why})", isa.name())),
-        }
-    }
-    let names = |v: &[Isa]| v.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ");
-    println!(
-        "{test}: ran on {}; not available on this CPU: {}",
-        names(&ran),
-        if lacking.is_empty() {
-            "none".to_string()
-        } else {
-            lacking.join(", ")
-        }
-    );
-    assert_eq!(
-        names(&ran),
-        names(&cpu_isas()),
-        "{test}: the sets run are not the sets this CPU reports"
-    );
 }
 
 /// A 3×3 convolution, stride 1, padding 1.
@@ -187,7 +141,7 @@ fn assert_close(what: &str, case: &dyn std::fmt::Debug, got: &[f32], want: &[f32
 
 #[test]
 fn conv2d_and_gradients_match_burn_on_random_shapes() {
-    on_every_isa("conv2d_and_gradients_match_burn_on_random_shapes", || {
+    on_every_isa("conv2d_and_gradients_match_burn_on_random_shapes", |_| {
         let device = Device::default().autodiff();
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut checked = 0;
@@ -223,7 +177,7 @@ fn conv2d_and_gradients_match_burn_on_random_shapes() {
 /// The shapes the zoo actually trains with, including the wide direct path and batches.
 #[test]
 fn zoo_shapes_match_burn() {
-    on_every_isa("zoo_shapes_match_burn", || {
+    on_every_isa("zoo_shapes_match_burn", |_| {
         let device = Device::default().autodiff();
         let shapes = [
             (8, 3, 32, 16, 3, 1, 1),
@@ -276,7 +230,7 @@ fn zoo_shapes_match_burn() {
 /// are not multiples of the micro-tile; values and both gradients against burn's op.
 #[test]
 fn winograd_shapes_match_burn() {
-    on_every_isa("winograd_shapes_match_burn", || {
+    on_every_isa("winograd_shapes_match_burn", |_| {
         let device = Device::default().autodiff();
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let mut shapes = vec![
@@ -330,7 +284,7 @@ fn winograd_shapes_match_burn() {
 /// A non-contiguous input (a transposed view) is read correctly.
 #[test]
 fn strided_views_are_read_correctly() {
-    on_every_isa("strided_views_are_read_correctly", || {
+    on_every_isa("strided_views_are_read_correctly", |_| {
         let device = Device::default();
         let x = Tensor::<4>::random([2, 8, 12, 14], Distribution::Normal(0.0, 1.0), &device);
         let xt = x.clone().swap_dims(2, 3);
@@ -412,7 +366,7 @@ fn normal<const D: usize>(
 
 #[test]
 fn batch_norm_train_and_gradients_match_burn() {
-    on_every_isa("batch_norm_train_and_gradients_match_burn", || {
+    on_every_isa("batch_norm_train_and_gradients_match_burn", |_| {
         let device = Device::default().autodiff();
         let mut rng = ChaCha8Rng::seed_from_u64(13);
         for (batch, c, h, w, offset) in [(4, 6, 5, 7, 0.0), (3, 16, 8, 8, 50.0), (2, 3, 1, 9, 0.0)]
@@ -453,7 +407,7 @@ fn batch_norm_train_and_gradients_match_burn() {
 fn batch_norm_in_place_matches_burn_and_spares_shared_inputs() {
     on_every_isa(
         "batch_norm_in_place_matches_burn_and_spares_shared_inputs",
-        || {
+        |_| {
             let device = Device::default();
             let mut rng = ChaCha8Rng::seed_from_u64(29);
             let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
@@ -565,7 +519,7 @@ fn shortcut_a_matches_burn() {
 /// with one (folded into the shift). Shapes on the direct, im2col and Winograd paths.
 #[test]
 fn conv_with_affine_epilogue_matches_conv_then_affine() {
-    on_every_isa("conv_with_affine_epilogue_matches_conv_then_affine", || {
+    on_every_isa("conv_with_affine_epilogue_matches_conv_then_affine", |_| {
         let device = Device::default();
         let mut rng = ChaCha8Rng::seed_from_u64(37);
         let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();

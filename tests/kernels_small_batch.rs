@@ -4,8 +4,11 @@
 //! of resnet20, resnet18_cifar and a 224×224 ImageNet network at batch 1 and 8, with and without
 //! the BatchNorm+ReLU epilogue of the eval path, on every instruction set this CPU has.
 
+mod isa_common;
+
+use isa_common::on_every_isa;
 use meal::kernels::conv::{self, ConvShape};
-use meal::kernels::simd::{self, Isa};
+use meal::kernels::simd::Isa;
 use meal::kernels::winograd;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -61,41 +64,6 @@ fn shape(batch: usize, (cin, hw, cout, k, stride, pad): Layer) -> ConvShape {
 
 fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
-}
-
-/// The instruction sets the CPU reports, asked directly (not through meal's own detection).
-fn cpu_isas() -> Vec<Isa> {
-    let mut isas = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        if avx2 && is_x86_feature_detected!("avx512f") {
-            isas.push(Isa::Avx512);
-        }
-        if avx2 {
-            isas.push(Isa::Avx2);
-        }
-    }
-    isas.push(Isa::Portable);
-    isas
-}
-
-/// Runs `check` on each instruction set this CPU has, and fails unless it ran all of them.
-fn on_every_isa(test: &str, check: impl Fn(Isa)) {
-    let mut ran = Vec::new();
-    for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
-        if let Ok(_guard) = simd::force(isa) {
-            assert_eq!(simd::isa(), isa, "{test}: the kernels are not on {isa:?}");
-            check(isa);
-            ran.push(isa);
-        }
-    }
-    println!("{test}: ran on {ran:?}");
-    assert_eq!(
-        ran,
-        cpu_isas(),
-        "{test}: the sets run are not the sets this CPU reports"
-    );
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {

@@ -100,26 +100,28 @@ def watched(model):
     return grads, running
 
 
-def golden(name, make, blob):
-    full = 1 << 62 if name in SMALL else FULL
-    x = torch.from_numpy(uniform("input", BATCH * 3 * 32 * 32).reshape(BATCH, 3, 32, 32))
-    model = make(10).double().eval()
-    fill(model)
-    digest, count = keys_digest(model)
-    with torch.no_grad():
-        stages, logits = model(x)
-    entry = {
-        "keys_digest": digest,
-        "tensors": count,
-        "eval": {"stages": [blob.stage(s, full) for s in stages], "logits": blob.full(logits)},
-    }
+def spread(a, b):
+    """How far PyTorch's own float32 result b is from its float64 one a, relative to max|a|."""
+    a = a.detach().to(torch.float64)
+    return ((a - b.detach().to(torch.float64)).abs().max() / a.abs().max()).item()
+
+
+def with_spread(entry, a, b):
+    entry["spread"] = spread(a, b)
+    return entry
+
+
+def train_entry(name, blob, build, forward, x, full):
+    """The train pass of one model: `build()` gives a fresh float64 model (filled here),
+    `forward(model, x)` its (stages, logits); the pass runs in float64 and float32, and each
+    recorded quantity carries its float32 spread."""
 
     def train_pass(dtype):
-        model = make(10).double()
+        model = build()
         fill(model)
         model = model.to(dtype).train()
         xg = x.clone().to(dtype).requires_grad_(True)
-        stages, logits = model(xg)
+        stages, logits = forward(model, xg)
         loss = loss_of(stages, logits)
         loss.backward()
         return model, xg, stages, logits, loss
@@ -134,16 +136,7 @@ def golden(name, make, blob):
     # samples), so float32 gradients can be percents off float64 ones for any implementation.
     m32, x32, stages32, logits32, loss32 = train_pass(torch.float32)
     by_key32 = {k: t for k, _, _, t in tensors(m32)}
-
-    def spread(a, b):
-        a = a.detach().to(torch.float64)
-        return ((a - b.detach().to(torch.float64)).abs().max() / a.abs().max()).item()
-
-    def with_spread(entry, a, b):
-        entry["spread"] = spread(a, b)
-        return entry
-
-    entry["train"] = {
+    return {
         "stages": [with_spread(blob.stage(s, full), s, s32) for s, s32 in zip(stages, stages32)],
         "logits": with_spread(blob.full(logits), logits, logits32),
         "loss": loss.item(),
@@ -152,6 +145,22 @@ def golden(name, make, blob):
         "grads": {k: with_spread(blob.full(by_key[k].grad), by_key[k].grad, by_key32[k].grad) for k in grads},
         "running": {k: with_spread(blob.full(by_key[k]), by_key[k], by_key32[k]) for k in running},
     }
+
+
+def golden(name, make, blob):
+    full = 1 << 62 if name in SMALL else FULL
+    x = torch.from_numpy(uniform("input", BATCH * 3 * 32 * 32).reshape(BATCH, 3, 32, 32))
+    model = make(10).double().eval()
+    fill(model)
+    digest, count = keys_digest(model)
+    with torch.no_grad():
+        stages, logits = model(x)
+    entry = {
+        "keys_digest": digest,
+        "tensors": count,
+        "eval": {"stages": [blob.stage(s, full) for s in stages], "logits": blob.full(logits)},
+    }
+    entry["train"] = train_entry(name, blob, lambda: make(10).double(), lambda m, x: m(x), x, full)
     return entry
 
 

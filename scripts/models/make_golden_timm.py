@@ -31,8 +31,8 @@ sys.path.insert(0, HERE)
 
 import timm  # noqa: E402
 
-from make_golden_models import BATCH, FULL, SAMPLES, Blob, loss_of, watched  # noqa: E402
-from param_counts import fill, keys_digest, tensors, uniform  # noqa: E402
+from make_golden_models import BATCH, FULL, SAMPLES, Blob, train_entry, with_spread  # noqa: E402
+from param_counts import fill, keys_digest, uniform  # noqa: E402
 
 OUT = os.path.join(HERE, "..", "..", "tests", "fixtures", "models", "timm")
 SIZE = 97
@@ -61,17 +61,6 @@ class Staged(torch.nn.Module):
         return list(self.outputs), logits
 
 
-def spread(a, b):
-    """How far PyTorch's own float32 result b is from its float64 one a, relative to max|a|."""
-    a = a.detach().to(torch.float64)
-    return ((a - b.detach().to(torch.float64)).abs().max() / a.abs().max()).item()
-
-
-def with_spread(e, a, b):
-    e["spread"] = spread(a, b)
-    return e
-
-
 def make(name):
     model = timm.create_model(name, pretrained=False, num_classes=CLASSES, drop_rate=0.0,
                               drop_path_rate=0.0)
@@ -98,32 +87,7 @@ def golden(name, blob):
     }
     if name not in TRAIN:
         return entry
-
-    def train_pass(dtype):
-        model = make(name)
-        fill(model)
-        model = model.to(dtype).train()
-        xg = x.clone().to(dtype).requires_grad_(True)
-        stages, logits = Staged(model)(xg)
-        loss = loss_of(stages, logits)
-        loss.backward()
-        return model, xg, stages, logits, loss
-
-    model, xg, stages, logits, loss = train_pass(torch.float64)
-    grads, running = watched(model)
-    by_key = {k: t for k, _, _, t in tensors(model)}
-    m32, x32, stages32, logits32, loss32 = train_pass(torch.float32)
-    by_key32 = {k: t for k, _, _, t in tensors(m32)}
-
-    entry["train"] = {
-        "stages": [with_spread(blob.stage(s, FULL), s, s32) for s, s32 in zip(stages, stages32)],
-        "logits": with_spread(blob.full(logits), logits, logits32),
-        "loss": loss.item(),
-        "loss_spread": spread(loss.reshape(1), loss32.reshape(1)),
-        "input_grad": with_spread(blob.full(xg.grad), xg.grad, x32.grad),
-        "grads": {k: with_spread(blob.full(by_key[k].grad), by_key[k].grad, by_key32[k].grad) for k in grads},
-        "running": {k: with_spread(blob.full(by_key[k]), by_key[k], by_key32[k]) for k in running},
-    }
+    entry["train"] = train_entry(name, blob, lambda: make(name), lambda m, x: Staged(m)(x), x, FULL)
     return entry
 
 

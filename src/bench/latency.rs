@@ -61,12 +61,12 @@ impl Latency {
     }
 }
 
-/// Latency of `arch`'s eval forward (weights seeded by `seed`) at every batch of
+/// Latency of `arch`'s eval forward on `input` (weights seeded by `seed`) at every batch of
 /// [`LATENCY_BATCHES`]; with `save`, also writes those weights as a checkpoint, so that another
 /// runtime can be timed on the very model meal timed (`meal export`).
 pub fn bench_latency(
     arch: &str,
-    size: usize,
+    input: Input,
     warmup: usize,
     steps: usize,
     seed: u64,
@@ -77,7 +77,6 @@ pub fn bench_latency(
     }
     let device = crate::backend::device();
     device.seed(seed);
-    let input = Input::natural(arch)?.with_size(Some(size))?;
     let model = crate::models::build(arch, input.classes, &device)?;
     if let Some(path) = save {
         let meta = ModelMeta {

@@ -155,10 +155,10 @@ pub struct LatencyReport {
 }
 
 pub fn run_latency(o: &LatencyOptions) -> Result<LatencyReport> {
-    let size = Input::natural(&o.arch)?.with_size(o.image_size)?.size;
+    let input = Input::natural(&o.arch)?.with_size(o.image_size)?;
     let latency = latency::bench_latency(
         &o.arch,
-        size,
+        input,
         o.warmup,
         o.steps,
         o.seed,
@@ -173,7 +173,7 @@ pub fn run_latency(o: &LatencyOptions) -> Result<LatencyReport> {
         arch: o.arch.clone(),
         warmup: o.warmup,
         steps: o.steps,
-        size,
+        size: input.size,
         device: crate::backend::describe(&crate::backend::device()),
         // The pool the kernels run on (RAYON_NUM_THREADS sets it), not the CPUs present.
         threads: rayon::current_num_threads(),

@@ -461,52 +461,14 @@ fn forward_direct(
     y: &mut [MaybeUninit<f32>],
     epi: Option<Epilogue>,
 ) {
-    let (ho, wo, q) = (s.ho(), s.wo(), s.phases());
-    let wp = q.wq;
-    let nr = isa.nr();
-    let blocks = (ho * wp).div_ceil(nr);
-    let ldc = blocks * nr;
-    let offs = direct_offsets(s);
-    let rows = packed[0].layout.rows;
-    let in_image = s.cin * s.h * s.w;
-    let out_image = s.cout * ho * wo;
-    let parts = parts_per(s.batch, ho, image_macs(s));
-    if parts > 1 {
-        return forward_direct_rows(isa, s, x, packed, y, epi, parts);
-    }
-    y.par_chunks_mut(out_image).enumerate().for_each_init(
-        || (vec![0f32; padded_len(s, nr)], vec![0f32; rows * ldc]),
-        |(xpad, ypw), (i, yi)| {
-            pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
-            for (g, a) in packed.iter().enumerate() {
-                let b = &xpad[g * s.cin_g() * q.channel()..];
-                gemm_panels(
-                    isa,
-                    (&a.data, a.layout),
-                    s.k(),
-                    b,
-                    &offs,
-                    ypw,
-                    ldc,
-                    blocks,
-                    false,
-                );
-                for co in 0..s.cout_g() {
-                    for oy in 0..ho {
-                        let c = g * s.cout_g() + co;
-                        let dst = (c * ho + oy) * wo;
-                        let src = co * ldc + oy * wp;
-                        emit(epi.as_ref(), c, &mut yi[dst..dst + wo], &ypw[src..src + wo]);
-                    }
-                }
-            }
-        },
-    );
+    let parts = parts_per(s.batch, s.ho(), image_macs(s));
+    forward_direct_rows(isa, s, x, packed, y, epi, parts);
 }
 
-/// [`forward_direct`] with each image's output rows shared out among `parts` tasks: a task
-/// computes output rows `oy0..oy1` as the columns `oy0·Wq..oy1·Wq` of the same product (every
-/// column is its own sum, so the values are those of the whole-image product).
+/// The direct convolution with each image's output rows shared out among `parts` tasks (1: one
+/// task per image): a task computes output rows `oy0..oy1` as the columns `oy0·Wq..oy1·Wq` of
+/// the same product (every column is its own sum, so the values are those of the whole-image
+/// product).
 fn forward_direct_rows(
     isa: Isa,
     s: &ConvShape,
@@ -579,63 +541,14 @@ fn forward_im2col(
     y: &mut [MaybeUninit<f32>],
     epi: Option<Epilogue>,
 ) {
-    let (ho, wo) = (s.ho(), s.wo());
-    let nr = isa.nr();
     let chunk = chunk_images(s);
-    let in_image = s.cin * s.h * s.w;
-    let out_image = s.cout * ho * wo;
-    let rows = packed[0].layout.rows;
-    let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
-    let offs: Vec<usize> = (0..s.k()).map(|k| k * ld_for(chunk)).collect();
     let panels = packed[0].layout.panels().count();
     let parts = parts_per(s.batch.div_ceil(chunk), panels, chunk * image_macs(s));
-    if parts > 1 {
-        return forward_im2col_panels(isa, s, x, packed, y, epi, parts);
-    }
-    y.par_chunks_mut(chunk * out_image)
-        .enumerate()
-        .for_each_init(
-            || {
-                (
-                    vec![0f32; s.k() * ld_for(chunk) + nr],
-                    vec![0f32; rows * ld_for(chunk)],
-                )
-            },
-            |(col, tmp), (ci, ychunk)| {
-                let imgs = ychunk.len() / out_image;
-                let xs = &x[ci * chunk * in_image..][..imgs * in_image];
-                let ld = ld_for(chunk);
-                let blocks = ld_for(imgs) / nr;
-                for (g, a) in packed.iter().enumerate() {
-                    im2col(s, xs, imgs, g * s.cin_g(), col, ld);
-                    gemm_panels(
-                        isa,
-                        (&a.data, a.layout),
-                        s.k(),
-                        col,
-                        &offs,
-                        tmp,
-                        ld,
-                        blocks,
-                        false,
-                    );
-                    for co in 0..s.cout_g() {
-                        for img in 0..imgs {
-                            let c = g * s.cout_g() + co;
-                            let dst = (img * s.cout + c) * ho * wo;
-                            let src = co * ld + img * ho * wo;
-                            let (d, t) =
-                                (&mut ychunk[dst..dst + ho * wo], &tmp[src..src + ho * wo]);
-                            emit(epi.as_ref(), c, d, t);
-                        }
-                    }
-                }
-            },
-        );
+    forward_im2col_panels(isa, s, x, packed, y, epi, parts);
 }
 
-/// [`forward_im2col`] with each chunk's output channels shared out among `parts` tasks, by
-/// whole panels of the packed weight (the products are the same, see [`gemm_rows`]). Each task
+/// The im2col convolution with each chunk's output channels shared out among `parts` tasks (1:
+/// one task per chunk), by whole panels of the packed weight (the products are the same, see [`gemm_rows`]). Each task
 /// writes the chunk's patch matrix itself: a copy of the input, small beside its share of the
 /// products when there are enough channels to share.
 fn forward_im2col_panels(

@@ -351,3 +351,35 @@ pub fn sha256(path: &Path) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The interpreter for a test's Python half: `$MEAL_PYTHON` (or `python3`) if it imports
+/// `modules` (e.g. "timm, safetensors"). Under CI (`CI=true`, which `.ci/run` sets together
+/// with MEAL_PYTHON) an unset MEAL_PYTHON or a missing module fails the test; elsewhere it
+/// prints SKIPPED naming `what` is not checked and how to get it, and returns None.
+pub fn python_with(modules: &str, what: &str) -> Option<String> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let configured = std::env::var("MEAL_PYTHON").ok();
+    assert!(
+        !(ci && configured.is_none()),
+        "CI is set but MEAL_PYTHON is not: .ci/run sets it to a virtual environment with \
+         {modules}; without it {what} would not be checked"
+    );
+    let python = configured.unwrap_or_else(|| "python3".to_string());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        !ci,
+        "CI is set but `{python} -c 'import {modules}'` failed (.ci/run installs them into \
+         MEAL_PYTHON's environment)"
+    );
+    eprintln!(
+        "SKIPPED {what}: `{python} -c 'import {modules}'` failed. Install them or point \
+         MEAL_PYTHON at an interpreter that has them."
+    );
+    None
+}

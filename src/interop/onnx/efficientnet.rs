@@ -8,7 +8,8 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 
 use super::graph::{Graph, Value, attr_float};
-use super::layers::{ToOnnx, add, flatten, global_avg_pool, relu};
+use super::layers::{ToOnnx, add, flatten, global_avg_pool, global_avg_pool_keep, relu};
+use super::models::path;
 use crate::error::Result;
 use crate::models::activation::{Act, Gate};
 use crate::models::efficientnet::EfficientNet;
@@ -79,24 +80,9 @@ fn conv_bn_act(
     })
 }
 
-fn path(prefix: &str, part: &str) -> String {
-    if prefix.is_empty() {
-        part.to_string()
-    } else {
-        format!("{prefix}.{part}")
-    }
-}
-
 impl ToOnnx for SqueezeExcite {
     fn to_onnx(&self, g: &mut Graph, name: &str, x: Value) -> Result<Value> {
-        let [c, _, _] = x.chw(name)?;
-        let pooled = g.node(
-            "GlobalAveragePool",
-            &path(name, "pool"),
-            vec![x.name.clone()],
-            vec![],
-            vec![c, 1, 1],
-        );
+        let pooled = global_avg_pool_keep(g, &path(name, "pool"), x.clone())?;
         let s = self
             .conv_reduce
             .to_onnx(g, &path(name, "conv_reduce"), pooled)?;
@@ -155,7 +141,7 @@ impl ToOnnx for Block {
 fn blocks(g: &mut Graph, name: &str, stages: &[Vec<Block>], mut x: Value) -> Result<Value> {
     for (s, stage) in stages.iter().enumerate() {
         for (i, block) in stage.iter().enumerate() {
-            x = block.to_onnx(g, &path(name, &format!("blocks.{s}.{i}")), x)?;
+            x = block.to_onnx(g, &path(name, format!("blocks.{s}.{i}")), x)?;
         }
     }
     Ok(x)
@@ -172,14 +158,7 @@ impl ToOnnx for MobileNetV3 {
             Some(Act::HardSwish),
         )?;
         let x = blocks(g, name, &self.blocks, x)?;
-        let [c, _, _] = x.chw(name)?;
-        let pooled = g.node(
-            "GlobalAveragePool",
-            &path(name, "global_pool"),
-            vec![x.name],
-            vec![],
-            vec![c, 1, 1],
-        );
+        let pooled = global_avg_pool_keep(g, &path(name, "global_pool"), x)?;
         let head = self
             .conv_head
             .to_onnx(g, &path(name, "conv_head"), pooled)?;

@@ -331,16 +331,21 @@ pub fn flatten(g: &mut Graph, name: &str, x: Value) -> Result<Value> {
     ))
 }
 
-/// The mean over H and W, flattened to `(B, C)` (`x.mean_dim(3).mean_dim(2).flatten(1, 3)`).
-pub fn global_avg_pool(g: &mut Graph, name: &str, x: Value) -> Result<Value> {
+/// The mean over H and W, kept as `(B, C, 1, 1)` (squeeze-excitation, a 1×1 conv head).
+pub fn global_avg_pool_keep(g: &mut Graph, name: &str, x: Value) -> Result<Value> {
     let [c, _, _] = x.chw(name)?;
-    let pooled = g.node(
+    Ok(g.node(
         "GlobalAveragePool",
         name,
         vec![x.name],
         vec![],
         vec![c, 1, 1],
-    );
+    ))
+}
+
+/// The mean over H and W, flattened to `(B, C)` (`x.mean_dim(3).mean_dim(2).flatten(1, 3)`).
+pub fn global_avg_pool(g: &mut Graph, name: &str, x: Value) -> Result<Value> {
+    let pooled = global_avg_pool_keep(g, name, x)?;
     flatten(g, &format!("{name}.flatten"), pooled)
 }
 

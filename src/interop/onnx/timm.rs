@@ -2,7 +2,9 @@
 //! names; squeeze-and-excitation as GlobalAveragePool → Conv → Relu → Conv → Sigmoid → Mul.
 
 use super::graph::{Graph, Value};
-use super::layers::{ToOnnx, add, bn_relu, conv_bn, global_avg_pool, max_pool, relu};
+use super::layers::{
+    ToOnnx, add, bn_relu, conv_bn, global_avg_pool, global_avg_pool_keep, max_pool, relu,
+};
 use super::models::path;
 use crate::error::Result;
 use crate::models::squeeze_excite::SqueezeExcite;
@@ -10,14 +12,7 @@ use crate::models::timm_resnet::{Block, Stem, TimmResNet};
 
 impl ToOnnx for SqueezeExcite {
     fn to_onnx(&self, g: &mut Graph, name: &str, x: Value) -> Result<Value> {
-        let [c, _, _] = x.chw(name)?;
-        let squeezed = g.node(
-            "GlobalAveragePool",
-            &path(name, "pool"),
-            vec![x.name.clone()],
-            vec![],
-            vec![c, 1, 1],
-        );
+        let squeezed = global_avg_pool_keep(g, &path(name, "pool"), x.clone())?;
         let y = self.fc1.to_onnx(g, &path(name, "fc1"), squeezed)?;
         let y = relu(g, &path(name, "relu"), y);
         let y = self.fc2.to_onnx(g, &path(name, "fc2"), y)?;
