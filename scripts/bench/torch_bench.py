@@ -1,10 +1,13 @@
 """The PyTorch twin of `meal bench`: the same work, the same flags, the same JSON fields.
 
 Usage: PYTHON scripts/bench/torch_bench.py (--arch ARCH | --workload NAME) [--batch B]
-           [--image-size N] [--steps N] [--warmup W] [--seed S] [--threads T] --json
+           [--image-size N] [--steps N] [--warmup W] [--seed S] [--threads T]
+           [--device cpu|cuda|cuda:N] --json
 
 Runs on the CPU with 2 threads by default (`torch.set_num_threads`), the development machine's
-core count, which is also what meal's thread pool uses there. Models are the PyTorch twins of
+core count, which is also what meal's thread pool uses there. `--device cuda` runs the models
+and the batch on the GPU (the GPU host's script, scripts/device/run.sh); every step ends in a
+`.item()`, which waits for the GPU, so the times are the GPU's. Models are the PyTorch twins of
 the zoo in scripts/models/param_counts.py (same parameter counts and outputs as meal's zoo,
 checked by tests/models_golden.rs); an architecture that is not there is an ImageNet form, whose
 twin is timm's model of that name (`timm.create_model(name, pretrained=False)`, 1000 classes,
@@ -120,16 +123,22 @@ class Logits(nn.Module):
 
 def build(arch, classes):
     if arch in param_counts.ARCHS:
-        return param_counts.ARCHS[arch](classes)
+        return param_counts.ARCHS[arch](classes).to(DEVICE)
     import timm
     if not timm.is_model(arch):
         raise SystemExit(f"bench: unknown arch {arch}: neither a zoo twin in "
                          f"scripts/models/param_counts.py nor a timm model")
-    return Logits(timm.create_model(arch, pretrained=False, num_classes=classes))
+    return Logits(timm.create_model(arch, pretrained=False, num_classes=classes)).to(DEVICE)
+
+
+# Where models and batches live: set once from --device in main().
+DEVICE = torch.device("cpu")
 
 
 def random_batch(batch, size, classes):
-    return torch.randn(batch, 3, size, size), torch.arange(batch) % classes
+    # Drawn on the CPU so that the same seed gives the same batch on every device.
+    x, y = torch.randn(batch, 3, size, size), torch.arange(batch) % classes
+    return x.to(DEVICE), y.to(DEVICE)
 
 
 def bench_arch(arch, size, classes, batch, warmup, steps):
@@ -179,12 +188,12 @@ def bench_workload(name, size, batch, warmup, steps):
         t.requires_grad_(False)
     student = build(student_arch, classes)
     student.train()
-    discs = nn.ModuleList([discriminator(classes if d is None else d, k) for _, d, _ in spec])
+    discs = nn.ModuleList([discriminator(classes if d is None else d, k) for _, d, _ in spec]).to(DEVICE)
     opt_s = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
     opt_d = torch.optim.SGD(discs.parameters(), lr=d_lr, momentum=0.9, weight_decay=wd)
     x, _ = random_batch(batch, size, classes)
     y_d = torch.cat([torch.tensor([[1.0, 0.0]]).expand(batch, 2),
-                     torch.tensor([[0.0, 1.0]]).expand(batch, 2)])
+                     torch.tensor([[0.0, 1.0]]).expand(batch, 2)]).to(DEVICE)
 
     def teacher_targets(i):
         """(raw, probabilities) per stage: one teacher in v1 (round robin), every teacher's
@@ -242,12 +251,20 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="(always one JSON line; for symmetry)")
     a = p.parse_args()
     if a.image_size is not None and a.image_size < 1:
         p.error("--image-size must be at least 1 (pixels per side)")
     if a.steps < 1:
         p.error("--steps must be at least 1")
+    global DEVICE
+    try:
+        DEVICE = torch.device(a.device)
+    except RuntimeError as e:
+        p.error(f"--device {a.device}: {e}")
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {a.device}: this PyTorch sees no CUDA GPU (torch {torch.__version__})")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     batch = a.batch or (128 if a.arch else 64)
@@ -261,7 +278,7 @@ def main():
     report = {"framework": f"pytorch {torch.__version__}"}
     report["arch" if a.arch else "workload"] = a.arch or a.workload
     report.update({
-        "batch": batch, "image_size": size, "classes": classes, "warmup": a.warmup, "steps": a.steps, "device": "cpu",
+        "batch": batch, "image_size": size, "classes": classes, "warmup": a.warmup, "steps": a.steps, "device": str(DEVICE),
         "threads": torch.get_num_threads(), "cpu": model, "simd": simd,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "train_img_per_s": train["median"], "train": train,
@@ -270,6 +287,9 @@ def main():
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "import_rss_mb": IMPORT_RSS_MB,
     })
+    if DEVICE.type == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(DEVICE)
+        report["peak_gpu_mb"] = torch.cuda.max_memory_allocated(DEVICE) / 2**20
     print(json.dumps(report))
 
 

@@ -3,8 +3,9 @@
 # receives the repository's tracked files plus the binary built by scripts/device/build.sh).
 # From that `meal` binary it
 #   1. runs `meal selftest` (golden comparisons with PyTorch + a tiny train/distill/resume round),
-#   2. runs `meal bench` (train and inference of resnet20 and resnet18_cifar at batch 128 and 512, and
-#      the meal-v1-resnet18 MEAL step) and the PyTorch twin (scripts/bench/torch_bench.py) on the
+#   2. runs `meal bench` (train and inference of resnet20 and resnet18_cifar at batch 128 and 512,
+#      the meal-v1-resnet18 MEAL step; after step 3, resnet50 and the meal-v2-resnet50 step at
+#      224x224, batch 64) and the PyTorch twin (scripts/bench/torch_bench.py) on the
 #      same device,
 #   3. trains two teachers, distils a MEAL student, evaluates all three and resumes the student,
 #      on the embedded data/cifar10-mini,
@@ -185,6 +186,31 @@ step e2e-eval "$MEAL" --device "$DEVICE" eval --data "$DATA" "${eval_subset[@]}"
 for run in teacher-resnet20 teacher-vgg8 student; do
   mkdir -p "$OUT/e2e/$run"
   cp "$E2E/$run"/*.txt "$E2E/$run"/*.toml "$E2E/$run"/*.json "$E2E/$run"/*.csv "$OUT/e2e/$run/" 2>/dev/null
+done
+
+# --- 2b. ImageNet-form models at 224x224 (after the end-to-end run, which must not be starved of
+# the budget by them): timm's resnet50 and the MEAL V2 step (senet154 + resnet152s teachers ->
+# resnet50), twins with timm's models on the same device.
+if [ "$SMALL" = 1 ]; then
+  IN_BATCH=2; IN_SIZE=64
+else
+  IN_BATCH=64; IN_SIZE=224
+fi
+for spec in "--arch resnet50" "--workload meal-v2-resnet50"; do
+  tag="$(echo "$spec" | awk '{print $2}')-b$IN_BATCH-$IN_SIZE"
+  # shellcheck disable=SC2086 # spec is two words on purpose
+  step "bench-meal-$tag" "$MEAL" --device "$DEVICE" bench $spec --batch "$IN_BATCH" \
+    --image-size "$IN_SIZE" --steps "$STEPS" --warmup "$WARMUP" --json &&
+    grep '^{' "$OUT/bench-meal-$tag.log" | tail -n 1 >>"$OUT/bench-meal.jsonl"
+  case "$torch_help" in
+    *--image-size*)
+      # shellcheck disable=SC2086
+      step "bench-torch-$tag" "$PYTHON" "$TORCH_BENCH" $spec --batch "$IN_BATCH" \
+        --image-size "$IN_SIZE" --steps "$STEPS" --device "$torch_device" --json &&
+        grep '^{' "$OUT/bench-torch-$tag.log" | tail -n 1 >>"$OUT/bench-torch.jsonl"
+      ;;
+    *) log "torch_bench.py has no --image-size: no PyTorch twin of $tag in this run" ;;
+  esac
 done
 
 # --- 4. summary -----------------------------------------------------------------------------
