@@ -354,3 +354,44 @@ fn other_data_or_another_kind_of_store_is_refused() {
     assert_mentions(&e, &["skip_corrupt", "every training image"]);
     assert!(!out.exists());
 }
+
+/// `meal cache-teachers --config` takes a distill config's teachers and [data] (here photos at
+/// 32 pixels from the sample) and records the same boxes as the library call.
+#[test]
+fn the_command_line_caches_photos_from_a_distill_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("distill.toml");
+    let table = distill_table(&tmp.path().join("run"), &folder_data(), None);
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+    let out = tmp.path().join("cli.bin");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_meal"))
+        .args([
+            "-q",
+            "cache-teachers",
+            "--config",
+            &s(&config),
+            "--views",
+            "1",
+        ])
+        .args(["--out", &s(&out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (cli, lib) = (
+        SoftLabelStore::open(&out).unwrap(),
+        SoftLabelStore::open(store_file()).unwrap(),
+    );
+    assert_eq!(cli.header.seed, SEED, "the config's seed");
+    assert_eq!(cli.header.view_kind, data::ViewKind::Box);
+    for i in 0..18 {
+        assert_eq!(cli.view(i, 0), lib.view(i, 0), "image {i}");
+        for t in 0..2 {
+            for (u, v) in cli.logits(&[i], 0, t).iter().zip(lib.logits(&[i], 0, t)) {
+                assert!(
+                    (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                    "image {i}: {u} vs {v}"
+                );
+            }
+        }
+    }
+}
