@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use burn::tensor::{Tensor, TensorData};
 use common::*;
-use meal::data::{CropFlip, sample_rng};
+use meal::data::{CropFlip, View, sample_rng};
 use meal::distill::DistillConfig;
 use meal::distill::objective::{self, Discriminators, MealState, TeacherSource};
 use meal::distill::soft_labels::{CacheOptions, SoftLabelStore, cache_teachers};
@@ -97,7 +97,7 @@ fn format_round_trip() {
         for i in [0, 1, 100, 255] {
             assert_eq!(
                 store.view(i, v),
-                CropFlip::draw(&mut sample_rng(SEED, v, i))
+                View::Padded(CropFlip::draw(&mut sample_rng(SEED, v, i)))
             );
         }
     }
@@ -260,6 +260,57 @@ fn a_distill_epoch_from_the_store_matches_the_live_run() {
         assert!((u - v).abs() <= 1e-3 * (1.0 + u.abs()), "{key}: {u} vs {v}");
     }
     assert!(tmp.path().join("store/teachers.json").exists());
+}
+
+/// A version 1 store (a separate table of padded views, no `view_kind`), rebuilt here from the
+/// version 2 store's own cells: it opens and serves the same views and logits.
+#[test]
+fn a_version_1_store_still_loads() {
+    let v2 = std::fs::read(store_file()).unwrap();
+    let store = SoftLabelStore::open(store_file()).unwrap();
+    assert_eq!(store.version, 2);
+    let h = &store.header;
+    let header_len = u32::from_le_bytes(v2[12..16].try_into().unwrap()) as usize;
+    let mut json: serde_json::Value = serde_json::from_slice(&v2[16..16 + header_len]).unwrap();
+    assert_eq!(json["view_kind"], "padded");
+    json.as_object_mut().unwrap().remove("view_kind");
+    let json = serde_json::to_vec(&json).unwrap();
+    let (cells, record) = (h.images * h.views, h.teachers.len() * (6 * h.top_k + 4));
+    let body = &v2[16 + header_len..v2.len() - 4];
+    assert_eq!(body.len(), cells * (3 + record));
+    let mut v1 = b"MEALSOFT".to_vec();
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    v1.extend_from_slice(&json);
+    for cell in body.chunks(3 + record) {
+        v1.extend_from_slice(&cell[..3]);
+    }
+    for cell in body.chunks(3 + record) {
+        v1.extend_from_slice(&cell[3..]);
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(&v1);
+    v1.extend_from_slice(&crc.sum().to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("v1.bin");
+    std::fs::write(&p, &v1).unwrap();
+    let old = SoftLabelStore::open(&p).unwrap();
+    assert_eq!(old.version, 1);
+    for v in 0..h.views {
+        for i in [0, 5, 259] {
+            assert_eq!(old.view(i, v), store.view(i, v));
+            for t in 0..2 {
+                assert_eq!(old.logits(&[i], v, t), store.logits(&[i], v, t));
+            }
+        }
+    }
+    // A version this meal does not know is named.
+    v1[8] = 7;
+    let (p, e) = open_error(&v1, "v7.bin");
+    assert_mentions(
+        &e,
+        &[&p.display().to_string(), "version 7", "versions 1 and 2"],
+    );
 }
 
 #[test]

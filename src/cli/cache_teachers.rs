@@ -24,14 +24,16 @@ pub struct CacheTeachersArgs {
     /// A distill config whose [[teachers]] and [data] to use (flags override them).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Dataset folder (a 32×32 format: CIFAR-10/100, SVHN).
+    /// Dataset folder: a 32×32 format (CIFAR-10/100, SVHN) or ImageNet-layout folders; use
+    /// --config for [data] settings such as image_size or WebDataset shards.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Use a class-balanced subset of this many training images (as data.train_subset; at
     /// least 1).
     #[arg(long, value_parser = super::at_least_one)]
     pub train_subset: Option<usize>,
-    /// Augmented views per training image (one per epoch, repeating after K).
+    /// Augmented views per training image (one per epoch, repeating after K): a padded crop +
+    /// flip of a 32×32 image, or a photo's RandomResizedCrop box + flip.
     #[arg(long)]
     pub views: usize,
     /// The store to write (atomically).

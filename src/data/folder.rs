@@ -3,9 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use image::RgbImage;
 use rand_chacha::ChaCha8Rng;
 
-use super::transform::{decode_image, photo_sample};
+use super::transform::{decode_image, photo_drawn, photo_sample};
+use super::view::{View, ViewKind, wrong_kind};
 use super::{DataError, Dataset, InputSettings, Normalization};
 
 /// One split of an image folder.
@@ -161,6 +163,14 @@ impl FolderDataset {
         &self.files
     }
 
+    fn decode(&self, index: usize) -> Result<(&Path, RgbImage), DataError> {
+        let path = self.files.get(index).ok_or(DataError::Index {
+            index,
+            len: self.files.len(),
+        })?;
+        Ok((path, decode_image(path)?))
+    }
+
     /// Keeps only the images at `indices`, in that order; `note` is added to `describe`.
     pub fn select(mut self, indices: &[usize], note: String) -> Self {
         self.files = indices.iter().map(|&i| self.files[i].clone()).collect();
@@ -223,11 +233,7 @@ impl Dataset for FolderDataset {
         augment: bool,
         rng: &mut ChaCha8Rng,
     ) -> Result<(Vec<f32>, usize), DataError> {
-        let path = self.files.get(index).ok_or(DataError::Index {
-            index,
-            len: self.files.len(),
-        })?;
-        let img = decode_image(path)?;
+        let (path, img) = self.decode(index)?;
         Ok((
             photo_sample(
                 &img,
@@ -240,5 +246,37 @@ impl Dataset for FolderDataset {
             )?,
             self.labels[index],
         ))
+    }
+
+    fn get_drawn(
+        &self,
+        index: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Vec<f32>, usize, View), DataError> {
+        let (path, img) = self.decode(index)?;
+        let (x, view) = photo_drawn(
+            &img,
+            path,
+            self.image_size,
+            self.input,
+            self.normalization,
+            rng,
+        )?;
+        Ok((x, self.labels[index], View::Box(view)))
+    }
+
+    fn get_view(&self, index: usize, view: View) -> Result<(Vec<f32>, usize), DataError> {
+        let View::Box(view) = view else {
+            return Err(wrong_kind(&self.describe(), ViewKind::Box, view));
+        };
+        let (path, img) = self.decode(index)?;
+        let x = view.sample(
+            &img,
+            path,
+            self.image_size,
+            self.input.interpolation,
+            self.normalization,
+        )?;
+        Ok((x, self.labels[index]))
     }
 }

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{CropFlip, DataError, Dataset};
+use super::{DataError, Dataset, View};
 
 /// How a [`Loader`] batches a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,9 @@ pub struct Batch {
     /// The samples of this batch left out because they could not be decoded (a dataset with
     /// `data.skip_corrupt`), as their error messages; the batch is smaller by as many.
     pub skipped: Vec<String>,
+    /// The view each image was augmented with, when the loader records them
+    /// ([`Loader::recording_views`]); empty otherwise.
+    pub views: Vec<View>,
 }
 
 impl Batch {
@@ -115,15 +118,16 @@ pub fn epoch_order(len: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<us
     order
 }
 
-/// The crop and flip of dataset sample `index` in `epoch`, when they are given rather than
+/// The view (crop and flip) of dataset sample `epoch, index`, when it is given rather than
 /// drawn (a soft-label store's recorded views).
-pub type ViewTable = Arc<dyn Fn(usize, usize) -> CropFlip + Send + Sync>;
+pub type ViewTable = Arc<dyn Fn(usize, usize) -> View + Send + Sync>;
 
 /// Batches a dataset; see the module documentation.
 pub struct Loader {
     dataset: Arc<dyn Dataset>,
     config: LoaderConfig,
     views: Option<ViewTable>,
+    record: bool,
 }
 
 impl Loader {
@@ -133,6 +137,7 @@ impl Loader {
             dataset,
             config,
             views: None,
+            record: false,
         }
     }
 
@@ -140,6 +145,13 @@ impl Loader {
     /// drawing them (see [`Dataset::get_view`]); the shuffling is unchanged.
     pub fn with_views(mut self, views: ViewTable) -> Self {
         self.set_views(views);
+        self
+    }
+
+    /// Returns in every training batch the views its images were augmented with
+    /// ([`Batch::views`]), drawn as usual: what a soft-label store records.
+    pub fn recording_views(mut self) -> Self {
+        self.record = true;
         self
     }
 
@@ -181,6 +193,7 @@ impl Loader {
             seed: self.config.seed,
             epoch,
             views: self.views.clone(),
+            record: self.record && self.config.augment,
             cancel: AtomicBool::new(false),
         });
         let total = self.num_batches();
@@ -211,6 +224,7 @@ struct Job {
     seed: u64,
     epoch: usize,
     views: Option<ViewTable>,
+    record: bool,
     cancel: AtomicBool,
 }
 
@@ -225,12 +239,20 @@ impl Job {
         let mut labels = Vec::with_capacity(order.len());
         let mut indices = Vec::with_capacity(order.len());
         let mut skipped = Vec::new();
+        let mut drawn = Vec::new();
         for &i in order {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(DataError::Worker("cancelled".into()));
             }
             let sample = match &self.views {
                 Some(views) if self.augment => self.dataset.get_view(i, views(self.epoch, i)),
+                _ if self.record => {
+                    let mut rng = sample_rng(self.seed, self.epoch, i);
+                    self.dataset.get_drawn(i, &mut rng).map(|(x, label, view)| {
+                        drawn.push(view);
+                        (x, label)
+                    })
+                }
                 _ => {
                     let mut rng = sample_rng(self.seed, self.epoch, i);
                     self.dataset.get(i, self.augment, &mut rng)
@@ -260,6 +282,7 @@ impl Job {
             shape: [indices.len(), c, h, w],
             indices,
             skipped,
+            views: drawn,
         })
     }
 

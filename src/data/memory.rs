@@ -3,6 +3,7 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::transform::{CropFlip, augment_small, normalize_chw};
+use super::view::{View, ViewKind, wrong_kind};
 use super::{DataError, Dataset, Normalization};
 
 /// Small images held in memory as CHW uint8, `shape[0]·shape[1]·shape[2]` bytes per image.
@@ -140,13 +141,26 @@ impl Dataset for MemoryDataset {
         Ok((x, self.labels[index] as usize))
     }
 
-    fn get_view(&self, index: usize, view: CropFlip) -> Result<(Vec<f32>, usize), DataError> {
+    fn get_drawn(
+        &self,
+        index: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Vec<f32>, usize, View), DataError> {
+        let view = View::Padded(CropFlip::draw(rng));
+        let (x, label) = self.get_view(index, view)?;
+        Ok((x, label, view))
+    }
+
+    fn get_view(&self, index: usize, view: View) -> Result<(Vec<f32>, usize), DataError> {
         if index >= self.len() {
             return Err(DataError::Index {
                 index,
                 len: self.len(),
             });
         }
+        let View::Padded(view) = view else {
+            return Err(wrong_kind(&self.description, ViewKind::Padded, view));
+        };
         if !view.is_valid() {
             return Err(DataError::Config(format!(
                 "crop offsets ({}, {}) of image {index} lie outside the padded image",

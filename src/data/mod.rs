@@ -16,6 +16,7 @@ pub mod pickle;
 pub mod resample;
 pub mod transform;
 pub mod val_labels;
+pub mod view;
 pub mod webdataset;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ pub use loader::{Batch, Epoch, Loader, LoaderConfig, ViewTable, epoch_order, sam
 pub use memory::MemoryDataset;
 pub use resample::Interpolation;
 pub use transform::{CropFlip, EvalResize, load_image_for_eval, load_image_for_eval_with};
+pub use view::{CropBox, View, ViewKind};
 
 /// Per-channel mean and standard deviation of `Normalize`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -91,14 +93,28 @@ pub trait Dataset: Send + Sync {
         augment: bool,
         rng: &mut ChaCha8Rng,
     ) -> Result<(Vec<f32>, usize), DataError>;
-    /// The training transform with its crop and flip given instead of drawn (a view of a
-    /// soft-label store). Only datasets whose augmentation is the small-image padded crop +
-    /// flip have one; the others refuse.
-    fn get_view(&self, index: usize, view: CropFlip) -> Result<(Vec<f32>, usize), DataError> {
+    /// The training transform (as `get` with `augment`, from the same draws) with the view it
+    /// drew, for a soft-label store to record. Datasets without recordable views refuse.
+    fn get_drawn(
+        &self,
+        index: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Vec<f32>, usize, View), DataError> {
+        let _ = (index, rng);
+        Err(DataError::Config(format!(
+            "{}: this dataset cannot record its training views (soft-label stores); distil \
+             from live teachers",
+            self.describe()
+        )))
+    }
+    /// The training transform with its view given instead of drawn (a view of a soft-label
+    /// store): a padded crop + flip for 32×32 datasets, a RandomResizedCrop box + flip for
+    /// photos; a view of the other kind is refused.
+    fn get_view(&self, index: usize, view: View) -> Result<(Vec<f32>, usize), DataError> {
         let _ = (index, view);
         Err(DataError::Config(format!(
-            "{}: recorded crop/flip views (soft-label stores) exist only for 32×32 datasets \
-             (CIFAR, SVHN), whose augmentation is a padded crop + flip; distil from live teachers",
+            "{}: this dataset cannot replay recorded views (soft-label stores); distil from \
+             live teachers",
             self.describe()
         )))
     }

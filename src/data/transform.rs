@@ -18,6 +18,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::resample::{self, Interpolation};
+use super::view::CropBox;
 use super::{DataError, InputSettings, Normalization};
 
 /// Zero padding of the small-image random crop.
@@ -208,25 +209,6 @@ pub fn random_resized_crop_params(
     random_resized_crop_fallback(height, width)
 }
 
-/// Training transform of a decoded folder image: RandomResizedCrop(size, interpolation) +
-/// horizontal flip (p = 0.5), as CHW uint8.
-pub fn random_resized_crop_flip(
-    img: &RgbImage,
-    size: usize,
-    interpolation: Interpolation,
-    rng: &mut ChaCha8Rng,
-) -> Vec<u8> {
-    let (top, left, h, w) =
-        random_resized_crop_params(img.height() as usize, img.width() as usize, rng);
-    let crop =
-        image::imageops::crop_imm(img, left as u32, top as u32, w as u32, h as u32).to_image();
-    let mut out = resample::resize(&crop, size, size, interpolation);
-    if rng.random::<f64>() < 0.5 {
-        image::imageops::flip_horizontal_in_place(&mut out);
-    }
-    rgb_to_chw(&out)
-}
-
 /// torchvision `Resize(short)` of a PIL image: the shorter side becomes `short`, the longer
 /// one is scaled and truncated.
 pub fn resize_shorter_side(img: &RgbImage, short: usize, interpolation: Interpolation) -> RgbImage {
@@ -283,12 +265,31 @@ pub fn photo_sample(
     if img.width() == 0 || img.height() == 0 {
         return Err(DataError::image(path, "image has no pixels"));
     }
-    let chw = if augment {
-        random_resized_crop_flip(img, size, input.interpolation, rng)
-    } else {
-        resize_center_crop(img, size, input)
-    };
+    if augment {
+        return photo_drawn(img, path, size, input, norm, rng).map(|(x, _)| x);
+    }
+    let chw = resize_center_crop(img, size, input);
     Ok(normalize_chw(&chw, [3, size, size], norm))
+}
+
+/// The training transform of a decoded photo with the box and flip it drew (the same draws as
+/// [`photo_sample`] with `augment`).
+pub fn photo_drawn(
+    img: &RgbImage,
+    path: &Path,
+    size: usize,
+    input: InputSettings,
+    norm: Normalization,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Vec<f32>, CropBox), DataError> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(DataError::image(path, "image has no pixels"));
+    }
+    let view = CropBox::draw(img.height() as usize, img.width() as usize, rng);
+    Ok((
+        view.sample(img, path, size, input.interpolation, norm)?,
+        view,
+    ))
 }
 
 /// How `load_image_for_eval` fits an arbitrary image to the model input.

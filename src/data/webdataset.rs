@@ -12,9 +12,11 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use image::RgbImage;
 use rand_chacha::ChaCha8Rng;
 
-use super::transform::{decode_image_bytes, photo_sample};
+use super::transform::{decode_image_bytes, photo_drawn, photo_sample};
+use super::view::{View, ViewKind, wrong_kind};
 use super::{DataError, Dataset, InputSettings, Normalization};
 
 /// Expands one brace range, `train-{000000..000009}.tar` → `train-000000.tar` … (the width of
@@ -212,6 +214,14 @@ impl ShardDataset {
         self
     }
 
+    fn decode(&self, index: usize) -> Result<(&Sample, RgbImage), DataError> {
+        let s = self.samples.get(index).ok_or(DataError::Index {
+            index,
+            len: self.samples.len(),
+        })?;
+        Ok((s, decode_image_bytes(self.read(s)?, &s.name)?))
+    }
+
     fn read(&self, s: &Sample) -> Result<Vec<u8>, DataError> {
         let shard = &self.shards[s.shard];
         let mut f = File::open(shard).map_err(|e| DataError::io(shard, e))?;
@@ -276,11 +286,7 @@ impl Dataset for ShardDataset {
         augment: bool,
         rng: &mut ChaCha8Rng,
     ) -> Result<(Vec<f32>, usize), DataError> {
-        let s = self.samples.get(index).ok_or(DataError::Index {
-            index,
-            len: self.samples.len(),
-        })?;
-        let img = decode_image_bytes(self.read(s)?, &s.name)?;
+        let (s, img) = self.decode(index)?;
         let x = photo_sample(
             &img,
             &s.name,
@@ -289,6 +295,38 @@ impl Dataset for ShardDataset {
             self.input,
             Normalization::IMAGENET,
             rng,
+        )?;
+        Ok((x, s.label))
+    }
+
+    fn get_drawn(
+        &self,
+        index: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Vec<f32>, usize, View), DataError> {
+        let (s, img) = self.decode(index)?;
+        let (x, view) = photo_drawn(
+            &img,
+            &s.name,
+            self.image_size,
+            self.input,
+            Normalization::IMAGENET,
+            rng,
+        )?;
+        Ok((x, s.label, View::Box(view)))
+    }
+
+    fn get_view(&self, index: usize, view: View) -> Result<(Vec<f32>, usize), DataError> {
+        let View::Box(view) = view else {
+            return Err(wrong_kind(&self.describe(), ViewKind::Box, view));
+        };
+        let (s, img) = self.decode(index)?;
+        let x = view.sample(
+            &img,
+            &s.name,
+            self.image_size,
+            self.input.interpolation,
+            Normalization::IMAGENET,
         )?;
         Ok((x, s.label))
     }

@@ -3,15 +3,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::format::{
     CrcWriter, DEFAULT_TOP_K, DatasetFingerprint, MAGIC, PREAMBLE, StoreHeader, StoredTeacher,
-    VERSION, encode_row,
+    VERSION, encode_row, encode_view,
 };
 use crate::data::transform::CROP_PADDING;
-use crate::data::{CropFlip, DataConfig, Loader, LoaderConfig, sample_rng};
+use crate::data::{DataConfig, Loader, LoaderConfig, sample_rng};
 use crate::distill::config::{TeacherBn, TeacherSpec};
 use crate::distill::teachers::{file_identity, load_teacher_specs, measure_teachers, teacher_file};
 use crate::error::{Error, Result};
@@ -41,7 +40,9 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 /// Runs the teachers (eval mode) on every training image under `views` recorded crops and
-/// flips and writes the store to `out` atomically (temp file, fsync, rename).
+/// flips and writes the store to `out` atomically (temp file, fsync, rename). View v of image
+/// i is the training transform drawn from `sample_rng(seed, v, i)`, as the live loader draws it
+/// in epoch v: a padded crop + flip for 32×32 data, a RandomResizedCrop box + flip for photos.
 pub fn cache_teachers(
     specs: &[TeacherSpec],
     data: &DataConfig,
@@ -74,8 +75,15 @@ pub fn cache_teachers(
             "--top-k must be between 1 and the class count ({classes}), got {top_k}"
         )));
     }
-    // The recorded views must be applicable before hours of teacher time are spent.
-    train.get_view(0, CropFlip::default())?;
+    // The dataset must record its views before hours of teacher time are spent.
+    let (_, _, probe) = train.get_drawn(0, &mut sample_rng(opts.seed, 0, 0))?;
+    if train.skips_corrupt() {
+        return Err(Error::Config(
+            "data.skip_corrupt: a soft-label store needs every training image; remove or \
+             replace the corrupt files, then cache the teachers"
+                .into(),
+        ));
+    }
     let (teachers, metas) = load_teacher_specs(specs, TeacherBn::Eval, train.as_ref())?;
     let mut stored = Vec::new();
     for (spec, meta) in specs.iter().zip(&metas) {
@@ -113,11 +121,6 @@ pub fn cache_teachers(
         progress::say(format!("  teacher {arch:<16} test top-1 {:.2}%", acc.top1));
     }
     let n = train.len();
-    let views: Arc<Vec<CropFlip>> = Arc::new(
-        (0..opts.views)
-            .flat_map(|v| (0..n).map(move |i| CropFlip::draw(&mut sample_rng(opts.seed, v, i))))
-            .collect(),
-    );
     let header = StoreHeader {
         meal_version: env!("CARGO_PKG_VERSION").to_string(),
         images: n,
@@ -126,6 +129,7 @@ pub fn cache_teachers(
         top_k,
         seed: opts.seed,
         crop_padding: CROP_PADDING,
+        view_kind: probe.kind(),
         teachers: stored,
         dataset: DatasetFingerprint::of(train.as_ref())?,
         report,
@@ -155,13 +159,6 @@ pub fn cache_teachers(
     preamble.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
     preamble.extend_from_slice(&header_json);
     w.put(&preamble).map_err(|e| failed(&e))?;
-    let view_bytes: Vec<u8> = views
-        .iter()
-        .flat_map(|v| [v.top, v.left, v.flip as u8])
-        .collect();
-    w.put(&view_bytes).map_err(|e| failed(&e))?;
-
-    let table = views.clone();
     let loader = Loader::new(
         train.clone(),
         LoaderConfig {
@@ -174,10 +171,11 @@ pub fn cache_teachers(
             prefetch: 4,
         },
     )
-    .with_views(Arc::new(move |v, i| table[v * n + i]));
+    .recording_views();
     let bar = progress::bar(loader.num_batches() * opts.views, "teachers");
     let mut record = Vec::new();
     for v in 0..opts.views {
+        let mut next = 0;
         for batch in loader.epoch(v) {
             if crate::train::interrupt::requested() {
                 bar.abandon();
@@ -203,6 +201,17 @@ pub fn cache_teachers(
                 .collect();
             record.clear();
             for (j, &i) in batch.indices.iter().enumerate() {
+                // Cells are written in dataset order: each batch must continue the last one.
+                if i != next || batch.views.len() != batch.len() {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(Error::Distill(format!(
+                        "cache-teachers: the loader gave training image {i} where {next} was \
+                         due; {} was not written",
+                        out.display()
+                    )));
+                }
+                next += 1;
+                encode_view(batch.views[j], &mut record);
                 for (t, logits) in rows.iter().enumerate() {
                     encode_row(&logits[j * classes..(j + 1) * classes], top_k, &mut record)
                         .map_err(|m| {

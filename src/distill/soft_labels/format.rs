@@ -1,47 +1,58 @@
-//! The soft-label store's file format (version 1).
+//! The soft-label store's file format (version 2; version 1 is still read).
 //!
-//! File layout (all integers and floats little-endian):
+//! File layout of version 2 (all integers and floats little-endian):
 //!
 //! ```text
 //! offset  size        field
 //! 0       8           magic "MEALSOFT"
-//! 8       4           format version (u32) = 1
+//! 8       4           format version (u32) = 2
 //! 12      4           header length H (u32)
-//! 16      H           header: UTF-8 JSON (StoreHeader: counts, k, seed, teachers with file
-//!                     size and CRC-32, dataset fingerprint, teachers' test accuracy)
-//! ..      n·V·3       views, for v in 0..V, image i in 0..n: crop top (u8), crop left (u8),
-//!                     flip (u8, 0 or 1)
-//! ..      n·V·T·R     records, for v in 0..V, i in 0..n, teacher t in 0..T, R = 6k + 4 bytes:
-//!                     the k largest logits (f32, descending), their classes (u16), and the
-//!                     `rest` logit (f32)
+//! 16      H           header: UTF-8 JSON (StoreHeader: counts, k, seed, view kind, teachers
+//!                     with file size and CRC-32, dataset fingerprint, teachers' test accuracy)
+//! ..      n·V·(B+T·R) cells, for v in 0..V, image i in 0..n: the view (B bytes), then for
+//!                     teacher t in 0..T a record of R = 6k + 4 bytes: the k largest logits
+//!                     (f32, descending), their classes (u16), and the `rest` logit (f32)
 //! end-4   4           CRC-32 (IEEE, as gzip) of every byte before it
 //! ```
+//!
+//! A view is, for 32×32 datasets (`view_kind = "padded"`, B = 3): crop top, crop left (u8,
+//! offsets into the image padded by 4) and flip (u8, 0 or 1); for photos (`view_kind = "box"`,
+//! B = 25): the RandomResizedCrop box top, left, height, width and the decoded image's height
+//! and width (u32 each), then flip (u8). Each image's view sits beside its logits, as Fast
+//! Knowledge Distillation stores them, because a photo's box is known only once it is decoded.
+//!
+//! Version 1 (CIFAR-only stores) had a separate table of all n·V padded views (3 bytes each)
+//! after the header, then the n·V·T records, then the CRC; it has no `view_kind` (padded).
 //!
 //! Reconstruction: the k stored classes get their logits back exactly; every other class gets
 //! `rest = logsumexp(other logits) − ln(C − k)`. The softmax of the rebuilt row is then exact on
 //! the k classes and spreads the remaining probability mass uniformly over the others (at
 //! temperature 1; at other temperatures the rest is approximate). With k = C nothing is
-//! rebuilt and the logits are the teachers' own, bit for bit.
+//! rebuilt and the logits are the teachers' own, bit for bit. The default k is 10: every
+//! logit of a 10-class dataset, and FKD's choice for ImageNet's 1000 classes.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Normalization, sample_rng};
+use crate::data::{CropBox, CropFlip, Dataset, Normalization, View, ViewKind, sample_rng};
 use crate::distill::teachers::TeacherReport;
 use crate::error::Result;
 
 pub(super) const MAGIC: &[u8; 8] = b"MEALSOFT";
-pub(super) const VERSION: u32 = 1;
+/// The version this meal writes.
+pub(super) const VERSION: u32 = 2;
+/// The CIFAR-only version with a separate view table, still read.
+pub(super) const VERSION_1: u32 = 1;
 /// Magic, version and header length.
 pub(super) const PREAMBLE: usize = 16;
-pub(super) const VIEW_BYTES: usize = 3;
 /// Images whose eval-transform pixels enter the dataset fingerprint, spread over the split:
 /// enough to tell datasets apart without decoding 50,000 images at every start.
 const FINGERPRINT_IMAGES: usize = 256;
 
-/// Default k: the FKD value, capped at the class count (so CIFAR-10 and SVHN stores are exact).
+/// Default k, capped at the class count (so CIFAR-10 and SVHN stores are exact): what FKD
+/// keeps of ImageNet's 1000 classes.
 pub const DEFAULT_TOP_K: usize = 10;
 
 /// A cached teacher: where its weights came from and how to recognise the same file again.
@@ -120,6 +131,10 @@ pub struct StoreHeader {
     /// e is what the live training loader draws in epoch e.
     pub seed: u64,
     pub crop_padding: usize,
+    /// What a view is: a padded crop + flip (32×32 datasets; version 1 stores) or a
+    /// RandomResizedCrop box + flip (photos).
+    #[serde(default)]
+    pub view_kind: ViewKind,
     pub teachers: Vec<StoredTeacher>,
     pub dataset: DatasetFingerprint,
     /// Each teacher's and the ensemble's test accuracy, measured when the store was made.
@@ -130,22 +145,116 @@ impl StoreHeader {
     pub(super) fn record_bytes(&self) -> usize {
         6 * self.top_k + 4
     }
+}
 
-    pub(super) fn views_offset(&self, header_len: usize) -> usize {
-        PREAMBLE + header_len
+/// Where the views and records of a store lie in its file.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Layout {
+    pub view_bytes: usize,
+    /// Offset of the view of cell 0 (cell = view · n + image) and the step between cells.
+    pub views_at: usize,
+    pub view_stride: usize,
+    /// Offset of teacher 0's record of cell 0 and the step between cells.
+    pub records_at: usize,
+    pub record_stride: usize,
+    pub record_bytes: usize,
+    /// The file size.
+    pub size: usize,
+}
+
+impl Layout {
+    /// The layout `header` describes in a file of `version`; `None` when the counts overflow.
+    pub fn of(version: u32, header: &StoreHeader, header_len: usize) -> Option<Self> {
+        let view_bytes = view_bytes(header.view_kind);
+        let cells = header.images.checked_mul(header.views)?;
+        let record_bytes = header.record_bytes();
+        let records = header.teachers.len().checked_mul(record_bytes)?;
+        let start = PREAMBLE.checked_add(header_len)?;
+        let (view_stride, records_at, record_stride, body) = if version == VERSION_1 {
+            let table = cells.checked_mul(view_bytes)?;
+            let body = table.checked_add(cells.checked_mul(records)?)?;
+            (view_bytes, start.checked_add(table)?, records, body)
+        } else {
+            let cell = view_bytes.checked_add(records)?;
+            (cell, start + view_bytes, cell, cells.checked_mul(cell)?)
+        };
+        Some(Layout {
+            view_bytes,
+            views_at: start,
+            view_stride,
+            records_at,
+            record_stride,
+            record_bytes,
+            size: start.checked_add(body)?.checked_add(4)?,
+        })
     }
 
-    /// The file size this header describes.
-    pub(super) fn file_size(&self, header_len: usize) -> Option<usize> {
-        let cells = self.images.checked_mul(self.views)?;
-        let records = cells
-            .checked_mul(self.teachers.len())?
-            .checked_mul(self.record_bytes())?;
-        PREAMBLE
-            .checked_add(header_len)?
-            .checked_add(cells.checked_mul(VIEW_BYTES)?)?
-            .checked_add(records)?
-            .checked_add(4)
+    pub fn view(&self, cell: usize) -> usize {
+        self.views_at + cell * self.view_stride
+    }
+
+    pub fn record(&self, cell: usize, teacher: usize) -> usize {
+        self.records_at + cell * self.record_stride + teacher * self.record_bytes
+    }
+}
+
+/// Bytes of one view of `kind`.
+pub(super) fn view_bytes(kind: ViewKind) -> usize {
+    match kind {
+        ViewKind::Padded => 3,
+        ViewKind::Box => 6 * 4 + 1,
+    }
+}
+
+pub(super) fn encode_view(view: View, out: &mut Vec<u8>) {
+    match view {
+        View::Padded(v) => out.extend_from_slice(&[v.top, v.left, v.flip as u8]),
+        View::Box(b) => {
+            for x in [
+                b.top,
+                b.left,
+                b.height,
+                b.width,
+                b.image_height,
+                b.image_width,
+            ] {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            out.push(b.flip as u8);
+        }
+    }
+}
+
+/// The view in `bytes` (of [`view_bytes`] length), or `None` when a flip byte is not 0 or 1 or
+/// the crop lies outside its image.
+pub(super) fn decode_view(kind: ViewKind, bytes: &[u8]) -> Option<View> {
+    let flip = match bytes[view_bytes(kind) - 1] {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    match kind {
+        ViewKind::Padded => {
+            let v = CropFlip {
+                top: bytes[0],
+                left: bytes[1],
+                flip,
+            };
+            v.is_valid().then_some(View::Padded(v))
+        }
+        ViewKind::Box => {
+            let u = |k: usize| u32::from_le_bytes(bytes[4 * k..4 * k + 4].try_into().expect("4"));
+            let b = CropBox {
+                top: u(0),
+                left: u(1),
+                height: u(2),
+                width: u(3),
+                image_height: u(4),
+                image_width: u(5),
+                flip,
+            };
+            b.is_valid().then_some(View::Box(b))
+        }
     }
 }
 
@@ -239,5 +348,41 @@ mod tests {
             assert!((q[c] - rest / 4.0).abs() < 1e-6);
         }
         assert!(encode_row(&[1.0, f32::NAN], 1, &mut rec).is_err());
+    }
+
+    #[test]
+    fn views_round_trip_and_impossible_ones_are_refused() {
+        let b = CropBox {
+            top: 3,
+            left: 70_000,
+            height: 9,
+            width: 5,
+            flip: true,
+            image_height: 12,
+            image_width: 70_005,
+        };
+        let p = CropFlip {
+            top: 8,
+            left: 0,
+            flip: false,
+        };
+        for (kind, view) in [
+            (ViewKind::Box, View::Box(b)),
+            (ViewKind::Padded, View::Padded(p)),
+        ] {
+            let mut bytes = Vec::new();
+            encode_view(view, &mut bytes);
+            assert_eq!(bytes.len(), view_bytes(kind));
+            assert_eq!(decode_view(kind, &bytes), Some(view));
+            *bytes.last_mut().unwrap() = 2;
+            assert_eq!(decode_view(kind, &bytes), None, "flip byte 2");
+        }
+        let mut bytes = Vec::new();
+        encode_view(View::Box(CropBox { height: 10, ..b }), &mut bytes);
+        assert_eq!(
+            decode_view(ViewKind::Box, &bytes),
+            None,
+            "box below the image"
+        );
     }
 }

@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    DatasetFingerprint, MAGIC, PREAMBLE, StoreHeader, VERSION, VIEW_BYTES, decode_row,
+    DatasetFingerprint, Layout, MAGIC, PREAMBLE, StoreHeader, VERSION, VERSION_1, decode_row,
+    decode_view,
 };
 use crate::data::transform::CROP_PADDING;
-use crate::data::{CropFlip, Dataset};
+use crate::data::{Dataset, View, ViewKind};
 use crate::distill::config::TeacherSpec;
 use crate::distill::teachers::{file_identity, teacher_file};
 use crate::error::{Error, Result};
@@ -15,9 +16,10 @@ use crate::error::{Error, Result};
 pub struct SoftLabelStore {
     pub path: PathBuf,
     pub header: StoreHeader,
+    /// The file's format version (1 or 2).
+    pub version: u32,
     bytes: Vec<u8>,
-    views_at: usize,
-    records_at: usize,
+    layout: Layout,
 }
 
 impl std::fmt::Debug for SoftLabelStore {
@@ -55,17 +57,20 @@ impl SoftLabelStore {
         }
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
         let version = u32_at(8);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(bad(format!(
-                "soft-label store format version {version}, this meal reads version {VERSION}; {REBUILD}"
+                "soft-label store format version {version}, this meal reads versions \
+                 {VERSION_1} and {VERSION}; {REBUILD}"
             )));
         }
         let header_len = u32_at(12) as usize;
         let header: Option<StoreHeader> = bytes
             .get(PREAMBLE..PREAMBLE.saturating_add(header_len))
             .and_then(|h| serde_json::from_slice(h).ok());
-        let expected = header.as_ref().and_then(|h| h.file_size(header_len));
-        if let Some(size) = expected
+        let layout = header
+            .as_ref()
+            .and_then(|h| Layout::of(version, h, header_len));
+        if let Some(size) = layout.map(|l| l.size)
             && size != bytes.len()
         {
             let what = if bytes.len() < size {
@@ -94,15 +99,16 @@ impl SoftLabelStore {
                 "the soft-label store's header is not valid; {REBUILD}"
             )));
         };
-        if expected.is_none() {
+        let Some(layout) = layout else {
             return Err(bad(format!("the header's counts overflow; {REBUILD}")));
-        }
+        };
         if header.top_k == 0
             || header.top_k > header.classes
             || header.classes > u16::MAX as usize + 1
             || header.views == 0
             || header.teachers.is_empty()
-            || header.crop_padding != CROP_PADDING
+            || (header.view_kind == ViewKind::Padded && header.crop_padding != CROP_PADDING)
+            || (version == VERSION_1 && header.view_kind != ViewKind::Padded)
         {
             return Err(bad(format!(
                 "the header is inconsistent (k = {}, {} classes, {} views, {} teachers, crop padding {}); {REBUILD}",
@@ -113,63 +119,65 @@ impl SoftLabelStore {
                 header.crop_padding
             )));
         }
-        let views_at = header.views_offset(header_len);
-        let records_at = views_at + header.images * header.views * VIEW_BYTES;
         let store = Self {
             path: path.to_path_buf(),
             header,
+            version,
             bytes,
-            views_at,
-            records_at,
+            layout,
         };
         store.check_contents()?;
         Ok(store)
     }
 
-    /// Crop offsets inside the padded image and class indices below the class count, so that
-    /// later lookups cannot panic on a file that passed its CRC but was written wrongly.
+    /// Crops inside their images, flips of 0 or 1 and class indices below the class count, so
+    /// that later lookups cannot panic on a file that passed its CRC but was written wrongly.
     fn check_contents(&self) -> Result<()> {
         let h = &self.header;
+        let l = &self.layout;
         for cell in 0..h.images * h.views {
-            let b = &self.bytes[self.views_at + cell * VIEW_BYTES..][..VIEW_BYTES];
-            let v = CropFlip {
-                top: b[0],
-                left: b[1],
-                flip: b[2] == 1,
-            };
-            if !v.is_valid() || b[2] > 1 {
+            let b = &self.bytes[l.view(cell)..][..l.view_bytes];
+            if decode_view(h.view_kind, b).is_none() {
                 return Err(Error::file(
                     &self.path,
-                    format!("view {cell} holds an impossible crop/flip {b:?}; {REBUILD}"),
+                    format!(
+                        "view {cell} holds an impossible {} {b:?}; {REBUILD}",
+                        h.view_kind.describe()
+                    ),
                 ));
             }
         }
-        let (k, r) = (h.top_k, h.record_bytes());
-        let records = h.images * h.views * h.teachers.len();
-        for n in 0..records {
-            let rec = &self.bytes[self.records_at + n * r..][..r];
-            for j in 0..k {
-                let c = u16::from_le_bytes([rec[4 * k + 2 * j], rec[4 * k + 2 * j + 1]]);
-                if c as usize >= h.classes {
-                    return Err(Error::file(
-                        &self.path,
-                        format!("record {n} names class {c} of {}; {REBUILD}", h.classes),
-                    ));
+        let k = h.top_k;
+        for cell in 0..h.images * h.views {
+            for t in 0..h.teachers.len() {
+                let rec = &self.bytes[l.record(cell, t)..][..l.record_bytes];
+                for j in 0..k {
+                    let c = u16::from_le_bytes([rec[4 * k + 2 * j], rec[4 * k + 2 * j + 1]]);
+                    if c as usize >= h.classes {
+                        return Err(Error::file(
+                            &self.path,
+                            format!(
+                                "record {} names class {c} of {}; {REBUILD}",
+                                cell * h.teachers.len() + t,
+                                h.classes
+                            ),
+                        ));
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// The recorded crop and flip of image `index` in view `view`.
-    pub fn view(&self, index: usize, view: usize) -> CropFlip {
-        let o = self.views_at + (view * self.header.images + index) * VIEW_BYTES;
-        let b = &self.bytes[o..o + VIEW_BYTES];
-        CropFlip {
-            top: b[0],
-            left: b[1],
-            flip: b[2] == 1,
-        }
+    /// The recorded view (crop and flip) of image `index` in view `view`.
+    pub fn view(&self, index: usize, view: usize) -> View {
+        let l = &self.layout;
+        let cell = view * self.header.images + index;
+        decode_view(
+            self.header.view_kind,
+            &self.bytes[l.view(cell)..][..l.view_bytes],
+        )
+        .expect("views are checked when the store is opened")
     }
 
     /// The view epoch `epoch` trains on: e mod K, so every view is used once before any repeats
@@ -183,11 +191,10 @@ impl SoftLabelStore {
     pub fn logits(&self, indices: &[usize], view: usize, teacher: usize) -> Vec<f32> {
         let h = &self.header;
         let c = h.classes;
-        let r = h.record_bytes();
         let mut out = vec![0f32; indices.len() * c];
         for (row, &i) in out.chunks_mut(c).zip(indices) {
-            let n = (view * h.images + i) * h.teachers.len() + teacher;
-            decode_row(&self.bytes[self.records_at + n * r..][..r], h.top_k, row);
+            let at = self.layout.record(view * h.images + i, teacher);
+            decode_row(&self.bytes[at..][..self.layout.record_bytes], h.top_k, row);
         }
         out
     }
