@@ -76,7 +76,7 @@ impl ConvShape {
 /// Output channels of one group packed as panels, zero rows past the group's end. Panel by
 /// panel and in parallel: at batch 1 the serial packing of a 512-channel layer's weight took as
 /// long as its products on one core.
-fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Panels {
+pub(super) fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Panels {
     let (k, cout_g) = (s.k(), s.cout_g());
     let mut a = Panels::zeroed(cout_g, k);
     let mut panels = Vec::new();
@@ -412,26 +412,43 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
         return Vec::new();
     }
     if super::winograd::applies(s) {
-        let mut y = super::winograd::forward(s, x, w);
-        if let Some(e) = epi {
-            let shape = super::batch_norm::BnShape {
-                batch: s.batch,
-                channels: s.cout,
-                spatial: ho * wo,
-            };
-            super::batch_norm::channel_affine_in_place(shape, &mut y, e.scale, e.shift, e.relu);
-        }
-        return y;
+        return winograd_epilogue(s, super::winograd::forward(s, x, w), epi);
     }
     let packed: Vec<Panels> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
+    forward_panels(isa, s, x, &packed, epi)
+}
+
+/// The epilogue over a finished Winograd result (its tiles are written by transforms that know
+/// nothing of channels' affine maps).
+pub(super) fn winograd_epilogue(s: &ConvShape, mut y: Vec<f32>, epi: Option<Epilogue>) -> Vec<f32> {
+    if let Some(e) = epi {
+        let shape = super::batch_norm::BnShape {
+            batch: s.batch,
+            channels: s.cout,
+            spatial: s.ho() * s.wo(),
+        };
+        super::batch_norm::channel_affine_in_place(shape, &mut y, e.scale, e.shift, e.relu);
+    }
+    y
+}
+
+/// The direct or im2col forward on a weight packed by [`pack_weight`] (one per group).
+pub(super) fn forward_panels(
+    isa: Isa,
+    s: &ConvShape,
+    x: &[f32],
+    packed: &[Panels],
+    epi: Option<Epilogue>,
+) -> Vec<f32> {
+    let len = s.batch * s.cout * s.ho() * s.wo();
     // Both paths write every output element exactly once (every channel, row and image), so
     // the result is not zero-filled first: that fill was a full extra pass over the output.
     let mut y = Vec::with_capacity(len);
     let out = &mut y.spare_capacity_mut()[..len];
     if s.direct() {
-        forward_direct(isa, s, x, &packed, out, epi);
+        forward_direct(isa, s, x, packed, out, epi);
     } else {
-        forward_im2col(isa, s, x, &packed, out, epi);
+        forward_im2col(isa, s, x, packed, out, epi);
     }
     // SAFETY: `out` (the first `len` elements of the capacity) was written in full above.
     unsafe { y.set_len(len) };
