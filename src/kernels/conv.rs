@@ -217,11 +217,18 @@ fn direct_offsets(s: &ConvShape) -> Vec<usize> {
 /// been zeroed when allocated and used for this shape only: the padding and the slack after it
 /// are never written, so they stay zero without a fill per image.
 fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
+    pad_image_rows(s, x, buf, 0..s.h);
+}
+
+/// [`pad_image`] of input rows `ys` only: a task that computes some of an image's output rows
+/// copies the rows their taps read (what its products read past them lands in columns it
+/// drops).
+fn pad_image_rows(s: &ConvShape, x: &[f32], buf: &mut [f32], ys: std::ops::Range<usize>) {
     let q = s.phases();
     let [sy, sx] = s.stride;
     let (top, left) = (s.pad[0].0, s.pad[1].0);
     for c in 0..s.cin {
-        for y in 0..s.h {
+        for y in ys.clone() {
             let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
             let py = (y + top) % sy;
             if py >= q.ny {
@@ -516,7 +523,13 @@ fn forward_direct_rows(
                 return;
             }
             let blocks = ((oy1 - oy0) * wp).div_ceil(nr);
-            pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
+            // Padded rows `oy0·sy ..= (oy1 − 1)·sy + (kh − 1)·dy` hold every tap of rows
+            // `oy0..oy1`.
+            let reach = (oy1 - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1;
+            let ys = (oy0 * s.stride[0]).saturating_sub(s.pad[0].0)
+                ..reach.saturating_sub(s.pad[0].0).min(s.h);
+            let ys = if parts == 1 { 0..s.h } else { ys };
+            pad_image_rows(s, &x[i * in_image..(i + 1) * in_image], xpad, ys);
             for (g, a) in packed.iter().enumerate() {
                 let b = &xpad[g * s.cin_g() * q.channel() + oy0 * wp..];
                 // The micro-kernel reads `b` unchecked in release builds.
