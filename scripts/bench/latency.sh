@@ -26,16 +26,20 @@ case "$MODE" in
 esac
 "$PY" -c "import torch, onnxruntime, numpy" 2>/dev/null \
   || { echo "latency.sh: $PY cannot import torch, onnxruntime and numpy" >&2; exit 2; }
-cargo build --release -q
+# MEAL=path times another build of meal (an older one, for a before/after in the same run).
+if [ -z "${MEAL:-}" ]; then
+  cargo build --release -q
+  MEAL=target/release/meal
+fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 for arch in $ARCHS; do
   echo "latency.sh: $arch" >&2
-  RAYON_NUM_THREADS=$THREADS target/release/meal bench --arch "$arch" --latency \
+  RAYON_NUM_THREADS=$THREADS "$MEAL" bench --arch "$arch" --latency \
     --steps "$STEPS" --warmup "$WARMUP" --save-model "$TMP/$arch.ckpt" --json >> "$TMP/results.jsonl"
-  target/release/meal export --checkpoint "$TMP/$arch.ckpt" --format safetensors \
+  "$MEAL" export --checkpoint "$TMP/$arch.ckpt" --format safetensors \
     --out "$TMP/$arch.safetensors" > /dev/null
-  target/release/meal export --checkpoint "$TMP/$arch.ckpt" --format onnx \
+  "$MEAL" export --checkpoint "$TMP/$arch.ckpt" --format onnx \
     --out "$TMP/$arch.onnx" > /dev/null
   "$PY" scripts/bench/latency.py --arch "$arch" --safetensors "$TMP/$arch.safetensors" \
     --onnx "$TMP/$arch.onnx" --steps "$STEPS" --warmup "$WARMUP" --threads "$THREADS" \
