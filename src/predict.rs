@@ -164,6 +164,8 @@ pub fn predict(
     let per_image = 3 * size * size;
     let start = Instant::now();
     let bar = crate::progress::bar(images.len(), "predict");
+    // The weights are packed for the kernels once, not per batch.
+    let _prepared = crate::kernels::prepared::inference();
     let mut out = Vec::with_capacity(images.len());
     for chunk_imgs in images.chunks(batch_size) {
         let n = chunk_imgs.len();

@@ -53,6 +53,19 @@ def timed(run, x, warmup, steps):
     return times
 
 
+def build_torch(arch, classes):
+    """The zoo twin of scripts/models/param_counts.py, else timm's model of that name (meal's
+    ImageNet forms carry timm's parameter names)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
+    import torch_models as tm
+    if arch in tm.param_counts.ARCHS:
+        return tm.build(arch, "meal", classes)
+    import timm
+    if not timm.is_model(arch):
+        sys.exit(f"latency.py: {arch} is neither a zoo twin nor a timm model")
+    return timm.create_model(arch, pretrained=False, num_classes=classes)
+
+
 def measure(args):
     import numpy as np
     import onnxruntime as ort
@@ -62,8 +75,20 @@ def measure(args):
     import torch_models as tm
 
     torch.set_num_threads(args.threads)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(args.onnx, opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    # The export fixes the image side and the classes; the batch axis is dynamic.
+    size = session.get_inputs()[0].shape[-1]
+    classes = session.get_outputs()[0].shape[-1]
+    if not (isinstance(size, int) and isinstance(classes, int)):
+        sys.exit(f"latency.py: {args.onnx} has no fixed image side or class count")
+
     sd, _ = tm.load_safetensors(args.safetensors)
-    model = tm.build(args.arch, "meal", 10)
+    model = build_torch(args.arch, classes)
     model.load_state_dict(sd, strict=True)
     model.eval()
 
@@ -71,20 +96,13 @@ def measure(args):
         with torch.inference_mode():
             return tm.logits(model, x)
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(args.onnx, opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
     def ort_run(x):
         return session.run(None, {name: x})[0]
 
     rng = np.random.default_rng(args.seed)
     rows = {"pytorch": [], "onnxruntime": []}
     for b in BATCHES:
-        x = rng.standard_normal((b, 3, 32, 32), dtype=np.float32)
+        x = rng.standard_normal((b, 3, size, size), dtype=np.float32)
         rows["pytorch"].append(summarise(b, timed(torch_run, torch.from_numpy(x), args.warmup,
                                                   args.steps)))
         rows["onnxruntime"].append(summarise(b, timed(ort_run, x, args.warmup, args.steps)))

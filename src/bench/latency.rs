@@ -97,6 +97,8 @@ pub fn bench_latency(
         };
         model_container(&meta, &model)?.save_atomic(path)?;
     }
+    // A served model packs its weights once (`kernels::prepared`); the warm-up runs do it.
+    let _prepared = crate::kernels::prepared::inference();
     let mut out = Vec::new();
     for batch in LATENCY_BATCHES {
         let s = input.size;

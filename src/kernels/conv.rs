@@ -76,7 +76,7 @@ impl ConvShape {
 /// Output channels of one group packed as panels, zero rows past the group's end. Panel by
 /// panel and in parallel: at batch 1 the serial packing of a 512-channel layer's weight took as
 /// long as its products on one core.
-fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Panels {
+pub(super) fn pack_weight(s: &ConvShape, w: &[f32], g: usize) -> Panels {
     let (k, cout_g) = (s.k(), s.cout_g());
     let mut a = Panels::zeroed(cout_g, k);
     let mut panels = Vec::new();
@@ -217,11 +217,18 @@ fn direct_offsets(s: &ConvShape) -> Vec<usize> {
 /// been zeroed when allocated and used for this shape only: the padding and the slack after it
 /// are never written, so they stay zero without a fill per image.
 fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
+    pad_image_rows(s, x, buf, 0..s.h);
+}
+
+/// [`pad_image`] of input rows `ys` only: a task that computes some of an image's output rows
+/// copies the rows their taps read (what its products read past them lands in columns it
+/// drops).
+fn pad_image_rows(s: &ConvShape, x: &[f32], buf: &mut [f32], ys: std::ops::Range<usize>) {
     let q = s.phases();
     let [sy, sx] = s.stride;
     let (top, left) = (s.pad[0].0, s.pad[1].0);
     for c in 0..s.cin {
-        for y in 0..s.h {
+        for y in ys.clone() {
             let src = &x[(c * s.h + y) * s.w..(c * s.h + y + 1) * s.w];
             let py = (y + top) % sy;
             if py >= q.ny {
@@ -412,26 +419,43 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
         return Vec::new();
     }
     if super::winograd::applies(s) {
-        let mut y = super::winograd::forward(s, x, w);
-        if let Some(e) = epi {
-            let shape = super::batch_norm::BnShape {
-                batch: s.batch,
-                channels: s.cout,
-                spatial: ho * wo,
-            };
-            super::batch_norm::channel_affine_in_place(shape, &mut y, e.scale, e.shift, e.relu);
-        }
-        return y;
+        return winograd_epilogue(s, super::winograd::forward(s, x, w), epi);
     }
     let packed: Vec<Panels> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
+    forward_panels(isa, s, x, &packed, epi)
+}
+
+/// The epilogue over a finished Winograd result (its tiles are written by transforms that know
+/// nothing of channels' affine maps).
+pub(super) fn winograd_epilogue(s: &ConvShape, mut y: Vec<f32>, epi: Option<Epilogue>) -> Vec<f32> {
+    if let Some(e) = epi {
+        let shape = super::batch_norm::BnShape {
+            batch: s.batch,
+            channels: s.cout,
+            spatial: s.ho() * s.wo(),
+        };
+        super::batch_norm::channel_affine_in_place(shape, &mut y, e.scale, e.shift, e.relu);
+    }
+    y
+}
+
+/// The direct or im2col forward on a weight packed by [`pack_weight`] (one per group).
+pub(super) fn forward_panels(
+    isa: Isa,
+    s: &ConvShape,
+    x: &[f32],
+    packed: &[Panels],
+    epi: Option<Epilogue>,
+) -> Vec<f32> {
+    let len = s.batch * s.cout * s.ho() * s.wo();
     // Both paths write every output element exactly once (every channel, row and image), so
     // the result is not zero-filled first: that fill was a full extra pass over the output.
     let mut y = Vec::with_capacity(len);
     let out = &mut y.spare_capacity_mut()[..len];
     if s.direct() {
-        forward_direct(isa, s, x, &packed, out, epi);
+        forward_direct(isa, s, x, packed, out, epi);
     } else {
-        forward_im2col(isa, s, x, &packed, out, epi);
+        forward_im2col(isa, s, x, packed, out, epi);
     }
     // SAFETY: `out` (the first `len` elements of the capacity) was written in full above.
     unsafe { y.set_len(len) };
@@ -499,7 +523,13 @@ fn forward_direct_rows(
                 return;
             }
             let blocks = ((oy1 - oy0) * wp).div_ceil(nr);
-            pad_image(s, &x[i * in_image..(i + 1) * in_image], xpad);
+            // Padded rows `oy0·sy ..= (oy1 − 1)·sy + (kh − 1)·dy` hold every tap of rows
+            // `oy0..oy1`.
+            let reach = (oy1 - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1;
+            let ys = (oy0 * s.stride[0]).saturating_sub(s.pad[0].0)
+                ..reach.saturating_sub(s.pad[0].0).min(s.h);
+            let ys = if parts == 1 { 0..s.h } else { ys };
+            pad_image_rows(s, &x[i * in_image..(i + 1) * in_image], xpad, ys);
             for (g, a) in packed.iter().enumerate() {
                 let b = &xpad[g * s.cin_g() * q.channel() + oy0 * wp..];
                 // The micro-kernel reads `b` unchecked in release builds.

@@ -8,6 +8,7 @@ use burn::backend::{Bytes, DType, Flex, TensorMetadata};
 use super::ConvKernels;
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
+use super::prepared;
 use super::sgd;
 use super::shortcut::{self, ShortcutShape};
 
@@ -285,14 +286,19 @@ impl ConvKernels for Flex {
             let y = Flex::meal_conv2d(x, weight, options);
             return Flex::meal_channel_affine(y, scale, shift, relu);
         };
-        let y = conv::forward_affine(
-            &s,
-            &values(&x),
-            &values(&weight),
-            &values(&scale),
-            &values(&shift),
-            relu,
-        );
+        let (scale, shift) = (values(&scale), values(&shift));
+        let y = match prepared::lookup(&weight, &s) {
+            Some(p) => {
+                let epi = conv::Epilogue {
+                    scale: &scale,
+                    shift: &shift,
+                    relu,
+                };
+                assert_eq!((scale.len(), shift.len()), (s.cout, s.cout));
+                prepared::forward(&s, &values(&x), &p, Some(epi))
+            }
+            None => conv::forward_affine(&s, &values(&x), &values(&weight), &scale, &shift, relu),
+        };
         tensor(y, [s.batch, s.cout, s.ho(), s.wo()])
     }
 
@@ -300,7 +306,10 @@ impl ConvKernels for Flex {
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d(x, weight, None, options);
         };
-        let y = conv::forward(&s, &values(&x), &values(&weight));
+        let y = match prepared::lookup(&weight, &s) {
+            Some(p) => prepared::forward(&s, &values(&x), &p, None),
+            None => conv::forward(&s, &values(&x), &values(&weight)),
+        };
         tensor(y, [s.batch, s.cout, s.ho(), s.wo()])
     }
 

@@ -48,6 +48,7 @@ pub mod conv;
 mod copy;
 mod flex;
 mod gemm;
+pub mod prepared;
 pub mod sgd;
 pub mod shape;
 pub mod shortcut;

@@ -881,26 +881,52 @@ pub fn backward_input_tiled(m: usize, s: &ConvShape, dy: &[f32], w: &[f32]) -> V
 }
 
 /// The convolution of shape `s` with tiles of side `m`, its kernel read from `w` as
-/// [`transform_weights`] reads it. The result is not zero-filled first: `convolve` writes every
-/// pixel of every channel once (the tiles cover each image), and the fill was an extra pass over
-/// the output.
+/// [`transform_weights`] reads it.
 fn tiled_conv(m: usize, s: &ConvShape, x: &[f32], w: &[f32], flipped: bool) -> Vec<f32> {
+    let u = match m {
+        2 => transform_weights::<2, 4>(w, s.cout, s.cin, flipped),
+        4 => transform_weights::<4, 6>(w, s.cout, s.cin, flipped),
+        _ => panic!("Winograd tiles are 2 or 4, not {m}"),
+    };
+    convolved(m, s, x, &u)
+}
+
+/// The forward kernel of shape `s` transformed for tiles of side `m`, as a buffer of its own:
+/// at inference a layer's weight does not change between calls, and [`forward_transformed`]
+/// reads this instead of redoing the transform every time.
+pub(super) fn transformed_kernel(m: usize, s: &ConvShape, w: &[f32]) -> Vec<f32> {
+    assert!(shape_fits(s), "not a Winograd shape: {s:?}");
+    assert_eq!(w.len(), s.cout * s.cin * 9);
+    match m {
+        2 => transform_weights::<2, 4>(w, s.cout, s.cin, false).to_vec(),
+        4 => transform_weights::<4, 6>(w, s.cout, s.cin, false).to_vec(),
+        _ => panic!("Winograd tiles are 2 or 4, not {m}"),
+    }
+}
+
+/// [`forward_tiled`] on a kernel from [`transformed_kernel`] (same `m` and shape): the same
+/// products in the same order, so the same values.
+pub(super) fn forward_transformed(m: usize, s: &ConvShape, x: &[f32], u: &[f32]) -> Vec<f32> {
+    assert!(shape_fits(s), "not a Winograd shape: {s:?}");
+    let rows = PanelLayout::new(s.cout).rows;
+    assert_eq!(
+        u.len(),
+        (m + 2) * (m + 2) * rows * s.cin,
+        "kernel of another shape"
+    );
+    convolved(m, s, x, u)
+}
+
+/// `convolve` into a new output. It is not zero-filled first: `convolve` writes every pixel of
+/// every channel once (the tiles cover each image), and the fill was an extra pass over the
+/// output.
+fn convolved(m: usize, s: &ConvShape, x: &[f32], u: &[f32]) -> Vec<f32> {
     let len = s.batch * s.cout * s.h * s.w;
     let mut y = Vec::with_capacity(len);
     let out = &mut y.spare_capacity_mut()[..len];
     match m {
-        2 => convolve::<2, 4>(
-            s,
-            x,
-            &transform_weights::<2, 4>(w, s.cout, s.cin, flipped),
-            out,
-        ),
-        4 => convolve::<4, 6>(
-            s,
-            x,
-            &transform_weights::<4, 6>(w, s.cout, s.cin, flipped),
-            out,
-        ),
+        2 => convolve::<2, 4>(s, x, u, out),
+        4 => convolve::<4, 6>(s, x, u, out),
         _ => panic!("Winograd tiles are 2 or 4, not {m}"),
     }
     // SAFETY: `convolve` wrote all `len` values (see above).

@@ -80,6 +80,8 @@ pub fn evaluate_renormalized(
     let mut loss = vec![0f64; models.len() + 1];
     let mut nonfinite = vec![0usize; models.len() + 1];
     let mut seen = 0usize;
+    // The weights are packed for the kernels once, not per batch; released on return.
+    let _prepared = crate::kernels::prepared::inference();
     for batch in loader.epoch(0) {
         let batch = batch?;
         if batch.is_empty() {
