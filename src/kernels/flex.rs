@@ -8,10 +8,20 @@ use burn::backend::{Bytes, DType, Flex, TensorMetadata};
 use super::ConvKernels;
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
+use super::depthwise;
 use super::sgd;
 use super::shortcut::{self, ShortcutShape};
 
 fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
+    geometry(x, w, o).filter(|s| s.supported())
+}
+
+/// The shape when [`depthwise`] handles it.
+fn depthwise_shape(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
+    geometry(x, w, o).filter(depthwise::applies)
+}
+
+fn geometry(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
     if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return None;
     }
@@ -33,7 +43,7 @@ fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvSh
         dilation: o.dilation,
         groups: o.groups,
     };
-    (s.groups > 0 && ws[1] * s.groups == s.cin && s.supported()).then_some(s)
+    (s.groups > 0 && ws[1] * s.groups == s.cin).then_some(s)
 }
 
 fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
@@ -297,6 +307,10 @@ impl ConvKernels for Flex {
     }
 
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        if let Some(s) = depthwise_shape(&x, &weight, &options) {
+            let y = depthwise::forward(&s, &values(&x), &values(&weight));
+            return tensor(y, [s.batch, s.cout, s.ho(), s.wo()]);
+        }
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d(x, weight, None, options);
         };
@@ -310,6 +324,10 @@ impl ConvKernels for Flex {
         output_grad: FlexTensor,
         options: ConvOptions<2>,
     ) -> FlexTensor {
+        if let Some(s) = depthwise_shape(&x, &weight, &options) {
+            let dx = depthwise::backward_input(&s, &values(&output_grad), &values(&weight));
+            return tensor(dx, [s.batch, s.cin, s.h, s.w]);
+        }
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d_x_backward(x, weight, output_grad, options);
         };
@@ -323,6 +341,10 @@ impl ConvKernels for Flex {
         output_grad: FlexTensor,
         options: ConvOptions<2>,
     ) -> FlexTensor {
+        if let Some(s) = depthwise_shape(&x, &weight, &options) {
+            let dw = depthwise::backward_weight(&s, &values(&x), &values(&output_grad));
+            return tensor(dw, [s.cout, 1, s.kh, s.kw]);
+        }
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d_weight_backward(x, weight, output_grad, options);
         };

@@ -46,6 +46,7 @@ mod autodiff;
 pub mod batch_norm;
 pub mod conv;
 mod copy;
+pub mod depthwise;
 mod flex;
 mod gemm;
 pub mod sgd;
