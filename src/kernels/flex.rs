@@ -6,6 +6,7 @@ use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::{Bytes, DType, Flex, TensorMetadata};
 
 use super::ConvKernels;
+use super::activation::{self, Activation};
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use super::depthwise;
@@ -208,6 +209,29 @@ impl ConvKernels for Flex {
             tensor(dg, [shape.channels]),
             tensor(db, [shape.channels]),
         )
+    }
+
+    fn meal_activation(x: FlexTensor, act: Activation) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return super::burn_activation::<Flex>(x, act);
+        }
+        let mut x = x;
+        if let Some(v) = owned_values(&mut x) {
+            activation::forward_in_place(act, v);
+            return x;
+        }
+        like(activation::forward(act, &values(&x)), &x)
+    }
+
+    fn meal_activation_backward(x: FlexTensor, grad: FlexTensor, act: Activation) -> FlexTensor {
+        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 || x.shape() != grad.shape() {
+            return super::burn_activation_backward::<Flex>(x, grad, act);
+        }
+        // The input gradient is written over the incoming one (a copy when that is shared).
+        let mut dx = owned_or_copy(grad);
+        let dy = owned_values(&mut dx).expect("a fresh or owned tensor");
+        activation::backward_in_place(act, &values(&x), dy);
+        dx
     }
 
     fn meal_sgd_step(
