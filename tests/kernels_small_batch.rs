@@ -146,8 +146,9 @@ fn small_batches_share_images_out_exactly_at_224() {
     on_every_isa("imagenet_224", |isa| {
         check_layers(isa, "imagenet_224", &IMAGENET_224)
     });
-    // Depthwise 3×3 (groups = channels) is not these kernels' shape: it stays with burn's own
-    // convolution, whose threading is burn's.
+    // Depthwise 3×3 (groups = channels) is not these kernels' shape: it goes to
+    // `kernels::depthwise`, one task per plane (forward) or per channel (weight gradient), so
+    // its values do not depend on how the work is shared out (tests/kernels_depthwise.rs).
     let mut dw = shape(1, (32, 112, 32, 3, 1, 1));
     dw.groups = 32;
     assert!(

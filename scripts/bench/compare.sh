@@ -6,8 +6,9 @@
 # Usage: scripts/bench/compare.sh PYTHON [quick|full|imagenet]
 #   PYTHON  an interpreter with torch (a virtual environment's bin/python)
 #   quick   few steps (a smoke run: minutes); full (default) the numbers for BENCHMARKS.md
-#   imagenet  the ImageNet models at 224×224 instead: resnet50 (batch 32) and the MEAL V2 step
-#           (meal-v2-resnet50, batch 8), 1 warm-up and 3 timed steps; PYTHON needs timm too
+#   imagenet  the ImageNet models at 224×224 instead: resnet50, tf_mobilenetv3_large_100 and
+#           tf_efficientnet_b0 (batch 32) and the MEAL V2 step (meal-v2-resnet50, batch 8),
+#           1 warm-up and 3 timed steps; PYTHON needs timm too
 # ROUNDS (default 1) repeats every meal/PyTorch pair that many times, each pair back to back;
 # the table then gives the median over the rounds and the range of the per-round ratios, which
 # is what to quote on a shared host whose speed drifts by tens of percent within minutes.
@@ -40,6 +41,8 @@ if [ "$MODE" = imagenet ]; then
   "$PY" -c "import timm" 2>/dev/null || { echo "compare.sh: $PY cannot import timm" >&2; exit 2; }
   BENCHES=(
     "--arch resnet50 --image-size 224 --batch 32 --steps $STEPS_BIG"
+    "--arch tf_mobilenetv3_large_100 --image-size 224 --batch 32 --steps $STEPS_BIG"
+    "--arch tf_efficientnet_b0 --image-size 224 --batch 32 --steps $STEPS_BIG"
     "--workload meal-v2-resnet50 --batch 8 --steps $STEPS_BIG"
   )
 else

@@ -13,6 +13,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{AutodiffBackend, TensorMetadata};
 
 use super::ConvKernels;
+use super::activation::Activation;
 
 #[derive(Debug)]
 struct Conv2dBackward;
@@ -107,7 +108,44 @@ impl<B: ConvKernels> Backward<B, 1> for ShortcutBackward {
     }
 }
 
+#[derive(Debug)]
+struct ActivationBackward;
+
+impl<B: ConvKernels> Backward<B, 1> for ActivationBackward {
+    /// The input by checkpoint, and which activation.
+    type State = (NodeId, Activation);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, act) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::meal_activation_backward(x, grad, act));
+        }
+    }
+}
+
 impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
+    fn meal_activation(x: FloatTensor<Self>, act: Activation) -> FloatTensor<Self> {
+        match ActivationBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                prep.finish((x_state, act), B::meal_activation(x.into_primitive(), act))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::meal_activation(x.into_primitive(), act)),
+        }
+    }
+
     fn meal_shortcut_a(x: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
         let shape = x.shape();
         match ShortcutBackward

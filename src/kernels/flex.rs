@@ -6,13 +6,24 @@ use burn::backend::ops::{ActivationOps, ConvOptions, FloatTensorOps, ModuleOps};
 use burn::backend::{Bytes, DType, Flex, TensorMetadata};
 
 use super::ConvKernels;
+use super::activation::{self, Activation};
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
+use super::depthwise;
 use super::prepared;
 use super::sgd;
 use super::shortcut::{self, ShortcutShape};
 
 fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
+    geometry(x, w, o).filter(|s| s.supported())
+}
+
+/// The shape when [`depthwise`] handles it.
+fn depthwise_shape(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
+    geometry(x, w, o).filter(depthwise::applies)
+}
+
+fn geometry(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
     if x.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return None;
     }
@@ -34,7 +45,7 @@ fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvSh
         dilation: o.dilation,
         groups: o.groups,
     };
-    (s.groups > 0 && ws[1] * s.groups == s.cin && s.supported()).then_some(s)
+    (s.groups > 0 && ws[1] * s.groups == s.cin).then_some(s)
 }
 
 fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
@@ -201,6 +212,29 @@ impl ConvKernels for Flex {
         )
     }
 
+    fn meal_activation(x: FlexTensor, act: Activation) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return super::burn_activation::<Flex>(x, act);
+        }
+        let mut x = x;
+        if let Some(v) = owned_values(&mut x) {
+            activation::forward_in_place(act, v);
+            return x;
+        }
+        like(activation::forward(act, &values(&x)), &x)
+    }
+
+    fn meal_activation_backward(x: FlexTensor, grad: FlexTensor, act: Activation) -> FlexTensor {
+        if x.dtype() != DType::F32 || grad.dtype() != DType::F32 || x.shape() != grad.shape() {
+            return super::burn_activation_backward::<Flex>(x, grad, act);
+        }
+        // The input gradient is written over the incoming one (a copy when that is shared).
+        let mut dx = owned_or_copy(grad);
+        let dy = owned_values(&mut dx).expect("a fresh or owned tensor");
+        activation::backward_in_place(act, &values(&x), dy);
+        dx
+    }
+
     fn meal_sgd_step(
         param: FlexTensor,
         grad: FlexTensor,
@@ -303,6 +337,10 @@ impl ConvKernels for Flex {
     }
 
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        if let Some(s) = depthwise_shape(&x, &weight, &options) {
+            let y = depthwise::forward(&s, &values(&x), &values(&weight));
+            return tensor(y, [s.batch, s.cout, s.ho(), s.wo()]);
+        }
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d(x, weight, None, options);
         };
@@ -319,6 +357,10 @@ impl ConvKernels for Flex {
         output_grad: FlexTensor,
         options: ConvOptions<2>,
     ) -> FlexTensor {
+        if let Some(s) = depthwise_shape(&x, &weight, &options) {
+            let dx = depthwise::backward_input(&s, &values(&output_grad), &values(&weight));
+            return tensor(dx, [s.batch, s.cin, s.h, s.w]);
+        }
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d_x_backward(x, weight, output_grad, options);
         };
@@ -332,6 +374,10 @@ impl ConvKernels for Flex {
         output_grad: FlexTensor,
         options: ConvOptions<2>,
     ) -> FlexTensor {
+        if let Some(s) = depthwise_shape(&x, &weight, &options) {
+            let dw = depthwise::backward_weight(&s, &values(&x), &values(&output_grad));
+            return tensor(dw, [s.cout, 1, s.kh, s.kw]);
+        }
         let Some(s) = shape_of(&x, &weight, &options) else {
             return Flex::conv2d_weight_backward(x, weight, output_grad, options);
         };

@@ -4,8 +4,8 @@
 //! each call, and computes the input gradient as a transposed 3-d convolution; on the small
 //! CIFAR networks that layout traffic costs more than the arithmetic (BENCHMARKS.md has the
 //! profile). [`conv2d`] replaces the forward pass and both backward passes on burn-flex with the
-//! kernels of [`conv`], and keeps burn's own implementation on every other backend (CUDA) and
-//! for the shapes these kernels leave alone. Models call [`conv2d`] like burn's
+//! kernels of [`conv`] (depthwise ones with [`depthwise`]), and keeps burn's own implementation
+//! on every other backend (CUDA) and for the shapes these kernels leave alone. Models call [`conv2d`] like burn's
 //! `module::conv2d` and stay backend-generic.
 //!
 //! `MEAL_KERNELS=burn` switches every call back to burn's implementation, for comparison.
@@ -41,11 +41,13 @@ macro_rules! isa_versions {
     };
 }
 
+pub mod activation;
 pub mod allocator;
 mod autodiff;
 pub mod batch_norm;
 pub mod conv;
 mod copy;
+pub mod depthwise;
 mod flex;
 mod gemm;
 pub mod prepared;
@@ -117,6 +119,20 @@ pub trait ConvKernels: burn::backend::Backend {
         };
         let b = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
         (b.x_grad, b.gamma_grad, b.beta_grad)
+    }
+
+    /// `act(x)` element-wise in one pass (hard-swish or SiLU).
+    fn meal_activation(x: FloatTensor<Self>, act: activation::Activation) -> FloatTensor<Self> {
+        burn_activation::<Self>(x, act)
+    }
+
+    /// The input gradient of [`ConvKernels::meal_activation`] at `x`.
+    fn meal_activation_backward(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        act: activation::Activation,
+    ) -> FloatTensor<Self> {
+        burn_activation_backward::<Self>(x, grad, act)
     }
 
     /// One SGD step with PyTorch's semantics (dampening 0): `g = ∇ + wd·θ`; `v = μ·v + g` (`v = g`
@@ -229,6 +245,50 @@ pub(crate) fn burn_sgd_step<B: burn::backend::Backend>(
     };
     let delta = B::float_mul_scalar(g, lr.into());
     (B::float_sub(param, delta), v)
+}
+
+/// [`ConvKernels::meal_activation`] from burn's ops.
+pub(crate) fn burn_activation<B: burn::backend::Backend>(
+    x: FloatTensor<B>,
+    act: activation::Activation,
+) -> FloatTensor<B> {
+    match act {
+        activation::Activation::HardSwish => {
+            let gate = B::float_add_scalar(x.clone(), 3.0.into());
+            let gate = B::float_clamp(gate, 0.0.into(), 6.0.into());
+            B::float_mul(x, B::float_div_scalar(gate, 6.0.into()))
+        }
+        activation::Activation::Silu => B::float_mul(x.clone(), B::sigmoid(x)),
+    }
+}
+
+/// [`ConvKernels::meal_activation_backward`] from burn's ops.
+pub(crate) fn burn_activation_backward<B: burn::backend::Backend>(
+    x: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    act: activation::Activation,
+) -> FloatTensor<B> {
+    let d = match act {
+        activation::Activation::HardSwish => {
+            // clamp(x + 3, 0, 6) / 6 + x / 6 where |x| < 3 (`relu(sign(3 − |x|))` is that set).
+            let gate = B::float_add_scalar(x.clone(), 3.0.into());
+            let gate =
+                B::float_div_scalar(B::float_clamp(gate, 0.0.into(), 6.0.into()), 6.0.into());
+            let inside = B::float_add_scalar(B::float_neg(B::float_abs(x.clone())), 3.0.into());
+            let inside = B::relu(B::float_sign(inside));
+            B::float_add(
+                gate,
+                B::float_mul(B::float_div_scalar(x, 6.0.into()), inside),
+            )
+        }
+        activation::Activation::Silu => {
+            let s = B::sigmoid(x.clone());
+            let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
+            let t = B::float_add_scalar(B::float_mul(x, one_minus), 1.0.into());
+            B::float_mul(s, t)
+        }
+    };
+    B::float_mul(grad, d)
 }
 
 /// [`ConvKernels::meal_shortcut_a`] from burn's ops (a stepped slice and a concatenation).
@@ -424,6 +484,21 @@ pub fn sgd_step<const D: usize>(
         Tensor::from_dispatch(p),
         with_buffer.then(|| Tensor::from_dispatch(v)),
     )
+}
+
+/// `act(x)` (hard-swish or SiLU) in one pass each way where meal's kernels apply, burn's ops
+/// otherwise.
+pub fn activation<const D: usize>(x: Tensor<D>, act: activation::Activation) -> Tensor<D> {
+    if !enabled() {
+        return match act {
+            activation::Activation::HardSwish => {
+                let gate = x.clone().add_scalar(3.0).clamp(0.0, 6.0).div_scalar(6.0);
+                x * gate
+            }
+            activation::Activation::Silu => burn::tensor::activation::silu(x),
+        };
+    }
+    Tensor::from_dispatch(Dispatch::meal_activation(x.into_dispatch(), act))
 }
 
 /// `x[:, :, ::stride, ::stride]` between `pad` zero channels on either side (the CIFAR ResNets'

@@ -53,8 +53,9 @@ impl ConvShape {
         self.w + self.pad[1].0 + self.pad[1].1
     }
 
-    /// Whether these kernels handle the shape; the rest (depthwise and other thin groups, or
-    /// padding wider than the kernel) stay with burn's own implementation.
+    /// Whether these kernels handle the shape; depthwise ones go to [`super::depthwise`], the
+    /// rest (other thin groups, or padding wider than the kernel) stay with burn's own
+    /// implementation.
     pub fn supported(&self) -> bool {
         let well_formed = self.groups > 0
             && self.cin.is_multiple_of(self.groups)

@@ -1,7 +1,9 @@
 //! The activations of timm's MobileNetV3 and EfficientNet, with timm's (PyTorch's) formulas.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{relu, sigmoid, silu};
+use burn::tensor::activation::{relu, sigmoid};
+
+use crate::kernels::activation::Activation;
 
 /// A block's activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +20,7 @@ impl Act {
         match self {
             Act::Relu => relu(x),
             Act::HardSwish => hard_swish(x),
-            Act::Silu => silu(x),
+            Act::Silu => crate::kernels::activation(x, Activation::Silu),
         }
     }
 }
@@ -45,7 +47,7 @@ pub fn hard_sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.add_scalar(3.0).clamp(0.0, 6.0).div_scalar(6.0)
 }
 
-/// `x · relu6(x + 3) / 6`.
+/// `x · (relu6(x + 3) / 6)`, one pass each way (`kernels::activation`).
 pub fn hard_swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.clone().mul(hard_sigmoid(x))
+    crate::kernels::activation(x, Activation::HardSwish)
 }

@@ -1,0 +1,209 @@
+//! meal's depthwise convolution (`kernels::depthwise`) against burn's own `conv2d` and its
+//! autodiff gradients: random kernels (1, 3, 5, 7), strides 1 and 2, symmetric and asymmetric
+//! paddings (TensorFlow "same" among them), maps narrower and wider than a register block, on
+//! every instruction set this CPU has.
+
+mod isa_common;
+
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use isa_common::on_every_isa;
+use meal::kernels;
+use meal::kernels::conv::ConvShape;
+use meal::kernels::depthwise;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn depthwise_shape(batch: usize, c: usize, h: usize, w: usize, k: usize) -> ConvShape {
+    ConvShape {
+        batch,
+        cin: c,
+        h,
+        w,
+        cout: c,
+        kh: k,
+        kw: k,
+        stride: [1, 1],
+        pad: [(k / 2, k / 2), (k / 2, k / 2)],
+        dilation: [1, 1],
+        groups: c,
+    }
+}
+
+fn random_shape(rng: &mut ChaCha8Rng) -> ConvShape {
+    let k = [1, 3, 3, 5, 5, 7][rng.random_range(0..6)];
+    let pad = |rng: &mut ChaCha8Rng| {
+        let b = rng.random_range(0..k);
+        let e = if rng.random_bool(0.5) {
+            b
+        } else {
+            rng.random_range(0..k)
+        };
+        (b, e)
+    };
+    let mut s = depthwise_shape(
+        rng.random_range(1..4),
+        rng.random_range(1..13),
+        rng.random_range(k..30),
+        rng.random_range(k..70),
+        k,
+    );
+    s.stride = [rng.random_range(1..3), rng.random_range(1..3)];
+    s.pad = [pad(rng), pad(rng)];
+    s
+}
+
+/// TensorFlow "same" padding of one axis (as `models::same_pad`).
+fn same(size: usize, k: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let needed = ((out - 1) * stride + k).saturating_sub(size);
+    (needed / 2, needed - needed / 2)
+}
+
+/// The depthwise layers of tf_mobilenetv3_large_100 and tf_efficientnet_b0 at 224×224 (fewer
+/// channels and images), the strided ones with their asymmetric "same" padding.
+fn model_shapes() -> Vec<ConvShape> {
+    let mut v = Vec::new();
+    for (c, side, k, stride) in [
+        (4, 112, 3, 1),
+        (5, 112, 3, 2),
+        (3, 56, 5, 2),
+        (6, 28, 5, 1),
+        (6, 28, 3, 2),
+        (7, 14, 5, 1),
+        (9, 14, 5, 2),
+        (8, 7, 5, 1),
+        (8, 7, 3, 1),
+    ] {
+        let mut s = depthwise_shape(2, c, side, side, k);
+        if stride == 2 {
+            s.stride = [2, 2];
+            s.pad = [same(side, k, 2), same(side, k, 2)];
+        }
+        v.push(s);
+    }
+    v
+}
+
+fn options(s: &ConvShape) -> ConvOptions<2> {
+    ConvOptions::new_with_padding(s.stride, s.pad, s.dilation, s.groups)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// Output, input gradient and weight gradient of `sum(conv(x, w) · r)`, by burn's autodiff
+/// conv2d or by meal's (`kernels::conv2d`).
+fn run(s: &ConvShape, ours: bool, x: &Tensor<4>, w: &Tensor<4>, r: &Tensor<4>) -> [Vec<f32>; 3] {
+    let x = x.clone().require_grad();
+    let w = w.clone().require_grad();
+    let y = if ours {
+        kernels::conv2d(x.clone(), w.clone(), None, options(s))
+    } else {
+        burn_conv2d(x.clone(), w.clone(), None, options(s))
+    };
+    let grads = (y.clone() * r.clone()).sum().backward();
+    [
+        values(y),
+        values(x.grad(&grads).unwrap()),
+        values(w.grad(&grads).unwrap()),
+    ]
+}
+
+fn assert_close(what: &str, s: &ConvShape, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what} length for {s:?}");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (g, e)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - e).abs() <= 1e-5 * e.abs() + 2e-5 * scale,
+            "{what} differs at {i} for {s:?}: {g} vs {e} (scale {scale})"
+        );
+    }
+}
+
+/// Holds `s` to burn through autodiff, and checks that `kernels::conv2d` reached the depthwise
+/// kernels (its output is theirs, bit for bit) and that the direct calls give the same
+/// gradients.
+fn check(s: &ConvShape, rng_seed: u64) {
+    assert!(depthwise::applies(s), "{s:?} should be depthwise");
+    let device = Device::default().autodiff();
+    device.seed(rng_seed);
+    let x = Tensor::<4>::random(
+        [s.batch, s.cin, s.h, s.w],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let w = Tensor::<4>::random(
+        [s.cout, 1, s.kh, s.kw],
+        Distribution::Normal(0.0, 0.3),
+        &device,
+    );
+    let r = Tensor::<4>::random(
+        [s.batch, s.cout, s.ho(), s.wo()],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let ours = run(s, true, &x, &w, &r);
+    let theirs = run(s, false, &x, &w, &r);
+    for (what, (g, e)) in ["output", "input grad", "weight grad"]
+        .iter()
+        .zip(ours.iter().zip(&theirs))
+    {
+        assert_close(what, s, g, e);
+    }
+    let (xv, wv, rv) = (values(x.inner()), values(w.inner()), values(r.inner()));
+    assert_eq!(
+        depthwise::forward(s, &xv, &wv),
+        ours[0],
+        "kernels::conv2d did not run the depthwise kernel for {s:?}"
+    );
+    assert_eq!(
+        depthwise::backward_input(s, &rv, &wv),
+        ours[1],
+        "input grad {s:?}"
+    );
+    assert_eq!(
+        depthwise::backward_weight(s, &xv, &rv),
+        ours[2],
+        "weight grad {s:?}"
+    );
+}
+
+#[test]
+fn depthwise_matches_burn_on_random_shapes() {
+    on_every_isa("depthwise_matches_burn_on_random_shapes", |_| {
+        let mut rng = ChaCha8Rng::seed_from_u64(24);
+        let mut strided = 0;
+        for i in 0..40 {
+            let s = random_shape(&mut rng);
+            strided += usize::from(s.stride != [1, 1]);
+            check(&s, i);
+        }
+        assert!(strided >= 10, "only {strided} strided shapes were drawn");
+    });
+}
+
+#[test]
+fn depthwise_matches_burn_on_model_shapes() {
+    on_every_isa("depthwise_matches_burn_on_model_shapes", |_| {
+        for (i, s) in model_shapes().iter().enumerate() {
+            check(s, 100 + i as u64);
+        }
+    });
+}
+
+#[test]
+fn other_grouped_convolutions_are_not_depthwise() {
+    let mut s = depthwise_shape(1, 8, 9, 9, 3);
+    assert!(depthwise::applies(&s));
+    s.cout = 16;
+    assert!(!depthwise::applies(&s), "a channel multiplier of 2");
+    let mut s = depthwise_shape(1, 8, 9, 9, 3);
+    s.groups = 4;
+    assert!(!depthwise::applies(&s), "groups of two channels");
+    let mut s = depthwise_shape(1, 8, 9, 9, 3);
+    s.dilation = [2, 2];
+    assert!(!depthwise::applies(&s), "dilated");
+}
