@@ -236,6 +236,33 @@ fn open_wgpu(index: Option<usize>) -> Result<(Device, String)> {
     Ok((device, format!("{spec} ({name})")))
 }
 
+/// Mesa's Vulkan drivers (lavapipe among them) print an error on every start when
+/// `XDG_RUNTIME_DIR` is unset, as it is in containers and CI; this points it at a private
+/// folder under the system's temporary directory then.
+///
+/// # Safety
+///
+/// It writes the process environment: call it before any other thread runs (the binary does
+/// so first thing in `main`; a test harness before its tests start threads of their own).
+pub unsafe fn ensure_runtime_dir() {
+    if cfg!(not(all(feature = "wgpu", target_os = "linux")))
+        || std::env::var_os("XDG_RUNTIME_DIR").is_some()
+    {
+        return;
+    }
+    // One folder for every run, not one per process: nothing would remove them.
+    let dir = std::env::temp_dir().join("meal-xdg-runtime");
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let made = builder.create(&dir);
+    let usable = made.is_ok() || std::fs::metadata(&dir).is_ok_and(|m| m.is_dir());
+    if usable {
+        // SAFETY: the caller guarantees no other thread reads the environment meanwhile.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
 /// Runs a first kernel on `device` and returns its name: runtimes panic (instead of erroring)
 /// when a driver or compiler library is missing, and this turns that into an error naming the
 /// device.
