@@ -1,9 +1,11 @@
 //! Device selection. burn 0.22 dispatches at run time: the default build compiles burn-flex
-//! (pure-Rust CPU); the `cuda` feature adds burn-cuda.
+//! (pure-Rust CPU); the `cuda` feature adds burn-cuda, the `wgpu` feature burn's wgpu runtime
+//! (Vulkan, Metal or DirectX 12, whichever the machine has).
 //!
 //! The device is chosen once per process: `--device` (any command that computes) wins over a
 //! config's `device` key, which wins over the `BURN_DEVICE` environment variable; `auto` takes
-//! CUDA device 0 when the build has CUDA and the machine a working one, else flex. Everything
+//! CUDA device 0 when the build has CUDA and the machine a working one, else flex (never wgpu:
+//! it is named, as a software adapter must not be taken for a GPU). Everything
 //! then asks [`device`] for it, so no function signature carries a device.
 
 use std::fmt;
@@ -11,13 +13,14 @@ use std::str::FromStr;
 use std::sync::{Mutex, RwLock};
 
 use burn::tensor::Device;
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// A device as the user names it: `auto`, `flex`, `cuda` (= `cuda:0`) or `cuda:N`.
+/// A device as the user names it: `auto`, `flex`, `cuda` (= `cuda:0`), `cuda:N`, `wgpu` (the
+/// adapter wgpu prefers) or `wgpu:N` (the N-th adapter wgpu lists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
@@ -25,9 +28,11 @@ pub enum DeviceSpec {
     Auto,
     Flex,
     Cuda(usize),
+    /// `None`: wgpu's preferred adapter.
+    Wgpu(Option<usize>),
 }
 
-const NAMES: &str = "auto, flex, cuda, cuda:N (N = GPU index)";
+const NAMES: &str = "auto, flex, cuda, cuda:N, wgpu, wgpu:N (N = GPU index)";
 
 impl FromStr for DeviceSpec {
     type Err = String;
@@ -38,13 +43,23 @@ impl FromStr for DeviceSpec {
             "auto" => Ok(Self::Auto),
             "flex" => Ok(Self::Flex),
             "cuda" => Ok(Self::Cuda(0)),
-            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(index)) => Ok(Self::Cuda(index)),
-                Some(Err(_)) => Err(format!(
-                    "unknown device {s:?}: the GPU index after `cuda:` must be a number ({NAMES})"
-                )),
-                None => Err(format!("unknown device {s:?}: expected one of {NAMES}")),
-            },
+            "wgpu" => Ok(Self::Wgpu(None)),
+            other => {
+                let Some((runtime, index)) = other.split_once(':') else {
+                    return Err(format!("unknown device {s:?}: expected one of {NAMES}"));
+                };
+                let make: fn(usize) -> Self = match runtime {
+                    "cuda" => Self::Cuda,
+                    "wgpu" => |i| Self::Wgpu(Some(i)),
+                    _ => return Err(format!("unknown device {s:?}: expected one of {NAMES}")),
+                };
+                index.parse::<usize>().map(make).map_err(|_| {
+                    format!(
+                        "unknown device {s:?}: the GPU index after `{runtime}:` must be a number \
+                         ({NAMES})"
+                    )
+                })
+            }
         }
     }
 }
@@ -68,12 +83,16 @@ impl fmt::Display for DeviceSpec {
             Self::Auto => f.write_str("auto"),
             Self::Flex => f.write_str("flex"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::Wgpu(None) => f.write_str("wgpu"),
+            Self::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
         }
     }
 }
 
 /// Whether this binary was built with the CUDA backend.
 pub const HAS_CUDA: bool = cfg!(feature = "cuda");
+/// Whether this binary was built with burn's wgpu backend.
+pub const HAS_WGPU: bool = cfg!(feature = "wgpu");
 
 struct Selected {
     spec: DeviceSpec,
@@ -138,6 +157,7 @@ pub fn open(spec: DeviceSpec) -> Result<(Device, String)> {
         DeviceSpec::Auto => open(resolve(spec)?),
         DeviceSpec::Flex => Ok((Device::flex(), "flex".to_string())),
         DeviceSpec::Cuda(index) => open_cuda(index),
+        DeviceSpec::Wgpu(index) => open_wgpu(index),
     }
 }
 
@@ -167,9 +187,88 @@ fn open_cuda(index: usize) -> Result<(Device, String)> {
         )));
     }
     let device = Device::cuda(index);
+    let spec = DeviceSpec::Cuda(index);
+    let name = probe(
+        &spec,
+        &device,
+        "is the CUDA runtime's libnvrtc on LD_LIBRARY_PATH?",
+    )?;
+    Ok((device, format!("{spec} ({name})")))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn open_wgpu(index: Option<usize>) -> Result<(Device, String)> {
+    let spec = DeviceSpec::Wgpu(index);
+    Err(Error::Other(format!(
+        "device {spec}: this meal was built without wgpu; build it with \
+         `cargo build --release --features wgpu` (see README), or use --device flex"
+    )))
+}
+
+#[cfg(feature = "wgpu")]
+fn open_wgpu(index: Option<usize>) -> Result<(Device, String)> {
+    use burn::tensor::{DeviceKind, DeviceType};
+    let spec = DeviceSpec::Wgpu(index);
+    // Listing the adapters opens no device; wgpu's instance creation does not panic.
+    let adapters = quietly(|| Device::enumerate(DeviceType::Wgpu).to_vec())
+        .map_err(|m| Error::Other(format!("device {spec}: wgpu could not list adapters: {m}")))?;
+    let device = match index {
+        None => Device::wgpu(DeviceKind::DefaultDevice),
+        Some(i) => adapters.get(i).cloned().ok_or_else(|| {
+            Error::Other(format!(
+                "device {spec} does not exist: wgpu lists {} adapter(s){}",
+                adapters.len(),
+                if adapters.is_empty() {
+                    " (no Vulkan, Metal or DirectX 12 driver found; on Linux without a GPU, \
+                     Mesa's lavapipe: `apt-get install mesa-vulkan-drivers`)"
+                        .to_string()
+                } else {
+                    format!(", wgpu:0..wgpu:{}", adapters.len() - 1)
+                }
+            ))
+        })?,
+    };
+    let name = probe(
+        &spec,
+        &device,
+        "is a Vulkan, Metal or DirectX 12 driver installed?",
+    )?;
+    Ok((device, format!("{spec} ({name})")))
+}
+
+/// Mesa's Vulkan drivers (lavapipe among them) print an error on every start when
+/// `XDG_RUNTIME_DIR` is unset, as it is in containers and CI; this points it at a private
+/// folder under the system's temporary directory then.
+///
+/// # Safety
+///
+/// It writes the process environment: call it before any other thread runs (the binary does
+/// so first thing in `main`; a test harness before its tests start threads of their own).
+pub unsafe fn ensure_runtime_dir() {
+    if cfg!(not(all(feature = "wgpu", target_os = "linux")))
+        || std::env::var_os("XDG_RUNTIME_DIR").is_some()
+    {
+        return;
+    }
+    // One folder for every run, not one per process: nothing would remove them.
+    let dir = std::env::temp_dir().join("meal-xdg-runtime");
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let made = builder.create(&dir);
+    let usable = made.is_ok() || std::fs::metadata(&dir).is_ok_and(|m| m.is_dir());
+    if usable {
+        // SAFETY: the caller guarantees no other thread reads the environment meanwhile.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+    }
+}
+
+/// Runs a first kernel on `device` and returns its name: runtimes panic (instead of erroring)
+/// when a driver or compiler library is missing, and this turns that into an error naming the
+/// device.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn probe(spec: &DeviceSpec, device: &Device, hint: &str) -> Result<String> {
     let probe = device.clone();
-    // cudarc panics (instead of erroring) when e.g. libnvrtc cannot be loaded; a first
-    // kernel here turns that into an error naming the device.
     let outcome = quietly(move || {
         let name = probe
             .identity()
@@ -182,13 +281,12 @@ fn open_cuda(index: usize) -> Result<(Device, String)> {
         (name, sum)
     });
     match outcome {
-        Ok((name, sum)) if sum == 12.0 => Ok((device, format!("cuda:{index} ({name})"))),
+        Ok((name, sum)) if sum == 12.0 => Ok(name),
         Ok((_, sum)) => Err(Error::Other(format!(
-            "device cuda:{index}: a test computation returned {sum} instead of 12"
+            "device {spec}: a test computation returned {sum} instead of 12"
         ))),
         Err(message) => Err(Error::Other(format!(
-            "device cuda:{index} could not run a kernel: {message} (is the CUDA runtime's \
-             libnvrtc on LD_LIBRARY_PATH?)"
+            "device {spec} could not run a kernel: {message} ({hint})"
         ))),
     }
 }

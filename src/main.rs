@@ -1,6 +1,8 @@
 //! The `meal` binary: parse the command line, run, and turn errors into one clear message.
 
 fn main() {
+    // SAFETY: nothing else runs yet.
+    unsafe { meal::backend::ensure_runtime_dir() };
     if let Err(err) = meal::cli::main() {
         let message = err.to_string();
         eprintln!("error: {message}");

@@ -26,6 +26,8 @@ fn device_names_parse_and_print_back() {
         ("flex", DeviceSpec::Flex),
         ("cuda", DeviceSpec::Cuda(0)),
         ("CUDA:3", DeviceSpec::Cuda(3)),
+        ("wgpu", DeviceSpec::Wgpu(None)),
+        ("WGPU:1", DeviceSpec::Wgpu(Some(1))),
     ] {
         assert_eq!(text.parse::<DeviceSpec>().unwrap(), spec, "{text}");
         assert_eq!(
@@ -34,10 +36,12 @@ fn device_names_parse_and_print_back() {
             "{spec}"
         );
     }
-    for bad in ["gpu", "cuda:", "cuda:-1", "cuda:x", "wgpu", ""] {
+    for bad in [
+        "gpu", "cuda:", "cuda:-1", "cuda:x", "wgpu:", "wgpu:x", "vulkan", "tpu:0", "",
+    ] {
         let err = bad.parse::<DeviceSpec>().unwrap_err();
         assert!(
-            err.contains("flex") && err.contains("cuda:N"),
+            err.contains("flex") && err.contains("cuda:N") && err.contains("wgpu:N"),
             "{bad}: {err}"
         );
     }
@@ -92,11 +96,35 @@ fn cuda_without_a_gpu_is_a_clear_error() {
     assert!(!e.contains("panicked"), "{e}");
 }
 
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn wgpu_without_the_feature_is_a_clear_error() {
+    let o = meal(&["--device", "wgpu", "models"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("built without wgpu") && e.contains("--features wgpu"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+/// An adapter index past wgpu's list is an error naming how many there are, not a panic.
+#[cfg(feature = "wgpu")]
+#[test]
+fn missing_wgpu_adapter_is_a_clear_error() {
+    let o = meal(&["--device", "wgpu:99", "models"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("wgpu:99 does not exist"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
 #[test]
 fn unknown_burn_device_is_a_clear_error() {
     let o = Command::new(env!("CARGO_BIN_EXE_meal"))
         .args(["models"])
-        .env("BURN_DEVICE", "wgpu")
+        .env("BURN_DEVICE", "vulkan")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

@@ -282,9 +282,10 @@ impl Setup {
             run.lr,
             run.d_lr,
         );
+        let classes = logits.len() / batch;
         Outcome {
             stats,
-            logits,
+            logits: Tensor::from_data(TensorData::new(logits, [batch, classes]), &self.device),
             student_after: tensors(&state.student, 1),
             discs_after: tensors(&state.discs, 0),
             student_before,

@@ -36,8 +36,8 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Compute on this device: flex (CPU), cuda, cuda:N, or auto (default: cuda:0 when
-    /// this build has CUDA and the machine a GPU, else flex). Overrides a config's `device`.
+    /// Compute on this device: flex (CPU), cuda, cuda:N, wgpu, wgpu:N, or auto (default: cuda:0
+    /// when this build has CUDA and the machine a GPU, else flex). Overrides a config's `device`.
     #[arg(long, global = true, value_name = "DEVICE")]
     pub device: Option<crate::backend::DeviceSpec>,
     #[command(subcommand)]

@@ -59,6 +59,14 @@ pub fn discriminator_accuracy(logits: Tensor<2>, batch: usize) -> (f64, f64) {
     let values = logits
         .try_into_vec_as::<f32>()
         .expect("discriminator logits as f32");
+    accuracy_of_rows(&values, batch)
+}
+
+/// [`discriminator_accuracy`] on outputs already on the host (`2·batch` rows of 2).
+pub fn accuracy_of_rows(values: &[f32], batch: usize) -> (f64, f64) {
+    if batch == 0 {
+        return (0.0, 0.0);
+    }
     let predicted = |row: usize| usize::from(values[2 * row + 1] > values[2 * row]);
     let student = (0..batch).filter(|&r| predicted(r) == 0).count();
     let teacher = (batch..2 * batch).filter(|&r| predicted(r) == 1).count();

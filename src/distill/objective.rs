@@ -5,7 +5,9 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor};
 
-use super::adversarial::{bce_with_logits, discriminator_accuracy, discriminator_targets};
+use super::adversarial::{
+    accuracy_of_rows, bce_with_logits, discriminator_accuracy, discriminator_targets,
+};
 use super::config::{AdversarialMode, Combine, MealConfig, TeacherBn};
 use super::discriminator::{DInput, Discriminator, DiscriminatorConfig};
 use super::grl::gradient_reversal;
@@ -16,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::models::Net;
 use crate::train::evaluate::Renorm;
 use crate::train::optim::SgdSettings;
+use crate::train::readback::{Readback, Slot, Values};
 use crate::train::tensors::cross_entropy;
 
 /// One discriminator per matched stage, as one module so that one optimizer holds them.
@@ -386,8 +389,27 @@ pub fn discriminator_loss_on(
     reverse: bool,
     detach_student: bool,
 ) -> (Option<Tensor<1>>, (f64, f64)) {
+    let (total, outputs) = discriminator_outputs_on(discs, pairs, stages, reverse, detach_student);
+    let mut acc = (0.0, 0.0);
+    for (logits, batch) in &outputs {
+        let (a_s, a_t) = discriminator_accuracy(logits.clone(), *batch);
+        acc = (acc.0 + a_s, acc.1 + a_t);
+    }
+    let n = outputs.len().max(1) as f64;
+    (total, (acc.0 / n, acc.1 / n))
+}
+
+/// [`discriminator_loss_on`]'s loss, with each discriminator's detached outputs and batch
+/// size left on the device, so that the step reads them with everything else at once.
+fn discriminator_outputs_on(
+    discs: &Discriminators,
+    pairs: &[(DInput, DInput)],
+    stages: &[Stage],
+    reverse: bool,
+    detach_student: bool,
+) -> (Option<Tensor<1>>, Vec<(Tensor<2>, usize)>) {
     let mut total: Option<Tensor<1>> = None;
-    let (mut acc_s, mut acc_t) = (0.0, 0.0);
+    let mut outputs = Vec::with_capacity(discs.list.len());
     for ((d, (s, t)), stage) in discs.list.iter().zip(pairs).zip(stages) {
         let batch = s.rows();
         let s = if detach_student {
@@ -404,9 +426,7 @@ pub fn discriminator_loss_on(
             (s, t.clone())
         };
         let logits = d.forward_inputs(vec![s, t]);
-        let (a_s, a_t) = discriminator_accuracy(logits.clone().detach(), batch);
-        acc_s += a_s;
-        acc_t += a_t;
+        outputs.push((logits.clone().detach(), batch));
         let y = discriminator_targets(batch, &logits.device());
         let l = bce_with_logits(logits, y).mul_scalar(stage.eta);
         total = Some(match total {
@@ -414,8 +434,7 @@ pub fn discriminator_loss_on(
             Some(acc) => acc + l,
         });
     }
-    let n = discs.list.len().max(1) as f64;
-    (total, (acc_s / n, acc_t / n))
+    (total, outputs)
 }
 
 /// The student's GAN loss in alternating mode: Σ_j η_j · BCE(D_j(s_j), `[0,1]`), i.e. make D
@@ -476,13 +495,20 @@ fn add(a: Option<Tensor<1>>, b: Option<Tensor<1>>) -> Option<Tensor<1>> {
     }
 }
 
-fn value(t: &Option<Tensor<1>>) -> f64 {
-    t.as_ref()
-        .map(|t| t.clone().into_scalar::<f32>() as f64)
-        .unwrap_or(0.0)
+/// The discriminators' mean accuracy on (student rows, teacher rows) from their outputs read
+/// back in `slots`.
+fn mean_accuracy(values: &Values, slots: &[(Slot, usize)]) -> (f64, f64) {
+    let mut acc = (0.0, 0.0);
+    for &(slot, batch) in slots {
+        let (a_s, a_t) = accuracy_of_rows(values.get(slot), batch);
+        acc = (acc.0 + a_s, acc.1 + a_t);
+    }
+    let n = slots.len().max(1) as f64;
+    (acc.0 / n, acc.1 / n)
 }
 
-/// One MEAL update on a batch. Returns the new state, the stats and the student logits.
+/// One MEAL update on a batch. Returns the new state, the stats and the student logits (host
+/// copy, row-major), all read from the device at once after the update is queued.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     state: MealState,
@@ -494,7 +520,7 @@ pub fn step(
     labels: Tensor<1, Int>,
     lr: f64,
     d_lr: f64,
-) -> (MealState, StepStats, Tensor<2>) {
+) -> (MealState, StepStats, Vec<f32>) {
     step_from(
         state,
         TeacherSource::Live(teachers),
@@ -520,7 +546,7 @@ pub fn step_from(
     labels: Tensor<1, Int>,
     lr: f64,
     d_lr: f64,
-) -> (MealState, StepStats, Tensor<2>) {
+) -> (MealState, StepStats, Vec<f32>) {
     let fold = (0..stages.len()).any(|j| state.discs.folded(j));
     let (targets, teacher_maps) = targets_from(source, chosen, &x, stages, config, fold);
     let out = state.student.forward(x);
@@ -547,15 +573,16 @@ pub fn step_from(
             )
         })
         .collect();
-    let logits = out.logits.clone().detach();
+    let mut readback = Readback::new();
+    let logits = readback.push(out.logits.clone());
     let sim = similarity_loss(&feats, &targets, stages, config);
     let ce = (config.alpha > 0.0)
         .then(|| cross_entropy(out.logits.clone(), labels).mul_scalar(config.alpha));
-    let mut stats = StepStats {
-        sim: value(&sim),
-        ce: value(&ce),
-        ..StepStats::default()
-    };
+    let (sim_slot, ce_slot) = (
+        readback.push_opt(sim.as_ref()),
+        readback.push_opt(ce.as_ref()),
+    );
+    let (mut adv_slot, mut d_slots) = (None, Vec::new());
     let base = add(sim, ce);
     match config.adversarial {
         AdversarialMode::None => {
@@ -566,11 +593,10 @@ pub fn step_from(
         }
         AdversarialMode::Joint | AdversarialMode::Grl => {
             let reverse = config.adversarial == AdversarialMode::Grl;
-            let (adv, (a_s, a_t)) =
-                discriminator_loss_on(&state.discs, &d_inputs, stages, reverse, false);
-            stats.adv = value(&adv);
-            stats.d_acc_student = a_s;
-            stats.d_acc_teacher = a_t;
+            let (adv, outputs) =
+                discriminator_outputs_on(&state.discs, &d_inputs, stages, reverse, false);
+            adv_slot = readback.push_opt(adv.as_ref());
+            d_slots = push_outputs(&mut readback, outputs);
             if let Some(total) = add(base, adv) {
                 let mut grads = total.backward();
                 let gs = GradientsParams::from_module(&mut grads, &state.student);
@@ -580,11 +606,10 @@ pub fn step_from(
             }
         }
         AdversarialMode::Alternating => {
-            let (adv, (a_s, a_t)) =
-                discriminator_loss_on(&state.discs, &d_inputs, stages, false, true);
-            stats.adv = value(&adv);
-            stats.d_acc_student = a_s;
-            stats.d_acc_teacher = a_t;
+            let (adv, outputs) =
+                discriminator_outputs_on(&state.discs, &d_inputs, stages, false, true);
+            adv_slot = readback.push_opt(adv.as_ref());
+            d_slots = push_outputs(&mut readback, outputs);
             if let Some(adv) = adv {
                 let gd = GradientsParams::from_grads(adv.backward(), &state.discs);
                 state.discs = state.discs.step(&mut state.opt_discs, d_lr, gd);
@@ -597,5 +622,21 @@ pub fn step_from(
             }
         }
     }
-    (state, stats, logits)
+    let values = readback.read();
+    let (d_acc_student, d_acc_teacher) = mean_accuracy(&values, &d_slots);
+    let stats = StepStats {
+        sim: values.scalar(sim_slot),
+        ce: values.scalar(ce_slot),
+        adv: values.scalar(adv_slot),
+        d_acc_student,
+        d_acc_teacher,
+    };
+    (state, stats, values.get(logits).to_vec())
+}
+
+fn push_outputs(readback: &mut Readback, outputs: Vec<(Tensor<2>, usize)>) -> Vec<(Slot, usize)> {
+    outputs
+        .into_iter()
+        .map(|(logits, batch)| (readback.push(logits), batch))
+        .collect()
 }

@@ -328,7 +328,7 @@ impl Task for Meal {
             Some(logits) => TeacherSource::Logits(logits),
             None => TeacherSource::Live(&self.teachers),
         };
-        let (state, stats, logits) = objective::step_from(
+        let (state, stats, scores) = objective::step_from(
             self.state,
             source,
             &chosen,
@@ -354,7 +354,8 @@ impl Task for Meal {
                 ("discriminator", stats.adv),
                 ("cross-entropy", stats.ce),
             ],
-            logits,
+            classes: scores.len() / batch.labels.len().max(1),
+            scores,
         };
         (self, step)
     }

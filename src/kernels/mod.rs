@@ -67,7 +67,7 @@ use burn::tensor::Tensor;
 
 /// The convolution passes and training-mode BatchNorm(+ReLU) as backend operations: the
 /// defaults are burn's own, and burn-flex overrides them with [`conv`] and [`batch_norm`].
-#[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cuda"))]
+#[backend_extension(Flex, Autodiff, Cube: cfg(any(feature = "cuda", feature = "wgpu")))]
 pub trait ConvKernels: burn::backend::Backend {
     /// `relu?(x · scale[c] + shift[c])` over `(B, C, ...)`: eval-mode BatchNorm with its
     /// statistics folded into one multiply-add per element.
@@ -330,8 +330,8 @@ pub(crate) fn burn_shortcut_a_backward<B: burn::backend::Backend>(
     B::float_slice_assign(dx, &[full, full, step, step], g)
 }
 
-// burn's own kernels on CUDA (the trait's default bodies).
-#[cfg(feature = "cuda")]
+// burn's own kernels on the Cube runtimes, CUDA and wgpu (the trait's default bodies).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 impl ConvKernels for burn::backend::Cube {}
 
 static OVERRIDE: AtomicU8 = AtomicU8::new(0);

@@ -29,7 +29,7 @@ impl Tolerance {
 
     pub fn for_spec(spec: DeviceSpec) -> Self {
         match spec {
-            DeviceSpec::Cuda(_) => Self::GPU,
+            DeviceSpec::Cuda(_) | DeviceSpec::Wgpu(_) => Self::GPU,
             DeviceSpec::Flex | DeviceSpec::Auto => Self::CPU,
         }
     }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Container;
@@ -20,7 +19,7 @@ use super::run::{Opened, Start};
 use super::run_dir::RunDir;
 pub use super::run_state::{RunState, STATE};
 use super::settings::{RunConfig, Settings};
-use super::tensors::{host_rows, topk_correct};
+use super::tensors::topk_correct;
 use crate::data::{Batch, DataSplits, Loader};
 use crate::error::{Error, Result};
 use crate::models::Net;
@@ -32,8 +31,10 @@ pub struct Step {
     pub rates: Vec<(&'static str, f64)>,
     /// The losses the divergence guard checks.
     pub losses: Vec<(&'static str, f64)>,
-    /// The trained model's logits on the batch, for the training accuracy.
-    pub logits: Tensor<2>,
+    /// The trained model's logits on the batch (host copy, row-major), for the training
+    /// accuracy, and their class count.
+    pub scores: Vec<f32>,
+    pub classes: usize,
 }
 
 /// What the skeleton measured of a finished epoch.
@@ -251,8 +252,7 @@ fn execute<C: RunConfig, T: Task>(
                 bar.abandon();
                 return Err(e);
             }
-            let (scores, k) = host_rows(&step.logits);
-            correct += topk_correct(&scores, k, &batch.labels, 1);
+            correct += topk_correct(&step.scores, step.classes, &batch.labels, 1);
             seen += batch.labels.len();
             bar.inc(1);
             bar.set_message(format!(

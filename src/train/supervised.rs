@@ -12,6 +12,7 @@ use super::checkpoint::Container;
 use super::config::TrainConfig;
 use super::divergence::Guard;
 use super::model_io::{self, ModelMeta};
+use super::readback::Readback;
 use super::run::Start;
 use super::runner::{self, EpochEnd, Measured, RunOutcome, Step, Task};
 use super::tensors::{batch_tensors, cross_entropy};
@@ -91,17 +92,23 @@ impl Task for Supervised {
     fn step(mut self, batch: &Batch, _epoch: usize, _index: usize, lr: f64) -> (Self, Step) {
         let (x, y) = batch_tensors(batch, &self.device);
         let out = self.model.forward(x);
+        let classes = out.logits.dims()[1];
         let loss = cross_entropy(out.logits.clone(), y);
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        let mut readback = Readback::new();
+        let (loss_slot, logits_slot) = (readback.push(loss.clone()), readback.push(out.logits));
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.model = self.optim.step(lr, self.model, grads);
+        // Read after the update is queued: the step's one wait for the device.
+        let values = readback.read();
+        let loss_value = values.scalar(Some(loss_slot));
         let n = batch.labels.len();
         self.loss_sum += loss_value * n as f64;
         self.seen += n;
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self.optim.step(lr, self.model, grads);
         let step = Step {
             rates: vec![("lr", lr)],
             losses: vec![("cross-entropy", loss_value)],
-            logits: out.logits,
+            scores: values.get(logits_slot).to_vec(),
+            classes,
         };
         (self, step)
     }

@@ -1,0 +1,173 @@
+//! Runs on the test device (`MEAL_TEST_DEVICE`, flex when unset) and checkpoints that cross
+//! between it and the CPU: a tiny train, resume and MEAL distillation there, and a checkpoint
+//! trained on either side evaluating on the other to the accuracy its run logged. On a GPU the
+//! arithmetic differs from the CPU's in the last bits, so logits are held to the GPU tolerance
+//! of `meal selftest` and accuracies may differ only by images whose two best logits are that
+//! close.
+//!
+//! The device is process-global (a run selects its config's), so the tests take turns.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use burn::tensor::{Device, Tensor};
+
+use common::*;
+
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const ARCH: &str = "resnet8";
+
+/// A resnet8 trained on the test device for one epoch, then resumed to two.
+fn device_run() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let run = scratch("device_runs-teacher").join("run");
+        let out = train_fresh(train_table(ARCH, &run, 1, 3)).unwrap();
+        assert_eq!(out.epochs_done, 1);
+        let out = train_resume(&run, &["epochs=2"]).unwrap();
+        assert_eq!(out.epochs_done, 2);
+        let m = metrics(&run);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(
+            m[1]["lr"].as_f64(),
+            Some(0.025),
+            "the schedule resumed at epoch 2"
+        );
+        for record in &m {
+            let loss = record["train_loss"].as_f64().unwrap();
+            assert!(loss.is_finite() && loss > 0.0, "{record}");
+        }
+        run
+    })
+}
+
+/// The test split of the tiny runs' data, as one batch of 100.
+fn test_images(device: &Device) -> (Tensor<4>, Vec<usize>) {
+    let data = meal::data::open(&meal::data::DataConfig {
+        test_subset: Some(100),
+        train_subset: Some(256),
+        ..meal::data::DataConfig::new(mini())
+    })
+    .unwrap();
+    let loader = meal::data::Loader::new(data.test, meal::data::LoaderConfig::eval(100));
+    let batch = loader.epoch(0).next().expect("one test batch").unwrap();
+    let (images, _) = meal::train::tensors::batch_tensors(&batch, device);
+    (images, batch.labels)
+}
+
+/// The checkpoint's logits on the test images, on `device`.
+fn logits(checkpoint: &Path, device: &Device) -> Vec<Vec<f64>> {
+    let (net, _, _) = meal::train::model_io::load_model(checkpoint, device).unwrap();
+    let (x, _) = test_images(device);
+    let values: Vec<f32> = net.forward(x).logits.try_into_vec_as::<f32>().unwrap();
+    values
+        .chunks(10)
+        .map(|row| row.iter().map(|&v| f64::from(v)).collect())
+        .collect()
+}
+
+/// Top-1 accuracy (%) of `rows` on the test labels.
+fn top1(rows: &[Vec<f64>]) -> f64 {
+    let (_, labels) = test_images(&Device::flex());
+    let argmax = |r: &[f64]| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+    let correct = rows
+        .iter()
+        .zip(&labels)
+        .filter(|(r, l)| argmax(r) == **l)
+        .count();
+    100.0 * correct as f64 / rows.len() as f64
+}
+
+/// `checkpoint` evaluated on `from` and `to`: its logits agree within the GPU tolerance, and
+/// where the top-1 class differs the two best logits are within that tolerance of each other.
+/// Returns the accuracy on `to`.
+fn evaluates_alike(checkpoint: &Path, from: &Device, to: &Device) -> f64 {
+    let a = logits(checkpoint, from);
+    let b = logits(checkpoint, to);
+    assert!(a.iter().flatten().all(|v| v.is_finite()), "{a:?}");
+    assert!(b.iter().flatten().all(|v| v.is_finite()), "{b:?}");
+    let tol = meal::selftest::Tolerance::GPU;
+    let flat = |rows: &[Vec<f64>]| rows.concat();
+    let err = tol
+        .compare("logits across devices", &flat(&b), &flat(&a))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A class may only flip where the margin is within twice the largest difference seen.
+    for (i, (ra, rb)) in a.iter().zip(&b).enumerate() {
+        let mut sorted = ra.clone();
+        sorted.sort_by(|x, y| y.total_cmp(x));
+        let best = |r: &[f64]| (0..r.len()).max_by(|&p, &q| r[p].total_cmp(&r[q])).unwrap();
+        if best(ra) != best(rb) {
+            assert!(
+                sorted[0] - sorted[1] <= 2.0 * err,
+                "image {i}: class {} vs {} with a margin of {} (max logit error {err})",
+                best(ra),
+                best(rb),
+                sorted[0] - sorted[1]
+            );
+        }
+    }
+    let (acc_a, acc_b) = (top1(&a), top1(&b));
+    let flips = a
+        .iter()
+        .zip(&b)
+        .filter(|(ra, rb)| top1(std::slice::from_ref(ra)) != top1(std::slice::from_ref(rb)))
+        .count();
+    assert!(
+        (acc_a - acc_b).abs() <= flips as f64,
+        "{acc_a}% vs {acc_b}% with {flips} near-tie images"
+    );
+    acc_b
+}
+
+#[test]
+fn train_resume_and_distill_on_the_test_device() {
+    let _t = turn();
+    let teacher = device_run();
+    let student = scratch("device_runs-student").join("run");
+    let out = distill_fresh(distill_table(ARCH, &[teacher], &student, 1, "")).unwrap();
+    assert_eq!(out.epochs_done, 1);
+    assert!((0.0..=100.0).contains(&out.last.top1), "{}", out.last.top1);
+    let m = metrics(&student);
+    assert_eq!(m.len(), 1, "{m:?}");
+    let record = m[0].as_object().unwrap();
+    for (key, value) in record {
+        if let Some(v) = value.as_f64() {
+            assert!(v.is_finite(), "{key} = {v} in {}", m[0]);
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_trained_on_the_test_device_evaluates_alike_on_flex() {
+    let _t = turn();
+    let run = device_run();
+    let logged = metrics(run).pop().unwrap()["test_top1"].as_f64().unwrap();
+    let device = meal::selftest::test_device();
+    let on_flex = evaluates_alike(&run.join("last.ckpt"), &device, &Device::flex());
+    let on_device = top1(&logits(&run.join("last.ckpt"), &device));
+    assert_eq!(on_device, logged, "the run logged {logged}%");
+    eprintln!("trained on the test device: {logged}% there, {on_flex}% on flex");
+}
+
+#[test]
+fn a_checkpoint_trained_on_flex_evaluates_alike_on_the_test_device() {
+    let _t = turn();
+    let run = scratch("device_runs-flex").join("run");
+    let mut table = train_table(ARCH, &run, 1, 4);
+    table.insert("device".into(), "flex".into());
+    let out = train_fresh(table).unwrap();
+    assert_eq!(out.epochs_done, 1);
+    let logged = metrics(&run).pop().unwrap()["test_top1"].as_f64().unwrap();
+    let device = meal::selftest::test_device();
+    let on_flex = top1(&logits(&run.join("last.ckpt"), &Device::flex()));
+    assert_eq!(on_flex, logged, "the run logged {logged}%");
+    let on_device = evaluates_alike(&run.join("last.ckpt"), &Device::flex(), &device);
+    eprintln!("trained on flex: {logged}% there, {on_device}% on the test device");
+}
