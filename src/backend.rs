@@ -281,7 +281,7 @@ fn probe(spec: &DeviceSpec, device: &Device, hint: &str) -> Result<String> {
         (name, sum)
     });
     match outcome {
-        Ok((name, sum)) if sum == 12.0 => Ok(name),
+        Ok((name, 12.0)) => Ok(name),
         Ok((_, sum)) => Err(Error::Other(format!(
             "device {spec}: a test computation returned {sum} instead of 12"
         ))),
