@@ -50,13 +50,7 @@ fn device_run() -> &'static Path {
 
 /// The test split of the tiny runs' data, as one batch of 100.
 fn test_images(device: &Device) -> (Tensor<4>, Vec<usize>) {
-    let data = meal::data::open(&meal::data::DataConfig {
-        test_subset: Some(100),
-        train_subset: Some(256),
-        ..meal::data::DataConfig::new(mini())
-    })
-    .unwrap();
-    let loader = meal::data::Loader::new(data.test, meal::data::LoaderConfig::eval(100));
+    let loader = mini_test_loader();
     let batch = loader.epoch(0).next().expect("one test batch").unwrap();
     let (images, _) = meal::train::tensors::batch_tensors(&batch, device);
     (images, batch.labels)

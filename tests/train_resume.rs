@@ -174,13 +174,7 @@ fn checkpoint_weights_load_and_evaluate_like_the_run_reported() {
     let last = metrics(run).pop().unwrap();
     let logged = last["test_top1"].as_f64().unwrap();
     assert_eq!(meta.test_acc, Some(logged));
-    let data = meal::data::open(&meal::data::DataConfig {
-        test_subset: Some(100),
-        train_subset: Some(256),
-        ..meal::data::DataConfig::new(mini())
-    })
-    .unwrap();
-    let loader = meal::data::Loader::new(data.test, meal::data::LoaderConfig::eval(100));
+    let loader = mini_test_loader();
     let (accs, _) = meal::train::evaluate::evaluate(&[&net], &loader, &device).unwrap();
     assert_eq!(accs[0].top1, logged);
 }

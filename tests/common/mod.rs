@@ -33,6 +33,17 @@ pub fn mini() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-mini")
 }
 
+/// The test split of the tiny runs' data ([`train_table`]'s subsets) as one eval batch of 100.
+pub fn mini_test_loader() -> meal::data::Loader {
+    let data = meal::data::open(&meal::data::DataConfig {
+        test_subset: Some(100),
+        train_subset: Some(256),
+        ..meal::data::DataConfig::new(mini())
+    })
+    .unwrap();
+    meal::data::Loader::new(data.test, meal::data::LoaderConfig::eval(100))
+}
+
 /// A tiny `meal train` config table: 256 training / 100 test images, batch 64, one worker, on
 /// the device `MEAL_TEST_DEVICE` names (flex when unset).
 pub fn train_table(arch: &str, run_dir: &Path, epochs: usize, seed: u64) -> toml::Table {
