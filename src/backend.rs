@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod random;
+pub use random::{drawn, seeded, unseeded};
+
 /// A device as the user names it: `auto`, `flex`, `cuda` (= `cuda:0`), `cuda:N`, `wgpu` (the
 /// adapter wgpu prefers) or `wgpu:N` (the N-th adapter wgpu lists).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -39,12 +39,13 @@ pub fn bench_arch(
     seed: u64,
 ) -> Result<ArchRun> {
     let device = crate::backend::autodiff_device();
-    device.seed(seed);
-    let net = crate::models::build(arch, input.classes, &device)?;
-    let macs_per_image = input.probe(arch, &net)?;
+    let (net, macs_per_image, (x, y)) = crate::backend::seeded(&device, seed, || -> Result<_> {
+        let net = crate::models::build(arch, input.classes, &device)?;
+        let macs_per_image = input.probe(arch, &net)?;
+        Ok((net, macs_per_image, input.random_batch(batch, &device)))
+    })?;
     let mut model = Some(net);
     let mut optim = SgdSettings::default().init();
-    let (x, y) = input.random_batch(batch, &device);
     let train = measure(batch, warmup, steps, |_| {
         let m = model
             .take()

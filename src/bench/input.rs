@@ -49,11 +49,13 @@ impl Input {
     /// A seeded random batch of `(batch, 3, size, size)` standard-normal images and cycling
     /// labels.
     pub fn random_batch(&self, batch: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
-        let x = Tensor::<4>::random(
-            [batch, 3, self.size, self.size],
-            Distribution::Normal(0.0, 1.0),
-            device,
-        );
+        let x = crate::backend::unseeded(|| {
+            Tensor::<4>::random(
+                [batch, 3, self.size, self.size],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            )
+        });
         let labels: Vec<i64> = (0..batch as i64).map(|i| i % self.classes as i64).collect();
         let y = Tensor::from_data(TensorData::new(labels, [batch]), device);
         (x, y)

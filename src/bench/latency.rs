@@ -76,8 +76,14 @@ pub fn bench_latency(
         return Err(Error::Config("bench: --steps must be at least 1".into()));
     }
     let device = crate::backend::device();
-    device.seed(seed);
-    let model = crate::models::build(arch, input.classes, &device)?;
+    let s = input.size;
+    let (model, inputs) = crate::backend::seeded(&device, seed, || -> Result<_> {
+        let model = crate::models::build(arch, input.classes, &device)?;
+        let inputs = LATENCY_BATCHES.map(|batch| {
+            Tensor::<4>::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), &device)
+        });
+        Ok((model, inputs))
+    })?;
     if let Some(path) = save {
         let meta = ModelMeta {
             meal_version: env!("CARGO_PKG_VERSION").into(),
@@ -100,9 +106,7 @@ pub fn bench_latency(
     // A served model packs its weights once (`kernels::prepared`); the warm-up runs do it.
     let _prepared = crate::kernels::prepared::inference();
     let mut out = Vec::new();
-    for batch in LATENCY_BATCHES {
-        let s = input.size;
-        let x = Tensor::<4>::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), &device);
+    for (batch, x) in LATENCY_BATCHES.into_iter().zip(inputs) {
         let mut times = Vec::with_capacity(steps);
         for i in 0..warmup + steps {
             let t = Instant::now();

@@ -144,7 +144,22 @@ pub fn bench_workload(
     seed: u64,
 ) -> Result<ArchRun> {
     let device = crate::backend::autodiff_device();
-    device.seed(seed);
+    // The whole bench under the seed: the models and the batch are drawn at several points.
+    crate::backend::seeded(&device, seed, || {
+        seeded_workload(w, config, input, batch, warmup, steps, &device)
+    })
+}
+
+fn seeded_workload(
+    w: &Workload,
+    config: &MealConfig,
+    input: Input,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    device: &burn::tensor::Device,
+) -> Result<ArchRun> {
+    let device = device.clone();
     let norm = Normalization::CIFAR10;
     let mut teachers = Vec::new();
     for &arch in w.teachers {

@@ -36,17 +36,20 @@ impl Discriminators {
         if config.adversarial == AdversarialMode::None {
             return Ok(Self { list: Vec::new() });
         }
-        let list = stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                DiscriminatorConfig::new(s.dim, config.discriminator)
-                    .with_divisor(config.d_width_divisor)
-                    .try_init(device)
-                    .map_err(|e| Error::Config(format!("meal.stages[{i}]: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { list })
+        let init = || {
+            stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    DiscriminatorConfig::new(s.dim, config.discriminator)
+                        .with_divisor(config.d_width_divisor)
+                        .try_init(device)
+                        .map_err(|e| Error::Config(format!("meal.stages[{i}]: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(|list| crate::backend::drawn(Self { list }))
+        };
+        crate::backend::unseeded(init)
     }
 
     /// Folds the discriminator of every stage that has map lengths (see [`fold_lengths`]):

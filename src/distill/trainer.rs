@@ -206,11 +206,6 @@ impl Meal {
             report.ensemble.top1
         ));
 
-        device.seed(config.seed);
-        let mut student = models::build(&config.student, num_classes, &device)?;
-        if let Some(init) = config.student_init_path() {
-            student = load_student_init(student, init, config, num_classes)?;
-        }
         let d_settings = SgdSettings {
             weight_decay: config
                 .meal
@@ -218,15 +213,23 @@ impl Meal {
                 .unwrap_or(config.optimizer.weight_decay),
             ..config.optimizer
         };
-        let fold = objective::fold_lengths(
-            &student,
-            &teachers,
-            &stages,
-            &config.meal,
-            train_set.output_shape(),
-            &device,
-        );
-        let discs = Discriminators::new(&stages, &config.meal, &device)?.fold(&fold, &d_settings);
+        let (student, discs) = crate::backend::seeded(&device, config.seed, || -> Result<_> {
+            let mut student = models::build(&config.student, num_classes, &device)?;
+            if let Some(init) = config.student_init_path() {
+                student = load_student_init(student, init, config, num_classes)?;
+            }
+            let fold = objective::fold_lengths(
+                &student,
+                &teachers,
+                &stages,
+                &config.meal,
+                train_set.output_shape(),
+                &device,
+            );
+            let discs =
+                Discriminators::new(&stages, &config.meal, &device)?.fold(&fold, &d_settings);
+            Ok((student, discs))
+        })?;
         let weights: Vec<f64> = match &store {
             Some(s) if config.teachers.is_empty() => vec![1.0; s.header.teachers.len()],
             _ => config.teachers.iter().map(|t| t.weight).collect(),

@@ -25,8 +25,9 @@ impl DropPath {
         }
         let keep = 1.0 - self.prob;
         let [batch, _, _, _] = x.dims();
-        let mask =
-            Tensor::<4>::random([batch, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
+        let mask = crate::backend::unseeded(|| {
+            Tensor::<4>::random([batch, 1, 1, 1], Distribution::Bernoulli(keep), &x.device())
+        });
         x * mask.div_scalar(keep)
     }
 }

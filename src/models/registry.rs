@@ -357,10 +357,14 @@ pub fn arch_info(name: &str) -> Result<&'static ArchInfo> {
     })
 }
 
-/// Builds a freshly initialised model.
+/// Builds a freshly initialised model (its weights drawn from the process's generator: seed it
+/// with [`crate::backend::seeded`] around the call for a reproducible model).
 pub fn build(name: &str, num_classes: usize, device: &Device) -> Result<Net> {
     if num_classes == 0 {
         return Err(Error::Model("num_classes must be at least 1".into()));
     }
-    Ok((arch_info(name)?.build)(device, num_classes))
+    let build = arch_info(name)?.build;
+    Ok(crate::backend::unseeded(|| {
+        crate::backend::drawn(build(device, num_classes))
+    }))
 }

@@ -49,9 +49,11 @@ pub fn train(start: Start<TrainConfig>) -> Result<TrainOutcome> {
                 setup.run.path.display()
             ));
             let device = crate::backend::autodiff_device();
-            device.seed(config.seed);
+            let model = crate::backend::seeded(&device, config.seed, || {
+                models::build(&config.arch, train_set.num_classes(), &device)
+            })?;
             Ok(Supervised {
-                model: models::build(&config.arch, train_set.num_classes(), &device)?,
+                model,
                 optim: config.optimizer.init(),
                 device,
                 loss_sum: 0.0,
