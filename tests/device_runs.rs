@@ -12,7 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use burn::tensor::{Device, Tensor};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use common::*;
 
@@ -164,4 +165,50 @@ fn a_checkpoint_trained_on_flex_evaluates_alike_on_the_test_device() {
     assert_eq!(on_flex, logged, "the run logged {logged}%");
     let on_device = evaluates_alike(&run.join("last.ckpt"), &Device::flex(), &device);
     eprintln!("trained on flex: {logged}% there, {on_device}% on the test device");
+}
+
+/// What the device holds: its allocator's bytes in use where the runtime reports them (the
+/// Cube runtimes), else the process's resident set (flex allocates on the heap).
+fn memory_in_use(device: &Device) -> u64 {
+    if let Some(usage) = device.memory_pool_usage() {
+        return usage.bytes_in_use;
+    }
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("reading /proc/self/statm");
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn memory_after_100_training_steps_is_memory_after_10() {
+    let _t = turn();
+    let device = meal::selftest::test_device().autodiff();
+    let (mut net, x, y) = meal::backend::seeded(&device, 5, || {
+        let net = meal::models::build(ARCH, 10, &device).unwrap();
+        let x = Tensor::<4>::random([64, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let labels: Vec<i64> = (0..64).map(|i| i % 10).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [64]), &device);
+        (net, x, y)
+    });
+    let mut optim = meal::train::optim::SgdSettings::default().init();
+    let mut at = Vec::new();
+    for step in 1..=100 {
+        let loss = meal::train::tensors::cross_entropy(net.forward(x.clone()).logits, y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(0.01, net, grads);
+        // The step's read: the device has finished the step when it returns.
+        let value: f32 = loss.into_scalar();
+        assert!(value.is_finite(), "step {step}: loss {value}");
+        if step == 10 || step == 100 {
+            at.push(memory_in_use(&device));
+        }
+    }
+    let (ten, hundred) = (at[0], at[1]);
+    // A tensor of this batch kept per step (activations: 4 MiB each) would add hundreds of MiB.
+    assert!(
+        hundred <= ten + ten / 50 + (4 << 20),
+        "{} MiB after 100 steps, {} MiB after 10",
+        hundred >> 20,
+        ten >> 20
+    );
+    eprintln!("memory after 10 and 100 steps: {ten} and {hundred} bytes");
 }

@@ -540,7 +540,7 @@ pub fn step(
 /// [`step`] with the teachers' outputs from `source` (live teachers or a soft-label store).
 #[allow(clippy::too_many_arguments)]
 pub fn step_from(
-    mut state: MealState,
+    state: MealState,
     source: TeacherSource,
     chosen: &[(usize, f64)],
     stages: &[Stage],
@@ -549,6 +549,32 @@ pub fn step_from(
     labels: Tensor<1, Int>,
     lr: f64,
     d_lr: f64,
+) -> (MealState, StepStats, Vec<f32>) {
+    let inputs = (x, labels);
+    step_then(
+        state,
+        source,
+        chosen,
+        stages,
+        config,
+        inputs,
+        (lr, d_lr),
+        &mut || {},
+    )
+}
+
+/// [`step_from`] on `(images, labels)` at rates `(lr, d_lr)` that calls `ahead` once the
+/// update is queued, before its read (the run skeleton uploads the next batch there).
+#[allow(clippy::too_many_arguments)]
+pub fn step_then(
+    mut state: MealState,
+    source: TeacherSource,
+    chosen: &[(usize, f64)],
+    stages: &[Stage],
+    config: &MealConfig,
+    (x, labels): (Tensor<4>, Tensor<1, Int>),
+    (lr, d_lr): (f64, f64),
+    ahead: &mut dyn FnMut(),
 ) -> (MealState, StepStats, Vec<f32>) {
     let fold = (0..stages.len()).any(|j| state.discs.folded(j));
     let (targets, teacher_maps) = targets_from(source, chosen, &x, stages, config, fold);
@@ -625,6 +651,7 @@ pub fn step_from(
             }
         }
     }
+    ahead();
     let values = readback.read();
     let (d_acc_student, d_acc_teacher) = mean_accuracy(&values, &d_slots);
     let stats = StepStats {

@@ -1,6 +1,6 @@
 //! `meal distill`: MEAL as a kind of run. Building it loads (or reads from a soft-label store)
 //! the teachers, measures them, and sets up the student and discriminators; each batch is one
-//! [`objective::step_from`]. The run skeleton (`crate::train::runner`) does the rest, with the
+//! [`objective::step_then`]. The run skeleton (`crate::train::runner`) does the rest, with the
 //! same run-folder, checkpoint and resume guarantees as `meal train`.
 
 use std::path::{Path, PathBuf};
@@ -25,9 +25,9 @@ use crate::train::divergence::Guard;
 use crate::train::evaluate::Accuracy;
 use crate::train::model_io;
 use crate::train::optim::SgdSettings;
+use crate::train::prefetch::Input;
 use crate::train::run_dir::resolve_checkpoint;
 use crate::train::runner::{self, EpochEnd, Measured, Setup, Step, Task};
-use crate::train::tensors::batch_tensors;
 
 const DISCS: &str = "discriminators";
 const OPTIM: &str = "optim";
@@ -311,13 +311,21 @@ impl Task for Meal {
         Ok(self)
     }
 
-    fn step(mut self, batch: &Batch, epoch: usize, index: usize, lr: f64) -> (Self, Step) {
+    fn step(
+        mut self,
+        batch: &Batch,
+        input: Input,
+        epoch: usize,
+        index: usize,
+        lr: f64,
+        ahead: &mut dyn FnMut(),
+    ) -> (Self, Step) {
         let d_lr = self.config.d_lr_at(lr);
         let mut rng = batch_rng(self.config.seed, epoch, index);
         let chosen = objective::teacher_weights(self.config.meal.combine, &self.weights, |n| {
             rng.random_range(0..n)
         });
-        let (x, y) = batch_tensors(batch, &self.device);
+        let (x, y) = (input.images, input.labels);
         let cached = self.store.as_ref().map(|s| {
             stored_logits(
                 s,
@@ -331,16 +339,15 @@ impl Task for Meal {
             Some(logits) => TeacherSource::Logits(logits),
             None => TeacherSource::Live(&self.teachers),
         };
-        let (state, stats, scores) = objective::step_from(
+        let (state, stats, scores) = objective::step_then(
             self.state,
             source,
             &chosen,
             &self.stages,
             &self.config.meal,
-            x,
-            y,
-            lr,
-            d_lr,
+            (x, y),
+            (lr, d_lr),
+            ahead,
         );
         self.state = state;
         self.d_lr = d_lr;

@@ -9,6 +9,7 @@ pub mod evaluate;
 pub mod interrupt;
 pub mod model_io;
 pub mod optim;
+pub mod prefetch;
 pub mod readback;
 pub mod run;
 pub mod run_dir;

@@ -15,6 +15,7 @@ use super::checkpoint::Container;
 use super::divergence::Guard;
 use super::evaluate::{Accuracy, evaluate};
 use super::model_io::{self, ModelMeta};
+use super::prefetch::{Fetched, Input, Prefetch};
 use super::run::{Opened, Start};
 use super::run_dir::RunDir;
 pub use super::run_state::{RunState, STATE};
@@ -80,8 +81,20 @@ pub trait Task: Sized {
     fn model(&self) -> &Net;
     /// Takes the model and the sections of [`Task::sections`] from a resumed run's `last.ckpt`.
     fn load(self, c: &Container, path: &Path) -> Result<Self>;
-    /// One optimisation step on `batch` (batch `index` of epoch `epoch`) at learning rate `lr`.
-    fn step(self, batch: &Batch, epoch: usize, index: usize, lr: f64) -> (Self, Step);
+    /// One optimisation step on `batch` (batch `index` of epoch `epoch`, already on the device
+    /// as `input`) at learning rate `lr`. Once the update is queued and before the step's one
+    /// read from the device, it calls `ahead`, which uploads the next batch ([`Prefetch`]).
+    ///
+    /// [`Prefetch`]: super::prefetch::Prefetch
+    fn step(
+        self,
+        batch: &Batch,
+        input: Input,
+        epoch: usize,
+        index: usize,
+        lr: f64,
+        ahead: &mut dyn FnMut(),
+    ) -> (Self, Step);
     /// The running means the progress bar shows (the skeleton adds the accuracy).
     fn progress(&self) -> String;
     /// Fails if anything this task trains holds a non-finite weight or buffer.
@@ -215,6 +228,7 @@ fn execute<C: RunConfig, T: Task>(
 
     let run = &opened.run;
     let plain = crate::backend::device();
+    let trained_on = crate::backend::autodiff_device();
     let s = opened.config.settings();
     let nb = train_loader.num_batches().max(1);
     let mut last = Accuracy::default();
@@ -229,22 +243,27 @@ fn execute<C: RunConfig, T: Task>(
             epochs_done: state.epochs_done,
             rate_keys: T::RATE_KEYS,
         };
-        for (i, batch) in train_loader.epoch(epoch).enumerate() {
+        let mut batches = Prefetch::new(train_loader.epoch(epoch), trained_on.clone());
+        while let Some(fetched) = batches.next() {
             if super::interrupt::requested() {
                 bar.abandon();
                 return Err(Error::Interrupted(stopped(T::COMMAND, run, epoch, &state)));
             }
-            let batch = batch?;
+            let Fetched {
+                index: i,
+                batch,
+                input,
+            } = fetched?;
             for msg in &batch.skipped {
                 progress::say(format!("skipped (data.skip_corrupt): {msg}"));
             }
             skipped += batch.skipped.len();
-            if batch.is_empty() {
+            let Some(input) = input else {
                 bar.inc(1);
                 continue;
-            }
+            };
             lr = s.schedule.lr(s.lr, epoch, i as f64 / nb as f64, s.epochs);
-            let (next, step) = task.step(&batch, epoch, i, lr);
+            let (next, step) = task.step(&batch, input, epoch, i, lr, &mut || batches.ahead());
             task = next;
             // The step has already updated the weights, but a failed step ends the run and
             // nothing of this epoch is saved, so the damage never leaves memory.

@@ -12,10 +12,11 @@ use super::checkpoint::Container;
 use super::config::TrainConfig;
 use super::divergence::Guard;
 use super::model_io::{self, ModelMeta};
+use super::prefetch::Input;
 use super::readback::Readback;
 use super::run::Start;
 use super::runner::{self, EpochEnd, Measured, RunOutcome, Step, Task};
-use super::tensors::{batch_tensors, cross_entropy};
+use super::tensors::cross_entropy;
 use crate::data::Batch;
 use crate::error::Result;
 use crate::models::{self, Net};
@@ -55,7 +56,6 @@ pub fn train(start: Start<TrainConfig>) -> Result<TrainOutcome> {
             Ok(Supervised {
                 model,
                 optim: config.optimizer.init(),
-                device,
                 loss_sum: 0.0,
                 seen: 0,
             })
@@ -67,7 +67,6 @@ pub fn train(start: Start<TrainConfig>) -> Result<TrainOutcome> {
 struct Supervised {
     model: Net,
     optim: ModuleOptimizer,
-    device: burn::tensor::Device,
     /// This epoch's summed per-image loss and image count.
     loss_sum: f64,
     seen: usize,
@@ -91,8 +90,16 @@ impl Task for Supervised {
         })
     }
 
-    fn step(mut self, batch: &Batch, _epoch: usize, _index: usize, lr: f64) -> (Self, Step) {
-        let (x, y) = batch_tensors(batch, &self.device);
+    fn step(
+        mut self,
+        batch: &Batch,
+        input: Input,
+        _epoch: usize,
+        _index: usize,
+        lr: f64,
+        ahead: &mut dyn FnMut(),
+    ) -> (Self, Step) {
+        let (x, y) = (input.images, input.labels);
         let out = self.model.forward(x);
         let classes = out.logits.dims()[1];
         let loss = cross_entropy(out.logits.clone(), y);
@@ -100,7 +107,9 @@ impl Task for Supervised {
         let (loss_slot, logits_slot) = (readback.push(loss.clone()), readback.push(out.logits));
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.model = self.optim.step(lr, self.model, grads);
-        // Read after the update is queued: the step's one wait for the device.
+        // Read after the update and the next batch's upload are queued: the step's one wait
+        // for the device.
+        ahead();
         let values = readback.read();
         let loss_value = values.scalar(Some(loss_slot));
         let n = batch.labels.len();
