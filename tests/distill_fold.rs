@@ -40,39 +40,43 @@ static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn setup(config: &MealConfig) -> Setup {
     let device = Device::default().autodiff();
-    device.seed(7);
-    let norm = Normalization::CIFAR10;
-    let teachers: Vec<Teacher> = TEACHERS
-        .iter()
-        .map(|a| {
-            let net = models::build(a, 10, &device).unwrap().no_grad();
-            Teacher::new(a.to_string(), net, arch_info(a).unwrap().stages, norm, norm)
-        })
-        .collect();
-    let student = models::build(STUDENT, 10, &device).unwrap();
-    let participants: Vec<Participant> = teachers
-        .iter()
-        .map(|t| Participant {
-            name: &t.name,
-            stages: t.stages,
-        })
-        .collect();
-    let me = Participant {
-        name: STUDENT,
-        stages: arch_info(STUDENT).unwrap().stages,
-    };
-    let stages = stages::resolve(&config.stages, &me, &participants, 10).unwrap();
-    let discs = Discriminators::new(&stages, config, &device).unwrap();
-    let x = Tensor::<4>::random([BATCH, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-    let y = Tensor::from_data(TensorData::new(vec![1i64, 4, 7], [BATCH]), &device);
-    Setup {
-        teachers,
-        student,
-        stages,
-        discs,
-        x,
-        y,
-    }
+    // Any seed whose discriminators all get a gradient on this batch: with seed 7 (under the
+    // forced initialisation order of `meal::backend::drawn`) one stage's first layer gets none
+    // at the two-teacher mix, leaving nothing to compare; seeds 1-6 and 8-12 all pass.
+    meal::backend::seeded(&device, 1, || {
+        let norm = Normalization::CIFAR10;
+        let teachers: Vec<Teacher> = TEACHERS
+            .iter()
+            .map(|a| {
+                let net = models::build(a, 10, &device).unwrap().no_grad();
+                Teacher::new(a.to_string(), net, arch_info(a).unwrap().stages, norm, norm)
+            })
+            .collect();
+        let student = models::build(STUDENT, 10, &device).unwrap();
+        let participants: Vec<Participant> = teachers
+            .iter()
+            .map(|t| Participant {
+                name: &t.name,
+                stages: t.stages,
+            })
+            .collect();
+        let me = Participant {
+            name: STUDENT,
+            stages: arch_info(STUDENT).unwrap().stages,
+        };
+        let stages = stages::resolve(&config.stages, &me, &participants, 10).unwrap();
+        let discs = Discriminators::new(&stages, config, &device).unwrap();
+        let x = Tensor::<4>::random([BATCH, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let y = Tensor::from_data(TensorData::new(vec![1i64, 4, 7], [BATCH]), &device);
+        Setup {
+            teachers,
+            student,
+            stages,
+            discs,
+            x,
+            y,
+        }
+    })
 }
 
 fn config(adversarial: AdversarialMode, fold: bool) -> MealConfig {
