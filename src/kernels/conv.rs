@@ -117,6 +117,23 @@ const PAR_PACK: usize = 1 << 16;
 /// (38M and up) 1.4-1.7x faster.
 const MIN_SPLIT_MACS: usize = 8 << 20;
 
+/// [`MIN_SPLIT_MACS`], or `MEAL_SPLIT_MACS` when set: where a split starts to pay depends on
+/// how fast the machine hands a task to a sleeping thread, so it is measured per machine
+/// (`MEAL_SPLIT_MACS=1000000 meal bench --arch resnet20 --latency` against the default). The
+/// results do not depend on it.
+fn min_split_macs() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| match std::env::var("MEAL_SPLIT_MACS") {
+        Err(_) => MIN_SPLIT_MACS,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(
+                "MEAL_SPLIT_MACS={v:?} is not a count of multiply-adds; using {MIN_SPLIT_MACS}"
+            );
+            MIN_SPLIT_MACS
+        }),
+    })
+}
+
 /// Multiply-adds of one image of `s`.
 fn image_macs(s: &ConvShape) -> usize {
     s.cout * s.ho() * s.wo() * (s.cin / s.groups) * s.kh * s.kw
@@ -128,7 +145,7 @@ fn image_macs(s: &ConvShape) -> usize {
 /// the result does not depend on the split.
 fn parts_per(units: usize, most: usize, unit_macs: usize) -> usize {
     let threads = rayon::current_num_threads();
-    if units >= threads || unit_macs < MIN_SPLIT_MACS {
+    if units >= threads || unit_macs < min_split_macs() {
         1
     } else {
         threads.div_ceil(units.max(1)).min(most).max(1)
@@ -648,9 +665,11 @@ fn forward_im2col_panels(
     let share = |p: usize| rows * p / parts..rows * (p + 1) / parts;
     let out = OutRows(y.as_mut_ptr());
     assert_eq!(y.len(), s.batch * out_image);
-    (0..chunks * parts).into_par_iter().for_each_init(
-        || (vec![0f32; s.k() * ld + nr], vec![0f32; rows * ld]),
-        |(col, tmp), task| {
+    let col_len = s.k() * ld + nr;
+    (0..chunks * parts).into_par_iter().for_each(|task| {
+        // `im2col` writes every column of every row it reads, so neither buffer needs zeros.
+        with_products(col_len + rows * ld, |buf| {
+            let (col, tmp) = buf.split_at_mut(col_len);
             let (ci, p) = (task / parts, task % parts);
             let imgs = chunk.min(s.batch - ci * chunk);
             let xs = &x[ci * chunk * in_image..][..imgs * in_image];
@@ -683,8 +702,8 @@ fn forward_im2col_panels(
                     }
                 }
             }
-        },
-    );
+        })
+    });
 }
 
 /// `dx` of `y = conv(x, w)` given `dy: [batch, cout, ho, wo]`.
