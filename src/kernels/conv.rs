@@ -34,6 +34,12 @@ impl ConvShape {
         (self.stride == [1, 1] || self.dilation == [1, 1]) && self.wo() >= 8
     }
 
+    /// A 1×1 convolution without stride or padding: the layout of [`Phases`] is then the
+    /// image itself, which the direct kernel reads in place.
+    fn reads_input(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [(0, 0), (0, 0)]
+    }
+
     /// The layout the direct kernels read the input in.
     fn phases(&self) -> Phases {
         let [sy, sx] = self.stride;
@@ -111,6 +117,23 @@ const PAR_PACK: usize = 1 << 16;
 /// (38M and up) 1.4-1.7x faster.
 const MIN_SPLIT_MACS: usize = 8 << 20;
 
+/// [`MIN_SPLIT_MACS`], or `MEAL_SPLIT_MACS` when set: where a split starts to pay depends on
+/// how fast the machine hands a task to a sleeping thread, so it is measured per machine
+/// (`MEAL_SPLIT_MACS=1000000 meal bench --arch resnet20 --latency` against the default). The
+/// results do not depend on it.
+fn min_split_macs() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| match std::env::var("MEAL_SPLIT_MACS") {
+        Err(_) => MIN_SPLIT_MACS,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            tracing::warn!(
+                "MEAL_SPLIT_MACS={v:?} is not a count of multiply-adds; using {MIN_SPLIT_MACS}"
+            );
+            MIN_SPLIT_MACS
+        }),
+    })
+}
+
 /// Multiply-adds of one image of `s`.
 fn image_macs(s: &ConvShape) -> usize {
     s.cout * s.ho() * s.wo() * (s.cin / s.groups) * s.kh * s.kw
@@ -122,7 +145,7 @@ fn image_macs(s: &ConvShape) -> usize {
 /// the result does not depend on the split.
 fn parts_per(units: usize, most: usize, unit_macs: usize) -> usize {
     let threads = rayon::current_num_threads();
-    if units >= threads || unit_macs < MIN_SPLIT_MACS {
+    if units >= threads || unit_macs < min_split_macs() {
         1
     } else {
         threads.div_ceil(units.max(1)).min(most).max(1)
@@ -512,55 +535,94 @@ fn forward_direct_rows(
     let in_image = s.cin * s.h * s.w;
     let out_image = s.cout * ho * wo;
     let span = |p: usize| ho * p / parts;
+    let bare = s.reads_input();
+    // With `bare`, the last `cols % nr` columns of every tap's row are copied here, `nr` apart,
+    // so that the micro-kernel's reads past them stay inside a buffer.
+    let tail_offs: Vec<usize> = (0..s.k()).map(|k| k * nr).collect();
     let out = OutRows(y.as_mut_ptr());
     assert_eq!(y.len(), s.batch * out_image);
     (0..s.batch * parts).into_par_iter().for_each_init(
-        || (vec![0f32; padded_len(s, nr)], vec![0f32; rows * ldc]),
-        |(xpad, ypw), task| {
+        || match bare {
+            true => (Vec::new(), vec![0f32; (s.k() + 1) * nr]),
+            false => (vec![0f32; padded_len(s, nr)], Vec::new()),
+        },
+        |(xpad, tail), task| {
             let (i, p) = (task / parts, task % parts);
             let (oy0, oy1) = (span(p), span(p + 1));
             if oy0 == oy1 {
                 return;
             }
-            let blocks = ((oy1 - oy0) * wp).div_ceil(nr);
-            // Padded rows `oy0·sy ..= (oy1 − 1)·sy + (kh − 1)·dy` hold every tap of rows
-            // `oy0..oy1`.
-            let reach = (oy1 - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1;
-            let ys = (oy0 * s.stride[0]).saturating_sub(s.pad[0].0)
-                ..reach.saturating_sub(s.pad[0].0).min(s.h);
-            let ys = if parts == 1 { 0..s.h } else { ys };
-            pad_image_rows(s, &x[i * in_image..(i + 1) * in_image], xpad, ys);
-            for (g, a) in packed.iter().enumerate() {
-                let b = &xpad[g * s.cin_g() * q.channel() + oy0 * wp..];
-                // The micro-kernel reads `b` unchecked in release builds.
-                assert!(
-                    b.len() >= last_tap + blocks * nr,
-                    "direct conv {s:?}: short input"
-                );
-                gemm_panels(
-                    isa,
-                    (&a.data, a.layout),
-                    s.k(),
-                    b,
-                    &offs,
-                    ypw,
-                    ldc,
-                    blocks,
-                    false,
-                );
-                for co in 0..s.cout_g() {
-                    let c = g * s.cout_g() + co;
-                    for oy in oy0..oy1 {
-                        let src = co * ldc + (oy - oy0) * wp;
-                        // SAFETY: row `oy` of channel `c` of image `i` is inside `y` (asserted
-                        // length) and belongs to this task's rows alone.
-                        let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, wo) };
-                        emit(epi.as_ref(), c, dst, &ypw[src..src + wo]);
+            let cols = (oy1 - oy0) * wp;
+            let image = if bare {
+                &x[i * in_image..(i + 1) * in_image]
+            } else {
+                // Padded rows `oy0·sy ..= (oy1 − 1)·sy + (kh − 1)·dy` hold every tap of rows
+                // `oy0..oy1`.
+                let reach = (oy1 - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1;
+                let ys = (oy0 * s.stride[0]).saturating_sub(s.pad[0].0)
+                    ..reach.saturating_sub(s.pad[0].0).min(s.h);
+                let ys = if parts == 1 { 0..s.h } else { ys };
+                pad_image_rows(s, &x[i * in_image..(i + 1) * in_image], xpad, ys);
+                &xpad[..]
+            };
+            with_products(rows * ldc, |ypw| {
+                for (g, a) in packed.iter().enumerate() {
+                    let b = &image[g * s.cin_g() * q.channel() + oy0 * wp..];
+                    // In place, only whole tiles: the image ends where the last row does.
+                    let whole = if bare { cols / nr * nr } else { cols };
+                    let tiles = whole.div_ceil(nr) * nr;
+                    // The micro-kernel reads `b` unchecked in release builds.
+                    assert!(
+                        b.len() >= last_tap + tiles,
+                        "direct conv {s:?}: short input"
+                    );
+                    let a = (&a.data[..], a.layout);
+                    gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, whole, false);
+                    if whole < cols {
+                        let rest = cols - whole;
+                        for (t, &o) in tail.chunks_exact_mut(nr).zip(&offs) {
+                            t[..rest].copy_from_slice(&b[o + whole..o + cols]);
+                        }
+                        let c = &mut ypw[whole..];
+                        gemm_panels(isa, a, s.k(), tail, &tail_offs, c, ldc, rest, false);
+                    }
+                    for co in 0..s.cout_g() {
+                        let c = g * s.cout_g() + co;
+                        for oy in oy0..oy1 {
+                            let src = co * ldc + (oy - oy0) * wp;
+                            // SAFETY: row `oy` of channel `c` of image `i` is inside `y`
+                            // (asserted length) and belongs to this task's rows alone.
+                            let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, wo) };
+                            emit(epi.as_ref(), c, dst, &ypw[src..src + wo]);
+                        }
                     }
                 }
-            }
+            })
         },
     );
+}
+
+thread_local! {
+    /// Each thread's product buffer, kept between calls: a fresh zeroed one per call cost as
+    /// much as a tenth of a 1×1 layer's products at batch 1 (a 56×56 map's rows for 256
+    /// channels are 1.6 MB).
+    static PRODUCTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on `len` values of this thread's product buffer, whatever earlier calls left there
+/// (taken out of its slot, so a nested call on the same thread gets a buffer of its own).
+fn with_products<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = PRODUCTS.with_borrow_mut(std::mem::take);
+    if buf.len() < len {
+        buf = vec![0f32; len];
+    }
+    let r = f(&mut buf[..len]);
+    PRODUCTS.with_borrow_mut(|slot| {
+        if slot.len() < buf.len() {
+            *slot = buf;
+        }
+    });
+    r
 }
 
 fn forward_im2col(
@@ -603,13 +665,14 @@ fn forward_im2col_panels(
     let share = |p: usize| rows * p / parts..rows * (p + 1) / parts;
     let out = OutRows(y.as_mut_ptr());
     assert_eq!(y.len(), s.batch * out_image);
-    (0..chunks * parts).into_par_iter().for_each_init(
-        || (vec![0f32; s.k() * ld + nr], vec![0f32; rows * ld]),
-        |(col, tmp), task| {
+    let col_len = s.k() * ld + nr;
+    (0..chunks * parts).into_par_iter().for_each(|task| {
+        // `im2col` writes every column of every row it reads, so neither buffer needs zeros.
+        with_products(col_len + rows * ld, |buf| {
+            let (col, tmp) = buf.split_at_mut(col_len);
             let (ci, p) = (task / parts, task % parts);
             let imgs = chunk.min(s.batch - ci * chunk);
             let xs = &x[ci * chunk * in_image..][..imgs * in_image];
-            let blocks = (imgs * ho * wo).div_ceil(nr);
             let mine = share(p);
             for (g, a) in packed.iter().enumerate() {
                 im2col(s, xs, imgs, g * s.cin_g(), col, ld);
@@ -622,7 +685,7 @@ fn forward_im2col_panels(
                     &offs,
                     tmp,
                     ld,
-                    blocks,
+                    imgs * ho * wo,
                     false,
                 );
                 for (r0, h) in a.layout.panels().filter(|(r0, _)| mine.contains(r0)) {
@@ -639,8 +702,8 @@ fn forward_im2col_panels(
                     }
                 }
             }
-        },
-    );
+        })
+    });
 }
 
 /// `dx` of `y = conv(x, w)` given `dy: [batch, cout, ho, wo]`.
@@ -699,7 +762,6 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
             |(dyb, dcol), (ci, dxchunk)| {
                 let imgs = dxchunk.len() / in_image;
                 let ld = ld_for(chunk);
-                let blocks = ld_for(imgs) / nr;
                 for (g, a) in packed.iter().enumerate() {
                     dyb.fill(0.0);
                     for co in 0..cout_g {
@@ -717,7 +779,7 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
                         &offs,
                         dcol,
                         ld,
-                        blocks,
+                        imgs * ho * wo,
                         false,
                     );
                     col2im(s, dcol, ld, imgs, g * s.cin_g(), dxchunk);

@@ -24,8 +24,9 @@ impl Panels {
 
 const KC: usize = 256;
 
-/// `c[rows][0..blocks·nr] (+)= Σ_k a · b[offs[k] + n]` for every panel of `a` (packed panel
-/// after panel, each `[k][height]`), blocked over the reduction (`KC` rows at a time).
+/// `c[rows][0..cols] (+)= Σ_k a · b[offs[k] + n]` for every panel of `a` (packed panel after
+/// panel, each `[k][height]`), blocked over the reduction (`KC` rows at a time). Columns up to
+/// the next micro-tile boundary past `cols` may be written too (never past `ldc`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_panels(
     isa: Isa,
@@ -35,7 +36,7 @@ pub(super) fn gemm_panels(
     offs: &[usize],
     c: &mut [f32],
     ldc: usize,
-    blocks: usize,
+    cols: usize,
     accumulate: bool,
 ) {
     gemm_rows(
@@ -47,7 +48,7 @@ pub(super) fn gemm_panels(
         offs,
         c,
         ldc,
-        blocks,
+        cols,
         accumulate,
     );
 }
@@ -65,48 +66,67 @@ pub(super) fn gemm_rows(
     offs: &[usize],
     c: &mut [f32],
     ldc: usize,
-    blocks: usize,
+    cols: usize,
     accumulate: bool,
 ) {
+    let (nr, width) = (isa.nr(), isa.width());
+    // A last tile that would be mostly unread runs on one-vector tiles instead: at batch 1 a
+    // 7×7 map's 49 columns filled four 16-column tiles (23% of their products wasted), and a
+    // 14×14 map split between two tasks seven.
+    let rest = cols % nr;
+    let narrow = rest.div_ceil(width);
+    let (blocks, narrow) = if rest > 0 && narrow * width < nr {
+        (cols / nr, narrow)
+    } else {
+        (cols.div_ceil(nr), 0)
+    };
     assert!(a.len() >= layout.rows * k);
-    assert!(c.len() >= layout.rows * ldc && ldc >= blocks * isa.nr());
+    // The last panel's last row ends at the last tile's end, not at `ldc`: a caller may pass `c`
+    // from a column on.
+    let tiles = cols.div_ceil(nr) * nr;
+    assert!(ldc >= tiles && c.len() >= (layout.rows - 1) * ldc + tiles);
     // Keep the larger operand's slice in cache across the inner loop: with many output rows
     // (wide layers, few columns) an `A` panel stays in L1 while the short `B` slices are re-read
     // from L2; otherwise one `KC × nr` slice of `B` serves every panel.
-    let panels_outer = layout.rows > blocks * isa.nr();
+    let panels_outer = layout.rows > cols.div_ceil(nr) * nr;
     let cp = c.as_mut_ptr();
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let tile = |(r0, mr): (usize, usize), nb: usize| {
             let ap = &a[r0 * k + k0 * mr..r0 * k + (k0 + kc) * mr];
-            // SAFETY: `c` holds every panel's mr rows of ldc ≥ blocks·nr columns (asserted);
-            // `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed by the
-            // callers' slack.
+            let n0 = nb * nr;
+            let args = GemmArgs {
+                mr,
+                a: ap,
+                b: &b[n0..],
+                offs: &offs[k0..k0 + kc],
+                // SAFETY: `c` holds every panel's mr rows up to the last tile (asserted).
+                c: unsafe { cp.add(r0 * ldc + n0) },
+                ldc,
+                blocks: if nb < blocks { 1 } else { narrow },
+                accumulate: accumulate || k0 > 0,
+            };
+            // SAFETY: `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed
+            // by the callers' slack; `c`'s above.
             unsafe {
-                simd::gemm(
-                    isa,
-                    &GemmArgs {
-                        mr,
-                        a: ap,
-                        b: &b[nb * isa.nr()..],
-                        offs: &offs[k0..k0 + kc],
-                        c: cp.add(r0 * ldc + nb * isa.nr()),
-                        ldc,
-                        blocks: 1,
-                        accumulate: accumulate || k0 > 0,
-                    },
-                )
+                if nb < blocks {
+                    simd::gemm(isa, &args)
+                } else {
+                    simd::gemm_narrow(isa, &args)
+                }
             };
         };
+        // The narrow tiles, if any, as one more column block.
+        let all = blocks + usize::from(narrow > 0);
         let panels = || layout.panels().filter(|(r0, _)| rows.contains(r0));
         if panels_outer {
             for p in panels() {
-                for nb in 0..blocks {
+                for nb in 0..all {
                     tile(p, nb);
                 }
             }
         } else {
-            for nb in 0..blocks {
+            for nb in 0..all {
                 for p in panels() {
                     tile(p, nb);
                 }

@@ -256,6 +256,36 @@ pub unsafe fn gemm(isa: Isa, args: &GemmArgs) {
     }
 }
 
+/// [`gemm`] on micro-tiles one vector ([`Isa::width`] columns) wide: `args.blocks` of them. For
+/// the columns past a product's last whole tile (a 7×7 map has 49 = 3·16 + 1), where a whole
+/// tile would compute up to `nr − 1` columns that nobody reads. Each column is the same sum in
+/// the same order as in [`gemm`], so the values are those of the whole tile.
+///
+/// # Safety
+/// As for [`gemm`], with `blocks·width()` columns in place of `blocks·nr()`.
+pub unsafe fn gemm_narrow(isa: Isa, args: &GemmArgs) {
+    debug_assert_eq!(args.a.len(), args.offs.len() * args.mr);
+    debug_assert!(
+        args.offs
+            .iter()
+            .all(|&o| o + args.blocks * isa.width() <= args.b.len())
+    );
+    unsafe {
+        match (isa, args.mr) {
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, MR) => x86::gemm_avx512_narrow::<MR>(args),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, MR_WIDE) => x86::gemm_avx512_narrow::<MR_WIDE>(args),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, MR) => x86::gemm_avx2_narrow::<MR>(args),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, MR_WIDE) => x86::gemm_avx2_narrow::<MR_WIDE>(args),
+            // The portable tile is already one vector (8 columns) wide.
+            _ => gemm(isa, args),
+        }
+    }
+}
+
 unsafe fn gemm_portable<const M: usize>(args: &GemmArgs) {
     const NR: usize = 8;
     for nb in 0..args.blocks {
@@ -401,6 +431,32 @@ mod x86 {
         _mm256_add_ps
     );
     gemm_kernel!(
+        gemm_avx2_narrow,
+        "avx2,fma",
+        __m256,
+        8,
+        1,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_set1_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps
+    );
+    gemm_kernel!(
+        gemm_avx512_narrow,
+        "avx512f",
+        __m512,
+        16,
+        1,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_set1_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps
+    );
+    gemm_kernel!(
         gemm_avx512,
         "avx512f",
         __m512,
@@ -529,6 +585,50 @@ mod tests {
                     // Columns past the blocks are untouched.
                     for n in blocks * nr..ldc {
                         assert_eq!(c[m * ldc + n], before[m * ldc + n]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_tiles_give_the_wide_tiles_columns_bit_for_bit() {
+        for (isa, mr) in available()
+            .into_iter()
+            .flat_map(|i| [(i, MR), (i, MR_WIDE)])
+        {
+            let (nr, width) = (isa.nr(), isa.width());
+            let k = 300;
+            let offs: Vec<usize> = (0..k).map(|i| i * 7 + (i % 5)).collect();
+            let b = vals(offs[k - 1] + nr + 1, 4);
+            let a = vals(k * mr, 8);
+            let narrow = (nr / width - 1).max(1);
+            for accumulate in [false, true] {
+                let (mut wide, mut thin) = (vals(mr * nr, 6), vals(mr * nr, 6));
+                let before = thin.clone();
+                let args = |c: &mut Vec<f32>, blocks| GemmArgs {
+                    mr,
+                    a: &a,
+                    b: &b,
+                    offs: &offs,
+                    c: c.as_mut_ptr(),
+                    ldc: nr,
+                    blocks,
+                    accumulate,
+                };
+                // SAFETY: `b` holds every row's nr columns, `c` mr rows of nr.
+                unsafe {
+                    gemm(isa, &args(&mut wide, 1));
+                    gemm_narrow(isa, &args(&mut thin, narrow));
+                }
+                for m in 0..mr {
+                    for n in 0..nr {
+                        let (w, t) = (wide[m * nr + n], thin[m * nr + n]);
+                        if n < narrow * width {
+                            assert_eq!(w.to_bits(), t.to_bits(), "{isa:?} m{m} n{n}");
+                        } else {
+                            assert_eq!(t, before[m * nr + n], "{isa:?} wrote column {n}");
+                        }
                     }
                 }
             }

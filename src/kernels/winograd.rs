@@ -966,12 +966,21 @@ fn convolve<const M: usize, const A: usize>(
             let vp = OutPtr(v.as_mut_ptr());
             // SAFETY: `v` is sized above and private to this closure; the ISA is this CPU's.
             unsafe { isa_dispatch::input::<M>(isa, x, (cin, 0..cin), &t, &tiles, sc, vp, CHUNK) };
-            let blocks = tiles.len().div_ceil(nr);
             for xi in 0..A * A {
                 let a = &u[xi * rows * cin..(xi + 1) * rows * cin];
                 let b = &v[xi * cin * CHUNK..];
                 let c = &mut m[xi * rows * CHUNK..(xi + 1) * rows * CHUNK];
-                gemm_panels(isa, (a, layout), cin, b, &offs, c, CHUNK, blocks, false);
+                gemm_panels(
+                    isa,
+                    (a, layout),
+                    cin,
+                    b,
+                    &offs,
+                    c,
+                    CHUNK,
+                    tiles.len(),
+                    false,
+                );
             }
             // SAFETY: this chunk's tiles are written by this closure only.
             unsafe {
@@ -1022,7 +1031,7 @@ fn convolve_whole<const M: usize, const A: usize>(
             &u[xi * rows * cin..(xi + 1) * rows * cin],
             &v[xi * cin * ld..],
         );
-        gemm_panels(isa, (a, layout), cin, b, &offs, c, ld, ld / nr, false);
+        gemm_panels(isa, (a, layout), cin, b, &offs, c, ld, t.total, false);
     });
     let out = OutPtr(y.as_mut_ptr().cast());
     chunk_groups(t, out_groups, |_, tiles, p0, g| {
@@ -1116,7 +1125,7 @@ fn weight_grad<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], dy: &[f
             .for_each(|(xi, c)| {
                 let a = &dp[xi * rows * n..(xi + 1) * rows * n];
                 let b = &vt[xi * CHUNK_W * ldc..];
-                gemm_panels(isa, (a, layout), n, b, &offs[..n], c, ldc, ldc / nr, p0 > 0);
+                gemm_panels(isa, (a, layout), n, b, &offs[..n], c, ldc, ldc, p0 > 0);
             });
     }
     // dg = Gᵀ M G per channel pair.
