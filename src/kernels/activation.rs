@@ -22,11 +22,39 @@ pub enum Activation {
     Silu,
 }
 
+/// The activation an inference kernel applies to its output as it writes it (after the
+/// BatchNorm it folds): ReLU as `relu?` in [`super::batch_norm`], the others as here, so that
+/// the fused values are those of the separate passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputAct {
+    Identity,
+    Relu,
+    Fused(Activation),
+}
+
+impl OutputAct {
+    #[inline(always)]
+    pub(super) fn apply(self, t: f32) -> f32 {
+        match self {
+            OutputAct::Identity => t,
+            OutputAct::Relu => {
+                if t < 0.0 {
+                    0.0
+                } else {
+                    t
+                }
+            }
+            OutputAct::Fused(Activation::HardSwish) => hard_swish(t),
+            OutputAct::Fused(Activation::Silu) => t * sigmoid(t),
+        }
+    }
+}
+
 /// Values per parallel task: big enough that rayon's hand-off is noise.
 const CHUNK: usize = 1 << 15;
 
 #[inline(always)]
-fn hard_swish(x: f32) -> f32 {
+pub(super) fn hard_swish(x: f32) -> f32 {
     x * ((x + 3.0).clamp(0.0, 6.0) / 6.0)
 }
 
@@ -56,7 +84,7 @@ fn exp(x: f32) -> f32 {
 
 /// `1 / (1 + e⁻ˣ)`, through `e^−|x|` so that nothing overflows.
 #[inline(always)]
-fn sigmoid(x: f32) -> f32 {
+pub(super) fn sigmoid(x: f32) -> f32 {
     let e = exp(-x.abs());
     let s = 1.0 / (1.0 + e);
     if x >= 0.0 { s } else { e * s }

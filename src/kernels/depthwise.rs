@@ -23,6 +23,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::activation::{Activation, OutputAct};
 use super::copy::{copy_row, copy_row_to};
 use super::shape::ConvShape;
 use super::simd;
@@ -104,6 +105,26 @@ impl Plane {
             let row = self.at(y + top, 0);
             match s.stride[1] {
                 1 => copy_row(&mut buf[row + left..row + left + s.w], src),
+                2 => {
+                    // Input columns 2i and 2i + 1 land at index i of the phases `a` and `b`
+                    // (which is which depends on the parity of `left`); pairs, not a stepped
+                    // walk per phase, so that the copy vectorises.
+                    let plane = self.hq * self.wq;
+                    let (p0, p1) = buf[row..].split_at_mut(plane);
+                    let (a, b) = if left.is_multiple_of(2) {
+                        (&mut p0[left / 2..], &mut p1[left / 2..])
+                    } else {
+                        (&mut p1[left / 2..], &mut p0[left.div_ceil(2)..])
+                    };
+                    let pairs = src.chunks_exact(2);
+                    if let [last] = pairs.remainder() {
+                        a[s.w / 2] = *last;
+                    }
+                    for ((da, db), p) in a.iter_mut().zip(b.iter_mut()).zip(pairs) {
+                        *da = p[0];
+                        *db = p[1];
+                    }
+                }
                 sx => {
                     for px in 0..sx {
                         // Input columns landing in phase `px`: (x + left) % sx == px.
@@ -144,6 +165,12 @@ impl Plane {
 /// `out.len()` is a multiple of the block, and `b` readable to `max(offs) + out.len()`.
 #[inline(always)]
 fn taps_inner(out: &mut [f32], b: &[f32], offs: &[usize], w: &[f32]) {
+    taps_then(out, b, offs, w, |v| v);
+}
+
+/// [`taps_inner`] with `f` applied to each sum before it is stored.
+#[inline(always)]
+fn taps_then(out: &mut [f32], b: &[f32], offs: &[usize], w: &[f32], f: impl Fn(f32) -> f32) {
     for (blk, o) in out.chunks_exact_mut(BLOCK).enumerate() {
         let x0 = blk * BLOCK;
         let mut acc = [0f32; BLOCK];
@@ -153,11 +180,57 @@ fn taps_inner(out: &mut [f32], b: &[f32], offs: &[usize], w: &[f32]) {
                 acc[j] += wt * src[j];
             }
         }
-        o.copy_from_slice(&acc);
+        for (d, &v) in o.iter_mut().zip(&acc) {
+            *d = f(v);
+        }
     }
 }
 
 isa_versions!(taps, taps_inner, (out: &mut [f32], b: &[f32], offs: &[usize], w: &[f32]));
+
+/// [`taps_inner`] storing `act(sum · a + c)`: the epilogue applied while the sums are in
+/// registers. One loop per activation (a `match` inside it kept it from vectorising).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn taps_affine_inner(
+    out: &mut [f32],
+    b: &[f32],
+    offs: &[usize],
+    w: &[f32],
+    a: f32,
+    c: f32,
+    act: OutputAct,
+) {
+    match act {
+        OutputAct::Identity => taps_then(out, b, offs, w, |v| v * a + c),
+        OutputAct::Relu => taps_then(out, b, offs, w, |v| OutputAct::Relu.apply(v * a + c)),
+        OutputAct::Fused(Activation::HardSwish) => taps_then(out, b, offs, w, |v| {
+            OutputAct::Fused(Activation::HardSwish).apply(v * a + c)
+        }),
+        OutputAct::Fused(Activation::Silu) => taps_then(out, b, offs, w, |v| {
+            OutputAct::Fused(Activation::Silu).apply(v * a + c)
+        }),
+    }
+}
+
+isa_versions!(taps_affine, taps_affine_inner, (out: &mut [f32], b: &[f32], offs: &[usize], w: &[f32], a: f32, c: f32, act: OutputAct));
+
+/// The sum of `x` in eight running sums (a fixed order: the mean does not depend on the thread
+/// count).
+#[inline(always)]
+fn sum_inner(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let blocks = x.chunks_exact(8);
+    let tail: f32 = blocks.remainder().iter().sum();
+    for blk in blocks {
+        for (s, &v) in acc.iter_mut().zip(blk) {
+            *s += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+isa_versions!(sum, sum_inner, (x: &[f32]) -> f32);
 
 /// `Σ_i d[i] · b[offs[t] + i]` for each of the [`TAPS`] offsets, in [`LANES`] partial sums each
 /// added in a fixed order. `d.len()` is a multiple of the lanes.
@@ -210,6 +283,35 @@ impl OutPtr {
 
 /// `y = conv(x, w)`, `x: [batch, c, h, w]`, `w: [c, 1, kh, kw]`, result `[batch, c, ho, wo]`.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
+    forward_with(s, x, w, None).0
+}
+
+/// What the inference forward does to each output value as it writes it: an eval-mode
+/// BatchNorm's `y · scale[c] + shift[c]`, then `act`. Separately these were two more passes
+/// over the block's widest map (a depthwise output has the expanded width).
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub act: OutputAct,
+}
+
+/// [`forward`] through `epi`, applied as the sums leave the registers, and the mean of every
+/// output plane (`[batch, c]`, the global average pool a squeeze-excitation reads next) summed
+/// while the plane is in cache. The values
+/// are bit for bit those of [`forward`] followed by the affine and activation kernels.
+pub fn forward_fused(s: &ConvShape, x: &[f32], w: &[f32], epi: Epilogue) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(epi.scale.len(), s.cout, "depthwise epilogue: scale length");
+    assert_eq!(epi.shift.len(), s.cout, "depthwise epilogue: shift length");
+    forward_with(s, x, w, Some(epi))
+}
+
+fn forward_with(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    epi: Option<Epilogue>,
+) -> (Vec<f32>, Vec<f32>) {
     assert!(applies(s), "not a depthwise convolution {s:?}");
     assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
     assert_eq!(w.len(), s.cout * s.kh * s.kw);
@@ -217,31 +319,62 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (ho, wo) = (s.ho(), s.wo());
     let len = s.batch * s.cout * ho * wo;
     let mut y: Vec<f32> = Vec::with_capacity(len);
+    let planes = s.batch * s.cin;
+    let mut means = vec![0f32; if epi.is_some() { planes } else { 0 }];
     if len == 0 {
-        return y;
+        return (y, means);
     }
     let q = Plane::new(s);
     let offs = q.offsets();
     let k = s.kh * s.kw;
     let out = OutPtr(y.spare_capacity_mut().as_mut_ptr());
-    (0..s.batch * s.cin).into_par_iter().for_each_init(
-        || (vec![0f32; q.len()], vec![0f32; q.flat()]),
-        |(buf, flat), p| {
-            let c = p % s.cin;
-            q.fill(&x[p * s.h * s.w..][..s.h * s.w], buf);
-            // SAFETY: the CPU has `isa` (`simd::isa`); `buf` is readable to the last tap plus
-            // a flat row (`Plane::len`), which the slicing in `taps_inner` checks anyway.
-            unsafe { taps(isa, flat, buf, &offs, &w[c * k..][..k]) };
-            for oy in 0..ho {
-                // SAFETY: row `oy` of plane `p` lies inside `y`'s capacity (`len`), and plane
-                // `p` belongs to this task alone.
-                unsafe { copy_row_to(out.at((p * ho + oy) * wo), &flat[oy * q.wq..][..wo]) };
+    let per_plane = 1.0 / (ho * wo) as f32;
+    // A task's buffers are allocated and zeroed once per rayon split: a few planes per split
+    // keeps that small beside the planes' own work when the maps are small.
+    let min_len = planes.div_ceil(8 * rayon::current_num_threads()).max(1);
+    let run = |p: usize, buf: &mut Vec<f32>, flat: &mut Vec<f32>| -> f32 {
+        let c = p % s.cin;
+        q.fill(&x[p * s.h * s.w..][..s.h * s.w], buf);
+        let wc = &w[c * k..][..k];
+        // SAFETY: the CPU has `isa` (`simd::isa`); `buf` is readable to the last tap plus
+        // a flat row (`Plane::len`), which the slicing in `taps_then` checks anyway.
+        unsafe {
+            match &epi {
+                Some(e) => taps_affine(isa, flat, buf, &offs, wc, e.scale[c], e.shift[c], e.act),
+                None => taps(isa, flat, buf, &offs, wc),
             }
-        },
-    );
+        }
+        for oy in 0..ho {
+            // SAFETY: row `oy` of plane `p` lies inside `y`'s capacity (`len`), and plane
+            // `p` belongs to this task alone.
+            unsafe { copy_row_to(out.at((p * ho + oy) * wo), &flat[oy * q.wq..][..wo]) };
+        }
+        if epi.is_none() {
+            return 0.0;
+        }
+        // SAFETY: plane `p` was written in full just above, by this task alone.
+        let plane = unsafe { std::slice::from_raw_parts(out.at(p * ho * wo), ho * wo) };
+        // SAFETY: the CPU has `isa`.
+        unsafe { sum(isa, plane) * per_plane }
+    };
+    let init = || (vec![0f32; q.len()], vec![0f32; q.flat()]);
+    if means.is_empty() {
+        (0..planes)
+            .into_par_iter()
+            .with_min_len(min_len)
+            .for_each_init(init, |(buf, flat), p| {
+                run(p, buf, flat);
+            });
+    } else {
+        means
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(min_len)
+            .for_each_init(init, |(buf, flat), (p, m)| *m = run(p, buf, flat));
+    }
     // SAFETY: every plane, so all `len` values, was written above.
     unsafe { y.set_len(len) };
-    y
+    (y, means)
 }
 
 /// `dx` of `y = conv(x, w)` given `dy: [batch, c, ho, wo]`.

@@ -10,6 +10,7 @@ use super::activation::{self, Activation};
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use super::depthwise;
+use super::plane_scale;
 use super::prepared;
 use super::sgd;
 use super::shortcut::{self, ShortcutShape};
@@ -334,6 +335,50 @@ impl ConvKernels for Flex {
             None => conv::forward_affine(&s, &values(&x), &values(&weight), &scale, &shift, relu),
         };
         tensor(y, [s.batch, s.cout, s.ho(), s.wo()])
+    }
+
+    fn meal_depthwise_affine(
+        x: FlexTensor,
+        weight: FlexTensor,
+        scale: FlexTensor,
+        shift: FlexTensor,
+        act: activation::OutputAct,
+        options: ConvOptions<2>,
+    ) -> (FlexTensor, FlexTensor) {
+        let f32s = scale.dtype() == DType::F32 && shift.dtype() == DType::F32;
+        let Some(s) = depthwise_shape(&x, &weight, &options).filter(|_| f32s) else {
+            return super::burn_depthwise_affine::<Flex>(x, weight, scale, shift, act, options);
+        };
+        let (scale, shift) = (values(&scale), values(&shift));
+        let epi = depthwise::Epilogue {
+            scale: &scale,
+            shift: &shift,
+            act,
+        };
+        let (y, means) = depthwise::forward_fused(&s, &values(&x), &values(&weight), epi);
+        (
+            tensor(y, [s.batch, s.cout, s.ho(), s.wo()]),
+            tensor(means, [s.batch, s.cout]),
+        )
+    }
+
+    fn meal_plane_scale(x: FlexTensor, s: FlexTensor) -> FlexTensor {
+        let (xs, ss) = (x.shape(), s.shape());
+        let fits = x.dtype() == DType::F32
+            && s.dtype() == DType::F32
+            && xs.num_dims() == 4
+            && ss.num_dims() == 2
+            && xs[0] == ss[0]
+            && xs[1] == ss[1];
+        if !fits {
+            let s = Flex::float_reshape(s, [ss[0], ss[1], 1, 1].into());
+            return Flex::float_mul(x, s);
+        }
+        let spatial = xs[2] * xs[3];
+        let mut x = owned_or_copy(x);
+        let v = owned_values(&mut x).expect("a fresh or owned tensor");
+        plane_scale::scale_in_place(v, spatial, &values(&s));
+        x
     }
 
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {

@@ -50,6 +50,7 @@ mod copy;
 pub mod depthwise;
 mod flex;
 mod gemm;
+pub mod plane_scale;
 pub mod prepared;
 pub mod sgd;
 pub mod shape;
@@ -181,6 +182,27 @@ pub trait ConvKernels: burn::backend::Backend {
         Self::meal_channel_affine(y, scale, shift, relu)
     }
 
+    /// `act(depthwise(x, w) · scale[c] + shift[c])` and the mean of each output plane
+    /// (`[batch, c]`): a depthwise convolution, its eval-mode BatchNorm and activation, and the
+    /// global average pool of the squeeze-excitation after it, for inference only.
+    fn meal_depthwise_affine(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        act: activation::OutputAct,
+        options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        burn_depthwise_affine::<Self>(x, weight, scale, shift, act, options)
+    }
+
+    /// `x[b, c] · s[b, c]` over `(B, C, H, W)` with `s: [B, C]`: a squeeze-excitation's gate.
+    fn meal_plane_scale(x: FloatTensor<Self>, s: FloatTensor<Self>) -> FloatTensor<Self> {
+        let d = s.shape();
+        let s = Self::float_reshape(s, [d[0], d[1], 1, 1].into());
+        Self::float_mul(x, s)
+    }
+
     fn meal_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -260,6 +282,28 @@ pub(crate) fn burn_activation<B: burn::backend::Backend>(
         }
         activation::Activation::Silu => B::float_mul(x.clone(), B::sigmoid(x)),
     }
+}
+
+/// [`ConvKernels::meal_depthwise_affine`] from meal's convolution, affine and activation ops and
+/// burn's mean.
+pub(crate) fn burn_depthwise_affine<B: ConvKernels>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    shift: FloatTensor<B>,
+    act: activation::OutputAct,
+    options: ConvOptions<2>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let y = B::meal_conv2d(x, weight, options);
+    let relu = act == activation::OutputAct::Relu;
+    let y = B::meal_channel_affine(y, scale, shift, relu);
+    let y = match act {
+        activation::OutputAct::Fused(a) => B::meal_activation(y, a),
+        _ => y,
+    };
+    let d = y.shape();
+    let means = B::float_mean_dim(B::float_mean_dim(y.clone(), 3), 2);
+    (y, B::float_reshape(means, [d[0], d[1]].into()))
 }
 
 /// [`ConvKernels::meal_activation_backward`] from burn's ops.
@@ -412,6 +456,51 @@ pub fn conv2d_affine(
         shift.into_dispatch(),
         relu,
         options,
+    ))
+}
+
+/// `act(bn(depthwise(x)))` at inference, with `bn` as its eval-mode `(scale, shift)`, and the
+/// mean of every output plane (`[batch, c]`), in one pass over the output where meal's
+/// kernels apply; meal's separate ops (burn's with `MEAL_KERNELS=burn`) otherwise.
+pub fn depthwise_affine(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    (scale, shift): (Tensor<1>, Tensor<1>),
+    act: activation::OutputAct,
+    options: ConvOptions<2>,
+) -> (Tensor<4>, Tensor<2>) {
+    if !enabled() || x.device().is_autodiff() {
+        let y = conv2d(x, weight, None, options);
+        let y = channel_affine(y, scale, shift, act == activation::OutputAct::Relu);
+        let y = match act {
+            activation::OutputAct::Fused(a) => self::activation(y, a),
+            _ => y,
+        };
+        let [b, c, _, _] = y.dims();
+        let means = y.clone().mean_dim(3).mean_dim(2).reshape([b, c]);
+        return (y, means);
+    }
+    let (y, means) = Dispatch::meal_depthwise_affine(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        scale.into_dispatch(),
+        shift.into_dispatch(),
+        act,
+        options,
+    );
+    (Tensor::from_dispatch(y), Tensor::from_dispatch(means))
+}
+
+/// `x[b, c] · s[b, c]` over `(B, C, H, W)`, `s: [B, C]`: in place in one pass where meal's
+/// kernels apply (burn's broadcast multiply otherwise).
+pub fn plane_scale(x: Tensor<4>, s: Tensor<2>) -> Tensor<4> {
+    if !enabled() {
+        let [b, c] = s.dims();
+        return x * s.reshape([b, c, 1, 1]);
+    }
+    Tensor::from_dispatch(Dispatch::meal_plane_scale(
+        x.into_dispatch(),
+        s.into_dispatch(),
     ))
 }
 

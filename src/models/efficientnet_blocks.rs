@@ -17,8 +17,9 @@ use super::activation::Act;
 use super::drop_path::DropPath;
 use super::efficientnet_builder::{BlockArgs, BlockKind, ModelArgs, tf_bn, tf_conv};
 use super::efficientnet_se::SqueezeExcite;
-use super::layers::{BatchNorm2d, conv_bn};
-use super::same_pad::conv_same;
+use super::layers::{BatchNorm2d, conv_bn, count_conv};
+use super::same_pad::{conv_same, same_options};
+use crate::kernels::activation::{Activation, OutputAct};
 
 /// `act(bn(conv(x)))`, the BatchNorm riding on the convolution at inference where the padding
 /// is static, and the ReLU on the BatchNorm where it is one.
@@ -37,6 +38,41 @@ pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: Option<Ac
     match act {
         Some(a) if !relu => a.apply(y),
         _ => y,
+    }
+}
+
+/// `act(bn(conv_dw(x)))` then the squeeze-excitation `se`. At inference the BatchNorm, the
+/// activation and the excitation's global average pool ride on the depthwise kernel's output
+/// pass ([`crate::kernels::depthwise_affine`]), and the gate scales the map in place.
+fn dw_bn_act_se(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    se: Option<&SqueezeExcite>,
+    x: Tensor<4>,
+    act: Act,
+) -> Tensor<4> {
+    let inference = !x.device().is_autodiff() && !bn.batch_statistics(&x);
+    let [_, _, h, w] = x.dims();
+    let Some(options) = same_options(conv, h, w).filter(|_| inference && conv.bias.is_none())
+    else {
+        let y = conv_bn_act(conv, bn, x, Some(act));
+        return match se {
+            Some(se) => se.forward(y),
+            None => y,
+        };
+    };
+    let out_act = match act {
+        Act::Relu => OutputAct::Relu,
+        Act::HardSwish => OutputAct::Fused(Activation::HardSwish),
+        Act::Silu => OutputAct::Fused(Activation::Silu),
+    };
+    let affine = bn.eval_affine(&x.device());
+    let (y, pooled) =
+        crate::kernels::depthwise_affine(x, conv.weight.val(), affine, out_act, options);
+    let y = count_conv(conv, y);
+    match se {
+        Some(se) => se.forward_pooled(y, pooled),
+        None => y,
     }
 }
 
@@ -138,21 +174,13 @@ impl Block {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             Block::DepthwiseSeparable(b) => {
-                let y = conv_bn_act(&b.conv_dw, &b.bn1, x.clone(), Some(b.act));
-                let y = match &b.se {
-                    Some(se) => se.forward(y),
-                    None => y,
-                };
+                let y = dw_bn_act_se(&b.conv_dw, &b.bn1, b.se.as_ref(), x.clone(), b.act);
                 let y = conv_bn_act(&b.conv_pw, &b.bn2, y, None);
                 residual(b.has_skip, &b.drop_path, x, y)
             }
             Block::InvertedResidual(b) => {
                 let y = conv_bn_act(&b.conv_pw, &b.bn1, x.clone(), Some(b.act));
-                let y = conv_bn_act(&b.conv_dw, &b.bn2, y, Some(b.act));
-                let y = match &b.se {
-                    Some(se) => se.forward(y),
-                    None => y,
-                };
+                let y = dw_bn_act_se(&b.conv_dw, &b.bn2, b.se.as_ref(), y, b.act);
                 let y = conv_bn_act(&b.conv_pwl, &b.bn3, y, None);
                 residual(b.has_skip, &b.drop_path, x, y)
             }

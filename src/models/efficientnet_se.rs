@@ -32,9 +32,19 @@ impl SqueezeExcite {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let pooled = x.clone().mean_dim(2).mean_dim(3);
-        let s = self.act.apply(conv_fwd(&self.conv_reduce, pooled));
+        let [b, c, _, _] = x.dims();
+        let pooled = x.clone().mean_dim(2).mean_dim(3).reshape([b, c]);
+        self.forward_pooled(x, pooled)
+    }
+
+    /// [`Self::forward`] given the input's global average (`[batch, channels]`), which the
+    /// depthwise kernel before it computes at inference as it writes `x`.
+    pub fn forward_pooled(&self, x: Tensor<4>, pooled: Tensor<2>) -> Tensor<4> {
+        let [b, c] = pooled.dims();
+        let s = self
+            .act
+            .apply(conv_fwd(&self.conv_reduce, pooled.reshape([b, c, 1, 1])));
         let s = self.gate.apply(conv_fwd(&self.conv_expand, s));
-        x * s
+        crate::kernels::plane_scale(x, s.reshape([b, c]))
     }
 }

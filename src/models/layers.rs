@@ -133,7 +133,7 @@ fn explicit_options(conv: &Conv2d) -> Option<ConvOptions<2>> {
     ))
 }
 
-fn count_conv(conv: &Conv2d, y: Tensor<4>) -> Tensor<4> {
+pub(super) fn count_conv(conv: &Conv2d, y: Tensor<4>) -> Tensor<4> {
     if flops::is_counting() {
         let [b, out, h, w] = y.dims();
         let [_, in_per_group, kh, kw] = conv.weight.shape().dims::<4>();
@@ -256,7 +256,7 @@ impl BatchNorm2d {
     }
 
     /// `(scale, shift)` per channel with `eval(x) = x · scale + shift`.
-    fn eval_affine(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
+    pub(super) fn eval_affine(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
         let inv_std = self
             .running_var
             .value()

@@ -4,8 +4,10 @@
 //! convolution pads at run time; a stride-1 convolution's "same" padding is the static `k/2` on
 //! every side (timm builds a plain `Conv2d` there), which the layer itself carries.
 
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use burn::tensor::ops::ConvOptions;
 
 use super::layers::{conv_fwd, conv_fwd_padded};
 
@@ -31,6 +33,29 @@ pub fn conv_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         same_padding(w, kw, conv.stride[1], conv.dilation[1]),
     ];
     conv_fwd_padded(conv, x, padding)
+}
+
+/// The options [`conv_same`] runs `conv` with on an input of `h × w`, or `None` for a layer
+/// that does not pad explicitly (the zoo's all do).
+pub fn same_options(conv: &Conv2d, h: usize, w: usize) -> Option<ConvOptions<2>> {
+    let padding = if conv.stride == [1, 1] {
+        let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+            return None;
+        };
+        [(top, bottom), (left, right)]
+    } else {
+        let [_, _, kh, kw] = conv.weight.shape().dims::<4>();
+        [
+            same_padding(h, kh, conv.stride[0], conv.dilation[0]),
+            same_padding(w, kw, conv.stride[1], conv.dilation[1]),
+        ]
+    };
+    Some(ConvOptions::new_with_padding(
+        conv.stride,
+        padding,
+        conv.dilation,
+        conv.groups,
+    ))
 }
 
 #[cfg(test)]
