@@ -209,16 +209,23 @@ pub fn random_resized_crop_params(
     random_resized_crop_fallback(height, width)
 }
 
-/// torchvision `Resize(short)` of a PIL image: the shorter side becomes `short`, the longer
-/// one is scaled and truncated.
-pub fn resize_shorter_side(img: &RgbImage, short: usize, interpolation: Interpolation) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
+/// The size torchvision's `Resize(short)` gives a `width`×`height` image: the shorter side
+/// becomes `short`, the longer one is scaled and truncated.
+fn shorter_side_size(width: usize, height: usize, short: usize) -> (usize, usize) {
+    let (w, h) = (width, height);
     let (nw, nh) = if w <= h {
         (short, (short as f64 * h as f64 / w as f64) as usize)
     } else {
         ((short as f64 * w as f64 / h as f64) as usize, short)
     };
-    let (nw, nh) = (nw.max(1), nh.max(1));
+    (nw.max(1), nh.max(1))
+}
+
+/// torchvision `Resize(short)` of a PIL image: the shorter side becomes `short`, the longer
+/// one is scaled and truncated.
+pub fn resize_shorter_side(img: &RgbImage, short: usize, interpolation: Interpolation) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (nw, nh) = shorter_side_size(w, h, short);
     if (nw, nh) == (w, h) {
         return img.clone();
     }
@@ -228,27 +235,90 @@ pub fn resize_shorter_side(img: &RgbImage, short: usize, interpolation: Interpol
 /// Evaluation transform of a decoded folder image: Resize(floor(size / crop_pct)) on the
 /// shorter side, then CenterCrop(size), as CHW uint8.
 pub fn resize_center_crop(img: &RgbImage, size: usize, input: InputSettings) -> Vec<u8> {
-    let resized = resize_shorter_side(img, input.resize_to(size), input.interpolation);
-    center_crop(&resized, size)
+    hwc_to_chw(&resize_center_crop_hwc(img, size, input), size * size)
 }
 
-/// torchvision CenterCrop on an image at least `size` on each side (smaller images are zero-padded
-/// as torchvision does).
+/// [`resize_center_crop`] as HWC uint8. Only the pixels CenterCrop keeps are resampled.
+fn resize_center_crop_hwc(img: &RgbImage, size: usize, input: InputSettings) -> Vec<u8> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (nw, nh) = shorter_side_size(w, h, input.resize_to(size));
+    let (top, left) = center_crop_offsets(nw, nh, size);
+    if top < 0 || left < 0 {
+        // A crop larger than the resized image (crop_pct above 1): CenterCrop zero-pads.
+        let resized = resize_shorter_side(img, input.resize_to(size), input.interpolation);
+        return center_crop(&resized, size);
+    }
+    let keep = resample::Rect {
+        left: left as usize,
+        top: top as usize,
+        width: size,
+        height: size,
+    };
+    resample::resize_rect(
+        img,
+        resample::Rect::whole(w, h),
+        nw,
+        nh,
+        keep,
+        input.interpolation,
+    )
+}
+
+/// Where torchvision's CenterCrop(size) starts in a `width`×`height` image (negative: padded).
+fn center_crop_offsets(width: usize, height: usize, size: usize) -> (i64, i64) {
+    let s = size as i64;
+    let top = py_round((height as i64 - s) as f64 / 2.0);
+    let left = py_round((width as i64 - s) as f64 / 2.0);
+    (top, left)
+}
+
+/// torchvision CenterCrop, as HWC uint8 (parts outside the image are zero-padded as torchvision
+/// does).
 fn center_crop(img: &RgbImage, size: usize) -> Vec<u8> {
     let (w, h) = (img.width() as i64, img.height() as i64);
-    let s = size as i64;
-    let top = py_round((h - s) as f64 / 2.0);
-    let left = py_round((w - s) as f64 / 2.0);
+    let (top, left) = center_crop_offsets(w as usize, h as usize, size);
     let mut out = RgbImage::new(size as u32, size as u32);
-    for y in 0..s {
-        for x in 0..s {
+    for y in 0..size as i64 {
+        for x in 0..size as i64 {
             let (sy, sx) = (y + top, x + left);
             if (0..h).contains(&sy) && (0..w).contains(&sx) {
                 out.put_pixel(x as u32, y as u32, *img.get_pixel(sx as u32, sy as u32));
             }
         }
     }
-    rgb_to_chw(&out)
+    out.into_raw()
+}
+
+/// HWC uint8 RGB (`plane` pixels) as CHW.
+fn hwc_to_chw(hwc: &[u8], plane: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 * plane);
+    for c in 0..3 {
+        out.extend(hwc[c..].iter().step_by(3));
+    }
+    out
+}
+
+/// `ToTensor` + `Normalize` of an HWC RGB image with rows of `width` pixels, mirrored left to
+/// right when `flip`, straight into CHW: the values of [`normalize_chw`] (the same f32
+/// expression, tabulated for the 256 levels), in one pass instead of flip, transpose and
+/// normalise.
+pub fn normalize_hwc(hwc: &[u8], width: usize, flip: bool, norm: Normalization) -> Vec<f32> {
+    let plane = hwc.len() / 3;
+    debug_assert_eq!(hwc.len(), 3 * plane);
+    debug_assert_eq!(plane % width.max(1), 0);
+    let mut out = Vec::with_capacity(hwc.len());
+    for c in 0..3 {
+        let (m, s) = (norm.mean[c], norm.std[c]);
+        let lut: [f32; 256] = std::array::from_fn(|v| (v as f32 / 255.0 - m) / s);
+        for row in hwc.chunks_exact(width * 3) {
+            if flip {
+                out.extend(row.chunks_exact(3).rev().map(|p| lut[p[c] as usize]));
+            } else {
+                out.extend(row.chunks_exact(3).map(|p| lut[p[c] as usize]));
+            }
+        }
+    }
+    out
 }
 
 /// The folder transforms of a decoded photo, normalised: RandomResizedCrop + flip when
@@ -268,8 +338,8 @@ pub fn photo_sample(
     if augment {
         return photo_drawn(img, path, size, input, norm, rng).map(|(x, _)| x);
     }
-    let chw = resize_center_crop(img, size, input);
-    Ok(normalize_chw(&chw, [3, size, size], norm))
+    let hwc = resize_center_crop_hwc(img, size, input);
+    Ok(normalize_hwc(&hwc, size, false, norm))
 }
 
 /// The training transform of a decoded photo with the box and flip it drew (the same draws as
@@ -327,7 +397,8 @@ pub fn decode_image_bytes(bytes: Vec<u8>, path: &Path) -> Result<RgbImage, DataE
     limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| DataError::image(path, e))?;
-    Ok(img.to_rgb8())
+    // No copy when the decoder already gave RGB (most JPEGs).
+    Ok(img.into_rgb8())
 }
 
 /// Eval transform of an arbitrary PNG/JPEG for `meal predict`. Inputs of `image_size` ≤ 32 are

@@ -11,8 +11,8 @@ use image::RgbImage;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::resample::{self, Interpolation};
-use super::transform::{normalize_chw, random_resized_crop_params, rgb_to_chw};
+use super::resample::{self, Interpolation, Rect};
+use super::transform::{normalize_hwc, random_resized_crop_params, rgb_to_chw};
 use super::{CropFlip, DataError, Normalization};
 
 /// A RandomResizedCrop box (in the pixels of the decoded image) and a horizontal flip, with the
@@ -63,6 +63,39 @@ impl CropBox {
         size: usize,
         interpolation: Interpolation,
     ) -> Result<Vec<u8>, DataError> {
+        let mut out = RgbImage::from_raw(
+            size as u32,
+            size as u32,
+            self.resized(img, path, size, interpolation)?,
+        )
+        .expect("buffer sized for the image");
+        if self.flip {
+            image::imageops::flip_horizontal_in_place(&mut out);
+        }
+        Ok(rgb_to_chw(&out))
+    }
+
+    /// [`CropBox::apply`], then ToTensor and Normalize (in one pass after the resize).
+    pub fn sample(
+        self,
+        img: &RgbImage,
+        path: &Path,
+        size: usize,
+        interpolation: Interpolation,
+        norm: Normalization,
+    ) -> Result<Vec<f32>, DataError> {
+        let hwc = self.resized(img, path, size, interpolation)?;
+        Ok(normalize_hwc(&hwc, size, self.flip, norm))
+    }
+
+    /// The box of `img`, read in place and resized to `size`×`size`, unflipped, as HWC uint8.
+    fn resized(
+        self,
+        img: &RgbImage,
+        path: &Path,
+        size: usize,
+        interpolation: Interpolation,
+    ) -> Result<Vec<u8>, DataError> {
         if (img.height(), img.width()) != (self.image_height, self.image_width) {
             return Err(DataError::format(
                 path,
@@ -82,26 +115,20 @@ impl CropBox {
                 format!("the recorded crop {self:?} lies outside the image"),
             ));
         }
-        let crop =
-            image::imageops::crop_imm(img, self.left, self.top, self.width, self.height).to_image();
-        let mut out = resample::resize(&crop, size, size, interpolation);
-        if self.flip {
-            image::imageops::flip_horizontal_in_place(&mut out);
-        }
-        Ok(rgb_to_chw(&out))
-    }
-
-    /// [`CropBox::apply`], then ToTensor and Normalize.
-    pub fn sample(
-        self,
-        img: &RgbImage,
-        path: &Path,
-        size: usize,
-        interpolation: Interpolation,
-        norm: Normalization,
-    ) -> Result<Vec<f32>, DataError> {
-        let chw = self.apply(img, path, size, interpolation)?;
-        Ok(normalize_chw(&chw, [3, size, size], norm))
+        let from = Rect {
+            left: self.left as usize,
+            top: self.top as usize,
+            width: self.width as usize,
+            height: self.height as usize,
+        };
+        Ok(resample::resize_rect(
+            img,
+            from,
+            size,
+            size,
+            Rect::whole(size, size),
+            interpolation,
+        ))
     }
 }
 
