@@ -229,41 +229,14 @@ fn same_images_in_the_same_order_for_any_worker_count() {
     assert_ne!(one, other);
 }
 
-/// A `meal train` table on the sample: resnet8 at 32 pixels, `epochs` epochs into `run`.
-fn sample_train_table(data: &Path, run: &Path, epochs: usize, extra_data: &str) -> toml::Table {
-    format!(
-        r#"
-arch = "resnet8"
-epochs = {epochs}
-batch_size = 6
-eval_batch_size = 6
-lr = 0.05
-seed = 3
-num_workers = 2
-run_dir = {run:?}
-device = "{device}"
-
-[data]
-path = {data:?}
-image_size = 32
-{extra_data}
-"#,
-        run = common::s(run),
-        data = common::s(data),
-        device = meal::selftest::test_device_name(),
-    )
-    .parse()
-    .unwrap()
-}
-
 #[test]
 fn resumed_training_on_photos_matches_a_straight_run() {
     let dir = tempfile::tempdir().unwrap();
     let extra = "interpolation = \"bicubic\"";
     let straight = dir.path().join("straight");
-    common::train_fresh(sample_train_table(&sample(), &straight, 2, extra)).unwrap();
+    common::train_fresh(common::photo_train_table(&sample(), &straight, 2, extra)).unwrap();
     let split = dir.path().join("split");
-    common::train_fresh(sample_train_table(&sample(), &split, 1, extra)).unwrap();
+    common::train_fresh(common::photo_train_table(&sample(), &split, 1, extra)).unwrap();
     let out = common::train_resume(&split, &["epochs=2"]).unwrap();
     assert_eq!(out.epochs_done, 2);
     common::assert_same_state(

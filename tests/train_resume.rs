@@ -1,7 +1,7 @@
 //! `meal train` checkpoints and `--resume`: a run stopped after an epoch (or interrupted in the
-//! middle of one) and resumed ends bit-for-bit where a straight run ends — weights, BatchNorm
-//! running statistics, optimizer state, counters and the logged metrics — and an interrupt never
-//! damages the last checkpoint.
+//! middle of one, on CIFAR or on photos) and resumed ends bit-for-bit where a straight run ends:
+//! weights, BatchNorm running statistics, optimizer state, counters and the logged metrics; and
+//! an interrupt never damages the last checkpoint.
 //!
 //! The interrupt flag is process-global, so every test that trains holds `STOP_LOCK` for reading
 //! and the interrupt tests hold it for writing.
@@ -255,4 +255,61 @@ fn interrupt_in_the_middle_of_an_epoch_then_resume_is_exact() {
     let out = train_resume(&run, &[]).unwrap();
     assert_eq!(out.epochs_done, 2);
     assert_matches_straight(&run);
+}
+
+#[test]
+fn interrupt_on_photos_then_resume_is_exact() {
+    // The same stop and resume on the ImageNet-layout sample (decoded JPEGs, RandomResizedCrop
+    // views drawn by worker threads): five epochs straight, against a run interrupted as soon
+    // as its first epoch is logged and then resumed. An epoch of the sample takes about a
+    // tenth of a second; the later epochs leave a slow watcher thread time to catch one.
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagenet-sample");
+    const EPOCHS: usize = 5;
+    let extra = "interpolation = \"bicubic\"";
+    let dir = tempfile::tempdir().unwrap();
+    let straight = dir.path().join("straight");
+    {
+        let _g = training();
+        train_fresh(photo_train_table(&sample, &straight, EPOCHS, extra)).unwrap();
+    }
+    let run = dir.path().join("interrupted");
+    let _g = interrupting();
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let log = run.join("metrics.jsonl");
+            while !done.load(Ordering::SeqCst) {
+                if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+                    interrupt::set(true);
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            false
+        });
+        let result = train_fresh(photo_train_table(&sample, &run, EPOCHS, extra));
+        done.store(true, Ordering::SeqCst);
+        assert!(watcher.join().unwrap(), "epoch 1 was never logged");
+        result
+    });
+    interrupt::set(false);
+    let err = result.expect_err("the run finished before the interrupt was seen");
+    assert!(matches!(err, Error::Interrupted(_)), "{err:?}");
+    let logged = metrics(&run).len();
+    assert!((1..EPOCHS).contains(&logged), "{logged} epochs logged");
+    assert_mentions(
+        &err.to_string(),
+        &[&format!("stopped in epoch {}", logged + 1), "--resume"],
+    );
+    no_temp_files(&run);
+
+    let out = train_resume(&run, &[]).unwrap();
+    assert_eq!(out.epochs_done, EPOCHS);
+    assert_same_state(
+        &canonical_state(&straight.join("last.ckpt")),
+        &canonical_state(&run.join("last.ckpt")),
+        "last.ckpt of an interrupted and resumed run on photos",
+    );
+    assert_same_metrics(&straight, &run);
+    no_temp_files(&run);
 }

@@ -18,7 +18,10 @@ Usage: python scripts/data/make_imagenet_sample.py CIFAR10_BIN_DIR OUT [--photos
   e.g. python scripts/data/make_imagenet_sample.py ../shared/data/cifar-10-batches-bin \\
            tests/fixtures/imagenet-sample --photos 6
 N (default 20) photos are kept, smallest files first. --bench-copies K also writes OUT/bench, the
-photos copied K times each into train/<label>/ (for scripts/bench/data_pipeline.sh). Needs numpy and Pillow; pip for the wheel.
+photos copied K times each into train/<label>/ (for scripts/bench/data_pipeline.sh), and
+OUT/bench-baseline, the same with every photo re-encoded as a baseline JPEG (Pillow, quality 90,
+4:2:0): foolbox ships its photos as progressive JPEGs, whose decoding costs about twice as much,
+while camera and web photos are mostly baseline. Needs numpy and Pillow; pip for the wheel.
 """
 
 import argparse
@@ -122,15 +125,24 @@ def shards(out):
                     t.addfile(info, io.BytesIO(payload))
 
 
-def bench(photo_dir, out, copies):
+def bench(photo_dir, out, copies, baseline=False):
     with open(os.path.join(photo_dir, "labels.txt")) as f:
         entries = [line.split() for line in f if line.strip()]
     for name, label in entries:
+        src = os.path.join(photo_dir, name)
+        if baseline:
+            buf = io.BytesIO()
+            Image.open(src).convert("RGB").save(buf, "JPEG", quality=90, progressive=False)
         for split, k_max in (("train", copies), ("val", 1)):
             d = os.path.join(out, split, f"{int(label):04d}")
             os.makedirs(d, exist_ok=True)
             for k in range(k_max):
-                shutil.copy(os.path.join(photo_dir, name), os.path.join(d, f"{k}_{name}"))
+                dst = os.path.join(d, f"{k}_{name}")
+                if baseline:
+                    with open(dst, "wb") as f:
+                        f.write(buf.getvalue())
+                else:
+                    shutil.copy(src, dst)
 
 
 def main():
@@ -142,8 +154,9 @@ def main():
         "--bench-copies",
         type=int,
         default=0,
-        help="also write OUT/bench: train/<label>/ (and val/) with K copies of every photo, "
-        "the folder of scripts/bench/data_pipeline.sh",
+        help="also write OUT/bench and OUT/bench-baseline: train/<label>/ (and val/) with K "
+        "copies of every photo, as shipped and re-encoded as baseline JPEG, the folders of "
+        "scripts/bench/data_pipeline.sh",
     )
     a = ap.parse_args()
     if os.path.exists(a.out):
@@ -170,7 +183,9 @@ def main():
         photos(os.path.join(a.out, "photos"), a.photos)
     shards(a.out)
     if a.bench_copies:
-        bench(os.path.join(a.out, "photos"), os.path.join(a.out, "bench"), a.bench_copies)
+        photo_dir = os.path.join(a.out, "photos")
+        bench(photo_dir, os.path.join(a.out, "bench"), a.bench_copies)
+        bench(photo_dir, os.path.join(a.out, "bench-baseline"), a.bench_copies, baseline=True)
     # Pillow's RGB of the greyscale, CMYK and PNG-named-.JPEG images of the first class, for the
     # decoder test (tests/data_imagenet.rs).
     wnid = CLASSES[0]

@@ -73,6 +73,34 @@ test_subset = 100
     text.parse().expect("valid TOML")
 }
 
+/// A `meal train` table on an ImageNet-layout folder (the sample of
+/// `scripts/data/make_imagenet_sample.py`): resnet8 at 32 pixels, `epochs` epochs into `run`.
+pub fn photo_train_table(data: &Path, run: &Path, epochs: usize, extra_data: &str) -> toml::Table {
+    format!(
+        r#"
+arch = "resnet8"
+epochs = {epochs}
+batch_size = 6
+eval_batch_size = 6
+lr = 0.05
+seed = 3
+num_workers = 2
+run_dir = {run:?}
+device = "{device}"
+
+[data]
+path = {data:?}
+image_size = 32
+{extra_data}
+"#,
+        run = s(run),
+        data = s(data),
+        device = meal::selftest::test_device_name(),
+    )
+    .parse()
+    .unwrap()
+}
+
 /// Trains a fresh run from `table` (quietly).
 pub fn train_fresh(table: toml::Table) -> meal::Result<meal::train::TrainOutcome> {
     meal::progress::set_quiet(true);
