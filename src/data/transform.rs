@@ -428,13 +428,9 @@ pub fn load_image_for_eval_with(
         return Err(DataError::Config("image size must be positive".into()));
     }
     let img = decode_image(path)?;
-    let chw = match mode {
-        EvalResize::Direct => rgb_to_chw(&resize(&img, image_size, image_size)),
-        EvalResize::ResizeCenterCrop(input) => resize_center_crop(&img, image_size, input),
+    let hwc = match mode {
+        EvalResize::Direct => resize(&img, image_size, image_size).into_raw(),
+        EvalResize::ResizeCenterCrop(input) => resize_center_crop_hwc(&img, image_size, input),
     };
-    Ok(normalize_chw(
-        &chw,
-        [3, image_size, image_size],
-        normalization,
-    ))
+    Ok(normalize_hwc(&hwc, image_size, false, normalization))
 }
