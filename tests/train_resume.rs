@@ -212,14 +212,10 @@ fn interrupt_before_an_epoch_keeps_last_checkpoint_and_resume_is_exact() {
     assert_matches_straight(&run);
 }
 
-#[test]
-fn interrupt_in_the_middle_of_an_epoch_then_resume_is_exact() {
-    straight_run();
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("mid-epoch");
-    let _g = interrupting();
-
-    // A "Ctrl-C" as soon as epoch 1 is logged: the run stops in epoch 2 at a batch boundary.
+/// Trains `table` (a fresh run in `run`) and sets the interrupt flag, as a Ctrl-C does, as soon
+/// as the run logs its first epoch; returns the run's error, which must be the interrupt. The
+/// caller holds [`interrupting`].
+fn interrupted_once_an_epoch_is_logged(run: &Path, table: toml::Table) -> Error {
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         let watcher = s.spawn(|| {
@@ -233,7 +229,7 @@ fn interrupt_in_the_middle_of_an_epoch_then_resume_is_exact() {
             }
             false
         });
-        let result = train_fresh(train_table(ARCH, &run, 2, SEED));
+        let result = train_fresh(table);
         done.store(true, Ordering::SeqCst);
         assert!(watcher.join().unwrap(), "epoch 1 was never logged");
         result
@@ -241,6 +237,18 @@ fn interrupt_in_the_middle_of_an_epoch_then_resume_is_exact() {
     interrupt::set(false);
     let err = result.expect_err("the run finished before the interrupt was seen");
     assert!(matches!(err, Error::Interrupted(_)), "{err:?}");
+    err
+}
+
+#[test]
+fn interrupt_in_the_middle_of_an_epoch_then_resume_is_exact() {
+    straight_run();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("mid-epoch");
+    let _g = interrupting();
+
+    // A "Ctrl-C" as soon as epoch 1 is logged: the run stops in epoch 2 at a batch boundary.
+    let err = interrupted_once_an_epoch_is_logged(&run, train_table(ARCH, &run, 2, SEED));
     assert_mentions(
         &err.to_string(),
         &["stopped in epoch 2", "--resume", "continues from epoch 2"],
@@ -274,27 +282,8 @@ fn interrupt_on_photos_then_resume_is_exact() {
     }
     let run = dir.path().join("interrupted");
     let _g = interrupting();
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        let watcher = s.spawn(|| {
-            let log = run.join("metrics.jsonl");
-            while !done.load(Ordering::SeqCst) {
-                if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
-                    interrupt::set(true);
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            false
-        });
-        let result = train_fresh(photo_train_table(&sample, &run, EPOCHS, extra));
-        done.store(true, Ordering::SeqCst);
-        assert!(watcher.join().unwrap(), "epoch 1 was never logged");
-        result
-    });
-    interrupt::set(false);
-    let err = result.expect_err("the run finished before the interrupt was seen");
-    assert!(matches!(err, Error::Interrupted(_)), "{err:?}");
+    let err =
+        interrupted_once_an_epoch_is_logged(&run, photo_train_table(&sample, &run, EPOCHS, extra));
     let logged = metrics(&run).len();
     assert!((1..EPOCHS).contains(&logged), "{logged} epochs logged");
     assert_mentions(

@@ -131,6 +131,14 @@ impl Rect {
             height,
         }
     }
+
+    /// Whether the rectangle holds a pixel and lies within a `width`×`height` image.
+    pub fn is_inside(self, width: usize, height: usize) -> bool {
+        self.width > 0
+            && self.height > 0
+            && self.left + self.width <= width
+            && self.top + self.height <= height
+    }
 }
 
 /// Pillow's `Image.resize((width, height), filter)` of an RGB image. (torchvision crops before
@@ -162,18 +170,13 @@ pub fn resize_rect(
     filter: Interpolation,
 ) -> Vec<u8> {
     let (iw, ih) = (img.width() as usize, img.height() as usize);
+    // The callers' contract (CropBox checks recorded boxes before it calls).
     assert!(
-        from.width > 0
-            && from.height > 0
-            && from.left + from.width <= iw
-            && from.top + from.height <= ih,
+        from.is_inside(iw, ih),
         "resize: crop {from:?} outside the {iw}x{ih} image"
     );
     assert!(
-        keep.width > 0
-            && keep.height > 0
-            && keep.left + keep.width <= width
-            && keep.top + keep.height <= height,
+        keep.is_inside(width, height),
         "resize: window {keep:?} outside the {width}x{height} result"
     );
     let src = img.as_raw();
