@@ -254,30 +254,13 @@ fn train_and_eval_end_to_end_with_the_checkpoints_input_settings() {
     std::fs::write(&bad, b"\xff\xd8\xff not really a JPEG").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let text = format!(
-        r#"
-arch = "resnet8"
-epochs = 1
-batch_size = 6
-eval_batch_size = 6
-lr = 0.05
-seed = 3
-num_workers = 2
-run_dir = {run:?}
-device = "{device}"
-
-[data]
-path = {data:?}
-image_size = 32
-crop_pct = 0.9
-interpolation = "bicubic"
-skip_corrupt = true
-"#,
-        run = common::s(&run),
-        data = common::s(data_dir.path()),
-        device = meal::selftest::test_device_name(),
+    let table = common::photo_train_table(
+        data_dir.path(),
+        &run,
+        1,
+        "crop_pct = 0.9\ninterpolation = \"bicubic\"\nskip_corrupt = true",
     );
-    common::train_fresh(text.parse().unwrap()).unwrap();
+    common::train_fresh(table).unwrap();
     let metrics = common::metrics(&run);
     assert_eq!(metrics.len(), 1);
     assert_eq!(metrics[0]["skipped_corrupt"], 1, "{}", metrics[0]);
