@@ -71,6 +71,8 @@ fn arch_and_workload_report_their_fields() {
     ]);
     assert_eq!(v["workload"], "meal-v1-cifar-small");
     assert!(v.get("arch").is_none(), "{v}");
+    // The MEAL step also runs teachers and discriminators: no GFLOP/s from the student's MACs.
+    assert!(v.get("gflops").is_none(), "{v}");
     check_rates(&v, 4.0);
 }
 
@@ -176,6 +178,21 @@ fn image_size_reaches_the_model_and_a_bad_one_is_refused() {
         4 * (macs(&natural) - 640),
         "{natural}\n{wide}"
     );
+    // Achieved GFLOP/s: 2 flops per MAC, the training step three forwards.
+    for v in [&natural, &wide] {
+        let f = |key: &str| v[key].as_f64().unwrap();
+        let (train, infer) = (f("train_img_per_s"), f("infer_img_per_s"));
+        let g = &v["gflops"];
+        let close = |got: &Value, want: f64| (got.as_f64().unwrap() / want - 1.0).abs() < 1e-9;
+        assert!(
+            close(&g["train"], 6.0 * macs(v) as f64 * train / 1e9),
+            "{v}"
+        );
+        assert!(
+            close(&g["infer"], 2.0 * macs(v) as f64 * infer / 1e9),
+            "{v}"
+        );
+    }
     // An ImageNet form keeps its 1000 classes at a side other than its own 224.
     let timm = json(&[
         "--arch",

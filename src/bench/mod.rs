@@ -69,8 +69,34 @@ pub struct BenchReport {
     /// Median images/s of the eval-mode forward (for a workload: the student's).
     pub infer_img_per_s: f64,
     pub infer: Throughput,
+    /// Achieved GFLOP/s of the median steps, counted as direct convolutions would compute
+    /// them: 2 flops per forward MAC, the training step three forwards' worth (the backward
+    /// pass computes two products per forward one). A Winograd layer does fewer
+    /// multiplications, so this can exceed the machine's peak. Absent for a workload, whose
+    /// step also runs teachers and discriminators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<Gflops>,
     /// Peak resident memory of the process (VmHWM), MiB.
     pub peak_rss_mb: Option<f64>,
+}
+
+/// [`BenchReport::gflops`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Gflops {
+    pub train: f64,
+    pub infer: f64,
+}
+
+impl Gflops {
+    /// From the forward MACs per image and the median images/s of the two steps.
+    pub fn direct_count(macs_per_image: u64, train_img_per_s: f64, infer_img_per_s: f64) -> Self {
+        let per_s = |flops_per_image: f64, img_per_s: f64| flops_per_image * img_per_s / 1e9;
+        let forward = 2.0 * macs_per_image as f64;
+        Gflops {
+            train: per_s(3.0 * forward, train_img_per_s),
+            infer: per_s(forward, infer_img_per_s),
+        }
+    }
 }
 
 pub fn run(o: &BenchOptions) -> Result<BenchReport> {
@@ -102,6 +128,9 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         Some((model, simd)) => (Some(model), simd),
         None => (None, Vec::new()),
     };
+    let gflops = arch
+        .is_some()
+        .then(|| Gflops::direct_count(run.macs_per_image, train.median, infer.median));
     Ok(BenchReport {
         framework: format!("meal {}", env!("CARGO_PKG_VERSION")),
         arch,
@@ -120,6 +149,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         train,
         infer_img_per_s: infer.median,
         infer,
+        gflops,
         peak_rss_mb: machine::peak_rss_mb(),
     })
 }
@@ -252,6 +282,13 @@ impl BenchReport {
         );
         s += &line("train", &self.train);
         s += &line("infer", &self.infer);
+        if let Some(g) = self.gflops {
+            s += &format!(
+                "  achieved {:.1} GFLOP/s train, {:.1} infer (direct-convolution count: 2 per \
+                 MAC, training 3 forwards)\n",
+                g.train, g.infer
+            );
+        }
         s += &match self.peak_rss_mb {
             Some(mb) => format!("  peak RSS {mb:.0} MiB\n"),
             None => "  peak RSS unknown (no /proc/self/status)\n".into(),
