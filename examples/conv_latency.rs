@@ -11,7 +11,6 @@
 //! BATCH=8 ONLY=resnet50 REPS=20 cargo run --release --example conv_latency
 //! LAYER="l4 1x1" ONE=0 cargo run --release --example conv_latency   # some layers, no 1-thread run
 //! MODEL=resnet50 REPS=10 cargo run --release --example conv_latency # the whole eval forward
-//! SPLIT=off MODEL=resnet20 cargo run --release --example conv_latency # small layers never split
 //! ```
 
 use std::time::Instant;
@@ -123,12 +122,6 @@ fn main() {
     let batch = env("BATCH", 1);
     let reps = env("REPS", 15);
     let only = std::env::var("ONLY").unwrap_or_default();
-    // `SPLIT=on|off`: small batch-1 layers always / never split (default: as the gate decides).
-    match std::env::var("SPLIT").as_deref() {
-        Ok("on") => meal::kernels::split_gate::set_forced(Some(true)),
-        Ok("off") => meal::kernels::split_gate::set_forced(Some(false)),
-        _ => {}
-    }
     if let Ok(arch) = std::env::var("MODEL") {
         return whole_model(&arch, batch, reps);
     }
@@ -208,6 +201,4 @@ fn whole_model(arch: &str, batch: usize, reps: usize) {
         times[times.len() / 2],
         cpus[cpus.len() / 2]
     );
-    let (tried, lost) = meal::kernels::split_gate::stats();
-    println!("  watched splits of small layers: {tried}, lost {lost}");
 }

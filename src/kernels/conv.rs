@@ -25,7 +25,6 @@ use super::copy::{copy_row, copy_row_to};
 use super::gemm::{Panels, gemm_panels, gemm_rows};
 pub use super::shape::ConvShape;
 use super::simd::{self, DotArgs, Isa, JR, MR};
-use super::split_gate::{self, Watch};
 
 /// The direct lowering's view of a shape.
 impl ConvShape {
@@ -143,35 +142,13 @@ fn image_macs(s: &ConvShape) -> usize {
 /// Tasks per unit of parallel work (an image or a chunk of images) when there are fewer units
 /// than threads and each is worth splitting, else 1, and never more than `most`: a batch of 1
 /// then still spreads over every core. Each task computes its share of the same products, so
-/// the result does not depend on the split. A split of units under the fixed bound is tried
-/// only while [`split_gate`] allows it, and comes with the [`Watch`] that reports it there.
-fn parts_per(units: usize, most: usize, unit_macs: usize) -> Split {
+/// the result does not depend on the split.
+fn parts_per(units: usize, most: usize, unit_macs: usize) -> usize {
     let threads = rayon::current_num_threads();
-    let small = unit_macs < min_split_macs();
-    if units >= threads || (small && !split_gate::allows(unit_macs)) {
-        return Split {
-            parts: 1,
-            watch: None,
-        };
-    }
-    let parts = threads.div_ceil(units.max(1)).min(most).max(1);
-    Split {
-        parts,
-        watch: (small && parts > 1).then(Watch::new),
-    }
-}
-
-/// Tasks per unit, and the watch that reports a small split to [`split_gate`] when dropped.
-struct Split {
-    parts: usize,
-    watch: Option<Watch>,
-}
-
-/// `f()`, timed for the split's watch if it has one.
-fn watched<R>(watch: Option<&Watch>, f: impl FnOnce() -> R) -> R {
-    match watch {
-        Some(w) => w.task(f),
-        None => f(),
+    if units >= threads || unit_macs < min_split_macs() {
+        1
+    } else {
+        threads.div_ceil(units.max(1)).min(most).max(1)
     }
 }
 
@@ -540,11 +517,11 @@ fn forward_direct(
     y: &mut [MaybeUninit<f32>],
     epi: Option<Epilogue>,
 ) {
-    let split = parts_per(s.batch, s.ho(), image_macs(s));
-    forward_direct_rows(isa, s, x, packed, y, epi, &split);
+    let parts = parts_per(s.batch, s.ho(), image_macs(s));
+    forward_direct_rows(isa, s, x, packed, y, epi, parts);
 }
 
-/// The direct convolution with each image's output rows shared out among `split.parts` tasks (1: one
+/// The direct convolution with each image's output rows shared out among `parts` tasks (1: one
 /// task per image): a task computes output rows `oy0..oy1` as the columns `oy0·Wq..oy1·Wq` of
 /// the same product (every column is its own sum, so the values are those of the whole-image
 /// product).
@@ -555,9 +532,8 @@ fn forward_direct_rows(
     packed: &[Panels],
     y: &mut [MaybeUninit<f32>],
     epi: Option<Epilogue>,
-    split: &Split,
+    parts: usize,
 ) {
-    let (parts, watch) = (split.parts, split.watch.as_ref());
     let (ho, wo, q) = (s.ho(), s.wo(), s.phases());
     let wp = q.wq;
     let nr = isa.nr();
@@ -580,59 +556,56 @@ fn forward_direct_rows(
             false => (vec![0f32; padded_len(s, nr)], Vec::new()),
         },
         |(xpad, tail), task| {
-            watched(watch, || {
-                let (i, p) = (task / parts, task % parts);
-                let (oy0, oy1) = (span(p), span(p + 1));
-                if oy0 == oy1 {
-                    return;
-                }
-                let cols = (oy1 - oy0) * wp;
-                let image = if bare {
-                    &x[i * in_image..(i + 1) * in_image]
-                } else {
-                    // Padded rows `oy0·sy ..= (oy1 − 1)·sy + (kh − 1)·dy` hold every tap of rows
-                    // `oy0..oy1`.
-                    let reach = (oy1 - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1;
-                    let ys = (oy0 * s.stride[0]).saturating_sub(s.pad[0].0)
-                        ..reach.saturating_sub(s.pad[0].0).min(s.h);
-                    let ys = if parts == 1 { 0..s.h } else { ys };
-                    pad_image_rows(s, &x[i * in_image..(i + 1) * in_image], xpad, ys);
-                    &xpad[..]
-                };
-                with_products(rows * ldc, |ypw| {
-                    for (g, a) in packed.iter().enumerate() {
-                        let b = &image[g * s.cin_g() * q.channel() + oy0 * wp..];
-                        // In place, only whole tiles: the image ends where the last row does.
-                        let whole = if bare { cols / nr * nr } else { cols };
-                        let tiles = whole.div_ceil(nr) * nr;
-                        // The micro-kernel reads `b` unchecked in release builds.
-                        assert!(
-                            b.len() >= last_tap + tiles,
-                            "direct conv {s:?}: short input"
-                        );
-                        let a = (&a.data[..], a.layout);
-                        gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, whole, false);
-                        if whole < cols {
-                            let rest = cols - whole;
-                            for (t, &o) in tail.chunks_exact_mut(nr).zip(&offs) {
-                                t[..rest].copy_from_slice(&b[o + whole..o + cols]);
-                            }
-                            let c = &mut ypw[whole..];
-                            gemm_panels(isa, a, s.k(), tail, &tail_offs, c, ldc, rest, false);
+            let (i, p) = (task / parts, task % parts);
+            let (oy0, oy1) = (span(p), span(p + 1));
+            if oy0 == oy1 {
+                return;
+            }
+            let cols = (oy1 - oy0) * wp;
+            let image = if bare {
+                &x[i * in_image..(i + 1) * in_image]
+            } else {
+                // Padded rows `oy0·sy ..= (oy1 − 1)·sy + (kh − 1)·dy` hold every tap of rows
+                // `oy0..oy1`.
+                let reach = (oy1 - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1;
+                let ys = (oy0 * s.stride[0]).saturating_sub(s.pad[0].0)
+                    ..reach.saturating_sub(s.pad[0].0).min(s.h);
+                let ys = if parts == 1 { 0..s.h } else { ys };
+                pad_image_rows(s, &x[i * in_image..(i + 1) * in_image], xpad, ys);
+                &xpad[..]
+            };
+            with_products(rows * ldc, |ypw| {
+                for (g, a) in packed.iter().enumerate() {
+                    let b = &image[g * s.cin_g() * q.channel() + oy0 * wp..];
+                    // In place, only whole tiles: the image ends where the last row does.
+                    let whole = if bare { cols / nr * nr } else { cols };
+                    let tiles = whole.div_ceil(nr) * nr;
+                    // The micro-kernel reads `b` unchecked in release builds.
+                    assert!(
+                        b.len() >= last_tap + tiles,
+                        "direct conv {s:?}: short input"
+                    );
+                    let a = (&a.data[..], a.layout);
+                    gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, whole, false);
+                    if whole < cols {
+                        let rest = cols - whole;
+                        for (t, &o) in tail.chunks_exact_mut(nr).zip(&offs) {
+                            t[..rest].copy_from_slice(&b[o + whole..o + cols]);
                         }
-                        for co in 0..s.cout_g() {
-                            let c = g * s.cout_g() + co;
-                            for oy in oy0..oy1 {
-                                let src = co * ldc + (oy - oy0) * wp;
-                                // SAFETY: row `oy` of channel `c` of image `i` is inside `y`
-                                // (asserted length) and belongs to this task's rows alone.
-                                let dst =
-                                    unsafe { out.rows(i * out_image + (c * ho + oy) * wo, wo) };
-                                emit(epi.as_ref(), c, dst, &ypw[src..src + wo]);
-                            }
+                        let c = &mut ypw[whole..];
+                        gemm_panels(isa, a, s.k(), tail, &tail_offs, c, ldc, rest, false);
+                    }
+                    for co in 0..s.cout_g() {
+                        let c = g * s.cout_g() + co;
+                        for oy in oy0..oy1 {
+                            let src = co * ldc + (oy - oy0) * wp;
+                            // SAFETY: row `oy` of channel `c` of image `i` is inside `y`
+                            // (asserted length) and belongs to this task's rows alone.
+                            let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, wo) };
+                            emit(epi.as_ref(), c, dst, &ypw[src..src + wo]);
                         }
                     }
-                })
+                }
             })
         },
     );
@@ -671,11 +644,11 @@ fn forward_im2col(
 ) {
     let chunk = chunk_images(s);
     let panels = packed[0].layout.panels().count();
-    let split = parts_per(s.batch.div_ceil(chunk), panels, chunk * image_macs(s));
-    forward_im2col_panels(isa, s, x, packed, y, epi, &split);
+    let parts = parts_per(s.batch.div_ceil(chunk), panels, chunk * image_macs(s));
+    forward_im2col_panels(isa, s, x, packed, y, epi, parts);
 }
 
-/// The im2col convolution with each chunk's output channels shared out among `split.parts` tasks (1:
+/// The im2col convolution with each chunk's output channels shared out among `parts` tasks (1:
 /// one task per chunk), by whole panels of the packed weight (the products are the same, see [`gemm_rows`]). Each task
 /// writes the chunk's patch matrix itself: a copy of the input, small beside its share of the
 /// products when there are enough channels to share.
@@ -686,9 +659,8 @@ fn forward_im2col_panels(
     packed: &[Panels],
     y: &mut [MaybeUninit<f32>],
     epi: Option<Epilogue>,
-    split: &Split,
+    parts: usize,
 ) {
-    let (parts, watch) = (split.parts, split.watch.as_ref());
     let (ho, wo) = (s.ho(), s.wo());
     let nr = isa.nr();
     let chunk = chunk_images(s);
@@ -704,43 +676,41 @@ fn forward_im2col_panels(
     assert_eq!(y.len(), s.batch * out_image);
     let col_len = s.k() * ld + nr;
     (0..chunks * parts).into_par_iter().for_each(|task| {
-        watched(watch, || {
-            // `im2col` writes every column of every row it reads, so neither buffer needs zeros.
-            with_products(col_len + rows * ld, |buf| {
-                let (col, tmp) = buf.split_at_mut(col_len);
-                let (ci, p) = (task / parts, task % parts);
-                let imgs = chunk.min(s.batch - ci * chunk);
-                let xs = &x[ci * chunk * in_image..][..imgs * in_image];
-                let mine = share(p);
-                for (g, a) in packed.iter().enumerate() {
-                    im2col(s, xs, imgs, g * s.cin_g(), col, ld);
-                    gemm_rows(
-                        isa,
-                        (&a.data, a.layout),
-                        mine.clone(),
-                        s.k(),
-                        col,
-                        &offs,
-                        tmp,
-                        ld,
-                        imgs * ho * wo,
-                        false,
-                    );
-                    for (r0, h) in a.layout.panels().filter(|(r0, _)| mine.contains(r0)) {
-                        for co in r0..(r0 + h).min(s.cout_g()) {
-                            let c = g * s.cout_g() + co;
-                            for img in 0..imgs {
-                                let at = ((ci * chunk + img) * s.cout + c) * ho * wo;
-                                let src = co * ld + img * ho * wo;
-                                // SAFETY: channel `c` of this image is inside `y` (asserted length)
-                                // and its panel belongs to this task alone.
-                                let dst = unsafe { out.rows(at, ho * wo) };
-                                emit(epi.as_ref(), c, dst, &tmp[src..src + ho * wo]);
-                            }
+        // `im2col` writes every column of every row it reads, so neither buffer needs zeros.
+        with_products(col_len + rows * ld, |buf| {
+            let (col, tmp) = buf.split_at_mut(col_len);
+            let (ci, p) = (task / parts, task % parts);
+            let imgs = chunk.min(s.batch - ci * chunk);
+            let xs = &x[ci * chunk * in_image..][..imgs * in_image];
+            let mine = share(p);
+            for (g, a) in packed.iter().enumerate() {
+                im2col(s, xs, imgs, g * s.cin_g(), col, ld);
+                gemm_rows(
+                    isa,
+                    (&a.data, a.layout),
+                    mine.clone(),
+                    s.k(),
+                    col,
+                    &offs,
+                    tmp,
+                    ld,
+                    imgs * ho * wo,
+                    false,
+                );
+                for (r0, h) in a.layout.panels().filter(|(r0, _)| mine.contains(r0)) {
+                    for co in r0..(r0 + h).min(s.cout_g()) {
+                        let c = g * s.cout_g() + co;
+                        for img in 0..imgs {
+                            let at = ((ci * chunk + img) * s.cout + c) * ho * wo;
+                            let src = co * ld + img * ho * wo;
+                            // SAFETY: channel `c` of this image is inside `y` (asserted length)
+                            // and its panel belongs to this task alone.
+                            let dst = unsafe { out.rows(at, ho * wo) };
+                            emit(epi.as_ref(), c, dst, &tmp[src..src + ho * wo]);
                         }
                     }
                 }
-            })
+            }
         })
     });
 }

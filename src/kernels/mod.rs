@@ -56,7 +56,6 @@ pub mod sgd;
 pub mod shape;
 pub mod shortcut;
 pub mod simd;
-pub mod split_gate;
 pub mod winograd;
 
 use std::sync::OnceLock;
