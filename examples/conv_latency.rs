@@ -91,10 +91,7 @@ fn time_layer(batch: usize, l: &Layer, reps: usize) -> (f64, f64) {
     let shift = Tensor::<1>::random([cout], Distribution::Normal(0.0, 0.1), &device);
     let opts = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], 1);
     let _kept = meal::kernels::prepared::inference();
-    let (mut times, mut cpus) = (Vec::new(), Vec::new());
-    for i in 0..reps + 2 {
-        let c0 = cpu_ns();
-        let t = Instant::now();
+    medians(reps, 1, || {
         let y = meal::kernels::conv2d_affine(
             x.clone(),
             w.clone(),
@@ -103,10 +100,21 @@ fn time_layer(batch: usize, l: &Layer, reps: usize) -> (f64, f64) {
             true,
             opts.clone(),
         );
-        let v: f32 = y.sum().into_scalar();
-        let dt = t.elapsed().as_secs_f64() * 1e3;
-        let dc = (cpu_ns() - c0) as f64 / 1e6;
-        assert!(v.is_finite());
+        y.sum().into_scalar()
+    })
+}
+
+/// Median wall and CPU milliseconds per image of `reps` calls of `run` (after two untimed
+/// ones) on `batch` images; `run` returns a sum of its output, which must be finite.
+fn medians(reps: usize, batch: usize, mut run: impl FnMut() -> f32) -> (f64, f64) {
+    let (mut times, mut cpus) = (Vec::new(), Vec::new());
+    for i in 0..reps + 2 {
+        let c0 = cpu_ns();
+        let t = Instant::now();
+        let v = run();
+        let dt = t.elapsed().as_secs_f64() * 1e3 / batch as f64;
+        let dc = (cpu_ns() - c0) as f64 / 1e6 / batch as f64;
+        assert!(v.is_finite(), "a non-finite output");
         if i >= 2 {
             times.push(dt);
             cpus.push(dc);
@@ -180,25 +188,13 @@ fn whole_model(arch: &str, batch: usize, reps: usize) {
         &device,
     );
     let _kept = meal::kernels::prepared::inference();
-    let (mut times, mut cpus) = (Vec::new(), Vec::new());
-    for i in 0..reps + 2 {
-        let c0 = cpu_ns();
-        let t = Instant::now();
-        let v: f32 = model.forward(x.clone()).logits.sum().into_scalar();
-        let dt = t.elapsed().as_secs_f64() * 1e3 / batch as f64;
-        let dc = (cpu_ns() - c0) as f64 / 1e6 / batch as f64;
-        assert!(v.is_finite());
-        if i >= 2 {
-            times.push(dt);
-            cpus.push(dc);
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    cpus.sort_by(f64::total_cmp);
+    let (wall, cpu) = medians(reps, batch, || {
+        model.forward(x.clone()).logits.sum().into_scalar()
+    });
     println!(
         "{arch} batch {batch}, {} threads: {:.2} ms/image wall, {:.2} cpu (medians)",
         rayon::current_num_threads(),
-        times[times.len() / 2],
-        cpus[cpus.len() / 2]
+        wall,
+        cpu
     );
 }

@@ -148,7 +148,7 @@ fn affine_row_inner(out: &mut [MaybeUninit<f32>], x: &[f32], a: f32, b: f32, rel
     }
 }
 
-isa_versions!(affine_row, affine_row_inner, (out: &mut [MaybeUninit<f32>], x: &[f32], a: f32, b: f32, relu: bool));
+isa_versions!(pub(super) affine_row, affine_row_inner, (out: &mut [MaybeUninit<f32>], x: &[f32], a: f32, b: f32, relu: bool));
 
 /// [`affine_row_inner`] over `row` itself.
 #[inline(always)]

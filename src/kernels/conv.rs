@@ -412,19 +412,10 @@ impl Epilogue<'_> {
         let (a, b) = (self.scale[c], self.shift[c]);
         // SAFETY: `simd::isa` is this CPU's. (Outside an ISA-specific function this loop was
         // compiled for the baseline: SSE, 7% of a MobileNetV3 forward at batch 1.)
-        unsafe { affine_write(simd::isa(), dst, src, a, b, self.relu) }
+        // BatchNorm's own eval row writer: the same expression.
+        unsafe { super::batch_norm::affine_row(simd::isa(), dst, src, a, b, self.relu) }
     }
 }
-
-#[inline(always)]
-fn affine_write_inner(dst: &mut [MaybeUninit<f32>], src: &[f32], a: f32, b: f32, relu: bool) {
-    for (d, &v) in dst.iter_mut().zip(src) {
-        let t = v * a + b;
-        d.write(if relu && t < 0.0 { 0.0 } else { t });
-    }
-}
-
-isa_versions!(affine_write, affine_write_inner, (dst: &mut [MaybeUninit<f32>], src: &[f32], a: f32, b: f32, relu: bool));
 
 /// [`forward`] followed by `relu?(y · scale[c] + shift[c])` per output channel, in the same pass.
 pub fn forward_affine(

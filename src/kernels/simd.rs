@@ -228,17 +228,22 @@ pub struct GemmArgs<'a> {
     pub accumulate: bool,
 }
 
+/// The bounds of [`GemmArgs`] for tiles `cols` columns wide (debug builds only).
+fn debug_check(args: &GemmArgs, cols: usize) {
+    debug_assert_eq!(args.a.len(), args.offs.len() * args.mr);
+    debug_assert!(
+        args.offs
+            .iter()
+            .all(|&o| o + args.blocks * cols <= args.b.len())
+    );
+}
+
 /// Runs the gemm micro-kernel; see [`GemmArgs`].
 ///
 /// # Safety
 /// As documented on [`GemmArgs`]; bounds of `b` are checked here in debug builds only.
 pub unsafe fn gemm(isa: Isa, args: &GemmArgs) {
-    debug_assert_eq!(args.a.len(), args.offs.len() * args.mr);
-    debug_assert!(
-        args.offs
-            .iter()
-            .all(|&o| o + args.blocks * isa.nr() <= args.b.len())
-    );
+    debug_check(args, isa.nr());
     unsafe {
         match (isa, args.mr) {
             #[cfg(target_arch = "x86_64")]
@@ -264,12 +269,7 @@ pub unsafe fn gemm(isa: Isa, args: &GemmArgs) {
 /// # Safety
 /// As for [`gemm`], with `blocks·width()` columns in place of `blocks·nr()`.
 pub unsafe fn gemm_narrow(isa: Isa, args: &GemmArgs) {
-    debug_assert_eq!(args.a.len(), args.offs.len() * args.mr);
-    debug_assert!(
-        args.offs
-            .iter()
-            .all(|&o| o + args.blocks * isa.width() <= args.b.len())
-    );
+    debug_check(args, isa.width());
     unsafe {
         match (isa, args.mr) {
             #[cfg(target_arch = "x86_64")]
