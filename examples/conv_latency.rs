@@ -97,7 +97,7 @@ fn time_layer(batch: usize, l: &Layer, reps: usize) -> (f64, f64) {
             w.clone(),
             None,
             (scale.clone(), shift.clone()),
-            true,
+            meal::kernels::activation::OutputAct::Relu,
             opts.clone(),
         );
         y.sum().into_scalar()

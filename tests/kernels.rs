@@ -10,6 +10,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use isa_common::{cpu_isas, on_every_isa};
 use meal::kernels;
+use meal::kernels::activation::{Activation, OutputAct};
 use meal::kernels::conv::ConvShape;
 use meal::kernels::simd::{self, Isa};
 use rand::{Rng, SeedableRng};
@@ -514,9 +515,10 @@ fn shortcut_a_matches_burn() {
     }
 }
 
-/// A convolution with an eval-mode BatchNorm (+ReLU) in its output pass equals the two ops in
-/// turn: bit for bit without a bias (the same products, the same multiply-add), to rounding
-/// with one (folded into the shift). Shapes on the direct, im2col and Winograd paths.
+/// A convolution with an eval-mode BatchNorm and its activation (ReLU, hard-swish, SiLU) in its
+/// output pass equals the ops in turn: bit for bit without a bias (the same products, the same
+/// multiply-add, the same activation kernel), to rounding with one (folded into the shift).
+/// Shapes on the direct (3×3 and 1×1), im2col and Winograd paths.
 #[test]
 fn conv_with_affine_epilogue_matches_conv_then_affine() {
     on_every_isa("conv_with_affine_epilogue_matches_conv_then_affine", |_| {
@@ -524,38 +526,51 @@ fn conv_with_affine_epilogue_matches_conv_then_affine() {
         let mut rng = ChaCha8Rng::seed_from_u64(37);
         let v = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
         // (batch, cin, cout, hw, stride): direct; strided (im2col); 8×8 maps (im2col); Winograd.
-        for (b, cin, cout, hw, stride) in [
-            (2, 5, 6, 12, 1),
-            (2, 4, 8, 9, 2),
-            (3, 6, 5, 4, 1),
-            (4, 64, 64, 8, 1),
+        // (batch, cin, cout, hw, stride, kernel): direct; strided (im2col); 8×8 maps (im2col);
+        // Winograd; 1×1 (an expansion, read in place).
+        for (b, cin, cout, hw, stride, k) in [
+            (2, 5, 6, 12, 1, 3),
+            (2, 4, 8, 9, 2, 3),
+            (3, 6, 5, 4, 1, 3),
+            (4, 64, 64, 8, 1, 3),
+            (2, 16, 96, 14, 1, 1),
         ] {
             let x = normal(&mut rng, [b, cin, hw, hw], 0.0, 1.0, &device);
-            let w = normal(&mut rng, [cout, cin, 3, 3], 0.0, 0.3, &device);
+            let w = normal(&mut rng, [cout, cin, k, k], 0.0, 0.3, &device);
             let scale = normal(&mut rng, [cout], 1.0, 0.5, &device);
             let shift = normal(&mut rng, [cout], 0.0, 0.5, &device);
             let bias = normal(&mut rng, [cout], 0.0, 0.5, &device);
-            let options = ConvOptions::new([stride, stride], [1, 1], [1, 1], 1);
-            for relu in [false, true] {
-                // (fused, conv then affine) for one bias choice.
+            let options = ConvOptions::new([stride, stride], [k / 2, k / 2], [1, 1], 1);
+            for act in [
+                OutputAct::Identity,
+                OutputAct::Relu,
+                OutputAct::Fused(Activation::HardSwish),
+                OutputAct::Fused(Activation::Silu),
+            ] {
+                // (fused, conv then affine then activation) for one bias choice.
                 let both = |bias: Option<Tensor<1>>| {
+                    let (relu, fused) = act.split();
                     let two = kernels::channel_affine(
                         kernels::conv2d(x.clone(), w.clone(), bias.clone(), options.clone()),
                         scale.clone(),
                         shift.clone(),
                         relu,
                     );
+                    let two = match fused {
+                        Some(a) => kernels::activation(two, a),
+                        None => two,
+                    };
                     let one = kernels::conv2d_affine(
                         x.clone(),
                         w.clone(),
                         bias,
                         (scale.clone(), shift.clone()),
-                        relu,
+                        act,
                         options.clone(),
                     );
                     (v(one), v(two))
                 };
-                let case = (b, cin, cout, hw, stride, relu);
+                let case = (b, cin, cout, hw, stride, k, act);
                 let (one, two) = both(None);
                 assert_eq!(one, two, "{case:?}");
                 let (one, two) = both(Some(bias.clone()));

@@ -1,7 +1,7 @@
 //! Convolution weights kept packed inside an inference scope (`meal::kernels::prepared`): the
 //! results must be bit for bit those of the forward that packs its weight on every call, on
 //! every lowering (Winograd F(2×2) and F(4×4), direct, im2col), with and without the
-//! BatchNorm+ReLU epilogue, on every instruction set this CPU has; and a kept form must never
+//! BatchNorm+activation epilogue (ReLU, SiLU), on every instruction set this CPU has; and a kept form must never
 //! be used once the weight has changed (arithmetic on it, written in place or not, a new model).
 
 mod isa_common;
@@ -9,6 +9,7 @@ mod isa_common;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use isa_common::on_every_isa;
+use meal::kernels::activation::{Activation, OutputAct};
 use meal::kernels::{self, prepared};
 
 /// `(batch, cin, hw, cout, k, stride, pad)`.
@@ -55,18 +56,23 @@ fn inputs(c: Case, device: &Device) -> Inputs {
     }
 }
 
-/// `conv2d` and `conv2d_affine` (with ReLU, with a bias) of one case.
+/// `conv2d` and `conv2d_affine` (with a bias; with ReLU, then with SiLU, one after the other in
+/// the second vector) of one case.
 fn both(c: Case, i: &Inputs, w: &Tensor<4>) -> (Vec<f32>, Vec<f32>) {
     let plain = kernels::conv2d(i.x.clone(), w.clone(), None, options(c));
-    let affine = kernels::conv2d_affine(
-        i.x.clone(),
-        w.clone(),
-        Some(i.bias.clone()),
-        (i.scale.clone(), i.shift.clone()),
-        true,
-        options(c),
-    );
-    (host(plain), host(affine))
+    let affine = |act| {
+        host(kernels::conv2d_affine(
+            i.x.clone(),
+            w.clone(),
+            Some(i.bias.clone()),
+            (i.scale.clone(), i.shift.clone()),
+            act,
+            options(c),
+        ))
+    };
+    let relu = affine(OutputAct::Relu);
+    let silu = affine(OutputAct::Fused(Activation::Silu));
+    (host(plain), [relu, silu].concat())
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {

@@ -115,7 +115,16 @@ fn check_layers(isa: Isa, net: &str, layers: &[Layer]) {
         for (s, wide) in [(s1, &three), (s8, &sixteen)] {
             let x = &x[..s.batch * s.cin * s.h * s.w];
             let plain = || conv::forward(&s, x, &w);
-            let fused = || conv::forward_affine(&s, x, &w, &scale, &shift, true);
+            let fused = || {
+                conv::forward_affine(
+                    &s,
+                    x,
+                    &w,
+                    &scale,
+                    &shift,
+                    meal::kernels::activation::OutputAct::Relu,
+                )
+            };
             let what = |k: &str| format!("{net} {isa:?} {k} batch {} {layer:?}", s.batch);
             let want = one.install(plain);
             assert_bits(&what("conv"), &wide.install(plain), &want);

@@ -21,6 +21,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::activation::OutputAct;
 use super::copy::{copy_row, copy_row_to};
 use super::gemm::{Panels, gemm_panels, gemm_rows};
 pub use super::shape::ConvShape;
@@ -397,38 +398,46 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32]) -> Vec<f32> {
     forward_with(s, x, w, None)
 }
 
-/// A per-output-channel `relu?(y · scale + shift)` applied as the convolution writes its result:
-/// an eval-mode BatchNorm (and ReLU) after the convolution without a pass of its own.
+/// A per-output-channel `act(y · scale + shift)` applied as the convolution writes its result:
+/// an eval-mode BatchNorm and its activation after the convolution without a pass of their own.
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue<'a> {
     pub scale: &'a [f32],
     pub shift: &'a [f32],
-    pub relu: bool,
+    pub act: OutputAct,
 }
 
 impl Epilogue<'_> {
-    /// `dst = relu?(src · scale[c] + shift[c])` for output channel `c`.
+    /// `dst = act(src · scale[c] + shift[c])` for output channel `c`.
     fn write(&self, c: usize, dst: &mut [MaybeUninit<f32>], src: &[f32]) {
         let (a, b) = (self.scale[c], self.shift[c]);
+        let (relu, act) = self.act.split();
         // SAFETY: `simd::isa` is this CPU's. (Outside an ISA-specific function this loop was
         // compiled for the baseline: SSE, 7% of a MobileNetV3 forward at batch 1.)
         // BatchNorm's own eval row writer: the same expression.
-        unsafe { super::batch_norm::affine_row(simd::isa(), dst, src, a, b, self.relu) }
+        unsafe { super::batch_norm::affine_row(simd::isa(), dst, src, a, b, relu) }
+        if let Some(act) = act {
+            // The row is still in L1: the activation's separate pass over a 1×1 expansion's
+            // output (SiLU, hard-swish) was a sixth of an EfficientNet-B0 forward.
+            // SAFETY: `affine_row` wrote every value of `dst`.
+            let row = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            super::activation::forward_row(act, row);
+        }
     }
 }
 
-/// [`forward`] followed by `relu?(y · scale[c] + shift[c])` per output channel, in the same pass.
+/// [`forward`] followed by `act(y · scale[c] + shift[c])` per output channel, in the same pass.
 pub fn forward_affine(
     s: &ConvShape,
     x: &[f32],
     w: &[f32],
     scale: &[f32],
     shift: &[f32],
-    relu: bool,
+    act: OutputAct,
 ) -> Vec<f32> {
     assert_eq!(scale.len(), s.cout);
     assert_eq!(shift.len(), s.cout);
-    forward_with(s, x, w, Some(Epilogue { scale, shift, relu }))
+    forward_with(s, x, w, Some(Epilogue { scale, shift, act }))
 }
 
 fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> Vec<f32> {
@@ -457,7 +466,11 @@ pub(super) fn winograd_epilogue(s: &ConvShape, mut y: Vec<f32>, epi: Option<Epil
             channels: s.cout,
             spatial: s.ho() * s.wo(),
         };
-        super::batch_norm::channel_affine_in_place(shape, &mut y, e.scale, e.shift, e.relu);
+        let (relu, act) = e.act.split();
+        super::batch_norm::channel_affine_in_place(shape, &mut y, e.scale, e.shift, relu);
+        if let Some(act) = act {
+            super::activation::forward_in_place(act, &mut y);
+        }
     }
     y
 }

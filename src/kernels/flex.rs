@@ -313,13 +313,13 @@ impl ConvKernels for Flex {
         weight: FlexTensor,
         scale: FlexTensor,
         shift: FlexTensor,
-        relu: bool,
+        act: activation::OutputAct,
         options: ConvOptions<2>,
     ) -> FlexTensor {
         let f32s = scale.dtype() == DType::F32 && shift.dtype() == DType::F32;
         let Some(s) = shape_of(&x, &weight, &options).filter(|_| f32s) else {
             let y = Flex::meal_conv2d(x, weight, options);
-            return Flex::meal_channel_affine(y, scale, shift, relu);
+            return super::burn_affine_act::<Flex>(y, scale, shift, act);
         };
         let (scale, shift) = (values(&scale), values(&shift));
         let y = match prepared::lookup(&weight, &s) {
@@ -327,12 +327,12 @@ impl ConvKernels for Flex {
                 let epi = conv::Epilogue {
                     scale: &scale,
                     shift: &shift,
-                    relu,
+                    act,
                 };
                 assert_eq!((scale.len(), shift.len()), (s.cout, s.cout));
                 prepared::forward(&s, &values(&x), &p, Some(epi))
             }
-            None => conv::forward_affine(&s, &values(&x), &values(&weight), &scale, &shift, relu),
+            None => conv::forward_affine(&s, &values(&x), &values(&weight), &scale, &shift, act),
         };
         tensor(y, [s.batch, s.cout, s.ho(), s.wo()])
     }

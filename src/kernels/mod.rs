@@ -168,18 +168,18 @@ pub trait ConvKernels: burn::backend::Backend {
         burn_shortcut_a_backward::<Self>(grad, stride, pad, h, w)
     }
 
-    /// `relu?(conv(x, w) · scale[c] + shift[c])`: a convolution followed by an eval-mode
-    /// BatchNorm (and ReLU), for inference only (no backward).
+    /// `act(conv(x, w) · scale[c] + shift[c])`: a convolution followed by an eval-mode
+    /// BatchNorm and its activation, for inference only (no backward).
     fn meal_conv2d_affine(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
-        relu: bool,
+        act: activation::OutputAct,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         let y = Self::meal_conv2d(x, weight, options);
-        Self::meal_channel_affine(y, scale, shift, relu)
+        burn_affine_act::<Self>(y, scale, shift, act)
     }
 
     /// `act(depthwise(x, w) · scale[c] + shift[c])` and the mean of each output plane
@@ -284,6 +284,22 @@ pub(crate) fn burn_activation<B: burn::backend::Backend>(
     }
 }
 
+/// `act(y · scale[c] + shift[c])` from meal's affine and activation ops: the unfused form of an
+/// inference epilogue.
+pub(crate) fn burn_affine_act<B: ConvKernels>(
+    y: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    shift: FloatTensor<B>,
+    act: activation::OutputAct,
+) -> FloatTensor<B> {
+    let (relu, act) = act.split();
+    let y = B::meal_channel_affine(y, scale, shift, relu);
+    match act {
+        Some(a) => B::meal_activation(y, a),
+        None => y,
+    }
+}
+
 /// [`ConvKernels::meal_depthwise_affine`] from meal's convolution, affine and activation ops and
 /// burn's mean.
 pub(crate) fn burn_depthwise_affine<B: ConvKernels>(
@@ -295,12 +311,7 @@ pub(crate) fn burn_depthwise_affine<B: ConvKernels>(
     options: ConvOptions<2>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let y = B::meal_conv2d(x, weight, options);
-    let relu = act == activation::OutputAct::Relu;
-    let y = B::meal_channel_affine(y, scale, shift, relu);
-    let y = match act {
-        activation::OutputAct::Fused(a) => B::meal_activation(y, a),
-        _ => y,
-    };
+    let y = burn_affine_act::<B>(y, scale, shift, act);
     let d = y.shape();
     let means = B::float_mean_dim(B::float_mean_dim(y.clone(), 3), 2);
     (y, B::float_reshape(means, [d[0], d[1]].into()))
@@ -431,18 +442,18 @@ pub fn conv2d(
     }
 }
 
-/// `relu?(conv2d(x, weight, bias) · scale[c] + shift[c])` in one pass over the output where
-/// meal's kernels apply and nothing is differentiated (inference); the two ops otherwise.
+/// `act(conv2d(x, weight, bias) · scale[c] + shift[c])` in one pass over the output where
+/// meal's kernels apply and nothing is differentiated (inference); the ops in turn otherwise.
 pub fn conv2d_affine(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     (scale, shift): (Tensor<1>, Tensor<1>),
-    relu: bool,
+    act: activation::OutputAct,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
     if !enabled() || x.device().is_autodiff() {
-        return channel_affine(conv2d(x, weight, bias, options), scale, shift, relu);
+        return affine_act(conv2d(x, weight, bias, options), scale, shift, act);
     }
     // A bias before the affine folds into its shift.
     let shift = match bias {
@@ -454,9 +465,24 @@ pub fn conv2d_affine(
         weight.into_dispatch(),
         scale.into_dispatch(),
         shift.into_dispatch(),
-        relu,
+        act,
         options,
     ))
+}
+
+/// `act(y · scale[c] + shift[c])` with meal's affine and activation ops, one after the other.
+fn affine_act(
+    y: Tensor<4>,
+    scale: Tensor<1>,
+    shift: Tensor<1>,
+    act: activation::OutputAct,
+) -> Tensor<4> {
+    let (relu, act) = act.split();
+    let y = channel_affine(y, scale, shift, relu);
+    match act {
+        Some(a) => self::activation(y, a),
+        None => y,
+    }
 }
 
 /// `act(bn(depthwise(x)))` at inference, with `bn` as its eval-mode `(scale, shift)`, and the
@@ -470,12 +496,7 @@ pub fn depthwise_affine(
     options: ConvOptions<2>,
 ) -> (Tensor<4>, Tensor<2>) {
     if !enabled() || x.device().is_autodiff() {
-        let y = conv2d(x, weight, None, options);
-        let y = channel_affine(y, scale, shift, act == activation::OutputAct::Relu);
-        let y = match act {
-            activation::OutputAct::Fused(a) => self::activation(y, a),
-            _ => y,
-        };
+        let y = affine_act(conv2d(x, weight, None, options), scale, shift, act);
         let [b, c, _, _] = y.dims();
         let means = y.clone().mean_dim(3).mean_dim(2).reshape([b, c]);
         return (y, means);

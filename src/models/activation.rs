@@ -3,7 +3,7 @@
 use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, sigmoid};
 
-use crate::kernels::activation::Activation;
+use crate::kernels::activation::{Activation, OutputAct};
 
 /// A block's activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +21,15 @@ impl Act {
             Act::Relu => relu(x),
             Act::HardSwish => hard_swish(x),
             Act::Silu => crate::kernels::activation(x, Activation::Silu),
+        }
+    }
+
+    /// The same activation written by an inference kernel as it stores its output.
+    pub fn output(self) -> OutputAct {
+        match self {
+            Act::Relu => OutputAct::Relu,
+            Act::HardSwish => OutputAct::Fused(Activation::HardSwish),
+            Act::Silu => OutputAct::Fused(Activation::Silu),
         }
     }
 }

@@ -17,23 +17,23 @@ use super::activation::Act;
 use super::drop_path::DropPath;
 use super::efficientnet_builder::{BlockArgs, BlockKind, ModelArgs, tf_bn, tf_conv};
 use super::efficientnet_se::SqueezeExcite;
-use super::layers::{BatchNorm2d, conv_bn, count_conv};
+use super::layers::{self, BatchNorm2d, count_conv};
 use super::same_pad::{conv_same, same_options};
-use crate::kernels::activation::{Activation, OutputAct};
+use crate::kernels::activation::OutputAct;
 
-/// `act(bn(conv(x)))`, the BatchNorm riding on the convolution at inference where the padding
-/// is static, and the ReLU on the BatchNorm where it is one.
+/// `act(bn(conv(x)))`, the BatchNorm and the activation riding on the convolution at inference
+/// where the padding is static, and the ReLU on the BatchNorm where it is one.
 pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: Option<Act>) -> Tensor<4> {
+    if conv.stride == [1, 1] {
+        let out = act.map_or(OutputAct::Identity, Act::output);
+        return layers::conv_bn_act(conv, bn, x, out);
+    }
     let relu = act == Some(Act::Relu);
-    let y = if conv.stride == [1, 1] {
-        conv_bn(conv, bn, x, relu)
+    let y = conv_same(conv, x);
+    let y = if relu {
+        bn.forward_relu(y)
     } else {
-        let y = conv_same(conv, x);
-        if relu {
-            bn.forward_relu(y)
-        } else {
-            bn.forward(y)
-        }
+        bn.forward(y)
     };
     match act {
         Some(a) if !relu => a.apply(y),
@@ -61,11 +61,7 @@ fn dw_bn_act_se(
             None => y,
         };
     };
-    let out_act = match act {
-        Act::Relu => OutputAct::Relu,
-        Act::HardSwish => OutputAct::Fused(Activation::HardSwish),
-        Act::Silu => OutputAct::Fused(Activation::Silu),
-    };
+    let out_act = act.output();
     let affine = bn.eval_affine(&x.device());
     let (y, pooled) =
         crate::kernels::depthwise_affine(x, conv.weight.val(), affine, out_act, options);

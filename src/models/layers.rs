@@ -9,6 +9,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 
 use super::flops;
+use crate::kernels::activation::OutputAct;
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 
@@ -96,17 +97,32 @@ pub fn conv_fwd_padded(conv: &Conv2d, x: Tensor<4>, padding: [(usize, usize); 2]
     count_conv(conv, y)
 }
 
-/// `bn(conv(x))`, with the ReLU when `relu`. At inference (BatchNorm on its running statistics,
-/// nothing differentiated) the BatchNorm rides on the convolution's output pass
-/// ([`crate::kernels::conv2d_affine`]); otherwise the two layers run one after the other.
+/// `bn(conv(x))`, with the ReLU when `relu` ([`conv_bn_act`]).
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let act = if relu {
+        OutputAct::Relu
+    } else {
+        OutputAct::Identity
+    };
+    conv_bn_act(conv, bn, x, act)
+}
+
+/// `act(bn(conv(x)))`. At inference (BatchNorm on its running statistics, nothing
+/// differentiated) the BatchNorm and the activation ride on the convolution's output pass
+/// ([`crate::kernels::conv2d_affine`]); otherwise the layers run one after the other.
+pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: OutputAct) -> Tensor<4> {
     let inference = !x.device().is_autodiff() && !bn.batch_statistics(&x);
     let Some(options) = explicit_options(conv).filter(|_| inference) else {
+        let (relu, act) = act.split();
         let y = conv_fwd(conv, x);
-        return if relu {
+        let y = if relu {
             bn.forward_relu(y)
         } else {
             bn.forward(y)
+        };
+        return match act {
+            Some(a) => crate::kernels::activation(y, a),
+            None => y,
         };
     };
     let y = crate::kernels::conv2d_affine(
@@ -114,7 +130,7 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, relu: bool) -> Ten
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
         bn.eval_affine(&x.device()),
-        relu,
+        act,
         options,
     );
     count_conv(conv, y)
