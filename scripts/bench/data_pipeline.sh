@@ -6,7 +6,9 @@
 # Usage: scripts/bench/data_pipeline.sh PYTHON DIR [WORKERS...]
 #   PYTHON  an interpreter with torch and torchvision; DIR an image folder with train/
 #   WORKERS default: 1 2
-# Env: SIZE (224), BATCH (32), INTERP (bilinear), STEPS (3 timed passes after 1 warm-up).
+# Env: SIZE (224), BATCH (32), INTERP (bilinear), STEPS (3 timed passes after 1 warm-up),
+#   FEATURES (cargo features of meal's build, e.g. turbojpeg: libjpeg-turbo decodes the JPEGs),
+#   TARGET_DIR (cargo's target dir; default target, e.g. target/tj for the turbojpeg build).
 set -euo pipefail
 PY=${1:?usage: scripts/bench/data_pipeline.sh PYTHON DIR [WORKERS...]}
 DIR=${2:?usage: scripts/bench/data_pipeline.sh PYTHON DIR [WORKERS...]}
@@ -15,12 +17,15 @@ WORKERS=("$@")
 [ ${#WORKERS[@]} -eq 0 ] && WORKERS=(1 2)
 SIZE=${SIZE:-224}; BATCH=${BATCH:-32}; INTERP=${INTERP:-bilinear}; STEPS=${STEPS:-3}
 cd "$(dirname "$0")/../.."
-cargo build --release -q
+TARGET_DIR=${TARGET_DIR:-target}
+cargo build --release -q --target-dir "$TARGET_DIR" ${FEATURES:+--features "$FEATURES"}
 FLAGS="--batch $BATCH --image-size $SIZE --interpolation $INTERP --warmup 1 --steps $STEPS"
-echo "| workers | meal images/s | torchvision images/s | meal / torchvision | decode only, 1 thread: zune-jpeg / Pillow (libjpeg-turbo) |"
+DECODER=zune-jpeg
+[[ ",${FEATURES:-}," == *,turbojpeg,* ]] && DECODER=libjpeg-turbo
+echo "| workers | meal images/s | torchvision images/s | meal / torchvision | decode only, 1 thread: meal ($DECODER) / Pillow (libjpeg-turbo) |"
 echo "| --- | --- | --- | --- | --- |"
 for w in "${WORKERS[@]}"; do
-  m=$(target/release/meal bench --data-pipeline "$DIR" --workers "$w" $FLAGS --json)
+  m=$("$TARGET_DIR"/release/meal bench --data-pipeline "$DIR" --workers "$w" $FLAGS --json)
   t=$("$PY" scripts/bench/data_pipeline.py "$DIR" --workers "$w" $FLAGS)
   "$PY" - "$w" "$m" "$t" <<'PYEOF'
 import json, sys

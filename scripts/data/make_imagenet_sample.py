@@ -9,7 +9,8 @@
     OUT/webdataset/*.tar         the same train and val images as WebDataset shards
                                  (train-00000{0,1}.tar, val-000000.tar; <key>.jpg + <key>.cls)
     OUT/pil_rgb.json             Pillow's RGB decoding of the greyscale, CMYK and PNG images of
-                                 the first class (the decoder test's reference)
+                                 the first class (the decoder test's reference; the `turbojpeg`
+                                 build's, OUT/pil_jpeg.json, is scripts/data/make_jpeg_goldens.py's)
     OUT/photos/*.JPEG            real ImageNet validation photos shipped in PyPI's foolbox 3.3.4
                                  wheel (`pip download`ed by this script), with photos/labels.txt
                                  ("<file> <imagenet index>")

@@ -38,6 +38,8 @@ pub struct PipelineReport {
     pub images_per_s: Throughput,
     /// Decoding alone (the JPEG decoder's share), one thread, images/s over one pass.
     pub decode_per_s: f64,
+    /// Which library decoded the JPEGs (the `turbojpeg` build's or the image crate's).
+    pub jpeg_decoder: &'static str,
     pub cpu: String,
 }
 
@@ -49,8 +51,8 @@ impl PipelineReport {
     pub fn to_text(&self) -> String {
         format!(
             "input pipeline: {} images of {}, {} workers, batch {}, {}px {}\n  {:.1} images/s \
-             (median pass {:.1} ms; range {:.1} to {:.1}); decoding alone {:.1} images/s on \
-             one thread; on {}",
+             (median pass {:.1} ms; range {:.1} to {:.1}); decoding alone ({}) {:.1} images/s \
+             on one thread; on {}",
             self.images,
             self.data,
             self.workers,
@@ -61,6 +63,7 @@ impl PipelineReport {
             self.images_per_s.median_ms,
             self.images_per_s.min,
             self.images_per_s.max,
+            self.jpeg_decoder,
             self.decode_per_s,
             self.cpu
         )
@@ -122,6 +125,11 @@ pub fn run_pipeline(o: &PipelineOptions) -> Result<PipelineReport> {
         interpolation: o.interpolation.name(),
         images_per_s: throughput,
         decode_per_s,
+        jpeg_decoder: if cfg!(feature = "turbojpeg") {
+            "libjpeg-turbo"
+        } else {
+            "zune-jpeg"
+        },
         cpu: super::machine::cpu()
             .map(|(name, _)| name)
             .unwrap_or_else(|| "unknown CPU".into()),

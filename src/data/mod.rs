@@ -9,6 +9,8 @@ pub mod download;
 mod error;
 pub mod folder;
 pub mod input_settings;
+#[cfg(feature = "turbojpeg")]
+pub mod jpeg;
 pub mod loader;
 pub mod mat;
 pub mod memory;

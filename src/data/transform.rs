@@ -389,16 +389,27 @@ pub fn decode_image(path: &Path) -> Result<RgbImage, DataError> {
 }
 
 /// Decodes an encoded image (PNG or JPEG, told apart by content) as RGB; errors name `path`.
+/// The `turbojpeg` build decodes JPEGs with libjpeg-turbo (`super::jpeg`), leaving to the image
+/// crate what libjpeg-turbo declines.
 pub fn decode_image_bytes(bytes: Vec<u8>, path: &Path) -> Result<RgbImage, DataError> {
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| DataError::image(path, e))?;
+    #[cfg(feature = "turbojpeg")]
+    if super::jpeg::is_jpeg(&bytes) {
+        return match super::jpeg::decode(&bytes, path, MAX_DECODED_BYTES)? {
+            super::jpeg::Decoded::Rgb(img) => Ok(img),
+            super::jpeg::Decoded::Declined(why) => decode_with_image_crate(bytes)
+                .map_err(|e| DataError::image(path, format!("{e} (libjpeg-turbo: {why})"))),
+        };
+    }
+    decode_with_image_crate(bytes).map_err(|e| DataError::image(path, e))
+}
+
+fn decode_with_image_crate(bytes: Vec<u8>) -> image::ImageResult<RgbImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODED_BYTES);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| DataError::image(path, e))?;
     // No copy when the decoder already gave RGB (most JPEGs).
-    Ok(img.into_rgb8())
+    Ok(reader.decode()?.into_rgb8())
 }
 
 /// Eval transform of an arbitrary PNG/JPEG for `meal predict`. Inputs of `image_size` ≤ 32 are
