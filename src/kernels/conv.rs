@@ -417,13 +417,30 @@ impl Epilogue<'_> {
         // BatchNorm's own eval row writer: the same expression.
         unsafe { super::batch_norm::affine_row(simd::isa(), dst, src, a, b, relu) }
         if let Some(act) = act {
-            // The row is still in L1: the activation's separate pass over a 1×1 expansion's
-            // output (SiLU, hard-swish) was a sixth of an EfficientNet-B0 forward.
+            // The values are still in cache: the activation's separate pass over a 1×1
+            // expansion's output (SiLU, hard-swish) was a sixth of an EfficientNet-B0 forward.
             // SAFETY: `affine_row` wrote every value of `dst`.
-            let row = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            super::activation::forward_row(act, row);
+            super::activation::forward_row(act, unsafe { assume_init(dst) });
         }
     }
+
+    /// The affine map and its ReLU, without an activation after them.
+    fn affine_only(&self) -> Self {
+        let (relu, _) = self.act.split();
+        let act = if relu {
+            OutputAct::Relu
+        } else {
+            OutputAct::Identity
+        };
+        Epilogue { act, ..*self }
+    }
+}
+
+/// # Safety
+/// Every value of `v` is initialised.
+unsafe fn assume_init(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; the caller vouches for the values.
+    unsafe { &mut *(v as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// [`forward`] followed by `act(y · scale[c] + shift[c])` per output channel, in the same pass.
@@ -554,6 +571,12 @@ fn forward_direct_rows(
     let tail_offs: Vec<usize> = (0..s.k()).map(|k| k * nr).collect();
     let out = OutRows(y.as_mut_ptr());
     assert_eq!(y.len(), s.batch * out_image);
+    // A fused activation runs once over a channel's rows, not per row: rows of 7 or 14 values
+    // left it mostly per-call overhead and padded tails.
+    let (affine, act) = match epi {
+        Some(e) => (Some(e.affine_only()), e.act.split().1),
+        None => (None, None),
+    };
     (0..s.batch * parts).into_par_iter().for_each_init(
         || match bare {
             true => (Vec::new(), vec![0f32; (s.k() + 1) * nr]),
@@ -606,7 +629,14 @@ fn forward_direct_rows(
                             // SAFETY: row `oy` of channel `c` of image `i` is inside `y`
                             // (asserted length) and belongs to this task's rows alone.
                             let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, wo) };
-                            emit(epi.as_ref(), c, dst, &ypw[src..src + wo]);
+                            emit(affine.as_ref(), c, dst, &ypw[src..src + wo]);
+                        }
+                        if let Some(act) = act {
+                            let at = i * out_image + (c * ho + oy0) * wo;
+                            // SAFETY: as above, and the rows were all written just now.
+                            let block = unsafe { out.rows(at, (oy1 - oy0) * wo) };
+                            let block = unsafe { assume_init(block) };
+                            super::activation::forward_row(act, block);
                         }
                     }
                 }
