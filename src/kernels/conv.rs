@@ -408,39 +408,31 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    /// `dst = act(src · scale[c] + shift[c])` for output channel `c`.
+    /// `dst = relu?(src · scale[c] + shift[c])` for output channel `c`: the affine map and the
+    /// ReLU if any; a hard-swish or SiLU follows in [`Epilogue::activate`].
     fn write(&self, c: usize, dst: &mut [MaybeUninit<f32>], src: &[f32]) {
         let (a, b) = (self.scale[c], self.shift[c]);
-        let (relu, act) = self.act.split();
+        let (relu, _) = self.act.split();
         // SAFETY: `simd::isa` is this CPU's. (Outside an ISA-specific function this loop was
         // compiled for the baseline: SSE, 7% of a MobileNetV3 forward at batch 1.)
         // BatchNorm's own eval row writer: the same expression.
         unsafe { super::batch_norm::affine_row(simd::isa(), dst, src, a, b, relu) }
-        if let Some(act) = act {
-            // The values are still in cache: the activation's separate pass over a 1×1
-            // expansion's output (SiLU, hard-swish) was a sixth of an EfficientNet-B0 forward.
-            // SAFETY: `affine_row` wrote every value of `dst`.
-            super::activation::forward_row(act, unsafe { assume_init(dst) });
+    }
+
+    /// The hard-swish or SiLU after [`Epilogue::write`], over a block it wrote while the
+    /// values are still in cache (a separate pass over a 1×1 expansion's output was a sixth of
+    /// an EfficientNet-B0 forward). Called once per channel block, not per row: rows of 7 or 14
+    /// values left it mostly per-call overhead and padded tails.
+    ///
+    /// # Safety
+    /// Every value of `block` was written.
+    unsafe fn activate(&self, block: &mut [MaybeUninit<f32>]) {
+        if let (_, Some(act)) = self.act.split() {
+            // SAFETY: the caller vouches for the values; `MaybeUninit<f32>` has `f32`'s layout.
+            let block = unsafe { &mut *(block as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            super::activation::forward_row(act, block);
         }
     }
-
-    /// The affine map and its ReLU, without an activation after them.
-    fn affine_only(&self) -> Self {
-        let (relu, _) = self.act.split();
-        let act = if relu {
-            OutputAct::Relu
-        } else {
-            OutputAct::Identity
-        };
-        Epilogue { act, ..*self }
-    }
-}
-
-/// # Safety
-/// Every value of `v` is initialised.
-unsafe fn assume_init(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; the caller vouches for the values.
-    unsafe { &mut *(v as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// [`forward`] followed by `act(y · scale[c] + shift[c])` per output channel, in the same pass.
@@ -571,12 +563,6 @@ fn forward_direct_rows(
     let tail_offs: Vec<usize> = (0..s.k()).map(|k| k * nr).collect();
     let out = OutRows(y.as_mut_ptr());
     assert_eq!(y.len(), s.batch * out_image);
-    // A fused activation runs once over a channel's rows, not per row: rows of 7 or 14 values
-    // left it mostly per-call overhead and padded tails.
-    let (affine, act) = match epi {
-        Some(e) => (Some(e.affine_only()), e.act.split().1),
-        None => (None, None),
-    };
     (0..s.batch * parts).into_par_iter().for_each_init(
         || match bare {
             true => (Vec::new(), vec![0f32; (s.k() + 1) * nr]),
@@ -629,14 +615,12 @@ fn forward_direct_rows(
                             // SAFETY: row `oy` of channel `c` of image `i` is inside `y`
                             // (asserted length) and belongs to this task's rows alone.
                             let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, wo) };
-                            emit(affine.as_ref(), c, dst, &ypw[src..src + wo]);
+                            emit(epi.as_ref(), c, dst, &ypw[src..src + wo]);
                         }
-                        if let Some(act) = act {
+                        if let Some(e) = &epi {
                             let at = i * out_image + (c * ho + oy0) * wo;
-                            // SAFETY: as above, and the rows were all written just now.
-                            let block = unsafe { out.rows(at, (oy1 - oy0) * wo) };
-                            let block = unsafe { assume_init(block) };
-                            super::activation::forward_row(act, block);
+                            // SAFETY: as above; the loop above wrote all these rows.
+                            unsafe { e.activate(out.rows(at, (oy1 - oy0) * wo)) };
                         }
                     }
                 }
@@ -741,6 +725,10 @@ fn forward_im2col_panels(
                             // and its panel belongs to this task alone.
                             let dst = unsafe { out.rows(at, ho * wo) };
                             emit(epi.as_ref(), c, dst, &tmp[src..src + ho * wo]);
+                            if let Some(e) = &epi {
+                                // SAFETY: `emit` wrote all of `dst`.
+                                unsafe { e.activate(dst) };
+                            }
                         }
                     }
                 }

@@ -24,21 +24,11 @@ use crate::kernels::activation::OutputAct;
 /// `act(bn(conv(x)))`, the BatchNorm and the activation riding on the convolution at inference
 /// where the padding is static, and the ReLU on the BatchNorm where it is one.
 pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: Option<Act>) -> Tensor<4> {
+    let out = act.map_or(OutputAct::Identity, Act::output);
     if conv.stride == [1, 1] {
-        let out = act.map_or(OutputAct::Identity, Act::output);
         return layers::conv_bn_act(conv, bn, x, out);
     }
-    let relu = act == Some(Act::Relu);
-    let y = conv_same(conv, x);
-    let y = if relu {
-        bn.forward_relu(y)
-    } else {
-        bn.forward(y)
-    };
-    match act {
-        Some(a) if !relu => a.apply(y),
-        _ => y,
-    }
+    layers::bn_act(bn, conv_same(conv, x), out)
 }
 
 /// `act(bn(conv_dw(x)))` then the squeeze-excitation `se`. At inference the BatchNorm, the

@@ -113,17 +113,7 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, relu: bool) -> Ten
 pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: OutputAct) -> Tensor<4> {
     let inference = !x.device().is_autodiff() && !bn.batch_statistics(&x);
     let Some(options) = explicit_options(conv).filter(|_| inference) else {
-        let (relu, act) = act.split();
-        let y = conv_fwd(conv, x);
-        let y = if relu {
-            bn.forward_relu(y)
-        } else {
-            bn.forward(y)
-        };
-        return match act {
-            Some(a) => crate::kernels::activation(y, a),
-            None => y,
-        };
+        return bn_act(bn, conv_fwd(conv, x), act);
     };
     let y = crate::kernels::conv2d_affine(
         x.clone(),
@@ -134,6 +124,21 @@ pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: OutputAct
         options,
     );
     count_conv(conv, y)
+}
+
+/// `act(bn(y))` as separate layers (the ReLU on the BatchNorm's own pass): training, and
+/// convolutions whose output pass cannot take them.
+pub fn bn_act(bn: &BatchNorm2d, y: Tensor<4>, act: OutputAct) -> Tensor<4> {
+    let (relu, act) = act.split();
+    let y = if relu {
+        bn.forward_relu(y)
+    } else {
+        bn.forward(y)
+    };
+    match act {
+        Some(a) => crate::kernels::activation(y, a),
+        None => y,
+    }
 }
 
 /// The layer's options for meal's kernels, when it pads explicitly (the whole zoo does).
