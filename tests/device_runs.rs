@@ -6,6 +6,9 @@
 //! close.
 //!
 //! The device is process-global (a run selects its config's), so the tests take turns.
+//!
+//! Sizes are tiny (60 training images, 30 test images): CI runs this file on lavapipe, Mesa's
+//! software Vulkan driver, which trains resnet8 at about 3 images per second.
 
 mod common;
 
@@ -24,13 +27,30 @@ fn turn() -> MutexGuard<'static, ()> {
 }
 
 const ARCH: &str = "resnet8";
+// Multiples of the class count: subsets are class-balanced.
+const TRAIN_IMAGES: usize = 60;
+const TEST_IMAGES: usize = 30;
+
+/// A `meal train` / `meal distill` table of `common` cut to this file's sizes: two steps of 30
+/// per epoch, the test images in one batch.
+fn tiny(mut table: toml::Table) -> toml::Table {
+    table.insert("batch_size".into(), 30.into());
+    table.insert("eval_batch_size".into(), (TEST_IMAGES as i64).into());
+    let data = table
+        .get_mut("data")
+        .and_then(|d| d.as_table_mut())
+        .expect("a [data] table");
+    data.insert("train_subset".into(), (TRAIN_IMAGES as i64).into());
+    data.insert("test_subset".into(), (TEST_IMAGES as i64).into());
+    table
+}
 
 /// A resnet8 trained on the test device for one epoch, then resumed to two.
 fn device_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
         let run = scratch("device_runs-teacher").join("run");
-        let out = train_fresh(train_table(ARCH, &run, 1, 3)).unwrap();
+        let out = train_fresh(tiny(train_table(ARCH, &run, 1, 3))).unwrap();
         assert_eq!(out.epochs_done, 1);
         let out = train_resume(&run, &["epochs=2"]).unwrap();
         assert_eq!(out.epochs_done, 2);
@@ -49,9 +69,15 @@ fn device_run() -> &'static Path {
     })
 }
 
-/// The test split of the tiny runs' data, as one batch of 100.
+/// The test split of the tiny runs' data, as one batch.
 fn test_images(device: &Device) -> (Tensor<4>, Vec<usize>) {
-    let loader = mini_test_loader();
+    let data = meal::data::open(&meal::data::DataConfig {
+        test_subset: Some(TEST_IMAGES),
+        train_subset: Some(TRAIN_IMAGES),
+        ..meal::data::DataConfig::new(mini())
+    })
+    .unwrap();
+    let loader = meal::data::Loader::new(data.test, meal::data::LoaderConfig::eval(TEST_IMAGES));
     let batch = loader.epoch(0).next().expect("one test batch").unwrap();
     let (images, _) = meal::train::tensors::batch_tensors(&batch, device);
     (images, batch.labels)
@@ -115,7 +141,7 @@ fn evaluates_alike(checkpoint: &Path, from: &Device, to: &Device) -> f64 {
         .filter(|(ra, rb)| top1(std::slice::from_ref(ra)) != top1(std::slice::from_ref(rb)))
         .count();
     assert!(
-        (acc_a - acc_b).abs() <= flips as f64,
+        (acc_a - acc_b).abs() <= 100.0 * flips as f64 / a.len() as f64 + 1e-9,
         "{acc_a}% vs {acc_b}% with {flips} near-tie images"
     );
     acc_b
@@ -126,7 +152,7 @@ fn train_resume_and_distill_on_the_test_device() {
     let _t = turn();
     let teacher = device_run();
     let student = scratch("device_runs-student").join("run");
-    let out = distill_fresh(distill_table(ARCH, &[teacher], &student, 1, "")).unwrap();
+    let out = distill_fresh(tiny(distill_table(ARCH, &[teacher], &student, 1, ""))).unwrap();
     assert_eq!(out.epochs_done, 1);
     assert!((0.0..=100.0).contains(&out.last.top1), "{}", out.last.top1);
     let m = metrics(&student);
@@ -155,7 +181,7 @@ fn a_checkpoint_trained_on_the_test_device_evaluates_alike_on_flex() {
 fn a_checkpoint_trained_on_flex_evaluates_alike_on_the_test_device() {
     let _t = turn();
     let run = scratch("device_runs-flex").join("run");
-    let mut table = train_table(ARCH, &run, 1, 4);
+    let mut table = tiny(train_table(ARCH, &run, 1, 4));
     table.insert("device".into(), "flex".into());
     let out = train_fresh(table).unwrap();
     assert_eq!(out.epochs_done, 1);
@@ -182,11 +208,23 @@ fn memory_in_use(device: &Device) -> u64 {
 fn memory_after_100_training_steps_is_memory_after_10() {
     let _t = turn();
     let device = meal::selftest::test_device().autodiff();
+    // A Cube runtime's allocator counts its bytes exactly, so a small batch shows a leak (and
+    // lavapipe can run 100 steps of it); the resident set on flex moves by megabytes on its own,
+    // so there the batch is big enough for one kept activation per step to stand out.
+    let exact = device.memory_pool_usage().is_some();
+    let (batch, side) = if exact { (4, 16) } else { (64, 32) };
+    // One activation of resnet8's first stage (16 channels at full size).
+    let activation = (batch * 16 * side * side * 4) as u64;
+    let slack = if exact { 8 * activation } else { 4 << 20 };
     let (mut net, x, y) = meal::backend::seeded(&device, 5, || {
         let net = meal::models::build(ARCH, 10, &device).unwrap();
-        let x = Tensor::<4>::random([64, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-        let labels: Vec<i64> = (0..64).map(|i| i % 10).collect();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [64]), &device);
+        let x = Tensor::<4>::random(
+            [batch, 3, side, side],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
         (net, x, y)
     });
     let mut optim = meal::train::optim::SgdSettings::default().init();
@@ -203,12 +241,10 @@ fn memory_after_100_training_steps_is_memory_after_10() {
         }
     }
     let (ten, hundred) = (at[0], at[1]);
-    // A tensor of this batch kept per step (activations: 4 MiB each) would add hundreds of MiB.
+    // One activation kept per step would add 90 of them.
     assert!(
-        hundred <= ten + ten / 50 + (4 << 20),
-        "{} MiB after 100 steps, {} MiB after 10",
-        hundred >> 20,
-        ten >> 20
+        hundred <= ten + ten / 50 + slack,
+        "{hundred} bytes after 100 steps, {ten} after 10 (one activation: {activation})"
     );
     eprintln!("memory after 10 and 100 steps: {ten} and {hundred} bytes");
 }

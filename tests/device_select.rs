@@ -192,3 +192,51 @@ fn selftest_reports_every_golden_check() {
         "{name}"
     );
 }
+
+/// `--models` picks the golden comparisons (CI runs these on lavapipe, where the whole zoo takes
+/// minutes): residual blocks, max pooling, depthwise and dense concatenation, plus the losses.
+#[test]
+fn selftest_checks_the_models_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("selftest.json");
+    let device = meal::selftest::test_device_name();
+    let o = meal(&[
+        "--device",
+        &device,
+        "selftest",
+        "--golden-only",
+        "--models",
+        "mobilenet,resnet8,densenet121,vgg8",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    // In the zoo's order, then the three loss groups.
+    assert_eq!(names.len(), 7, "{names:?}");
+    for (name, arch) in names
+        .iter()
+        .zip(["resnet8", "vgg8", "densenet121", "mobilenet"])
+    {
+        assert_eq!(*name, format!("{arch} forward vs PyTorch"));
+    }
+    assert_eq!(report["failed"], 0, "{report:#}");
+
+    // A model without golden outputs (ImageNet form, or unknown) is an error that lists them.
+    for bad in ["resnet50", "resnet7"] {
+        let o = meal(&["selftest", "--golden-only", "--models", bad]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!("`{bad}`")) && e.contains("--models") && e.contains("resnet8"),
+            "{e}"
+        );
+    }
+}

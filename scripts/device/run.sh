@@ -14,7 +14,8 @@
 # Usage: OUT=/path scripts/device/run.sh [path/to/meal or meal.xz]   (default: carry/meal.xz)
 # Environment:
 #   OUT          results folder (required)
-#   MEAL_DEVICE  device for meal and PyTorch: cuda (default), cuda:N or flex (CPU test runs)
+#   MEAL_DEVICE  device for meal and PyTorch: cuda (default), cuda:N, or for rehearsals flex
+#                (the CPU) or wgpu[:N] (a wgpu build, e.g. on lavapipe; PyTorch on the CPU)
 #   SMALL=1      tiny sizes (batch 8, one step, one epoch): a rehearsal of every step on a CPU
 #   PYTHON       Python with torch (default python3)
 #   STEP_TIMEOUT seconds any one step may take before it is killed and marked failed (300)
@@ -87,7 +88,7 @@ MEAL="$WORK/meal"
 
 # The CUDA backend loads libcuda (driver) and libnvrtc (runtime compiler) at run time. PyTorch
 # wheels ship libnvrtc under site-packages/nvidia/*/lib; a toolkit under /usr/local/cuda.
-if [ "$DEVICE" != flex ]; then
+if [[ "$DEVICE" == cuda* ]]; then
   extra=$("$PYTHON" - <<'EOF' 2>/dev/null
 import glob, os, site
 dirs = []
@@ -130,7 +131,7 @@ torch_help=$("$PYTHON" "$TORCH_BENCH" --help 2>&1 || true)
 torch_flags=0
 case "$torch_help" in *--arch*) torch_flags=1 ;; esac
 torch_device=$DEVICE
-[ "$DEVICE" = flex ] && torch_device=cpu
+[[ "$DEVICE" == cuda* ]] || torch_device=cpu
 
 : >"$OUT/bench-meal.jsonl"
 : >"$OUT/bench-torch.jsonl"

@@ -10,6 +10,11 @@ pub struct SelftestArgs {
     /// Only the golden comparisons (skip the train/distill/resume round).
     #[arg(long)]
     pub golden_only: bool,
+    /// Compare only these models with PyTorch, comma-separated (default: every model with golden
+    /// outputs, the CIFAR-form zoo; the loss checks always run). For slow devices: lavapipe
+    /// takes minutes over the whole zoo.
+    #[arg(long, value_delimiter = ',', value_name = "ARCH,...")]
+    pub models: Vec<String>,
     /// Folder of the round's runs; its data/, teacher/ and student/ are replaced (default: a
     /// fresh folder under the system temp dir, removed when every check passed).
     #[arg(long)]
@@ -20,6 +25,7 @@ pub struct SelftestArgs {
 }
 
 pub fn run(a: SelftestArgs) -> Result<()> {
+    let archs = selftest::models::select(&a.models).map_err(Error::Other)?;
     let device = crate::backend::device();
     let name = crate::backend::describe_selected();
     let tol = Tolerance::for_selected();
@@ -38,7 +44,7 @@ pub fn run(a: SelftestArgs) -> Result<()> {
         );
         checks.push(c);
     };
-    for c in selftest::golden_checks(&device, &tol) {
+    for c in selftest::golden_checks(&device, &tol, &archs) {
         report(c, &mut checks);
     }
     let (work, temporary) = match a.work_dir {

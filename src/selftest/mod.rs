@@ -56,10 +56,11 @@ pub fn test_device_name() -> String {
     std::env::var("MEAL_TEST_DEVICE").unwrap_or_else(|_| "flex".into())
 }
 
-/// Every golden comparison on `device` (plain, not autodiff), with `tol`.
-pub fn golden_checks(device: &Device, tol: &Tolerance) -> Vec<Check> {
+/// The golden comparisons on `device` (plain, not autodiff), with `tol`: the models `archs`
+/// (from [`models::select`]) and the loss checks.
+pub fn golden_checks(device: &Device, tol: &Tolerance, archs: &[&str]) -> Vec<Check> {
     let mut checks = Vec::new();
-    checks.extend(models::zoo(device, tol));
+    checks.extend(models::zoo(device, tol, archs));
     let ad = device.clone().autodiff();
     checks.push(Check::from_result(
         "similarity losses and gradients vs PyTorch",

@@ -140,8 +140,32 @@ pub fn arch(
     Ok(worst.max(err))
 }
 
-/// One check per zoo architecture.
-pub fn zoo(device: &Device, tol: &Tolerance) -> Vec<Check> {
+/// The architectures with golden outputs: the CIFAR-form zoo models (the ImageNet-form ones are
+/// held to timm by the test suite, tests/models_timm.rs). `names` picks some of them, in the
+/// zoo's order; a name outside them is an error that lists them.
+pub fn select(names: &[String]) -> Result<Vec<&'static str>, String> {
+    let cifar: Vec<&'static str> = ARCHS
+        .iter()
+        .filter(|info| info.form == Form::Cifar)
+        .map(|info| info.name)
+        .collect();
+    if let Some(bad) = names.iter().find(|n| !cifar.contains(&n.as_str())) {
+        return Err(format!(
+            "--models: `{bad}` has no golden outputs; the models checked against PyTorch are {}",
+            cifar.join(", ")
+        ));
+    }
+    if names.is_empty() {
+        return Ok(cifar);
+    }
+    Ok(cifar
+        .into_iter()
+        .filter(|a| names.iter().any(|n| n == a))
+        .collect())
+}
+
+/// One check per architecture of `archs` (from [`select`]).
+pub fn zoo(device: &Device, tol: &Tolerance, archs: &[&str]) -> Vec<Check> {
     let golden: BTreeMap<String, serde_json::Value> = match serde_json::from_str(MODEL_OUTPUTS) {
         Ok(g) => g,
         Err(e) => {
@@ -151,16 +175,12 @@ pub fn zoo(device: &Device, tol: &Tolerance) -> Vec<Check> {
             )];
         }
     };
-    // The ImageNet-form models are held to timm by the test suite (tests/models_timm.rs); the
-    // golden summaries here are of the CIFAR twins at 32×32.
-    ARCHS
+    archs
         .iter()
-        .filter(|info| info.form == Form::Cifar)
-        .map(|info| {
+        .map(|&name| {
             Check::from_result(
-                format!("{} forward vs PyTorch", info.name),
-                arch(info.name, &golden, device, tol)
-                    .map(|w| format!("max error {w:.2e} of mean |x|")),
+                format!("{name} forward vs PyTorch"),
+                arch(name, &golden, device, tol).map(|w| format!("max error {w:.2e} of mean |x|")),
             )
         })
         .collect()
