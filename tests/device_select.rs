@@ -159,23 +159,25 @@ fn checkpoints_load_on_any_device() {
     assert!(summary.contains("40 logits"), "{summary}");
 }
 
-#[test]
-fn selftest_reports_every_golden_check() {
+/// `meal selftest --golden-only` on the test device with `args`, which must pass: its stdout
+/// and JSON report.
+fn golden_selftest(args: &[&str]) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("selftest.json");
     let device = meal::selftest::test_device_name();
-    let o = meal(&[
-        "--device",
-        &device,
-        "selftest",
-        "--golden-only",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let out = String::from_utf8_lossy(&o.stdout);
+    let mut all = vec!["--device", &device, "selftest", "--golden-only", "--json"];
+    all.push(json.to_str().unwrap());
+    all.extend(args);
+    let o = meal(&all);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (out, report)
+}
+
+#[test]
+fn selftest_reports_every_golden_check() {
+    let (out, report) = golden_selftest(&[]);
     let checks = report["checks"].as_array().unwrap();
     // One per zoo model plus the three loss groups.
     let cifar = meal::models::ARCHS
@@ -187,6 +189,7 @@ fn selftest_reports_every_golden_check() {
     assert!(checks.iter().all(|c| c["passed"] == true));
     assert_eq!(out.matches("PASS ").count(), checks.len(), "{out}");
     let name = report["device"].as_str().unwrap();
+    let device = meal::selftest::test_device_name();
     assert!(
         name.starts_with(device.split(':').next().unwrap()),
         "{name}"
@@ -197,22 +200,7 @@ fn selftest_reports_every_golden_check() {
 /// minutes): residual blocks, max pooling, depthwise and dense concatenation, plus the losses.
 #[test]
 fn selftest_checks_the_models_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("selftest.json");
-    let device = meal::selftest::test_device_name();
-    let o = meal(&[
-        "--device",
-        &device,
-        "selftest",
-        "--golden-only",
-        "--models",
-        "mobilenet,resnet8,densenet121,vgg8",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (_, report) = golden_selftest(&["--models", "mobilenet,resnet8,densenet121,vgg8"]);
     let names: Vec<&str> = report["checks"]
         .as_array()
         .unwrap()
