@@ -21,14 +21,15 @@ use super::layers::{self, BatchNorm2d, count_conv};
 use super::same_pad::{conv_same, same_options};
 use crate::kernels::activation::OutputAct;
 
-/// `act(bn(conv(x)))`, the BatchNorm and the activation riding on the convolution at inference
-/// where the padding is static, and the ReLU on the BatchNorm where it is one.
+/// `act(bn(conv(x)))` with "same" padding, the BatchNorm and the activation riding on the
+/// convolution at inference ([`layers::conv_bn_act_with`]).
 pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: Option<Act>) -> Tensor<4> {
     let out = act.map_or(OutputAct::Identity, Act::output);
-    if conv.stride == [1, 1] {
-        return layers::conv_bn_act(conv, bn, x, out);
+    let [_, _, h, w] = x.dims();
+    match same_options(conv, h, w) {
+        Some(options) => layers::conv_bn_act_with(conv, bn, x, out, options),
+        None => layers::bn_act(bn, conv_same(conv, x), out),
     }
-    layers::bn_act(bn, conv_same(conv, x), out)
 }
 
 /// `act(bn(conv_dw(x)))` then the squeeze-excitation `se`. At inference the BatchNorm, the

@@ -72,22 +72,15 @@ fn pytorch_linear(d_input: usize, d_output: usize) -> LinearConfig {
 /// runs its convolutions through here so that [`super::count::count_macs`] sees them.
 pub fn conv_fwd(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     // The zoo pads explicitly; anything else keeps burn's own layer.
-    let Some(options) = explicit_options(conv) else {
-        return count_conv(conv, conv.forward(x));
-    };
-    let y = crate::kernels::conv2d(
-        x,
-        conv.weight.val(),
-        conv.bias.as_ref().map(|b| b.val()),
-        options,
-    );
-    count_conv(conv, y)
+    match explicit_options(conv) {
+        Some(options) => conv_with(conv, x, options),
+        None => count_conv(conv, conv.forward(x)),
+    }
 }
 
-/// Like [`conv_fwd`] with the padding `[(top, bottom), (left, right)]` given per call: TensorFlow
-/// "same" padding ([`super::same_pad`]) depends on the input size.
-pub fn conv_fwd_padded(conv: &Conv2d, x: Tensor<4>, padding: [(usize, usize); 2]) -> Tensor<4> {
-    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+/// `conv(x)` run with `options` instead of the layer's own (TensorFlow "same" padding,
+/// [`super::same_pad`], depends on the input size).
+pub fn conv_with(conv: &Conv2d, x: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
     let y = crate::kernels::conv2d(
         x,
         conv.weight.val(),
@@ -111,10 +104,24 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, relu: bool) -> Ten
 /// differentiated) the BatchNorm and the activation ride on the convolution's output pass
 /// ([`crate::kernels::conv2d_affine`]); otherwise the layers run one after the other.
 pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: OutputAct) -> Tensor<4> {
+    match explicit_options(conv) {
+        Some(options) => conv_bn_act_with(conv, bn, x, act, options),
+        None => bn_act(bn, conv_fwd(conv, x), act),
+    }
+}
+
+/// [`conv_bn_act`] with the convolution run with `options` (as [`conv_with`]).
+pub fn conv_bn_act_with(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    x: Tensor<4>,
+    act: OutputAct,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
     let inference = !x.device().is_autodiff() && !bn.batch_statistics(&x);
-    let Some(options) = explicit_options(conv).filter(|_| inference) else {
-        return bn_act(bn, conv_fwd(conv, x), act);
-    };
+    if !inference {
+        return bn_act(bn, conv_with(conv, x, options), act);
+    }
     let y = crate::kernels::conv2d_affine(
         x.clone(),
         conv.weight.val(),

@@ -9,7 +9,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
 
-use super::layers::{conv_fwd, conv_fwd_padded};
+use super::layers::{conv_fwd, conv_with};
 
 /// `(before, after)` padding of one axis of length `size` for a kernel `kernel`, stride
 /// `stride`, dilation `dilation`.
@@ -23,16 +23,11 @@ pub fn same_padding(size: usize, kernel: usize, stride: usize, dilation: usize) 
 /// `conv(x)` with "same" padding: computed from `x` when the layer is strided, the layer's own
 /// static padding otherwise.
 pub fn conv_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if conv.stride == [1, 1] {
-        return conv_fwd(conv, x);
-    }
     let [_, _, h, w] = x.dims();
-    let [_, _, kh, kw] = conv.weight.shape().dims::<4>();
-    let padding = [
-        same_padding(h, kh, conv.stride[0], conv.dilation[0]),
-        same_padding(w, kw, conv.stride[1], conv.dilation[1]),
-    ];
-    conv_fwd_padded(conv, x, padding)
+    match same_options(conv, h, w) {
+        Some(options) => conv_with(conv, x, options),
+        None => conv_fwd(conv, x),
+    }
 }
 
 /// The options [`conv_same`] runs `conv` with on an input of `h × w`, or `None` for a layer
