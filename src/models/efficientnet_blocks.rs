@@ -18,7 +18,7 @@ use super::drop_path::DropPath;
 use super::efficientnet_builder::{BlockArgs, BlockKind, ModelArgs, tf_bn, tf_conv};
 use super::efficientnet_se::SqueezeExcite;
 use super::layers::{self, BatchNorm2d, count_conv};
-use super::same_pad::{conv_same, same_options};
+use super::same_pad::same_options;
 use crate::kernels::activation::OutputAct;
 
 /// `act(bn(conv(x)))` with "same" padding, the BatchNorm and the activation riding on the
@@ -28,7 +28,7 @@ pub fn conv_bn_act(conv: &Conv2d, bn: &BatchNorm2d, x: Tensor<4>, act: Option<Ac
     let [_, _, h, w] = x.dims();
     match same_options(conv, h, w) {
         Some(options) => layers::conv_bn_act_with(conv, bn, x, out, options),
-        None => layers::bn_act(bn, conv_same(conv, x), out),
+        None => layers::bn_act(bn, layers::conv_fwd(conv, x), out),
     }
 }
 

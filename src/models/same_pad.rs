@@ -6,10 +6,7 @@
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
 use burn::tensor::ops::ConvOptions;
-
-use super::layers::{conv_fwd, conv_with};
 
 /// `(before, after)` padding of one axis of length `size` for a kernel `kernel`, stride
 /// `stride`, dilation `dilation`.
@@ -20,17 +17,8 @@ pub fn same_padding(size: usize, kernel: usize, stride: usize, dilation: usize) 
     (needed / 2, needed - needed / 2)
 }
 
-/// `conv(x)` with "same" padding: computed from `x` when the layer is strided, the layer's own
-/// static padding otherwise.
-pub fn conv_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    match same_options(conv, h, w) {
-        Some(options) => conv_with(conv, x, options),
-        None => conv_fwd(conv, x),
-    }
-}
-
-/// The options [`conv_same`] runs `conv` with on an input of `h × w`, or `None` for a layer
+/// The options a "same"-padded `conv` runs with on an input of `h × w` (computed when the layer
+/// is strided, its own static padding otherwise), or `None` for a layer
 /// that does not pad explicitly (the zoo's all do).
 pub fn same_options(conv: &Conv2d, h: usize, w: usize) -> Option<ConvOptions<2>> {
     let padding = if conv.stride == [1, 1] {
