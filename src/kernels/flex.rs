@@ -10,6 +10,7 @@ use super::activation::{self, Activation};
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use super::depthwise;
+use super::max_pool;
 use super::plane_scale;
 use super::prepared;
 use super::sgd;
@@ -360,6 +361,28 @@ impl ConvKernels for Flex {
             tensor(y, [s.batch, s.cout, s.ho(), s.wo()]),
             tensor(means, [s.batch, s.cout]),
         )
+    }
+
+    fn meal_max_pool2d(
+        x: FlexTensor,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        let d = x.shape();
+        let s = (x.dtype() == DType::F32 && d.num_dims() == 4).then(|| max_pool::PoolShape {
+            batch: d[0],
+            channels: d[1],
+            h: d[2],
+            w: d[3],
+            kernel,
+            stride,
+            pad: padding,
+        });
+        match s.and_then(|s| Some((s, s.output()?))) {
+            Some((s, [ho, wo])) => tensor(max_pool::forward(&s, &values(&x)), [d[0], d[1], ho, wo]),
+            None => Flex::max_pool2d(x, kernel, stride, padding, [1, 1], false),
+        }
     }
 
     fn meal_plane_scale(x: FlexTensor, s: FlexTensor) -> FlexTensor {

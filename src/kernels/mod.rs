@@ -50,6 +50,7 @@ mod copy;
 pub mod depthwise;
 mod flex;
 mod gemm;
+pub mod max_pool;
 pub mod plane_scale;
 pub mod prepared;
 pub mod sgd;
@@ -194,6 +195,16 @@ pub trait ConvKernels: burn::backend::Backend {
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         burn_depthwise_affine::<Self>(x, weight, scale, shift, act, options)
+    }
+
+    /// `F.max_pool2d(x, kernel, stride, padding)` for inference (no indices to keep).
+    fn meal_max_pool2d(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        Self::max_pool2d(x, kernel, stride, padding, [1, 1], false)
     }
 
     /// `x[b, c] · s[b, c]` over `(B, C, H, W)` with `s: [B, C]`: a squeeze-excitation's gate.
@@ -510,6 +521,25 @@ pub fn depthwise_affine(
         options,
     );
     (Tensor::from_dispatch(y), Tensor::from_dispatch(means))
+}
+
+/// `F.max_pool2d(x, kernel, stride, padding)`: meal's kernel for inference on burn-flex, burn's
+/// op where gradients are tracked (it keeps the indices the backward pass needs) and elsewhere.
+pub fn max_pool2d(x: Tensor<4>, kernel: usize, stride: usize, padding: usize) -> Tensor<4> {
+    if !enabled() || x.device().is_autodiff() {
+        return burn::tensor::module::max_pool2d(
+            x,
+            burn::tensor::ops::MaxPoolOptions::new([kernel, kernel])
+                .with_stride([stride, stride])
+                .with_padding([padding, padding]),
+        );
+    }
+    Tensor::from_dispatch(Dispatch::meal_max_pool2d(
+        x.into_dispatch(),
+        [kernel; 2],
+        [stride; 2],
+        [padding; 2],
+    ))
 }
 
 /// `x[b, c] · s[b, c]` over `(B, C, H, W)`, `s: [B, C]`: in place in one pass where meal's

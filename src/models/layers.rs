@@ -10,7 +10,7 @@ use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 
 use super::flops;
 use crate::kernels::activation::OutputAct;
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
 use burn::tensor::{Device, Tensor};
 
 /// A `k×k` convolution with PyTorch's default initialisation and `padding = k/2`.
@@ -187,20 +187,12 @@ pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `F.max_pool2d(x, k, stride)` without padding.
 pub fn max_pool(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
-    burn::tensor::module::max_pool2d(
-        x,
-        MaxPoolOptions::new([kernel, kernel]).with_stride([stride, stride]),
-    )
+    crate::kernels::max_pool2d(x, kernel, stride, 0)
 }
 
 /// `F.max_pool2d(x, k, stride, padding)`.
 pub fn max_pool_padded(x: Tensor<4>, kernel: usize, stride: usize, padding: usize) -> Tensor<4> {
-    burn::tensor::module::max_pool2d(
-        x,
-        MaxPoolOptions::new([kernel, kernel])
-            .with_stride([stride, stride])
-            .with_padding([padding, padding]),
-    )
+    crate::kernels::max_pool2d(x, kernel, stride, padding)
 }
 
 /// `F.avg_pool2d(x, k)` (stride k, no padding).
