@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod limits;
 mod random;
+pub mod read;
 pub use random::{drawn, seeded, unseeded};
 
 /// A device as the user names it: `auto`, `flex`, `cuda` (= `cuda:0`), `cuda:N`, `wgpu` (the
@@ -33,6 +35,14 @@ pub enum DeviceSpec {
     Cuda(usize),
     /// `None`: wgpu's preferred adapter.
     Wgpu(Option<usize>),
+}
+
+impl DeviceSpec {
+    /// Whether the device runs on a cubecl runtime (CUDA, wgpu), whose buffers have a size
+    /// limit ([`limits`]).
+    pub fn is_cube(&self) -> bool {
+        matches!(self, Self::Cuda(_) | Self::Wgpu(_))
+    }
 }
 
 const NAMES: &str = "auto, flex, cuda, cuda:N, wgpu, wgpu:N (N = GPU index)";
@@ -266,6 +276,39 @@ pub unsafe fn ensure_runtime_dir() {
     }
 }
 
+/// cubecl's wgpu runtime turns a wgpu validation error (a buffer bound past the adapter's
+/// limit, say) into a panic on its device thread, catches it there and fails the next read,
+/// which meal reports as its own error; the default hook would still print that caught panic
+/// with a backtrace, as if meal had crashed. This prints each such wgpu error once, on one
+/// line, and leaves every other panic to the hook installed before.
+pub fn note_runtime_errors() {
+    if cfg!(not(feature = "wgpu")) {
+        return;
+    }
+    let previous = std::panic::take_hook();
+    let seen = Mutex::new(std::collections::HashSet::new());
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        match message {
+            Some(m) if m.starts_with("wgpu error: ") => {
+                let line = read::one_line(m);
+                if seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(line.clone())
+                {
+                    eprintln!("note: {line}");
+                }
+            }
+            _ => previous(info),
+        }
+    }));
+}
+
 /// Runs a first kernel on `device` and returns its name: runtimes panic (instead of erroring)
 /// when a driver or compiler library is missing, and this turns that into an error naming the
 /// device.
@@ -280,13 +323,16 @@ fn probe(spec: &DeviceSpec, device: &Device, hint: &str) -> Result<String> {
         let sum = Tensor::<1>::from_floats([1.0f32, 2.0, 3.0], &probe)
             .mul_scalar(2.0)
             .sum()
-            .into_scalar::<f32>();
+            .try_into_scalar::<f32>();
         (name, sum)
     });
     match outcome {
-        Ok((name, 12.0)) => Ok(name),
-        Ok((_, sum)) => Err(Error::Other(format!(
+        Ok((name, Ok(12.0))) => Ok(name),
+        Ok((_, Ok(sum))) => Err(Error::Other(format!(
             "device {spec}: a test computation returned {sum} instead of 12"
+        ))),
+        Ok((_, Err(e))) => Err(Error::Other(format!(
+            "device {spec} could not run a kernel: {e} ({hint})"
         ))),
         Err(message) => Err(Error::Other(format!(
             "device {spec} could not run a kernel: {message} ({hint})"

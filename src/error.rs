@@ -29,6 +29,11 @@ pub enum Error {
     #[error("diverged: {0}")]
     Diverged(String),
 
+    /// The device failed to run or return a computation, or cannot hold what a command needs;
+    /// the message names the device, what failed and what to change.
+    #[error("device {device}: {message}")]
+    Device { device: String, message: String },
+
     #[error("interrupted: {0}")]
     Interrupted(String),
 
@@ -40,6 +45,14 @@ impl Error {
     pub fn file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Error::File {
             path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// A [`Error::Device`] on the selected device.
+    pub fn device(message: impl std::fmt::Display) -> Self {
+        Error::Device {
+            device: crate::backend::describe_selected(),
             message: message.to_string(),
         }
     }

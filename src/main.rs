@@ -3,6 +3,7 @@
 fn main() {
     // SAFETY: nothing else runs yet.
     unsafe { meal::backend::ensure_runtime_dir() };
+    meal::backend::note_runtime_errors();
     if let Err(err) = meal::cli::main() {
         let message = err.to_string();
         eprintln!("error: {message}");

@@ -179,7 +179,7 @@ pub fn predict(
             )?);
         }
         let x = Tensor::<4>::from_data(TensorData::new(flat, [n, 3, size, size]), &device);
-        let (scores, classes) = host_rows(&net.forward(x).logits);
+        let (scores, classes) = host_rows(&net.forward(x).logits)?;
         let probs = softmax_rows(&scores, classes);
         for ((img, row), logits) in chunk_imgs
             .iter()

@@ -235,7 +235,7 @@ fn to_table<T: Serialize>(value: &T) -> Result<toml::Table> {
 }
 
 /// Milliseconds per image of a batch-1 forward pass on the CPU device (median of 15).
-pub fn latency_ms(net: &Net, shape: [usize; 3]) -> f64 {
+pub fn latency_ms(net: &Net, shape: [usize; 3]) -> Result<f64> {
     let device = crate::backend::device();
     let model = net.valid().fork(&device);
     let x = crate::backend::unseeded(|| {
@@ -249,13 +249,13 @@ pub fn latency_ms(net: &Net, shape: [usize; 3]) -> f64 {
     for i in 0..18 {
         let t = Instant::now();
         let out = model.forward(x.clone());
-        let _ = out.logits.into_data();
+        crate::backend::read::data(out.logits, "a model's logits")?;
         if i >= 3 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    Ok(times[times.len() / 2])
 }
 
 fn describe(role: &str, net: &Net, arch: &str, top1: f64, shape: [usize; 3], ms: f64) -> Row {
@@ -363,14 +363,17 @@ pub fn run(q: &QuickstartConfig) -> Result<Summary> {
             arch,
             acc.top1,
             shape,
-            latency_ms(net, shape),
+            latency_ms(net, shape)?,
         ));
     }
     // The students are one architecture: timing it once keeps timer noise from showing
     // identical networks at different speeds (and from moving the speed-up with it).
     let mut student_ms = None;
     for st in &students {
-        let ms = *student_ms.get_or_insert_with(|| latency_ms(&st.net, shape));
+        let ms = match student_ms {
+            Some(ms) => ms,
+            None => *student_ms.insert(latency_ms(&st.net, shape)?),
+        };
         rows.push(describe(st.role, &st.net, &q.student, st.top1, shape, ms));
     }
 

@@ -4,7 +4,10 @@
 
 use std::process::{Command, Output};
 
+use burn::tensor::Tensor;
 use meal::backend::DeviceSpec;
+use meal::backend::limits::{max_buffer_bytes, thousands};
+use meal::backend::read;
 use meal::train::model_io::{self, ModelMeta};
 
 fn meal(args: &[&str]) -> Output {
@@ -157,6 +160,66 @@ fn checkpoints_load_on_any_device() {
         .unwrap();
     let summary = meal::selftest::round::across_devices(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(summary.contains("40 logits"), "{summary}");
+}
+
+/// A parameter larger than the test device holds in one buffer is refused before anything is
+/// built or run, naming it, its size, the limit and what to change: MEAL V1's first
+/// discriminator (10000 → 5000, a 200,000,000-byte weight) on lavapipe, which binds 128 MiB.
+/// A device that holds it, or flex (no such limit), has nothing to refuse.
+#[test]
+fn a_parameter_over_the_buffer_limit_is_refused_up_front() {
+    let Some(limit) = max_buffer_bytes(&meal::selftest::test_device()) else {
+        return;
+    };
+    if limit >= 200_000_000 {
+        return;
+    }
+    let device = meal::selftest::test_device_name();
+    let o = meal(&[
+        "--device",
+        &device,
+        "bench",
+        "--workload",
+        "meal-v1-resnet18",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    for part in [
+        "error: device ",
+        "discriminators.list.0.layers.0.weight (10000×5000 f32, 200,000,000 bytes)",
+        &format!("larger than the {} bytes", thousands(limit)),
+        "--set d_width_divisor=",
+        "--device flex",
+    ] {
+        assert!(e.contains(part), "`{part}` missing from: {e}");
+    }
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+/// A computation the device cannot run (here: a tensor one value past its buffer limit) fails
+/// the read of its result as meal's error, and the device still computes afterwards.
+#[test]
+fn a_failed_computation_is_an_error_where_it_is_read() {
+    let device = meal::selftest::test_device();
+    let Some(limit) = max_buffer_bytes(&device) else {
+        return;
+    };
+    // A real GPU's limit is gigabytes: too much to ask of a test.
+    if limit > 1 << 30 {
+        return;
+    }
+    let past = Tensor::<1>::ones([(limit / 4 + 1) as usize], &device);
+    let e = read::scalar::<f32, 1, _>(past.sum(), "the sum").unwrap_err();
+    assert!(matches!(e, meal::Error::Device { .. }), "{e:?}");
+    assert!(e.to_string().contains("reading the sum back failed"), "{e}");
+    let fine = Tensor::<1>::from_floats([1.0, 2.0], &device);
+    assert_eq!(read::floats(fine, "two values").unwrap(), vec![1.0, 2.0]);
 }
 
 /// `meal selftest --golden-only` on the test device with `args`, which must pass: its stdout

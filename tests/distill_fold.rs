@@ -197,7 +197,7 @@ fn disc_values(d: &Discriminators, w0: &[Tensor<2>]) -> Vec<Vec<f32>> {
     let mut out = Vec::new();
     for (d, w0) in d.list.iter().zip(w0) {
         let (first, rest) = match &d.folded {
-            Some(f) => (f.weight(w0.clone()), &d.layers[..]),
+            Some(f) => (f.weight(w0.clone()).unwrap(), &d.layers[..]),
             None => (d.layers[0].weight.val(), &d.layers[1..]),
         };
         out.push(first.try_into_vec_as::<f32>().unwrap());
@@ -264,7 +264,8 @@ fn folding_keeps_the_loss_and_the_gradients() {
                 let folded = d.list.iter().filter(|d| d.folded.is_some()).count();
                 let sim = objective::similarity_loss(&feats, &targets, &s.stages, &config).unwrap();
                 let (adv, acc) =
-                    objective::discriminator_loss_on(&d, &pairs, &s.stages, reverse, false);
+                    objective::discriminator_loss_on(&d, &pairs, &s.stages, reverse, false)
+                        .unwrap();
                 let total = sim + adv.unwrap();
                 let loss: f32 = total.clone().into_scalar();
                 let grads = total.backward();
@@ -358,12 +359,18 @@ fn folded_runs_follow_the_unfolded_ones() {
                     s.y.clone(),
                     0.05,
                     0.5,
-                );
+                )
+                .unwrap();
                 stats.push(st);
                 state = next;
             }
             if fold {
-                let alpha = state.discs.list[0].folded.as_ref().unwrap().alpha();
+                let alpha = state.discs.list[0]
+                    .folded
+                    .as_ref()
+                    .unwrap()
+                    .alpha()
+                    .unwrap();
                 assert!(alpha < 0.999, "{mode:?}: α = {alpha} never moved");
             }
             runs.push((

@@ -1,6 +1,7 @@
 //! Faults around a run, through the built binary: a checkpoint write that fails halfway (the
-//! `MEAL_TEST_FAIL_WRITE` hook: root ignores read-only folders), SIGTERM, a second process on
-//! the same run folder, a stale lock, and a corrupt `last.ckpt` on `--resume`.
+//! `MEAL_TEST_FAIL_WRITE` hook: root ignores read-only folders), a device read that fails
+//! mid-epoch (the `MEAL_TEST_FAIL_READ` hook), SIGTERM, a second process on the same run
+//! folder, a stale lock, and a corrupt `last.ckpt` on `--resume`.
 
 mod common;
 
@@ -13,6 +14,7 @@ use common::*;
 fn meal() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_meal"));
     c.env_remove("MEAL_TEST_FAIL_WRITE");
+    c.env_remove("MEAL_TEST_FAIL_READ");
     c
 }
 
@@ -103,6 +105,64 @@ fn a_failing_checkpoint_write_keeps_the_previous_one_and_stops_clearly() {
     assert!(o.status.success(), "{}", stderr(&o));
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
+}
+
+/// A step whose read from the device fails (as a kernel the device could not run makes it)
+/// ends the run with meal's error, not a panic, and writes nothing of the epoch: the
+/// checkpoints and metrics stay those of the last finished epoch, from which the run resumes.
+#[test]
+fn a_failed_device_read_mid_epoch_keeps_the_checkpoints_and_stops_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, run_dir) = config(dir.path(), 1);
+    train_ok(&file);
+    let kept = ["last.ckpt", "best.ckpt", "metrics.jsonl"]
+        .map(|name| (name, std::fs::read(run_dir.join(name)).unwrap()));
+
+    // Four steps an epoch: the third read fails, after two updates of epoch 2.
+    let o = run(meal().env("MEAL_TEST_FAIL_READ", "3").args([
+        "-q",
+        "train",
+        "--resume",
+        &s(&run_dir),
+        "--set",
+        "epochs=2",
+    ]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert_mentions(
+        &e,
+        &[
+            "error: device ",
+            "reading the step's losses and outputs back failed",
+            "injected by MEAL_TEST_FAIL_READ",
+            "--device flex",
+        ],
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    for (name, bytes) in &kept {
+        assert!(
+            std::fs::read(run_dir.join(name)).unwrap() == *bytes,
+            "{name} changed"
+        );
+    }
+    no_temp_files(&run_dir);
+    assert!(!run_dir.join("meal.lock").exists(), "lock left behind");
+
+    let o = run(meal().args(["-q", "train", "--resume", &s(&run_dir)]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+
+    // A fresh run that fails so, before it saved an epoch, leaves no folder.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let (file, run_dir) = config(&fresh, 1);
+    let o =
+        run(meal()
+            .env("MEAL_TEST_FAIL_READ", "1")
+            .args(["-q", "train", "--config", &s(&file)]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!run_dir.exists(), "the failed run left its folder");
 }
 
 #[test]

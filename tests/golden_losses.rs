@@ -295,7 +295,7 @@ fn discriminator_accuracy_counts_ties_as_index_zero() {
         ],
         &device,
     );
-    let (student, teacher) = discriminator_accuracy(logits, 4);
+    let (student, teacher) = discriminator_accuracy(logits, 4).unwrap();
     assert_eq!(student, 0.75);
     assert_eq!(teacher, 0.5);
 }

@@ -281,7 +281,8 @@ impl Setup {
             labels,
             run.lr,
             run.d_lr,
-        );
+        )
+        .unwrap();
         let classes = logits.len() / batch;
         Outcome {
             stats,
@@ -720,7 +721,8 @@ fn alternating_discriminator_step_does_not_reach_the_student() {
             .map(|s| extract(&out, s.student_pos, s, config.pool))
             .collect();
         let (loss, _) =
-            objective::discriminator_loss(&discs, &feats, &targets, &stages, false, detach);
+            objective::discriminator_loss(&discs, &feats, &targets, &stages, false, detach)
+                .unwrap();
         let mut grads = loss.expect("a D loss").backward();
         let gs = GradientsParams::from_module(&mut grads, &student);
         let gd = GradientsParams::from_module(&mut grads, &discs);

@@ -161,7 +161,7 @@ fn predict_matches_the_eval_transform_and_lists_top5() {
     let (net, _, _) = load_model(&f.ckpt, &device).unwrap();
     let flat: Vec<f32> = f.pngs.iter().flat_map(|p| p.1.clone()).collect();
     let x = Tensor::<4>::from_data(TensorData::new(flat, [3, 3, 32, 32]), &device);
-    let (scores, k) = host_rows(&net.forward(x).logits);
+    let (scores, k) = host_rows(&net.forward(x).logits).unwrap();
     let probs = softmax_rows(&scores, k);
 
     for (i, (image, top)) in preds.iter().enumerate() {

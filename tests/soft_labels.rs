@@ -213,7 +213,8 @@ fn steps_from_the_store_match_live_teachers() {
                 y.clone(),
                 0.05,
                 1e-3,
-            );
+            )
+            .unwrap();
             live = next;
             let (next, sb, _) = objective::step_from(
                 cached,
@@ -225,7 +226,8 @@ fn steps_from_the_store_match_live_teachers() {
                 y,
                 0.05,
                 1e-3,
-            );
+            )
+            .unwrap();
             cached = next;
             for (what, u, v) in [
                 ("similarity", sa.sim, sb.sim),

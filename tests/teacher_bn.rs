@@ -87,6 +87,7 @@ fn teacher_after_an_epoch(config: &DistillConfig) -> Teacher {
             0.05,
             0.001,
         )
+        .unwrap()
         .0;
         batches += 1;
     }

@@ -6,6 +6,8 @@ use burn::optim::GradientsParams;
 
 use super::input::Input;
 use super::timing::{Throughput, measure};
+use crate::backend::limits::Preflight;
+use crate::backend::read::scalar;
 use crate::error::{Error, Result};
 use crate::train::optim::SgdSettings;
 use crate::train::tensors::cross_entropy;
@@ -38,6 +40,9 @@ pub fn bench_arch(
     steps: usize,
     seed: u64,
 ) -> Result<ArchRun> {
+    let mut check = Preflight::new();
+    check.arch(arch, arch, input.classes)?;
+    check.check()?;
     let device = crate::backend::autodiff_device();
     let (net, macs_per_image, (x, y)) = crate::backend::seeded(&device, seed, || -> Result<_> {
         let net = crate::models::build(arch, input.classes, &device)?;
@@ -53,13 +58,13 @@ pub fn bench_arch(
         let loss = cross_entropy(m.forward(x.clone()).logits, y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(optim.step(0.1, m, grads));
-        finite("cross-entropy", loss.into_scalar())
+        finite("cross-entropy", scalar(loss, "the training step's loss")?)
     })?;
     let eval = model.expect("trained model").valid();
     let xi = x.inner();
     let infer = measure(batch, warmup, steps, |_| {
         let logits = eval.forward(xi.clone()).logits;
-        finite("logit sum", logits.sum().into_scalar())
+        finite("logit sum", scalar(logits.sum(), "the sum of the logits")?)
     })?;
     Ok(ArchRun {
         train,

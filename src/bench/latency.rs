@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::arch::finite;
 use super::input::Input;
+use crate::backend::read::scalar;
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::train::model_io::{ModelMeta, model_container};
@@ -75,6 +76,9 @@ pub fn bench_latency(
     if steps == 0 {
         return Err(Error::Config("bench: --steps must be at least 1".into()));
     }
+    let mut check = crate::backend::limits::Preflight::new();
+    check.arch(arch, arch, input.classes)?;
+    check.check()?;
     let device = crate::backend::device();
     let s = input.size;
     let (model, inputs) = crate::backend::seeded(&device, seed, || -> Result<_> {
@@ -111,7 +115,10 @@ pub fn bench_latency(
         for i in 0..warmup + steps {
             let t = Instant::now();
             // Reading the sum back waits for the forward to finish.
-            let sum = model.forward(x.clone()).logits.sum().into_scalar();
+            let sum: f32 = scalar(
+                model.forward(x.clone()).logits.sum(),
+                "the sum of the logits",
+            )?;
             let elapsed = t.elapsed().as_secs_f64();
             finite("logit sum", sum)?;
             if i >= warmup {

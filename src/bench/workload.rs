@@ -6,6 +6,8 @@ use burn::module::Module;
 use super::arch::{ArchRun, finite};
 use super::input::Input;
 use super::timing::measure;
+use crate::backend::limits::Preflight;
+use crate::backend::read::scalar;
 use crate::data::Normalization;
 use crate::distill::config::{MealConfig, StageSpec};
 use crate::distill::objective::{self, Discriminators, MealState, Teacher};
@@ -143,11 +145,36 @@ pub fn bench_workload(
     steps: usize,
     seed: u64,
 ) -> Result<ArchRun> {
+    preflight(w, config, input)?;
     let device = crate::backend::autodiff_device();
     // The whole bench under the seed: the models and the batch are drawn at several points.
     crate::backend::seeded(&device, seed, || {
         seeded_workload(w, config, input, batch, warmup, steps, &device)
     })
+}
+
+/// Fails before anything is built when a parameter of the workload's models or
+/// discriminators is larger than the device holds in one buffer.
+fn preflight(w: &Workload, config: &MealConfig, input: Input) -> Result<()> {
+    let participant = |name: &'static str| -> Result<Participant<'static>> {
+        Ok(Participant {
+            name,
+            stages: arch_info(name)?.stages,
+        })
+    };
+    let ts = w
+        .teachers
+        .iter()
+        .map(|&t| participant(t))
+        .collect::<Result<Vec<_>>>()?;
+    let stages = stages::resolve(&config.stages, &participant(w.student)?, &ts, input.classes)?;
+    let mut check = Preflight::new();
+    for (i, &arch) in w.teachers.iter().enumerate() {
+        check.arch(&format!("teachers[{i}]"), arch, input.classes)?;
+    }
+    check.arch("student", w.student, input.classes)?;
+    Discriminators::preflight(&mut check, &stages, config, "--set ");
+    check.check()
 }
 
 fn seeded_workload(
@@ -214,7 +241,7 @@ fn seeded_workload(
             y.clone(),
             lr,
             config.d_lr,
-        );
+        )?;
         state = Some(next);
         finite("similarity loss", stats.sim as f32)?;
         finite("discriminator loss", stats.adv as f32)
@@ -223,7 +250,7 @@ fn seeded_workload(
     let xi = x.inner();
     let infer = measure(batch, warmup, steps, |_| {
         let logits = eval.forward(xi.clone()).logits;
-        finite("logit sum", logits.sum().into_scalar())
+        finite("logit sum", scalar(logits.sum(), "the sum of the logits")?)
     })?;
     Ok(ArchRun {
         train,

@@ -26,6 +26,12 @@ pub struct SelftestArgs {
 
 pub fn run(a: SelftestArgs) -> Result<()> {
     let archs = selftest::models::select(&a.models).map_err(Error::Other)?;
+    // The round's runs check their own models when they start.
+    let mut check = crate::backend::limits::Preflight::new();
+    for arch in &archs {
+        check.arch(arch, arch, 10)?;
+    }
+    check.check()?;
     let device = crate::backend::device();
     let name = crate::backend::describe_selected();
     let tol = Tolerance::for_selected();

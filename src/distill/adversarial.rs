@@ -3,6 +3,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::error::Result;
+
 /// `BCEWithLogitsLoss(reduction = mean)`: `max(z,0) − z·y + log1p(exp(−|z|))` averaged over all
 /// elements.
 ///
@@ -41,7 +43,7 @@ pub fn discriminator_targets(batch: usize, device: &Device) -> Tensor<2> {
 /// Accuracy of a discriminator on its `2·batch` rows: `(accuracy on the student rows, accuracy
 /// on the teacher rows)`. A row is correct when its argmax matches its target's (student → 0,
 /// teacher → 1); a tie counts as index 0, like `torch.max`.
-pub fn discriminator_accuracy(logits: Tensor<2>, batch: usize) -> (f64, f64) {
+pub fn discriminator_accuracy(logits: Tensor<2>, batch: usize) -> Result<(f64, f64)> {
     let [rows, cols] = logits.dims();
     assert_eq!(
         rows,
@@ -54,12 +56,10 @@ pub fn discriminator_accuracy(logits: Tensor<2>, batch: usize) -> (f64, f64) {
         "discriminator_accuracy: expected 2 columns, got {cols}"
     );
     if batch == 0 {
-        return (0.0, 0.0);
+        return Ok((0.0, 0.0));
     }
-    let values = logits
-        .try_into_vec_as::<f32>()
-        .expect("discriminator logits as f32");
-    accuracy_of_rows(&values, batch)
+    let values = crate::backend::read::floats(logits, "a discriminator's outputs")?;
+    Ok(accuracy_of_rows(&values, batch))
 }
 
 /// [`discriminator_accuracy`] on outputs already on the host (`2·batch` rows of 2).

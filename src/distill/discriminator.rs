@@ -210,11 +210,11 @@ impl Discriminator {
     }
 
     /// Moves the folded layer's scalars after an optimizer step with learning rate `lr`.
-    pub fn after_step(self, lr: f64) -> Self {
-        Self {
-            folded: self.folded.map(|f| f.advance(lr)),
+    pub fn after_step(self, lr: f64) -> crate::error::Result<Self> {
+        Ok(Self {
+            folded: self.folded.map(|f| f.advance(lr)).transpose()?,
             ..self
-        }
+        })
     }
 
     fn after_first(&self, z: Tensor<2>) -> Tensor<2> {

@@ -23,6 +23,8 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::pool::{PoolKind, fold_rows, pool_map};
+use crate::backend::read;
+use crate::error::Result;
 use crate::train::optim::SgdSettings;
 
 /// The first layer `d → h` of a discriminator whose inputs are all average-pooled maps.
@@ -181,13 +183,8 @@ impl FoldedLinear {
     /// Moves `α`, `β` as the optimizer moved `W₀`'s share of the weight in the step just taken
     /// with learning rate `lr`. Done in `f32` from the stored values, so a resumed run repeats
     /// it bit for bit.
-    pub fn advance(self, lr: f64) -> Self {
-        let s: Vec<f32> = self
-            .scale
-            .val()
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("scale is f32");
+    pub fn advance(self, lr: f64) -> Result<Self> {
+        let s = read::floats(self.scale.val(), "a folded discriminator's scalars")?;
         let (alpha, beta) = (s[0], s[1]);
         let (mu, wd, lr) = (self.momentum as f32, self.weight_decay as f32, lr as f32);
         let (alpha, beta) = if mu > 0.0 {
@@ -205,13 +202,13 @@ impl FoldedLinear {
         let scale = self
             .scale
             .map(|_| Tensor::from_data(TensorData::new(vec![alpha, beta], [2]), &device));
-        Self { scale, ..self }
+        Ok(Self { scale, ..self })
     }
 
     /// The unfolded weight `α·W₀ + Σ_a P_a·X_a` (`d × h`), given the `W₀` the layer was built
     /// from: what an unfolded layer trained on the same inputs would hold.
-    pub fn weight(&self, w0: Tensor<2>) -> Tensor<2> {
-        let s: Vec<f32> = self.scale.val().into_data().try_into_vec::<f32>().unwrap();
+    pub fn weight(&self, w0: Tensor<2>) -> Result<Tensor<2>> {
+        let s = read::floats(self.scale.val(), "a folded discriminator's scalars")?;
         let x = self.x.val().detach();
         let h = x.dims()[1];
         let mut w = w0.mul_scalar(s[0]);
@@ -221,11 +218,11 @@ impl FoldedLinear {
             w = w + pool_map(xa.transpose(), self.dim, PoolKind::Avg).transpose();
             start += l;
         }
-        w
+        Ok(w)
     }
 
     /// `W₀`'s current coefficient `α`.
-    pub fn alpha(&self) -> f32 {
-        self.scale.val().into_data().try_into_vec::<f32>().unwrap()[0]
+    pub fn alpha(&self) -> Result<f32> {
+        Ok(read::floats(self.scale.val(), "a folded discriminator's scalars")?[0])
     }
 }

@@ -13,6 +13,7 @@ use super::discriminator::{DInput, Discriminator, DiscriminatorConfig};
 use super::grl::gradient_reversal;
 use super::similarity::{TeacherTarget, similarity, teacher_probs};
 use super::stages::{Stage, extract_matched};
+use crate::backend::limits::{Preflight, param_sizes};
 use crate::data::Normalization;
 use crate::error::{Error, Result};
 use crate::models::Net;
@@ -52,6 +53,33 @@ impl Discriminators {
         crate::backend::unseeded(init)
     }
 
+    /// Adds to `check` the parameters the discriminators of `stages` will have when
+    /// [`new`](Self::new) builds them (before any folding, which reads the full first layer),
+    /// without allocating them, each with what to change when it does not fit. `set` is how the
+    /// command takes a MEAL key: `--set meal.` for `meal distill`, `--set ` for `meal bench`.
+    pub fn preflight(check: &mut Preflight, stages: &[Stage], config: &MealConfig, set: &str) {
+        if config.adversarial == AdversarialMode::None {
+            return;
+        }
+        let k = config.d_width_divisor;
+        for (j, s) in stages.iter().enumerate() {
+            let built = DiscriminatorConfig::new(s.dim, config.discriminator)
+                .with_divisor(k)
+                // flex: the shapes cost no device memory, and a lazy parameter is never drawn.
+                .try_init(&burn::tensor::Device::flex());
+            // A width the divisor cannot take is refused by `new`, naming the stage.
+            let Ok(d) = built else { continue };
+            // A stage's pooled length is a key of a distillation config; a bench workload's
+            // stages are fixed.
+            let feature = !s.is_logits() && set == "--set meal.";
+            let (dim, set) = (s.dim, set.to_string());
+            check.add(
+                param_sizes(&format!("discriminators.list.{j}"), &d),
+                move |_, limit| discriminator_advice(j, dim, k, feature, &set, limit),
+            );
+        }
+    }
+
     /// Folds the discriminator of every stage that has map lengths (see [`fold_lengths`]):
     /// its first layer is trained in the folded space from now on ([`FoldedLinear`]).
     ///
@@ -70,16 +98,55 @@ impl Discriminators {
     }
 
     /// One optimizer step over all discriminators, then the folded layers' scalars.
-    pub fn step(self, opt: &mut ModuleOptimizer, lr: f64, grads: GradientsParams) -> Self {
+    pub fn step(self, opt: &mut ModuleOptimizer, lr: f64, grads: GradientsParams) -> Result<Self> {
         let list = opt.step(lr, self, grads).list;
-        Self {
-            list: list.into_iter().map(|d| d.after_step(lr)).collect(),
-        }
+        Ok(Self {
+            list: list
+                .into_iter()
+                .map(|d| d.after_step(lr))
+                .collect::<Result<_>>()?,
+        })
     }
 
     fn folded(&self, stage: usize) -> bool {
         self.list.get(stage).is_some_and(|d| d.folded.is_some())
     }
+}
+
+/// What makes the discriminator of stage `j` (input width `dim`, narrowing by `k`) fit in
+/// `limit` bytes: its first layer, `dim × dim/k` values, is the largest.
+fn discriminator_advice(
+    j: usize,
+    dim: usize,
+    k: usize,
+    feature: bool,
+    set: &str,
+    limit: u64,
+) -> String {
+    let bytes = |d: usize, k: usize| (d as u64) * ((d / k.max(1)) as u64) * 4;
+    let mut ways = Vec::new();
+    if let Some(k2) = (k + 1..=dim).find(|&k2| bytes(dim, k2) <= limit) {
+        ways.push(format!(
+            "`{set}d_width_divisor={k2}` (layers {dim} → {} → …)",
+            dim / k2
+        ));
+    }
+    if feature && let Some(d2) = (1..dim).rev().find(|&d2| bytes(d2, k) <= limit) {
+        ways.push(format!("meal.stages[{j}].out_dim = {d2} or less"));
+    }
+    let fit = if ways.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "it fits with {} (a departure from the reference's discriminator); ",
+            ways.join(" or ")
+        )
+    };
+    format!(
+        "the discriminator of meal.stages[{j}] is {dim} → {} → … wide; {fit}or use a device \
+         with a larger limit (discrete GPUs under Vulkan bind up to 4 GiB) or --device flex",
+        dim / k.max(1)
+    )
 }
 
 /// For every stage whose discriminator can be trained in the folded space, the distinct
@@ -374,7 +441,7 @@ pub fn discriminator_loss(
     stages: &[Stage],
     reverse: bool,
     detach_student: bool,
-) -> (Option<Tensor<1>>, (f64, f64)) {
+) -> Result<(Option<Tensor<1>>, (f64, f64))> {
     let pairs: Vec<(DInput, DInput)> = student
         .iter()
         .zip(targets)
@@ -391,15 +458,15 @@ pub fn discriminator_loss_on(
     stages: &[Stage],
     reverse: bool,
     detach_student: bool,
-) -> (Option<Tensor<1>>, (f64, f64)) {
+) -> Result<(Option<Tensor<1>>, (f64, f64))> {
     let (total, outputs) = discriminator_outputs_on(discs, pairs, stages, reverse, detach_student);
     let mut acc = (0.0, 0.0);
     for (logits, batch) in &outputs {
-        let (a_s, a_t) = discriminator_accuracy(logits.clone(), *batch);
+        let (a_s, a_t) = discriminator_accuracy(logits.clone(), *batch)?;
         acc = (acc.0 + a_s, acc.1 + a_t);
     }
     let n = outputs.len().max(1) as f64;
-    (total, (acc.0 / n, acc.1 / n))
+    Ok((total, (acc.0 / n, acc.1 / n)))
 }
 
 /// [`discriminator_loss_on`]'s loss, with each discriminator's detached outputs and batch
@@ -511,7 +578,8 @@ fn mean_accuracy(values: &Values, slots: &[(Slot, usize)]) -> (f64, f64) {
 }
 
 /// One MEAL update on a batch. Returns the new state, the stats and the student logits (host
-/// copy, row-major), all read from the device at once after the update is queued.
+/// copy, row-major), all read from the device at once after the update is queued; a
+/// computation the device could not run is an error there.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     state: MealState,
@@ -523,7 +591,7 @@ pub fn step(
     labels: Tensor<1, Int>,
     lr: f64,
     d_lr: f64,
-) -> (MealState, StepStats, Vec<f32>) {
+) -> Result<(MealState, StepStats, Vec<f32>)> {
     step_from(
         state,
         TeacherSource::Live(teachers),
@@ -549,7 +617,7 @@ pub fn step_from(
     labels: Tensor<1, Int>,
     lr: f64,
     d_lr: f64,
-) -> (MealState, StepStats, Vec<f32>) {
+) -> Result<(MealState, StepStats, Vec<f32>)> {
     let inputs = (x, labels);
     step_then(
         state,
@@ -575,7 +643,7 @@ pub fn step_then(
     (x, labels): (Tensor<4>, Tensor<1, Int>),
     (lr, d_lr): (f64, f64),
     ahead: &mut dyn FnMut(),
-) -> (MealState, StepStats, Vec<f32>) {
+) -> Result<(MealState, StepStats, Vec<f32>)> {
     let fold = (0..stages.len()).any(|j| state.discs.folded(j));
     let (targets, teacher_maps) = targets_from(source, chosen, &x, stages, config, fold);
     let out = state.student.forward(x);
@@ -631,7 +699,7 @@ pub fn step_then(
                 let gs = GradientsParams::from_module(&mut grads, &state.student);
                 let gd = GradientsParams::from_module(&mut grads, &state.discs);
                 state.student = state.opt_student.step(lr, state.student, gs);
-                state.discs = state.discs.step(&mut state.opt_discs, d_lr, gd);
+                state.discs = state.discs.step(&mut state.opt_discs, d_lr, gd)?;
             }
         }
         AdversarialMode::Alternating => {
@@ -641,7 +709,7 @@ pub fn step_then(
             d_slots = push_outputs(&mut readback, outputs);
             if let Some(adv) = adv {
                 let gd = GradientsParams::from_grads(adv.backward(), &state.discs);
-                state.discs = state.discs.step(&mut state.opt_discs, d_lr, gd);
+                state.discs = state.discs.step(&mut state.opt_discs, d_lr, gd)?;
             }
             let students: Vec<DInput> = d_inputs.into_iter().map(|(s, _)| s).collect();
             let fool = fooling_loss_on(&state.discs, &students, stages);
@@ -652,7 +720,7 @@ pub fn step_then(
         }
     }
     ahead();
-    let values = readback.read();
+    let values = readback.read()?;
     let (d_acc_student, d_acc_teacher) = mean_accuracy(&values, &d_slots);
     let stats = StepStats {
         sim: values.scalar(sim_slot),
@@ -661,7 +729,7 @@ pub fn step_then(
         d_acc_student,
         d_acc_teacher,
     };
-    (state, stats, values.get(logits).to_vec())
+    Ok((state, stats, values.get(logits).to_vec()))
 }
 
 fn push_outputs(readback: &mut Readback, outputs: Vec<(Tensor<2>, usize)>) -> Vec<(Slot, usize)> {

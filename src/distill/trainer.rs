@@ -16,6 +16,7 @@ use super::objective::{self, Discriminators, MealState, StepStats, Teacher, Teac
 use super::soft_labels::SoftLabelStore;
 use super::stages::{self, Participant, Stage};
 use super::teachers::{self, TeacherReport};
+use crate::backend::limits::{Preflight, param_sizes};
 use crate::data::{Batch, DataSplits, Dataset};
 use crate::error::{Error, Result};
 use crate::models::{self, Net, arch_info};
@@ -144,6 +145,7 @@ impl Meal {
             }
             None => resolve_stages(config, &teachers, num_classes)?,
         };
+        buffer_preflight(config, &teachers, &stages, num_classes)?;
         progress::say(format!(
             "meal distill: {} -> {} on {} -> {}",
             match &store {
@@ -255,6 +257,32 @@ impl Meal {
     }
 }
 
+/// Fails before the teachers are measured and anything else is built when a parameter of the
+/// teachers, the student or the discriminators is larger than the device holds in one buffer.
+fn buffer_preflight(
+    config: &DistillConfig,
+    teachers: &[Teacher],
+    stages: &[Stage],
+    num_classes: usize,
+) -> Result<()> {
+    let mut check = Preflight::new();
+    for (i, t) in teachers.iter().enumerate() {
+        let name = t.name.clone();
+        check.add(
+            param_sizes(&format!("teachers[{i}]"), &t.net),
+            move |_, _| {
+                format!(
+                    "the teacher {name} cannot run on this device; use a device with a larger \
+                 limit (discrete GPUs under Vulkan bind up to 4 GiB) or --device flex"
+                )
+            },
+        );
+    }
+    check.arch("student", &config.student, num_classes)?;
+    Discriminators::preflight(&mut check, stages, &config.meal, "--set meal.");
+    check.check()
+}
+
 /// The student's starting weights from `init` (a checkpoint or run folder).
 fn load_student_init(
     student: Net,
@@ -319,7 +347,7 @@ impl Task for Meal {
         index: usize,
         lr: f64,
         ahead: &mut dyn FnMut(),
-    ) -> (Self, Step) {
+    ) -> Result<(Self, Step)> {
         let d_lr = self.config.d_lr_at(lr);
         let mut rng = batch_rng(self.config.seed, epoch, index);
         let chosen = objective::teacher_weights(self.config.meal.combine, &self.weights, |n| {
@@ -348,7 +376,7 @@ impl Task for Meal {
             (x, y),
             (lr, d_lr),
             ahead,
-        );
+        )?;
         self.state = state;
         self.d_lr = d_lr;
         self.batches += 1;
@@ -367,7 +395,7 @@ impl Task for Meal {
             classes: scores.len() / batch.labels.len().max(1),
             scores,
         };
-        (self, step)
+        Ok((self, step))
     }
 
     fn progress(&self) -> String {

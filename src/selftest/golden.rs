@@ -59,9 +59,8 @@ pub fn leaf<const D: usize>(v: &Value, device: &Device) -> Result<Tensor<D>, Str
 
 pub fn values<const D: usize>(t: Tensor<D>) -> Result<(Vec<usize>, Vec<f64>), String> {
     let shape = t.dims().to_vec();
-    let data = t
-        .try_into_vec_as::<f32>()
-        .map_err(|e| format!("reading a result back: {e:?}"))?
+    let data = crate::backend::read::floats(t, "a result")
+        .map_err(|e| e.to_string())?
         .into_iter()
         .map(f64::from)
         .collect();

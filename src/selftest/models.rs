@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::fill::{Filler, fnv1a, uniform};
 use super::golden::MODEL_OUTPUTS;
 use super::{Check, Tolerance};
+use crate::backend::read;
 use crate::models::{self, ARCHS, Form};
 
 #[derive(Deserialize)]
@@ -123,7 +124,7 @@ pub fn arch(
         let err = check_values(
             &format!("{name} stage {i}"),
             &dims,
-            stage.into_data(),
+            read::data(stage, "a stage's output").map_err(|e| e.to_string())?,
             w,
             tol,
         )?;
@@ -133,7 +134,7 @@ pub fn arch(
     let err = check_values(
         &format!("{name} logits"),
         &dims,
-        out.logits.into_data(),
+        read::data(out.logits, "the logits").map_err(|e| e.to_string())?,
         &want.logits,
         tol,
     )?;

@@ -174,13 +174,12 @@ pub fn across_devices(checkpoint: &Path) -> Result<String, String> {
         Tensor::<4>::random([4, c, h, w], Distribution::Normal(0.0, 1.0), &cpu)
     });
     let values = |t: Tensor<2>| -> Result<Vec<f64>, String> {
-        let v = t
-            .try_into_vec_as::<f32>()
-            .map_err(|e| format!("reading logits: {e:?}"))?;
+        let v = crate::backend::read::floats(t, "a model's logits").map_err(|e| e.to_string())?;
         Ok(v.into_iter().map(f64::from).collect())
     };
     let on_cpu = values(net_cpu.forward(x.clone()).logits)?;
-    let x_here = Tensor::<4>::from_data(x.into_data(), &here);
+    let x = crate::backend::read::data(x, "the random input").map_err(|e| e.to_string())?;
+    let x_here = Tensor::<4>::from_data(x, &here);
     let on_here = values(net_here.forward(x_here).logits)?;
     if on_cpu.iter().any(|v| !v.is_finite()) {
         return Err("the CPU's logits are not finite".into());

@@ -60,7 +60,7 @@ impl Guard<'_> {
     /// Fails when any parameter or buffer of `module` (named `what` in the message) holds a
     /// NaN or an infinity.
     pub fn weights<M: Module>(&self, epoch: usize, what: &str, module: &M) -> Result<()> {
-        let bad = nonfinite_params(module);
+        let bad = nonfinite_params(module)?;
         if bad.is_empty() {
             return Ok(());
         }
@@ -123,11 +123,13 @@ impl Guard<'_> {
     }
 }
 
-/// Collects the dotted paths of the float tensors holding a NaN or an infinity.
+/// Collects the dotted paths of the float tensors holding a NaN or an infinity, and the first
+/// failed read (a visitor cannot return one).
 #[derive(Default)]
 struct NonFinite {
     path: Vec<String>,
     bad: Vec<String>,
+    failed: Option<Error>,
 }
 
 impl ModuleVisitor for NonFinite {
@@ -141,20 +143,25 @@ impl ModuleVisitor for NonFinite {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val().detach();
-        if t.shape().num_elements() == 0 {
+        if self.failed.is_some() || t.shape().num_elements() == 0 {
             return;
         }
-        let finite: bool = t.is_finite().all().into_scalar();
-        if !finite {
-            self.bad.push(self.path.join("."));
+        let what = format!("whether {} is finite", self.path.join("."));
+        match crate::backend::read::scalar::<bool, 1, _>(t.is_finite().all(), &what) {
+            Ok(true) => {}
+            Ok(false) => self.bad.push(self.path.join(".")),
+            Err(e) => self.failed = Some(e),
         }
     }
 }
 
 /// The dotted paths of `module`'s parameters and buffers (BatchNorm running statistics
 /// included) that hold a NaN or an infinity; empty when all are finite.
-pub fn nonfinite_params<M: Module>(module: &M) -> Vec<String> {
+pub fn nonfinite_params<M: Module>(module: &M) -> Result<Vec<String>> {
     let mut v = NonFinite::default();
     module.visit(&mut v);
-    v.bad
+    match v.failed {
+        Some(e) => Err(e),
+        None => Ok(v.bad),
+    }
 }

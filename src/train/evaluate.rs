@@ -96,7 +96,7 @@ pub fn evaluate_renormalized(
                 Some(r) => r.apply(x.clone()),
                 None => x.clone(),
             };
-            let (scores, k) = host_rows(&model.forward(xi).logits);
+            let (scores, k) = host_rows(&model.forward(xi).logits)?;
             classes = k;
             let probs = softmax_rows(&scores, k);
             correct1[i] += topk_correct(&scores, k, &batch.labels, 1);
@@ -136,7 +136,7 @@ pub fn top1_hits(model: &Net, loader: &Loader, device: &Device) -> Result<Vec<bo
     for batch in loader.epoch(0) {
         let batch = batch?;
         let (x, _) = batch_tensors(&batch, device);
-        let (scores, k) = host_rows(&model.forward(x).logits);
+        let (scores, k) = host_rows(&model.forward(x).logits)?;
         for (row, &label) in batch.labels.iter().enumerate() {
             let r = &scores[row * k..(row + 1) * k];
             hits.push(topk_correct(r, k, &[label], 1) == 1);

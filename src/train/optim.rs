@@ -60,6 +60,8 @@ impl<const D: usize> RecordState for SgdState<D> {
     // `<prefix>.momentum.velocity`; the same name keeps checkpoints interchangeable.
     fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
         if let Some(v) = &self.velocity {
+            // burn's `RecordState` cannot fail; the run skeleton syncs the device before it
+            // serialises a checkpoint, so a device failure is an error before this read.
             out.push_tensor(
                 &join_path(prefix, "momentum"),
                 "velocity",

@@ -6,6 +6,8 @@
 
 use burn::tensor::Tensor;
 
+use crate::error::Result;
+
 /// What a step wants back from the device, in the order pushed.
 #[derive(Default)]
 pub struct Readback {
@@ -35,8 +37,9 @@ impl Readback {
         t.map(|t| self.push(t.clone()))
     }
 
-    /// The one synchronising read: everything pushed, copied to the host as `f32`.
-    pub fn read(self) -> Values {
+    /// The one synchronising read: everything pushed, copied to the host as `f32`. A
+    /// computation of the step that the device could not run fails here.
+    pub fn read(self) -> Result<Values> {
         let mut offsets = Vec::with_capacity(self.lens.len() + 1);
         offsets.push(0);
         for n in &self.lens {
@@ -45,14 +48,31 @@ impl Readback {
         let data = if self.parts.is_empty() {
             Vec::new()
         } else {
-            Tensor::cat(self.parts, 0)
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("a float tensor reads back as f32")
+            let what = "the step's losses and outputs";
+            if let Some(e) = injected_failure(what) {
+                return Err(e);
+            }
+            crate::backend::read::floats(Tensor::cat(self.parts, 0), what)?
         };
-        Values { data, offsets }
+        Ok(Values { data, offsets })
     }
+}
+
+/// Test hook for the device-failure path: `MEAL_TEST_FAIL_READ=N` makes the N-th step read of
+/// the process fail as a device that could not run the step would. No device fails on demand,
+/// and lavapipe only past its buffer limit, which the preflight check refuses first.
+fn injected_failure(what: &str) -> Option<crate::error::Error> {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static AT: OnceLock<Option<usize>> = OnceLock::new();
+    static READS: AtomicUsize = AtomicUsize::new(0);
+    let at = (*AT.get_or_init(|| {
+        std::env::var("MEAL_TEST_FAIL_READ")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    }))?;
+    (READS.fetch_add(1, Ordering::Relaxed) + 1 == at)
+        .then(|| crate::backend::read::read_failed(what, "injected by MEAL_TEST_FAIL_READ"))
 }
 
 /// The host copy of a [`Readback`].
@@ -87,10 +107,10 @@ mod tests {
         ));
         let s = rb.push(Tensor::<1>::from_floats([7.5f32], &device));
         let none = rb.push_opt(None);
-        let v = rb.read();
+        let v = rb.read().unwrap();
         assert_eq!(v.get(m), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(v.scalar(Some(s)), 7.5);
         assert_eq!(v.scalar(none), 0.0);
-        assert!(Readback::new().read().data.is_empty());
+        assert!(Readback::new().read().unwrap().data.is_empty());
     }
 }

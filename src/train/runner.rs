@@ -83,7 +83,8 @@ pub trait Task: Sized {
     fn load(self, c: &Container, path: &Path) -> Result<Self>;
     /// One optimisation step on `batch` (batch `index` of epoch `epoch`, already on the device
     /// as `input`) at learning rate `lr`. Once the update is queued and before the step's one
-    /// read from the device, it calls `ahead`, which uploads the next batch ([`Prefetch`]).
+    /// read from the device, it calls `ahead`, which uploads the next batch ([`Prefetch`]). A
+    /// failed read ends the run, as a diverged step does.
     ///
     /// [`Prefetch`]: super::prefetch::Prefetch
     fn step(
@@ -94,7 +95,7 @@ pub trait Task: Sized {
         index: usize,
         lr: f64,
         ahead: &mut dyn FnMut(),
-    ) -> (Self, Step);
+    ) -> Result<(Self, Step)>;
     /// The running means the progress bar shows (the skeleton adds the accuracy).
     fn progress(&self) -> String;
     /// Fails if anything this task trains holds a non-finite weight or buffer.
@@ -263,7 +264,14 @@ fn execute<C: RunConfig, T: Task>(
                 continue;
             };
             lr = s.schedule.lr(s.lr, epoch, i as f64 / nb as f64, s.epochs);
-            let (next, step) = task.step(&batch, input, epoch, i, lr, &mut || batches.ahead());
+            let stepped = task.step(&batch, input, epoch, i, lr, &mut || batches.ahead());
+            let (next, step) = match stepped {
+                Ok(s) => s,
+                Err(e) => {
+                    bar.abandon();
+                    return Err(e);
+                }
+            };
             task = next;
             // The step has already updated the weights, but a failed step ends the run and
             // nothing of this epoch is saved, so the damage never leaves memory.
@@ -285,6 +293,9 @@ fn execute<C: RunConfig, T: Task>(
         task.check_weights(&guard, epoch)?;
         let (accs, _) = evaluate(&[&task.model().valid()], &test_loader, &plain)?;
         guard.outputs(epoch, T::MODEL, &accs[0])?;
+        // burn reads the weights for the checkpoint's record with reads that panic on a device
+        // failure; a failure still pending ends the run here, before the epoch writes anything.
+        crate::backend::read::sync(&plain, "the epoch's weights")?;
         last = accs[0];
         let improved = state.finish_epoch(epoch, last.top1);
         let (record, line) = task.end_epoch(EpochEnd {

@@ -49,6 +49,9 @@ pub fn train(start: Start<TrainConfig>) -> Result<TrainOutcome> {
                 train_set.num_classes(),
                 setup.run.path.display()
             ));
+            let mut check = crate::backend::limits::Preflight::new();
+            check.arch("model", &config.arch, train_set.num_classes())?;
+            check.check()?;
             let device = crate::backend::autodiff_device();
             let model = crate::backend::seeded(&device, config.seed, || {
                 models::build(&config.arch, train_set.num_classes(), &device)
@@ -98,7 +101,7 @@ impl Task for Supervised {
         _index: usize,
         lr: f64,
         ahead: &mut dyn FnMut(),
-    ) -> (Self, Step) {
+    ) -> Result<(Self, Step)> {
         let (x, y) = (input.images, input.labels);
         let out = self.model.forward(x);
         let classes = out.logits.dims()[1];
@@ -110,7 +113,7 @@ impl Task for Supervised {
         // Read after the update and the next batch's upload are queued: the step's one wait
         // for the device.
         ahead();
-        let values = readback.read();
+        let values = readback.read()?;
         let loss_value = values.scalar(Some(loss_slot));
         let n = batch.labels.len();
         self.loss_sum += loss_value * n as f64;
@@ -121,7 +124,7 @@ impl Task for Supervised {
             scores: values.get(logits_slot).to_vec(),
             classes,
         };
-        (self, step)
+        Ok((self, step))
     }
 
     fn progress(&self) -> String {

@@ -4,6 +4,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::Batch;
+use crate::error::Result;
 
 /// Images as `(N, C, H, W)` and labels as `(N,)` on `device`.
 pub fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
@@ -25,14 +26,10 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
 }
 
 /// Logits copied to the host, row-major `(N, K)`.
-pub fn host_rows(logits: &Tensor<2>) -> (Vec<f32>, usize) {
+pub fn host_rows(logits: &Tensor<2>) -> Result<(Vec<f32>, usize)> {
     let [_, k] = logits.dims();
-    let data = logits
-        .to_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("float tensor");
-    (data, k)
+    let data = crate::backend::read::floats(logits.clone(), "a model's logits")?;
+    Ok((data, k))
 }
 
 /// Whether every score of a row is finite. A row with a NaN or an infinity has no meaningful

@@ -190,15 +190,13 @@ pub fn cache_teachers(
                 burn::tensor::TensorData::new(batch.images.clone(), batch.shape),
                 &plain,
             );
-            let rows: Vec<Vec<f32>> = teachers
+            let rows = teachers
                 .iter()
-                .map(|t| {
-                    t.forward(&x)
-                        .logits
-                        .try_into_vec_as::<f32>()
-                        .expect("f32 logits")
-                })
-                .collect();
+                .map(|t| crate::backend::read::floats(t.forward(&x).logits, "a teacher's logits"))
+                .collect::<Result<Vec<_>>>()
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })?;
             record.clear();
             for (j, &i) in batch.indices.iter().enumerate() {
                 // Cells are written in dataset order: each batch must continue the last one.

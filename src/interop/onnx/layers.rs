@@ -4,7 +4,7 @@
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, PaddingConfig2d};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::Tensor;
 
 use super::graph::{Graph, Value, attr_float, attr_int, attr_ints};
 use crate::error::{Error, Result};
@@ -23,14 +23,7 @@ fn refuse(name: &str, what: impl std::fmt::Display) -> Error {
 
 /// The values of a parameter or buffer as float32.
 fn floats<const D: usize>(t: Tensor<D>, name: &str) -> Result<Vec<f32>> {
-    let data = t.into_data();
-    let data = if data.dtype() == DType::F32 {
-        data
-    } else {
-        data.convert_dtype(DType::F32)
-    };
-    data.try_into_vec::<f32>()
-        .map_err(|e| refuse(name, format!("cannot read the tensor: {e:?}")))
+    crate::backend::read::floats(t, name)
 }
 
 /// Output side of a convolution or pooling window, or an error when the window does not fit.
