@@ -484,7 +484,10 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     fn sum_avx512(v: __m512) -> f32 {
         let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v));
-        sum_avx2(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(hi)))
+        sum_avx2(_mm256_add_ps(
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(hi),
+        ))
     }
 
     macro_rules! dot_kernel {
