@@ -60,6 +60,26 @@ fn no_temp_files(run: &Path) {
     }
 }
 
+/// `meal train --resume RUN --set epochs=2` with the fault that `env` injects.
+fn resume_to_epoch_2_with(run_dir: &Path, env: (&str, &str)) -> Output {
+    run(meal().env(env.0, env.1).args([
+        "-q",
+        "train",
+        "--resume",
+        &s(run_dir),
+        "--set",
+        "epochs=2",
+    ]))
+}
+
+/// Without the fault, the run resumes from its intact checkpoint and logs epoch 2.
+fn resumes_to_epoch_2(run_dir: &Path) {
+    let o = run(meal().args(["-q", "train", "--resume", &s(run_dir)]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+}
+
 fn wait_for(path: &Path, child: &mut Child) {
     let start = Instant::now();
     while !path.exists() {
@@ -79,14 +99,7 @@ fn a_failing_checkpoint_write_keeps_the_previous_one_and_stops_clearly() {
     let last = run_dir.join("last.ckpt");
     let before = std::fs::read(&last).unwrap();
 
-    let o = run(meal().env("MEAL_TEST_FAIL_WRITE", "last.ckpt").args([
-        "-q",
-        "train",
-        "--resume",
-        &s(&run_dir),
-        "--set",
-        "epochs=2",
-    ]));
+    let o = resume_to_epoch_2_with(&run_dir, ("MEAL_TEST_FAIL_WRITE", "last.ckpt"));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_mentions(
         &stderr(&o),
@@ -101,10 +114,7 @@ fn a_failing_checkpoint_write_keeps_the_previous_one_and_stops_clearly() {
     assert!(!run_dir.join("meal.lock").exists(), "lock left behind");
 
     // Once the disk is fine again, the run resumes from the intact checkpoint.
-    let o = run(meal().args(["-q", "train", "--resume", &s(&run_dir)]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+    resumes_to_epoch_2(&run_dir);
 }
 
 /// A step whose read from the device fails (as a kernel the device could not run makes it)
@@ -119,14 +129,7 @@ fn a_failed_device_read_mid_epoch_keeps_the_checkpoints_and_stops_clearly() {
         .map(|name| (name, std::fs::read(run_dir.join(name)).unwrap()));
 
     // Four steps an epoch: the third read fails, after two updates of epoch 2.
-    let o = run(meal().env("MEAL_TEST_FAIL_READ", "3").args([
-        "-q",
-        "train",
-        "--resume",
-        &s(&run_dir),
-        "--set",
-        "epochs=2",
-    ]));
+    let o = resume_to_epoch_2_with(&run_dir, ("MEAL_TEST_FAIL_READ", "3"));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let e = stderr(&o);
     assert_mentions(
@@ -148,10 +151,7 @@ fn a_failed_device_read_mid_epoch_keeps_the_checkpoints_and_stops_clearly() {
     no_temp_files(&run_dir);
     assert!(!run_dir.join("meal.lock").exists(), "lock left behind");
 
-    let o = run(meal().args(["-q", "train", "--resume", &s(&run_dir)]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+    resumes_to_epoch_2(&run_dir);
 
     // A fresh run that fails so, before it saved an epoch, leaves no folder.
     let fresh = dir.path().join("fresh");
