@@ -363,6 +363,21 @@ impl ConvKernels for Flex {
         )
     }
 
+    fn meal_add_relu(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let fits = a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.shape() == b.shape();
+        if !fits {
+            return Flex::relu(Flex::float_add(a, b));
+        }
+        let mut a = owned_or_copy(a);
+        let v = owned_values(&mut a).expect("a fresh or owned tensor");
+        for (x, &y) in v.iter_mut().zip(values(&b).iter()) {
+            let s = *x + y;
+            // Not `max(0.0)`: a NaN stays NaN, as in burn's and PyTorch's ReLU.
+            *x = if s < 0.0 { 0.0 } else { s };
+        }
+        a
+    }
+
     fn meal_max_pool2d(
         x: FlexTensor,
         kernel: [usize; 2],

@@ -197,6 +197,11 @@ pub trait ConvKernels: burn::backend::Backend {
         burn_depthwise_affine::<Self>(x, weight, scale, shift, act, options)
     }
 
+    /// `relu(a + b)` for inference: a residual block's end.
+    fn meal_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::relu(Self::float_add(a, b))
+    }
+
     /// `F.max_pool2d(x, kernel, stride, padding)` for inference (no indices to keep).
     fn meal_max_pool2d(
         x: FloatTensor<Self>,
@@ -521,6 +526,19 @@ pub fn depthwise_affine(
         options,
     );
     (Tensor::from_dispatch(y), Tensor::from_dispatch(means))
+}
+
+/// `relu(a + b)` (same shapes): on burn-flex at inference one pass over `a`'s buffer when
+/// nothing else holds it (a residual block's output, added to its shortcut), instead of burn's
+/// add and ReLU, two passes and a fresh buffer each; burn's ops where gradients are tracked.
+pub fn add_relu(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    if !enabled() || a.device().is_autodiff() || a.dims() != b.dims() {
+        return burn::tensor::activation::relu(a + b);
+    }
+    Tensor::from_dispatch(Dispatch::meal_add_relu(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
 }
 
 /// `F.max_pool2d(x, kernel, stride, padding)`: meal's kernel for inference on burn-flex, burn's

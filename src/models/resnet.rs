@@ -11,7 +11,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
 use super::layers::{
-    BatchNorm2d, ConvBn, ConvBnRelu, avg_pool, conv, conv_bn, flatten, linear, linear_fwd, relu,
+    BatchNorm2d, ConvBn, ConvBnRelu, avg_pool, conv, conv_bn, flatten, linear, linear_fwd,
 };
 use super::output::ModelOutput;
 
@@ -45,7 +45,7 @@ impl BasicBlock {
             Some(proj) => proj.forward(x),
             None => x,
         };
-        relu(out + shortcut)
+        crate::kernels::add_relu(out, shortcut)
     }
 }
 

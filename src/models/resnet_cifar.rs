@@ -6,7 +6,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, ConvBnRelu, conv, conv_bn, linear, linear_fwd, relu};
+use super::layers::{BatchNorm2d, ConvBnRelu, conv, conv_bn, linear, linear_fwd};
 use super::output::ModelOutput;
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
@@ -43,7 +43,7 @@ impl BasicBlockA {
             // x[:, :, ::2, ::2] zero-padded to the new width.
             crate::kernels::shortcut_a(x, self.stride, self.pad)
         };
-        relu(out + shortcut)
+        crate::kernels::add_relu(out, shortcut)
     }
 }
 

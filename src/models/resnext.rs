@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::layers::{
     BatchNorm2d, ConvBn, ConvBnRelu, avg_pool, conv, conv_fwd, conv_grouped, flatten, linear,
-    linear_fwd, relu,
+    linear_fwd,
 };
 use super::output::ModelOutput;
 
@@ -62,7 +62,7 @@ impl ResNeXtBlock {
             Some(proj) => proj.forward(x),
             None => x,
         };
-        relu(y + shortcut)
+        crate::kernels::add_relu(y, shortcut)
     }
 }
 

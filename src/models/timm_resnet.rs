@@ -19,7 +19,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, Relu};
 use burn::tensor::{Device, Tensor};
 
 use super::layers::{
-    BatchNorm2d, conv, conv_bn, conv_fwd, conv_grouped, linear, linear_fwd, max_pool_padded, relu,
+    BatchNorm2d, conv, conv_bn, conv_fwd, conv_grouped, linear, linear_fwd, max_pool_padded,
 };
 use super::output::ModelOutput;
 use super::squeeze_excite::SqueezeExcite;
@@ -208,7 +208,7 @@ impl Block {
             Some((c, bn)) => conv_bn(c, bn, x, false),
             None => x,
         };
-        relu(out + shortcut)
+        crate::kernels::add_relu(out, shortcut)
     }
 }
 

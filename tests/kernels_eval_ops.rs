@@ -1,0 +1,80 @@
+//! meal's inference-only ops on burn-flex against burn's ops on the same values, bit for bit (a
+//! maximum does not round; one addition rounds the same way in both), NaN included:
+//! - the max pool (`kernels::max_pool2d`): the zoo's pools (ResNet-50's 3×3/2 padded stem pool,
+//!   VGG's 2×2/2, GoogLeNet's 3×3/1 padded) and odd sides;
+//! - a residual block's end, `relu(a + b)` (`kernels::add_relu`), in place when `a` is not
+//!   shared and leaving a shared `a` as it was.
+
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use meal::kernels;
+
+fn values(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn max_pool_matches_burn_bit_for_bit() {
+    let device = Device::default();
+    device.seed(11);
+    let cases = [
+        ([2, 8, 112, 112], 3, 2, 1),
+        ([2, 4, 32, 32], 2, 2, 0),
+        ([1, 3, 13, 9], 3, 1, 1),
+        ([3, 2, 7, 11], 3, 2, 0),
+        ([1, 1, 5, 5], 5, 5, 2),
+    ];
+    for (shape, k, s, p) in cases {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        // One NaN: PyTorch's pool passes it on, and burn's does too.
+        let nan = Tensor::<4>::full([1, 1, 1, 1], f32::NAN, &device);
+        let x = x.slice_assign([0..1, 0..1, 1..2, 1..2], nan);
+        let ours = values(kernels::max_pool2d(x.clone(), k, s, p));
+        let opts = MaxPoolOptions::new([k, k])
+            .with_stride([s, s])
+            .with_padding([p, p]);
+        let want = values(max_pool2d(x, opts));
+        assert_eq!(ours.len(), want.len(), "{shape:?} k{k} s{s} p{p}");
+        assert!(ours[0].is_nan(), "{shape:?}: the NaN was not passed on");
+        for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{shape:?} k{k} s{s} p{p} at {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn add_relu_matches_burn_and_leaves_a_shared_input_alone() {
+    let device = Device::default();
+    device.seed(12);
+    let shape = [2, 8, 9, 7];
+    let a = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let b = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let nan = Tensor::<4>::full([1, 1, 1, 1], f32::NAN, &device);
+    let a = a.slice_assign([0..1, 0..1, 0..1, 0..1], nan);
+    let want = values(burn::tensor::activation::relu(a.clone() + b.clone()));
+    let a_before = values(a.clone());
+    // `a` is shared here (its clone above and below): the op must copy, not write over it.
+    let shared = values(kernels::add_relu(a.clone(), b.clone()));
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert!(
+        bits(values(a.clone())) == bits(a_before),
+        "a shared input was written"
+    );
+    // Unshared: the op may write over `a`'s buffer.
+    let owned = values(kernels::add_relu(a, b));
+    for got in [&shared, &owned] {
+        assert!(got[0].is_nan(), "the NaN was not passed on");
+        assert!(
+            got.iter().skip(1).all(|v| *v >= 0.0),
+            "a negative value passed the ReLU"
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "at {i}: {g} vs {w}");
+        }
+    }
+}
