@@ -184,7 +184,7 @@ impl FoldedLinear {
     /// with learning rate `lr`. Done in `f32` from the stored values, so a resumed run repeats
     /// it bit for bit.
     pub fn advance(self, lr: f64) -> Result<Self> {
-        let s = read::floats(self.scale.val(), "a folded discriminator's scalars")?;
+        let s = self.scalars()?;
         let (alpha, beta) = (s[0], s[1]);
         let (mu, wd, lr) = (self.momentum as f32, self.weight_decay as f32, lr as f32);
         let (alpha, beta) = if mu > 0.0 {
@@ -208,7 +208,7 @@ impl FoldedLinear {
     /// The unfolded weight `α·W₀ + Σ_a P_a·X_a` (`d × h`), given the `W₀` the layer was built
     /// from: what an unfolded layer trained on the same inputs would hold.
     pub fn weight(&self, w0: Tensor<2>) -> Result<Tensor<2>> {
-        let s = read::floats(self.scale.val(), "a folded discriminator's scalars")?;
+        let s = self.scalars()?;
         let x = self.x.val().detach();
         let h = x.dims()[1];
         let mut w = w0.mul_scalar(s[0]);
@@ -221,8 +221,13 @@ impl FoldedLinear {
         Ok(w)
     }
 
+    /// `[α, β]`, read from the device.
+    fn scalars(&self) -> Result<Vec<f32>> {
+        read::floats(self.scale.val(), "a folded discriminator's scalars")
+    }
+
     /// `W₀`'s current coefficient `α`.
     pub fn alpha(&self) -> Result<f32> {
-        Ok(read::floats(self.scale.val(), "a folded discriminator's scalars")?[0])
+        Ok(self.scalars()?[0])
     }
 }
