@@ -187,9 +187,11 @@ fn whole_model(arch: &str, batch: usize, reps: usize) {
         Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let _kept = meal::kernels::prepared::inference();
-    let (wall, cpu) = medians(reps, batch, || {
-        model.forward(x.clone()).logits.sum().into_scalar()
+    let (wall, cpu) = meal::kernels::hot::hot(|| {
+        let _kept = meal::kernels::prepared::inference();
+        medians(reps, batch, || {
+            model.forward(x.clone()).logits.sum().into_scalar()
+        })
     });
     println!(
         "{arch} batch {batch}, {} threads: {:.2} ms/image wall, {:.2} cpu (medians)",

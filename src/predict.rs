@@ -164,41 +164,46 @@ pub fn predict(
     let per_image = 3 * size * size;
     let start = Instant::now();
     let bar = crate::progress::bar(images.len(), "predict");
-    // The weights are packed for the kernels once, not per batch.
-    let _prepared = crate::kernels::prepared::inference();
-    let mut out = Vec::with_capacity(images.len());
-    for chunk_imgs in images.chunks(batch_size) {
-        let n = chunk_imgs.len();
-        let mut flat = Vec::with_capacity(n * per_image);
-        for img in chunk_imgs {
-            flat.extend(crate::data::load_image_for_eval_with(
-                img,
-                size,
-                meta.normalization,
-                meta.eval_resize(),
-            )?);
+    // The other cores poll for the layers' split work instead of parking between layers
+    // (`kernels::hot`); the weights are packed for the kernels once, not per batch, on the
+    // thread that runs the forwards.
+    let out = crate::kernels::hot::hot_on(&device, || -> Result<Vec<Prediction>> {
+        let _prepared = crate::kernels::prepared::inference();
+        let mut out = Vec::with_capacity(images.len());
+        for chunk_imgs in images.chunks(batch_size) {
+            let n = chunk_imgs.len();
+            let mut flat = Vec::with_capacity(n * per_image);
+            for img in chunk_imgs {
+                flat.extend(crate::data::load_image_for_eval_with(
+                    img,
+                    size,
+                    meta.normalization,
+                    meta.eval_resize(),
+                )?);
+            }
+            let x = Tensor::<4>::from_data(TensorData::new(flat, [n, 3, size, size]), &device);
+            let (scores, classes) = host_rows(&net.forward(x).logits)?;
+            let probs = softmax_rows(&scores, classes);
+            for ((img, row), logits) in chunk_imgs
+                .iter()
+                .zip(probs.chunks(classes))
+                .zip(scores.chunks(classes))
+            {
+                let nonfinite = !row_is_finite(logits);
+                out.push(Prediction {
+                    image: img.clone(),
+                    top: if nonfinite {
+                        Vec::new()
+                    } else {
+                        top_k(row, k.min(classes), &meta.class_names)
+                    },
+                    nonfinite,
+                });
+            }
+            bar.inc(n as u64);
         }
-        let x = Tensor::<4>::from_data(TensorData::new(flat, [n, 3, size, size]), &device);
-        let (scores, classes) = host_rows(&net.forward(x).logits)?;
-        let probs = softmax_rows(&scores, classes);
-        for ((img, row), logits) in chunk_imgs
-            .iter()
-            .zip(probs.chunks(classes))
-            .zip(scores.chunks(classes))
-        {
-            let nonfinite = !row_is_finite(logits);
-            out.push(Prediction {
-                image: img.clone(),
-                top: if nonfinite {
-                    Vec::new()
-                } else {
-                    top_k(row, k.min(classes), &meta.class_names)
-                },
-                nonfinite,
-            });
-        }
-        bar.inc(n as u64);
-    }
+        Ok(out)
+    })?;
     bar.finish_and_clear();
     let stats = PredictStats {
         images: out.len(),

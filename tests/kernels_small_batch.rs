@@ -2,12 +2,14 @@
 //! share each image (or chunk of images) out by output rows or output channels, and must give
 //! exactly the values of one thread running the whole batch. Checked bit for bit on the layers
 //! of resnet20, resnet18_cifar and a 224×224 ImageNet network at batch 1 and 8, with and without
-//! the BatchNorm+ReLU epilogue of the eval path, on every instruction set this CPU has.
+//! the BatchNorm+ReLU epilogue of the eval path, on every instruction set this CPU has, with the
+//! workers parked and polling (`kernels::hot`, which shares out smaller layers).
 
 mod isa_common;
 
 use isa_common::on_every_isa;
 use meal::kernels::conv::{self, ConvShape};
+use meal::kernels::hot::hot;
 use meal::kernels::simd::Isa;
 use meal::kernels::winograd;
 use rand::{Rng, SeedableRng};
@@ -128,11 +130,12 @@ fn check_layers(isa: Isa, net: &str, layers: &[Layer]) {
             let what = |k: &str| format!("{net} {isa:?} {k} batch {} {layer:?}", s.batch);
             let want = one.install(plain);
             assert_bits(&what("conv"), &wide.install(plain), &want);
-            assert_bits(
-                &what("conv+bn+relu"),
-                &wide.install(fused),
-                &one.install(fused),
-            );
+            let want_fused = one.install(fused);
+            assert_bits(&what("conv+bn+relu"), &wide.install(fused), &want_fused);
+            // With the workers polling (`kernels::hot`) smaller layers are shared out too.
+            assert_bits(&what("hot conv"), &wide.install(|| hot(plain)), &want);
+            let hot_fused = wide.install(|| hot(fused));
+            assert_bits(&what("hot conv+bn+relu"), &hot_fused, &want_fused);
             firsts.push((winograd::applies(&s), want));
         }
         let ((wino1, y1), (wino8, y8)) = (&firsts[0], &firsts[1]);

@@ -107,27 +107,31 @@ pub fn bench_latency(
         };
         model_container(&meta, &model)?.save_atomic(path)?;
     }
-    // A served model packs its weights once (`kernels::prepared`); the warm-up runs do it.
-    let _prepared = crate::kernels::prepared::inference();
-    let mut out = Vec::new();
-    for (batch, x) in LATENCY_BATCHES.into_iter().zip(inputs) {
-        let mut times = Vec::with_capacity(steps);
-        for i in 0..warmup + steps {
-            let t = Instant::now();
-            // Reading the sum back waits for the forward to finish.
-            let sum: f32 = scalar(
-                model.forward(x.clone()).logits.sum(),
-                "the sum of the logits",
-            )?;
-            let elapsed = t.elapsed().as_secs_f64();
-            finite("logit sum", sum)?;
-            if i >= warmup {
-                times.push(elapsed);
+    // The other cores poll for the layers' split work instead of parking between layers
+    // (`kernels::hot`); a served model packs its weights once (`kernels::prepared`), in the
+    // warm-up runs, on the thread that runs the forwards.
+    crate::kernels::hot::hot_on(&device, || {
+        let _prepared = crate::kernels::prepared::inference();
+        let mut out = Vec::new();
+        for (batch, x) in LATENCY_BATCHES.into_iter().zip(inputs) {
+            let mut times = Vec::with_capacity(steps);
+            for i in 0..warmup + steps {
+                let t = Instant::now();
+                // Reading the sum back waits for the forward to finish.
+                let sum: f32 = scalar(
+                    model.forward(x.clone()).logits.sum(),
+                    "the sum of the logits",
+                )?;
+                let elapsed = t.elapsed().as_secs_f64();
+                finite("logit sum", sum)?;
+                if i >= warmup {
+                    times.push(elapsed);
+                }
             }
+            out.push(Latency::from_times(batch, &times)?);
         }
-        out.push(Latency::from_times(batch, &times)?);
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
 #[cfg(test)]

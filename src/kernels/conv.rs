@@ -115,23 +115,31 @@ const PAR_PACK: usize = 1 << 16;
 
 /// Below this many multiply-adds per unit a split costs more than it saves: resnet20's layers
 /// (2.4M MACs per image) ran their batch-1 forward 25% slower split in two, resnet18_cifar's
-/// (38M and up) 1.4-1.7x faster.
+/// (38M and up) 1.4-1.7x faster. Most of a split's cost is waking a parked worker; inside a
+/// [`super::hot`] scope no worker is parked, and [`MIN_SPLIT_MACS_HOT`] applies.
 const MIN_SPLIT_MACS: usize = 8 << 20;
 
-/// [`MIN_SPLIT_MACS`], or `MEAL_SPLIT_MACS` when set: where a split starts to pay depends on
-/// how fast the machine hands a task to a sleeping thread, so it is measured per machine
-/// (`MEAL_SPLIT_MACS=1000000 meal bench --arch resnet20 --latency` against the default). The
-/// results do not depend on it.
+/// [`MIN_SPLIT_MACS`] while the workers poll for work ([`super::hot::is_hot`]).
+const MIN_SPLIT_MACS_HOT: usize = 1 << 20;
+
+/// [`MIN_SPLIT_MACS`] (or [`MIN_SPLIT_MACS_HOT`]), or `MEAL_SPLIT_MACS` when set: where a split
+/// starts to pay depends on how fast the machine hands a task to another thread, so it is
+/// measured per machine (`MEAL_SPLIT_MACS=1000000 meal bench --arch resnet20 --latency` against
+/// the default). The results do not depend on it.
 fn min_split_macs() -> usize {
-    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MIN.get_or_init(|| match std::env::var("MEAL_SPLIT_MACS") {
-        Err(_) => MIN_SPLIT_MACS,
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-            tracing::warn!(
-                "MEAL_SPLIT_MACS={v:?} is not a count of multiply-adds; using {MIN_SPLIT_MACS}"
-            );
-            MIN_SPLIT_MACS
-        }),
+    static MIN: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let set = *MIN.get_or_init(|| {
+        let v = std::env::var("MEAL_SPLIT_MACS").ok()?;
+        let n = v.trim().parse().ok();
+        if n.is_none() {
+            tracing::warn!("MEAL_SPLIT_MACS={v:?} is not a count of multiply-adds; ignoring it");
+        }
+        n
+    });
+    set.unwrap_or(if super::hot::is_hot() {
+        MIN_SPLIT_MACS_HOT
+    } else {
+        MIN_SPLIT_MACS
     })
 }
 

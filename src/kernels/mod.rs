@@ -50,6 +50,7 @@ mod copy;
 pub mod depthwise;
 mod flex;
 mod gemm;
+pub mod hot;
 pub mod max_pool;
 pub mod plane_scale;
 pub mod prepared;
