@@ -126,7 +126,7 @@ const MIN_SPLIT_MACS_HOT: usize = 1 << 20;
 /// starts to pay depends on how fast the machine hands a task to another thread, so it is
 /// measured per machine (`MEAL_SPLIT_MACS=1000000 meal bench --arch resnet20 --latency` against
 /// the default). The results do not depend on it.
-fn min_split_macs() -> usize {
+pub(super) fn min_split_macs() -> usize {
     static MIN: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let set = *MIN.get_or_init(|| {
         let v = std::env::var("MEAL_SPLIT_MACS").ok()?;
@@ -427,6 +427,19 @@ impl Epilogue<'_> {
         unsafe { super::batch_norm::affine_row(simd::isa(), dst, src, a, b, relu) }
     }
 
+    /// [`Epilogue::write`] and [`Epilogue::activate`] over one image of a 1×1 map (a value per
+    /// channel), in place: the same expressions.
+    pub(super) fn apply_in_place(&self, y: &mut [f32]) {
+        let (relu, act) = self.act.split();
+        for ((v, &a), &b) in y.iter_mut().zip(self.scale).zip(self.shift) {
+            let t = *v * a + b;
+            *v = if relu && t < 0.0 { 0.0 } else { t };
+        }
+        if let Some(act) = act {
+            super::activation::forward_row(act, y);
+        }
+    }
+
     /// The hard-swish or SiLU after [`Epilogue::write`], over a block it wrote while the
     /// values are still in cache (a separate pass over a 1×1 expansion's output was a sixth of
     /// an EfficientNet-B0 forward). Called once per channel block, not per row: rows of 7 or 14
@@ -466,6 +479,9 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
     let len = s.batch * s.cout * ho * wo;
     if len == 0 {
         return Vec::new();
+    }
+    if super::pointwise::applies(s) {
+        return super::pointwise::forward(s, x, w, epi);
     }
     if super::winograd::applies(s) {
         return winograd_epilogue(s, super::winograd::forward(s, x, w), epi);

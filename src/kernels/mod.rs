@@ -53,6 +53,7 @@ mod gemm;
 pub mod hot;
 pub mod max_pool;
 pub mod plane_scale;
+pub mod pointwise;
 pub mod prepared;
 pub mod sgd;
 pub mod shape;

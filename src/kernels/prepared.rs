@@ -24,6 +24,7 @@ use burn::backend::{DType, TensorMetadata};
 
 use super::conv::{self, ConvShape, Epilogue};
 use super::gemm::Panels;
+use super::pointwise;
 use super::simd;
 use super::winograd;
 
@@ -131,10 +132,11 @@ thread_local! {
 }
 
 /// The kept form of `weight` for a forward of shape `s`, packed now on first use; `None` outside
-/// a scope, for grouped convolutions, and for weights not stored as one contiguous `f32` buffer
+/// a scope, for grouped convolutions, 1×1 maps' layers, and for weights not stored as one contiguous `f32` buffer
 /// (their values are copied per call, so there is no buffer to key on).
 pub(super) fn lookup(weight: &FlexTensor, s: &ConvShape) -> Option<Rc<Packed>> {
-    if !active() || s.groups != 1 || weight.dtype() != DType::F32 {
+    // A 1×1 map's layer reads its weight as stored (`pointwise`).
+    if !active() || s.groups != 1 || weight.dtype() != DType::F32 || pointwise::applies(s) {
         return None;
     }
     if !weight.is_contiguous() || weight.layout().start_offset() != 0 {
