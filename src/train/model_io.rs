@@ -186,6 +186,11 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Net, ModelMeta, Conta
             format!("its header's crop_pct {p} does not lie in (0, 1]"),
         ));
     }
+    fits_buffers(
+        path,
+        &meta,
+        crate::backend::limits::max_buffer_bytes(device),
+    )?;
     let model = models::build(&meta.arch, meta.num_classes, device)
         .map_err(|e| Error::checkpoint(path, e))?;
     let model = load_weights(model, container.get(path, MODEL)?, path).map_err(|e| match e {
@@ -201,6 +206,25 @@ pub fn load_model(path: &Path, device: &Device) -> Result<(Net, ModelMeta, Conta
     Ok((model, meta, container))
 }
 
+/// Refuses a model with a parameter larger than the device's `limit` on one buffer before
+/// anything is built there (the load would fail inside the GPU runtime): `eval`, `predict`,
+/// `export`, the teachers of `distill` and `cache-teachers` all load through here.
+fn fits_buffers(path: &Path, meta: &ModelMeta, limit: Option<u64>) -> Result<()> {
+    if limit.is_none() {
+        return Ok(());
+    }
+    let mut check = crate::backend::limits::Preflight::new();
+    check
+        .arch("model", &meta.arch, meta.num_classes)
+        .map_err(|e| Error::checkpoint(path, e))?;
+    check.check_against(limit).map_err(|e| match e {
+        Error::Device { message, .. } => {
+            Error::device(format!("the model in {}: {message}", path.display()))
+        }
+        e => e,
+    })
+}
+
 /// A checkpoint with only the model (what `meal export`/`import` and the best-model file need).
 pub fn model_container(meta: &ModelMeta, model: &Net) -> Result<Container> {
     let mut c = Container::default();
@@ -211,7 +235,42 @@ pub fn model_container(meta: &ModelMeta, model: &Net) -> Result<Container> {
 
 #[cfg(test)]
 mod tests {
-    use super::abbreviate_lists;
+    use super::*;
+
+    #[test]
+    fn a_model_past_the_buffer_limit_is_refused_before_it_loads() {
+        let meta = ModelMeta {
+            meal_version: env!("CARGO_PKG_VERSION").into(),
+            arch: "resnet20".into(),
+            num_classes: 10,
+            input_shape: [3, 32, 32],
+            normalization: crate::data::Normalization::CIFAR10,
+            class_names: Vec::new(),
+            source: "train".into(),
+            epoch: 1,
+            test_acc: None,
+            crop_pct: None,
+            interpolation: Default::default(),
+        };
+        let path = Path::new("runs/a/best.ckpt");
+        assert!(fits_buffers(path, &meta, None).is_ok());
+        assert!(fits_buffers(path, &meta, Some(1 << 20)).is_ok());
+        // resnet20's largest parameter: a 64×64×3×3 convolution, 147,456 bytes.
+        let e = fits_buffers(path, &meta, Some(100_000)).unwrap_err();
+        assert!(matches!(e, Error::Device { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("the model in runs/a/best.ckpt: model."),
+            "{text}"
+        );
+        assert!(text.contains("(64×64×3×3 f32, 147,456 bytes)"), "{text}");
+        let bad = ModelMeta {
+            arch: "no_such_net".into(),
+            ..meta
+        };
+        let e = fits_buffers(path, &bad, Some(100_000)).unwrap_err();
+        assert!(matches!(e, Error::Checkpoint { .. }), "{e:?}");
+    }
 
     #[test]
     fn long_tensor_lists_are_abbreviated() {
