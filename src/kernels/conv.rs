@@ -632,14 +632,21 @@ fn forward_direct_rows(
                         let c = &mut ypw[whole..];
                         gemm_panels(isa, a, s.k(), tail, &tail_offs, c, ldc, rest, false);
                     }
+                    // Without excess columns a channel's rows are one run in both buffers:
+                    // one call instead of one per row (rows of 7 or 14 values at batch 1).
+                    let (run, runs) = if wp == wo {
+                        ((oy1 - oy0) * wo, 1)
+                    } else {
+                        (wo, oy1 - oy0)
+                    };
                     for co in 0..s.cout_g() {
                         let c = g * s.cout_g() + co;
-                        for oy in oy0..oy1 {
-                            let src = co * ldc + (oy - oy0) * wp;
-                            // SAFETY: row `oy` of channel `c` of image `i` is inside `y`
-                            // (asserted length) and belongs to this task's rows alone.
-                            let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, wo) };
-                            emit(epi.as_ref(), c, dst, &ypw[src..src + wo]);
+                        for r in 0..runs {
+                            let (oy, src) = (oy0 + r, co * ldc + r * wp);
+                            // SAFETY: rows `oy..` of channel `c` of image `i` are inside `y`
+                            // (asserted length) and belong to this task's rows alone.
+                            let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, run) };
+                            emit(epi.as_ref(), c, dst, &ypw[src..src + run]);
                         }
                         if let Some(e) = &epi {
                             let at = i * out_image + (c * ho + oy0) * wo;
