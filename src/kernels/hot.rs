@@ -13,8 +13,13 @@
 //! the host's spread). The convolutions split smaller layers across the workers while a scope
 //! is open ([`is_hot`]); the results do not depend on it.
 //!
-//! Training steps stay outside: around them the scope measured resnet20 +14% but the
-//! meal-v1-cifar-small step −10% (interleaved `meal bench` runs), so it serves inference only.
+//! Training steps stay outside. burn's BatchNorm keeps its running statistics per thread
+//! (`RunningState`, averaged over the threads when read), so steps that land on either worker
+//! evaluate with other statistics than steps on one thread (a 2-epoch resnet20 run: the same
+//! training losses, another test loss). Speed alone would have argued for it once every thread
+//! allocates from one arena (resnet20 training 398 → 505 images/s, meal-v1-cifar-small 619 →
+//! 711; with glibc's per-thread arenas the latter lost 10%, their empty heaps unmapped step
+//! after step).
 //!
 //! `MEAL_SPIN=0` runs the closure on the calling thread with the workers parked as usual.
 
