@@ -428,15 +428,10 @@ impl Epilogue<'_> {
     }
 
     /// [`Epilogue::write`] and [`Epilogue::activate`] over one image of a 1×1 map (a value per
-    /// channel), in place: the same expressions.
+    /// channel), in place: the same expressions, value by value ([`OutputAct::apply`]).
     pub(super) fn apply_in_place(&self, y: &mut [f32]) {
-        let (relu, act) = self.act.split();
         for ((v, &a), &b) in y.iter_mut().zip(self.scale).zip(self.shift) {
-            let t = *v * a + b;
-            *v = if relu && t < 0.0 { 0.0 } else { t };
-        }
-        if let Some(act) = act {
-            super::activation::forward_row(act, y);
+            *v = self.act.apply(*v * a + b);
         }
     }
 
