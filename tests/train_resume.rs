@@ -85,6 +85,33 @@ fn assert_matches_straight(run: &Path) {
     no_temp_files(run);
 }
 
+/// The `meal` binary trains on its main thread made worker 0 of rayon's pool, the other workers
+/// polling for work around the epochs (`kernels::hot::here`); this test thread is outside the
+/// pool, so the straight run trained without them. The two agree bit for bit.
+#[test]
+fn a_run_on_a_pool_worker_with_the_others_polling_matches_the_straight_run() {
+    straight_run();
+    let _g = training();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("polled");
+    let dir = run.clone();
+    std::thread::spawn(move || {
+        // The pool (and this thread's place in it) is leaked when the test ends.
+        let _pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .use_current_thread()
+            .build()
+            .unwrap();
+        let polled = meal::kernels::hot::here(&meal::backend::device(), meal::kernels::hot::is_hot);
+        assert!(polled, "the workers do not poll around a pool worker's run");
+        let out = train_fresh(train_table(ARCH, &dir, 2, SEED)).unwrap();
+        assert_eq!(out.epochs_done, 2);
+    })
+    .join()
+    .unwrap();
+    assert_matches_straight(&run);
+}
+
 #[test]
 fn stop_after_one_epoch_then_resume_matches_straight_run_bit_for_bit() {
     straight_run();

@@ -99,6 +99,12 @@ impl Gflops {
     }
 }
 
+/// Times `f` as training and evaluation run it: on this thread, the pool's other workers polling
+/// when it is one of them (`kernels::hot::here`).
+fn polled<R>(f: impl FnOnce() -> R) -> R {
+    crate::kernels::hot::here(&crate::backend::device(), f)
+}
+
 pub fn run(o: &BenchOptions) -> Result<BenchReport> {
     if o.batch == 0 {
         return Err(Error::Config("bench: --batch must be at least 1".into()));
@@ -111,15 +117,16 @@ pub fn run(o: &BenchOptions) -> Result<BenchReport> {
         }
         Target::Arch(a) => {
             let input = Input::natural(a)?.with_size(o.image_size)?;
-            let run = arch::bench_arch(a, input, o.batch, o.warmup, o.steps, o.seed)?;
+            let run = polled(|| arch::bench_arch(a, input, o.batch, o.warmup, o.steps, o.seed))?;
             (input, run, Some(a.clone()), None)
         }
         Target::Workload(name) => {
             let w = workload::workload(name)?;
             let config = with_sets(w.meal_config()?, &o.sets)?;
             let input = Input::natural(w.student)?.with_size(o.image_size)?;
-            let run =
-                workload::bench_workload(w, &config, input, o.batch, o.warmup, o.steps, o.seed)?;
+            let run = polled(|| {
+                workload::bench_workload(w, &config, input, o.batch, o.warmup, o.steps, o.seed)
+            })?;
             (input, run, None, Some(name.clone()))
         }
     };

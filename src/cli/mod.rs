@@ -81,6 +81,7 @@ pub enum Command {
 
 pub fn main() -> Result<()> {
     crate::kernels::allocator::keep_freed_memory();
+    crate::kernels::hot::adopt_calling_thread();
     run(Cli::parse())
 }
 

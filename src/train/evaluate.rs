@@ -75,6 +75,15 @@ pub fn evaluate_renormalized(
     device: &Device,
 ) -> Result<(Vec<Accuracy>, Accuracy)> {
     assert_eq!(models.len(), renorms.len(), "one renorm per model");
+    crate::kernels::hot::here(device, || evaluate_here(models, renorms, loader, device))
+}
+
+fn evaluate_here(
+    models: &[&Net],
+    renorms: &[Option<Renorm>],
+    loader: &Loader,
+    device: &Device,
+) -> Result<(Vec<Accuracy>, Accuracy)> {
     let mut correct1 = vec![0usize; models.len() + 1];
     let mut correct5 = vec![0usize; models.len() + 1];
     let mut loss = vec![0f64; models.len() + 1];
