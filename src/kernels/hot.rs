@@ -73,11 +73,7 @@ pub fn adopt_calling_thread() {
 /// nothing from spinning cores.
 fn on_cpu(device: &Device) -> bool {
     let plain = device.clone().without_autodiff();
-    match plain.as_dispatch() {
-        DispatchDevice::Flex(_) => true,
-        #[allow(unreachable_patterns)]
-        _ => false,
-    }
+    matches!(plain.as_dispatch(), DispatchDevice::Flex(_))
 }
 
 /// [`hot`] where `device` computes on this CPU; `f` on the calling thread otherwise.
