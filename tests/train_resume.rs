@@ -86,7 +86,7 @@ fn assert_matches_straight(run: &Path) {
 }
 
 /// The `meal` binary trains on its main thread made worker 0 of rayon's pool, the other workers
-/// polling for work around the epochs (`kernels::hot::here`); this test thread is outside the
+/// polling for work around the steps (`kernels::hot::here`); this test thread is outside the
 /// pool, so the straight run trained without them. The two agree bit for bit.
 #[test]
 fn a_run_on_a_pool_worker_with_the_others_polling_matches_the_straight_run() {

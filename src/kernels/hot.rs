@@ -17,7 +17,7 @@
 //! its running statistics per thread (`RunningState`, averaged over the threads when read), so
 //! steps that landed on either worker evaluated with other statistics than steps on one thread
 //! (a 2-epoch resnet20 run: the same training losses, another test loss). The `meal` binary
-//! makes its main thread a worker of the pool ([`adopt_calling_thread`]), so the epochs run on
+//! makes its main thread a worker of the pool ([`adopt_calling_thread`]), so the steps run on
 //! it, in place, with the other workers polling.
 //!
 //! `MEAL_SPIN=0` runs the closure on the calling thread with the workers parked as usual.

@@ -233,99 +233,98 @@ fn execute<C: RunConfig, T: Task>(
     let s = opened.config.settings();
     let nb = train_loader.num_batches().max(1);
     let mut last = Accuracy::default();
-    // The epochs run on this thread (burn keeps BatchNorm's running statistics per thread),
-    // with the pool's other workers polling for the steps' parallel work.
-    crate::kernels::hot::here(&plain, || -> Result<()> {
-        for epoch in state.epochs_done..s.epochs {
-            let t0 = Instant::now();
-            let bar = progress::bar(nb, &format!("epoch {}", epoch + 1));
-            let (mut correct, mut seen, mut skipped) = (0usize, 0usize, 0usize);
-            let mut lr = 0.0;
-            let guard = Guard {
-                command: T::COMMAND,
-                run_dir: &run.path,
-                epochs_done: state.epochs_done,
-                rate_keys: T::RATE_KEYS,
+    for epoch in state.epochs_done..s.epochs {
+        let t0 = Instant::now();
+        let bar = progress::bar(nb, &format!("epoch {}", epoch + 1));
+        let (mut correct, mut seen, mut skipped) = (0usize, 0usize, 0usize);
+        let mut lr = 0.0;
+        let guard = Guard {
+            command: T::COMMAND,
+            run_dir: &run.path,
+            epochs_done: state.epochs_done,
+            rate_keys: T::RATE_KEYS,
+        };
+        let mut batches = Prefetch::new(train_loader.epoch(epoch), trained_on.clone());
+        while let Some(fetched) = batches.next() {
+            if super::interrupt::requested() {
+                bar.abandon();
+                return Err(Error::Interrupted(stopped(T::COMMAND, run, epoch, &state)));
+            }
+            let Fetched {
+                index: i,
+                batch,
+                input,
+            } = fetched?;
+            for msg in &batch.skipped {
+                progress::say(format!("skipped (data.skip_corrupt): {msg}"));
+            }
+            skipped += batch.skipped.len();
+            let Some(input) = input else {
+                bar.inc(1);
+                continue;
             };
-            let mut batches = Prefetch::new(train_loader.epoch(epoch), trained_on.clone());
-            while let Some(fetched) = batches.next() {
-                if super::interrupt::requested() {
-                    bar.abandon();
-                    return Err(Error::Interrupted(stopped(T::COMMAND, run, epoch, &state)));
-                }
-                let Fetched {
-                    index: i,
-                    batch,
-                    input,
-                } = fetched?;
-                for msg in &batch.skipped {
-                    progress::say(format!("skipped (data.skip_corrupt): {msg}"));
-                }
-                skipped += batch.skipped.len();
-                let Some(input) = input else {
-                    bar.inc(1);
-                    continue;
-                };
-                lr = s.schedule.lr(s.lr, epoch, i as f64 / nb as f64, s.epochs);
-                let stepped = task.step(&batch, input, epoch, i, lr, &mut || batches.ahead());
-                let (next, step) = match stepped {
-                    Ok(s) => s,
-                    Err(e) => {
-                        bar.abandon();
-                        return Err(e);
-                    }
-                };
-                task = next;
-                // The step has already updated the weights, but a failed step ends the run and
-                // nothing of this epoch is saved, so the damage never leaves memory.
-                if let Err(e) = guard.losses(epoch, i, nb, &step.rates, &step.losses) {
+            lr = s.schedule.lr(s.lr, epoch, i as f64 / nb as f64, s.epochs);
+            // On this thread (burn keeps BatchNorm's running statistics per thread), the
+            // pool's other workers polling for the step's parallel work.
+            let stepped = crate::kernels::hot::here(&plain, || {
+                task.step(&batch, input, epoch, i, lr, &mut || batches.ahead())
+            });
+            let (next, step) = match stepped {
+                Ok(s) => s,
+                Err(e) => {
                     bar.abandon();
                     return Err(e);
                 }
-                correct += topk_correct(&step.scores, step.classes, &batch.labels, 1);
-                seen += batch.labels.len();
-                bar.inc(1);
-                bar.set_message(format!(
-                    "{} acc {:.1}%",
-                    task.progress(),
-                    100.0 * correct as f64 / seen as f64
-                ));
-            }
-            bar.finish_and_clear();
-            let train_seconds = t0.elapsed().as_secs_f64();
-            task.check_weights(&guard, epoch)?;
-            let (accs, _) = evaluate(&[&task.model().valid()], &test_loader, &plain)?;
-            guard.outputs(epoch, T::MODEL, &accs[0])?;
-            // burn reads the weights for the checkpoint's record with reads that panic on a device
-            // failure; a failure still pending ends the run here, before the epoch writes anything.
-            crate::backend::read::sync(&plain, "the epoch's weights")?;
-            last = accs[0];
-            let improved = state.finish_epoch(epoch, last.top1);
-            let (record, line) = task.end_epoch(EpochEnd {
-                epoch,
-                epochs: s.epochs,
-                lr,
-                measured: Measured {
-                    train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
-                    test_top1: last.top1,
-                    test_top5: last.top5,
-                    test_loss: last.loss,
-                    images_per_sec: seen as f64 / train_seconds,
-                    epoch_seconds: t0.elapsed().as_secs_f64(),
-                    skipped_corrupt: skipped,
-                },
-            });
-            run.log_metrics(&record)?;
-            progress::say(line);
-            let meta = ModelMeta {
-                epoch: epoch + 1,
-                test_acc: Some(last.top1),
-                ..meta.clone()
             };
-            save_checkpoints(run, &meta, task.model(), improved, &state, task.sections()?)?;
+            task = next;
+            // The step has already updated the weights, but a failed step ends the run and
+            // nothing of this epoch is saved, so the damage never leaves memory.
+            if let Err(e) = guard.losses(epoch, i, nb, &step.rates, &step.losses) {
+                bar.abandon();
+                return Err(e);
+            }
+            correct += topk_correct(&step.scores, step.classes, &batch.labels, 1);
+            seen += batch.labels.len();
+            bar.inc(1);
+            bar.set_message(format!(
+                "{} acc {:.1}%",
+                task.progress(),
+                100.0 * correct as f64 / seen as f64
+            ));
         }
-        Ok(())
-    })?;
+        bar.finish_and_clear();
+        let train_seconds = t0.elapsed().as_secs_f64();
+        task.check_weights(&guard, epoch)?;
+        let (accs, _) = evaluate(&[&task.model().valid()], &test_loader, &plain)?;
+        guard.outputs(epoch, T::MODEL, &accs[0])?;
+        // burn reads the weights for the checkpoint's record with reads that panic on a device
+        // failure; a failure still pending ends the run here, before the epoch writes anything.
+        crate::backend::read::sync(&plain, "the epoch's weights")?;
+        last = accs[0];
+        let improved = state.finish_epoch(epoch, last.top1);
+        let (record, line) = task.end_epoch(EpochEnd {
+            epoch,
+            epochs: s.epochs,
+            lr,
+            measured: Measured {
+                train_acc: 100.0 * correct as f64 / seen.max(1) as f64,
+                test_top1: last.top1,
+                test_top5: last.top5,
+                test_loss: last.loss,
+                images_per_sec: seen as f64 / train_seconds,
+                epoch_seconds: t0.elapsed().as_secs_f64(),
+                skipped_corrupt: skipped,
+            },
+        });
+        run.log_metrics(&record)?;
+        progress::say(line);
+        let meta = ModelMeta {
+            epoch: epoch + 1,
+            test_acc: Some(last.top1),
+            ..meta.clone()
+        };
+        save_checkpoints(run, &meta, task.model(), improved, &state, task.sections()?)?;
+    }
     Ok(RunOutcome::new(run, &state, last, started))
 }
 
