@@ -3,7 +3,8 @@
 //! - the max pool (`kernels::max_pool2d`): the zoo's pools (ResNet-50's 3×3/2 padded stem pool,
 //!   VGG's 2×2/2, GoogLeNet's 3×3/1 padded) and odd sides;
 //! - a residual block's end, `relu(a + b)` (`kernels::add_relu`), in place when `a` is not
-//!   shared and leaving a shared `a` as it was.
+//!   shared and leaving a shared `a` as it was; and in training, its gradients against burn's
+//!   autodiff of its add and ReLU.
 
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
@@ -75,6 +76,62 @@ fn add_relu_matches_burn_and_leaves_a_shared_input_alone() {
         );
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert_eq!(g.to_bits(), w.to_bits(), "at {i}: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn add_relu_gradients_match_burn_bit_for_bit() {
+    let device = Device::default().autodiff();
+    device.seed(13);
+    // One map under the size that is shared across cores, one over it.
+    for shape in [[2, 8, 9, 7], [2, 16, 96, 96]] {
+        let a = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        // A NaN sum passes its gradient on in burn's ReLU (its mask is `output <= 0`).
+        let nan = Tensor::<4>::full([1, 1, 1, 1], f32::NAN, &device);
+        let a = a.slice_assign([0..1, 0..1, 0..1, 0..1], nan);
+        // Both terms tracked, then only one (a shortcut from a constant).
+        for track_b in [true, false] {
+            let run = |ours: bool| {
+                let a = a.clone().require_grad();
+                let b = if track_b {
+                    b.clone().require_grad()
+                } else {
+                    b.clone()
+                };
+                let y = if ours {
+                    kernels::add_relu(a.clone(), b.clone())
+                } else {
+                    burn::tensor::activation::relu(a.clone() + b.clone())
+                };
+                let g = (y.clone() * r.clone()).sum().backward();
+                let gb = track_b.then(|| values(b.grad(&g).unwrap()));
+                let ga = values(a.grad(&g).unwrap());
+                (values(y), ga, gb)
+            };
+            let what = format!("{shape:?}, b tracked: {track_b}");
+            let (y, ga, gb) = run(true);
+            let (y_burn, ga_burn, gb_burn) = run(false);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&y), bits(&y_burn), "{what}: output");
+            assert_eq!(bits(&ga), bits(&ga_burn), "{what}: gradient of a");
+            assert_eq!(
+                gb.as_deref().map(bits),
+                gb_burn.as_deref().map(bits),
+                "{what}: of b"
+            );
+            assert!(
+                ga[0].is_nan() || ga[0] != 0.0,
+                "{what}: the NaN's gradient was masked"
+            );
+            let zeros = ga.iter().filter(|&&v| v == 0.0).count();
+            assert!(
+                zeros > ga.len() / 4 && zeros < 3 * ga.len() / 4,
+                "{what}: {zeros} of {} gradients masked (a degenerate case)",
+                ga.len()
+            );
         }
     }
 }

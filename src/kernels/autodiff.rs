@@ -131,7 +131,52 @@ impl<B: ConvKernels> Backward<B, 1> for ActivationBackward {
     }
 }
 
+#[derive(Debug)]
+struct AddReluBackward;
+
+impl<B: ConvKernels> Backward<B, 2> for AddReluBackward {
+    /// The forward's output: its sign is the ReLU's mask.
+    type State = FloatTensor<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_a, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let g = B::meal_relu_backward(ops.state, grad);
+        // The sum passes the same gradient to both terms.
+        match (node_a, node_b) {
+            (Some(a), Some(b)) => {
+                grads.register::<B>(a.id, g.clone());
+                grads.register::<B>(b.id, g);
+            }
+            (Some(a), None) => grads.register::<B>(a.id, g),
+            (None, Some(b)) => grads.register::<B>(b.id, g),
+            (None, None) => {}
+        }
+    }
+}
+
 impl<B: ConvKernels, C: CheckpointStrategy> ConvKernels for Autodiff<B, C> {
+    fn meal_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        match AddReluBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::meal_add_relu(a.into_primitive(), b.into_primitive());
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::meal_add_relu(a.into_primitive(), b.into_primitive()))
+            }
+        }
+    }
+
     fn meal_activation(x: FloatTensor<Self>, act: Activation) -> FloatTensor<Self> {
         match ActivationBackward
             .prepare::<C>([x.node()])

@@ -199,9 +199,15 @@ pub trait ConvKernels: burn::backend::Backend {
         burn_depthwise_affine::<Self>(x, weight, scale, shift, act, options)
     }
 
-    /// `relu(a + b)` for inference: a residual block's end.
+    /// `relu(a + b)`: a residual block's end.
     fn meal_add_relu(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::relu(Self::float_add(a, b))
+    }
+
+    /// The gradient through a ReLU whose result was `output`: `grad` where `output > 0`, else
+    /// 0 (burn's `relu_backward`, so a NaN output passes its gradient on).
+    fn meal_relu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::relu_backward(output, grad)
     }
 
     /// `F.max_pool2d(x, kernel, stride, padding)` for inference (no indices to keep).
@@ -530,11 +536,12 @@ pub fn depthwise_affine(
     (Tensor::from_dispatch(y), Tensor::from_dispatch(means))
 }
 
-/// `relu(a + b)` (same shapes): on burn-flex at inference one pass over `a`'s buffer when
-/// nothing else holds it (a residual block's output, added to its shortcut), instead of burn's
-/// add and ReLU, two passes and a fresh buffer each; burn's ops where gradients are tracked.
+/// `relu(a + b)` (same shapes): on burn-flex one pass over `a`'s buffer when nothing else
+/// holds it (a residual block's output, added to its shortcut), shared across the cores,
+/// instead of burn's add and ReLU, two passes on one core and a fresh buffer each; in
+/// training one pass backward too, where burn's ReLU and add take two.
 pub fn add_relu(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-    if !enabled() || a.device().is_autodiff() || a.dims() != b.dims() {
+    if !enabled() || a.dims() != b.dims() {
         return burn::tensor::activation::relu(a + b);
     }
     Tensor::from_dispatch(Dispatch::meal_add_relu(
