@@ -147,15 +147,9 @@ impl<B: ConvKernels> Backward<B, 2> for AddReluBackward {
         let [node_a, node_b] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let g = B::meal_relu_backward(ops.state, grad);
-        // The sum passes the same gradient to both terms.
-        match (node_a, node_b) {
-            (Some(a), Some(b)) => {
-                grads.register::<B>(a.id, g.clone());
-                grads.register::<B>(b.id, g);
-            }
-            (Some(a), None) => grads.register::<B>(a.id, g),
-            (None, Some(b)) => grads.register::<B>(b.id, g),
-            (None, None) => {}
+        // The sum passes the same gradient to both terms (a clone shares the buffer).
+        for node in [node_a, node_b].into_iter().flatten() {
+            grads.register::<B>(node.id, g.clone());
         }
     }
 }

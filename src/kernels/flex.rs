@@ -71,7 +71,6 @@ fn owned_values(t: &mut FlexTensor) -> Option<&mut [f32]> {
     t.try_storage_mut::<f32>().map(|s| &mut s[..n])
 }
 
-/// `t` itself when [`owned_values`] can write to it, else a contiguous copy that can be.
 /// `f(&mut x[i], y[i])` for every `i`, shared across the cores above 256K values (one pass of
 /// a CIFAR ResNet's activation at batch 128 is 2M; below, splitting costs more than it saves).
 fn elementwise(x: &mut [f32], y: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
@@ -86,6 +85,7 @@ fn elementwise(x: &mut [f32], y: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
         .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, &y)| f(x, y)));
 }
 
+/// `t` itself when [`owned_values`] can write to it, else a contiguous copy that can be.
 fn owned_or_copy(mut t: FlexTensor) -> FlexTensor {
     if owned_values(&mut t).is_some() {
         return t;
