@@ -18,45 +18,70 @@ use std::time::Instant;
 use burn::backend::ops::ConvOptions;
 use burn::tensor::{Distribution, Tensor};
 
-/// `(name, cin, input side, cout, kernel, stride, count in the network)`.
-type Layer = (&'static str, usize, usize, usize, usize, usize, usize);
+/// `(name, cin, input side, cout, kernel, stride, groups, count in the network)`.
+type Layer = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
 
 const RESNET50: [Layer; 20] = [
-    ("stem 7x7/2", 3, 224, 64, 7, 2, 1),
-    ("l1 1x1 64>64", 64, 56, 64, 1, 1, 1),
-    ("l1 1x1 256>64", 256, 56, 64, 1, 1, 2),
-    ("l1 3x3 64", 64, 56, 64, 3, 1, 3),
-    ("l1 1x1 64>256", 64, 56, 256, 1, 1, 4),
-    ("l2 1x1 256>128", 256, 56, 128, 1, 1, 1),
-    ("l2 3x3/2 128", 128, 56, 128, 3, 2, 1),
-    ("l2 ds 1x1/2 256>512", 256, 56, 512, 1, 2, 1),
-    ("l2 1x1 512>128", 512, 28, 128, 1, 1, 3),
-    ("l2 3x3 128", 128, 28, 128, 3, 1, 3),
-    ("l2 1x1 128>512", 128, 28, 512, 1, 1, 4),
-    ("l3 1x1 512>256", 512, 28, 256, 1, 1, 1),
-    ("l3 3x3/2 256", 256, 28, 256, 3, 2, 1),
-    ("l3 ds 1x1/2 512>1024", 512, 28, 1024, 1, 2, 1),
-    ("l3 1x1 1024>256", 1024, 14, 256, 1, 1, 5),
-    ("l3 3x3 256", 256, 14, 256, 3, 1, 5),
-    ("l3 1x1 256>1024", 256, 14, 1024, 1, 1, 6),
-    ("l4 1x1 1024>512", 1024, 14, 512, 1, 1, 1),
-    ("l4 3x3/2 512", 512, 14, 512, 3, 2, 1),
-    ("l4 ds 1x1/2 1024>2048", 1024, 14, 2048, 1, 2, 1),
+    ("stem 7x7/2", 3, 224, 64, 7, 2, 1, 1),
+    ("l1 1x1 64>64", 64, 56, 64, 1, 1, 1, 1),
+    ("l1 1x1 256>64", 256, 56, 64, 1, 1, 1, 2),
+    ("l1 3x3 64", 64, 56, 64, 3, 1, 1, 3),
+    ("l1 1x1 64>256", 64, 56, 256, 1, 1, 1, 4),
+    ("l2 1x1 256>128", 256, 56, 128, 1, 1, 1, 1),
+    ("l2 3x3/2 128", 128, 56, 128, 3, 2, 1, 1),
+    ("l2 ds 1x1/2 256>512", 256, 56, 512, 1, 2, 1, 1),
+    ("l2 1x1 512>128", 512, 28, 128, 1, 1, 1, 3),
+    ("l2 3x3 128", 128, 28, 128, 3, 1, 1, 3),
+    ("l2 1x1 128>512", 128, 28, 512, 1, 1, 1, 4),
+    ("l3 1x1 512>256", 512, 28, 256, 1, 1, 1, 1),
+    ("l3 3x3/2 256", 256, 28, 256, 3, 2, 1, 1),
+    ("l3 ds 1x1/2 512>1024", 512, 28, 1024, 1, 2, 1, 1),
+    ("l3 1x1 1024>256", 1024, 14, 256, 1, 1, 1, 5),
+    ("l3 3x3 256", 256, 14, 256, 3, 1, 1, 5),
+    ("l3 1x1 256>1024", 256, 14, 1024, 1, 1, 1, 6),
+    ("l4 1x1 1024>512", 1024, 14, 512, 1, 1, 1, 1),
+    ("l4 3x3/2 512", 512, 14, 512, 3, 2, 1, 1),
+    ("l4 ds 1x1/2 1024>2048", 1024, 14, 2048, 1, 2, 1, 1),
 ];
 
 const RESNET50_L4: [Layer; 3] = [
-    ("l4 1x1 2048>512", 2048, 7, 512, 1, 1, 2),
-    ("l4 3x3 512", 512, 7, 512, 3, 1, 2),
-    ("l4 1x1 512>2048", 512, 7, 2048, 1, 1, 3),
+    ("l4 1x1 2048>512", 2048, 7, 512, 1, 1, 1, 2),
+    ("l4 3x3 512", 512, 7, 512, 3, 1, 1, 2),
+    ("l4 1x1 512>2048", 512, 7, 2048, 1, 1, 1, 3),
+];
+
+/// SENet-154's grouped 3×3 convolutions (64 groups) and its widest 1×1 layers.
+const SENET154: [Layer; 12] = [
+    ("l1 g3x3 128>256", 128, 56, 256, 3, 1, 64, 3),
+    ("l2 g3x3/2 256>512", 256, 56, 512, 3, 2, 64, 1),
+    ("l2 g3x3 256>512", 256, 28, 512, 3, 1, 64, 7),
+    ("l3 g3x3/2 512>1024", 512, 28, 1024, 3, 2, 64, 1),
+    ("l3 g3x3 512>1024", 512, 14, 1024, 3, 1, 64, 35),
+    ("l4 g3x3/2 1024>2048", 1024, 14, 2048, 3, 2, 64, 1),
+    ("l4 g3x3 1024>2048", 1024, 7, 2048, 3, 1, 64, 2),
+    ("l3 1x1 1024>512", 1024, 14, 512, 1, 1, 1, 35),
+    ("l3 1x1 1024>1024", 1024, 14, 1024, 1, 1, 1, 36),
+    ("l4 1x1 2048>1024", 2048, 7, 1024, 1, 1, 1, 2),
+    ("l4 1x1 2048>2048", 2048, 7, 2048, 1, 1, 1, 3),
+    ("l3 ds 3x3/2 512>1024", 512, 28, 1024, 3, 2, 1, 1),
 ];
 
 const RESNET20: [Layer; 6] = [
-    ("stem 3x3 3>16", 3, 32, 16, 3, 1, 1),
-    ("s1 3x3 16", 16, 32, 16, 3, 1, 6),
-    ("s2 3x3/2 16>32", 16, 32, 32, 3, 2, 1),
-    ("s2 3x3 32", 32, 16, 32, 3, 1, 5),
-    ("s3 3x3/2 32>64", 32, 16, 64, 3, 2, 1),
-    ("s3 3x3 64", 64, 8, 64, 3, 1, 5),
+    ("stem 3x3 3>16", 3, 32, 16, 3, 1, 1, 1),
+    ("s1 3x3 16", 16, 32, 16, 3, 1, 1, 6),
+    ("s2 3x3/2 16>32", 16, 32, 32, 3, 2, 1, 1),
+    ("s2 3x3 32", 32, 16, 32, 3, 1, 1, 5),
+    ("s3 3x3/2 32>64", 32, 16, 64, 3, 2, 1, 1),
+    ("s3 3x3 64", 64, 8, 64, 3, 1, 1, 5),
 ];
 
 fn env(name: &str, default: usize) -> usize {
@@ -79,17 +104,21 @@ fn cpu_ns() -> u64 {
 
 /// Median wall time and median CPU time of `reps` runs of the layer, milliseconds.
 fn time_layer(batch: usize, l: &Layer, reps: usize) -> (f64, f64) {
-    let (_, cin, hw, cout, k, stride, _) = *l;
+    let (_, cin, hw, cout, k, stride, groups, _) = *l;
     let device = meal::backend::device();
     let x = Tensor::<4>::random(
         [batch, cin, hw, hw],
         Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let w = Tensor::<4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.1), &device);
+    let w = Tensor::<4>::random(
+        [cout, cin / groups, k, k],
+        Distribution::Normal(0.0, 0.1),
+        &device,
+    );
     let scale = Tensor::<1>::random([cout], Distribution::Normal(1.0, 0.1), &device);
     let shift = Tensor::<1>::random([cout], Distribution::Normal(0.0, 0.1), &device);
-    let opts = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], 1);
+    let opts = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], groups);
     let _kept = meal::kernels::prepared::inference();
     medians(reps, 1, || {
         let y = meal::kernels::conv2d_affine(
@@ -137,9 +166,10 @@ fn main() {
         .num_threads(1)
         .build()
         .unwrap();
-    let nets: [(&str, Vec<Layer>); 2] = [
+    let nets: [(&str, Vec<Layer>); 3] = [
         ("resnet50", [&RESNET50[..], &RESNET50_L4[..]].concat()),
         ("resnet20", RESNET20.to_vec()),
+        ("senet154", SENET154.to_vec()),
     ];
     for (net, layers) in nets {
         if !only.is_empty() && only != net {
@@ -152,9 +182,9 @@ fn main() {
         let (mut tot_n, mut tot_1) = (0.0, 0.0);
         let layer = std::env::var("LAYER").unwrap_or_default();
         for l in layers.iter().filter(|l| l.0.contains(&layer)) {
-            let (name, cin, hw, cout, k, stride, count) = *l;
+            let (name, cin, hw, cout, k, stride, groups, count) = *l;
             let ho = (hw + 2 * (k / 2) - k) / stride + 1;
-            let macs = (batch * cout * ho * ho * cin * k * k) as f64;
+            let macs = (batch * cout * ho * ho * cin / groups * k * k) as f64;
             let (tn, cn) = time_layer(batch, l, reps);
             let (t1, c1) = if env("ONE", 1) == 1 {
                 one.install(|| time_layer(batch, l, reps))

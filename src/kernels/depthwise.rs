@@ -53,14 +53,14 @@ pub fn applies(s: &ConvShape) -> bool {
 /// One plane in the phase layout: `[py][px][Hq][Wq]`, phase `(py, px)` holding padded pixels
 /// `(qy·sy + py, qx·sx + px)`.
 #[derive(Clone, Copy, Debug)]
-struct Plane {
+pub(super) struct Plane {
     s: ConvShape,
     hq: usize,
-    wq: usize,
+    pub(super) wq: usize,
 }
 
 impl Plane {
-    fn new(s: &ConvShape) -> Plane {
+    pub(super) fn new(s: &ConvShape) -> Plane {
         Plane {
             s: *s,
             hq: s.hp().div_ceil(s.stride[0]),
@@ -69,13 +69,13 @@ impl Plane {
     }
 
     /// Index of padded pixel `(y, x)`.
-    fn at(&self, y: usize, x: usize) -> usize {
+    pub(super) fn at(&self, y: usize, x: usize) -> usize {
         let [sy, sx] = self.s.stride;
         ((y % sy) * sx + x % sx) * self.hq * self.wq + (y / sy) * self.wq + x / sx
     }
 
     /// Offset of every tap `(ky, kx)`, row-major: output `i` of the flat row reads `offs[t] + i`.
-    fn offsets(&self) -> Vec<usize> {
+    pub(super) fn offsets(&self) -> Vec<usize> {
         let s = &self.s;
         (0..s.kh)
             .flat_map(|ky| (0..s.kw).map(move |kx| (ky, kx)))
@@ -90,15 +90,24 @@ impl Plane {
 
     /// The buffer: every phase, and slack so that the last tap can read a whole flat row.
     fn len(&self) -> usize {
+        self.len_for(self.flat())
+    }
+
+    /// Values of every phase of the plane.
+    pub(super) fn phases(&self) -> usize {
         let [sy, sx] = self.s.stride;
-        let phases = sy * sx * self.hq * self.wq;
+        sy * sx * self.hq * self.wq
+    }
+
+    /// [`Plane::len`] for a flat row of `flat` values.
+    pub(super) fn len_for(&self, flat: usize) -> usize {
         let last_tap = self.offsets().into_iter().max().unwrap_or(0);
-        phases.max(last_tap + self.flat())
+        self.phases().max(last_tap + flat)
     }
 
     /// Copies plane `x` (`h × w`) into `buf`. Only the pixels inside the padding are written, so
     /// a buffer zeroed once keeps its padding at zero from plane to plane.
-    fn fill(&self, x: &[f32], buf: &mut [f32]) {
+    pub(super) fn fill(&self, x: &[f32], buf: &mut [f32]) {
         let s = &self.s;
         let (top, left) = (s.pad[0].0, s.pad[1].0);
         for (y, src) in x.chunks_exact(s.w).enumerate() {

@@ -11,6 +11,7 @@ use super::activation::{self, Activation};
 use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use super::depthwise;
+use super::grouped;
 use super::max_pool;
 use super::plane_scale;
 use super::prepared;
@@ -19,6 +20,11 @@ use super::shortcut::{self, ShortcutShape};
 
 fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
     geometry(x, w, o).filter(|s| s.supported())
+}
+
+/// The shape when [`grouped`] handles its forward pass.
+fn grouped_shape(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
+    geometry(x, w, o).filter(grouped::applies)
 }
 
 /// The shape when [`depthwise`] handles it.
@@ -333,6 +339,16 @@ impl ConvKernels for Flex {
         options: ConvOptions<2>,
     ) -> FlexTensor {
         let f32s = scale.dtype() == DType::F32 && shift.dtype() == DType::F32;
+        if let Some(s) = grouped_shape(&x, &weight, &options).filter(|_| f32s) {
+            let (scale, shift) = (values(&scale), values(&shift));
+            let epi = conv::Epilogue {
+                scale: &scale,
+                shift: &shift,
+                act,
+            };
+            let y = grouped::forward_affine(&s, &values(&x), &values(&weight), epi);
+            return tensor(y, [s.batch, s.cout, s.ho(), s.wo()]);
+        }
         let Some(s) = shape_of(&x, &weight, &options).filter(|_| f32s) else {
             let y = Flex::meal_conv2d(x, weight, options);
             return super::burn_affine_act::<Flex>(y, scale, shift, act);
@@ -455,6 +471,10 @@ impl ConvKernels for Flex {
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
         if let Some(s) = depthwise_shape(&x, &weight, &options) {
             let y = depthwise::forward(&s, &values(&x), &values(&weight));
+            return tensor(y, [s.batch, s.cout, s.ho(), s.wo()]);
+        }
+        if let Some(s) = grouped_shape(&x, &weight, &options) {
+            let y = grouped::forward(&s, &values(&x), &values(&weight));
             return tensor(y, [s.batch, s.cout, s.ho(), s.wo()]);
         }
         let Some(s) = shape_of(&x, &weight, &options) else {

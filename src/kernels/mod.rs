@@ -4,7 +4,8 @@
 //! each call, and computes the input gradient as a transposed 3-d convolution; on the small
 //! CIFAR networks that layout traffic costs more than the arithmetic (BENCHMARKS.md has the
 //! profile). [`conv2d`] replaces the forward pass and both backward passes on burn-flex with the
-//! kernels of [`conv`] (depthwise ones with [`depthwise`]), and keeps burn's own implementation
+//! kernels of [`conv`] (depthwise ones with [`depthwise`], the forward pass of narrow groups with
+//! [`grouped`]), and keeps burn's own implementation
 //! on every other backend (CUDA) and for the shapes these kernels leave alone. Models call [`conv2d`] like burn's
 //! `module::conv2d` and stay backend-generic.
 //!
@@ -50,6 +51,7 @@ mod copy;
 pub mod depthwise;
 mod flex;
 mod gemm;
+pub mod grouped;
 pub mod hot;
 pub mod max_pool;
 pub mod plane_scale;
