@@ -72,6 +72,7 @@ fn kernel_peak(mr: usize) -> f64 {
                     ldc: ld,
                     blocks,
                     accumulate: false,
+                    epi: None,
                 },
             )
         };

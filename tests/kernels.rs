@@ -534,6 +534,11 @@ fn conv_with_affine_epilogue_matches_conv_then_affine() {
             (3, 6, 5, 4, 1, 3),
             (4, 64, 64, 8, 1, 3),
             (2, 16, 96, 14, 1, 1),
+            // 1×1 layers stored straight into the output: a reduction over two blocks (300
+            // taps), a last partial tile, and an odd channel count (padded panels: buffered).
+            (1, 300, 50, 9, 1, 1),
+            (1, 24, 40, 16, 1, 1),
+            (2, 8, 7, 10, 1, 1),
         ] {
             let x = normal(&mut rng, [b, cin, hw, hw], 0.0, 1.0, &device);
             let w = normal(&mut rng, [cout, cin, k, k], 0.0, 0.3, &device);

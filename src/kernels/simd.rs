@@ -226,6 +226,18 @@ pub struct GemmArgs<'a> {
     pub ldc: usize,
     pub blocks: usize,
     pub accumulate: bool,
+    /// Stores `relu?(sum · scale[m] + shift[m])` in place of each row `m`'s sums: an eval-mode
+    /// BatchNorm (and its ReLU) on the last block of the reduction.
+    pub epi: Option<RowAffine<'a>>,
+}
+
+/// A per-row `relu?(v · scale + shift)`, the expression of the BatchNorm kernels' eval rows:
+/// a product then a sum (not fused), and a ReLU that lets NaN through.
+#[derive(Clone, Copy, Debug)]
+pub struct RowAffine<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub relu: bool,
 }
 
 /// The bounds of [`GemmArgs`] for tiles `cols` columns wide (debug builds only).
@@ -305,7 +317,14 @@ unsafe fn gemm_portable<const M: usize>(args: &GemmArgs) {
                 // SAFETY: the caller guarantees c's extent (GemmArgs).
                 unsafe {
                     let p = args.c.add(m * args.ldc + n0 + n);
-                    *p = if args.accumulate { *p + v } else { *v };
+                    let v = if args.accumulate { *p + v } else { *v };
+                    *p = match args.epi {
+                        Some(e) => {
+                            let t = v * e.scale[m] + e.shift[m];
+                            if e.relu && t < 0.0 { 0.0 } else { t }
+                        }
+                        None => v,
+                    };
                 }
             }
         }
@@ -372,7 +391,8 @@ mod x86 {
     /// One gemm micro-kernel per vector type: M rows × NV vectors of accumulators.
     macro_rules! gemm_kernel {
         ($name:ident, $feat:literal, $vec:ty, $lanes:expr, $nv:expr,
-         $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident, $add:ident) => {
+         $zero:ident, $load:ident, $store:ident, $set1:ident, $fma:ident, $add:ident,
+         $mul:ident, $max:ident) => {
             #[target_feature(enable = $feat)]
             pub unsafe fn $name<const M: usize>(args: &GemmArgs) {
                 const NR: usize = $lanes * $nv;
@@ -399,15 +419,26 @@ mod x86 {
                         }
                     }
                     for m in 0..M {
+                        let affine = args
+                            .epi
+                            .map(|e| ($set1(e.scale[m]), $set1(e.shift[m]), e.relu));
                         for v in 0..$nv {
                             // SAFETY: c's extent is the caller's contract.
                             unsafe {
                                 let p = args.c.add(m * args.ldc + n0 + v * $lanes);
-                                let r = if args.accumulate {
+                                let mut r = if args.accumulate {
                                     $add($load(p), acc[m][v])
                                 } else {
                                     acc[m][v]
                                 };
+                                if let Some((a, b, relu)) = affine {
+                                    r = $add($mul(r, a), b);
+                                    if relu {
+                                        // max(0, r) returns r when r is NaN (its second
+                                        // operand), as the scalar ReLU does.
+                                        r = $max($zero(), r);
+                                    }
+                                }
                                 $store(p, r);
                             }
                         }
@@ -428,7 +459,9 @@ mod x86 {
         _mm256_storeu_ps,
         _mm256_set1_ps,
         _mm256_fmadd_ps,
-        _mm256_add_ps
+        _mm256_add_ps,
+        _mm256_mul_ps,
+        _mm256_max_ps
     );
     gemm_kernel!(
         gemm_avx2_narrow,
@@ -441,7 +474,9 @@ mod x86 {
         _mm256_storeu_ps,
         _mm256_set1_ps,
         _mm256_fmadd_ps,
-        _mm256_add_ps
+        _mm256_add_ps,
+        _mm256_mul_ps,
+        _mm256_max_ps
     );
     gemm_kernel!(
         gemm_avx512_narrow,
@@ -454,7 +489,9 @@ mod x86 {
         _mm512_storeu_ps,
         _mm512_set1_ps,
         _mm512_fmadd_ps,
-        _mm512_add_ps
+        _mm512_add_ps,
+        _mm512_mul_ps,
+        _mm512_max_ps
     );
     gemm_kernel!(
         gemm_avx512,
@@ -467,7 +504,9 @@ mod x86 {
         _mm512_storeu_ps,
         _mm512_set1_ps,
         _mm512_fmadd_ps,
-        _mm512_add_ps
+        _mm512_add_ps,
+        _mm512_mul_ps,
+        _mm512_max_ps
     );
 
     /// The sum of a vector's lanes by halving it in registers. Storing it and adding the lanes
@@ -587,6 +626,7 @@ mod tests {
                             ldc,
                             blocks,
                             accumulate,
+                            epi: None,
                         },
                     )
                 };
@@ -632,6 +672,7 @@ mod tests {
                     ldc: nr,
                     blocks,
                     accumulate,
+                    epi: None,
                 };
                 // SAFETY: `b` holds every row's nr columns, `c` mr rows of nr.
                 unsafe {
@@ -727,5 +768,86 @@ mod tests {
             assert_eq!(Isa::from_code(isa.code()), Some(isa));
         }
         assert_eq!(Isa::from_code(0), None);
+    }
+
+    /// The affine epilogue stored by the micro-kernels is the BatchNorm rows' expression on the
+    /// sums they would store without it, bit for bit: product then sum, ReLU passing NaN and
+    /// keeping a negative zero, on wide and narrow tiles, with and without accumulation.
+    #[test]
+    fn the_stored_epilogue_is_the_affine_of_the_stored_sums() {
+        for (isa, mr) in available()
+            .into_iter()
+            .flat_map(|i| [(i, MR), (i, MR_WIDE)])
+        {
+            let (nr, width) = (isa.nr(), isa.width());
+            let k = 40;
+            let offs: Vec<usize> = (0..k).map(|i| i * 5 + (i % 3)).collect();
+            let mut b = vals(offs[k - 1] + nr + 1, 4);
+            // A NaN in one column, and a column of zeros (whose sums are +0 or, scaled by a
+            // negative factor and shifted by -0, -0).
+            b[offs[3] + 1] = f32::NAN;
+            for &o in &offs {
+                b[o + 2] = 0.0;
+            }
+            let a = vals(k * mr, 8);
+            let scale: Vec<f32> = (0..mr)
+                .map(|m| if m % 2 == 0 { 1.5 } else { -0.75 })
+                .collect();
+            let shift: Vec<f32> = (0..mr)
+                .map(|m| if m == 1 { -0.0 } else { 0.25 * m as f32 - 0.5 })
+                .collect();
+            for (relu, accumulate, narrow) in [
+                (false, false, false),
+                (true, false, false),
+                (true, true, false),
+                (true, false, true),
+            ] {
+                let blocks = if narrow { (nr / width - 1).max(1) } else { 1 };
+                let (mut plain, mut fused) = (vals(mr * nr, 6), vals(mr * nr, 6));
+                let epi = RowAffine {
+                    scale: &scale,
+                    shift: &shift,
+                    relu,
+                };
+                let args = |c: &mut Vec<f32>, epi| GemmArgs {
+                    mr,
+                    a: &a,
+                    b: &b,
+                    offs: &offs,
+                    c: c.as_mut_ptr(),
+                    ldc: nr,
+                    blocks,
+                    accumulate,
+                    epi,
+                };
+                // SAFETY: `b` holds every row's nr columns, `c` mr rows of nr.
+                unsafe {
+                    if narrow {
+                        gemm_narrow(isa, &args(&mut plain, None));
+                        gemm_narrow(isa, &args(&mut fused, Some(epi)));
+                    } else {
+                        gemm(isa, &args(&mut plain, None));
+                        gemm(isa, &args(&mut fused, Some(epi)));
+                    }
+                }
+                let cols = if narrow { blocks * width } else { nr };
+                for m in 0..mr {
+                    for n in 0..cols {
+                        let t = plain[m * nr + n] * scale[m] + shift[m];
+                        let want = if relu && t < 0.0 { 0.0 } else { t };
+                        let got = fused[m * nr + n];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{isa:?} mr {mr} relu {relu} acc {accumulate} at ({m}, {n}): {got} vs {want}"
+                        );
+                    }
+                }
+                assert!(
+                    fused.iter().any(|v| v.is_nan()),
+                    "{isa:?}: the NaN did not pass"
+                );
+            }
+        }
     }
 }
