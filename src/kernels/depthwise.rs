@@ -272,9 +272,10 @@ fn axpy_inner(b: &mut [f32], wt: f32, d: &[f32]) {
 
 isa_versions!(axpy, axpy_inner, (b: &mut [f32], wt: f32, d: &[f32]));
 
-/// The output plane shared by tasks that each write planes of their own.
+/// The output shared by tasks that each write planes of their own (here and in
+/// [`super::grouped`]).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut MaybeUninit<f32>);
+pub(super) struct OutPtr(pub(super) *mut MaybeUninit<f32>);
 // SAFETY: every task writes planes no other task writes.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
@@ -284,7 +285,7 @@ impl OutPtr {
     ///
     /// # Safety
     /// `at` lies inside the output.
-    unsafe fn at(&self, at: usize) -> *mut f32 {
+    pub(super) unsafe fn at(&self, at: usize) -> *mut f32 {
         // SAFETY: the caller's contract.
         unsafe { self.0.add(at).cast() }
     }

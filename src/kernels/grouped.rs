@@ -16,14 +16,12 @@
 //! the batch or the thread count. The backward passes stay with [`super::conv`] (or burn-flex
 //! where it leaves the shape).
 
-use std::mem::MaybeUninit;
-
 use rayon::prelude::*;
 
 use super::batch_norm::affine_row_in_place;
 use super::conv::{Epilogue, pack_weight};
 use super::copy::copy_row_to;
-use super::depthwise::{self, Plane};
+use super::depthwise::{self, OutPtr, Plane};
 use super::gemm::gemm_panels;
 use super::shape::ConvShape;
 use super::simd;
@@ -61,24 +59,6 @@ pub fn forward_affine(s: &ConvShape, x: &[f32], w: &[f32], epi: Epilogue) -> Vec
     assert_eq!(epi.scale.len(), s.cout, "grouped epilogue: scale length");
     assert_eq!(epi.shift.len(), s.cout, "grouped epilogue: shift length");
     forward_with(s, x, w, Some(epi))
-}
-
-/// The output shared by tasks that each write whole `(image, group)` channel blocks.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut MaybeUninit<f32>);
-// SAFETY: every task writes the channels of its own group of its own image.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Where value `at` goes.
-    ///
-    /// # Safety
-    /// `at` lies inside the output.
-    unsafe fn at(&self, at: usize) -> *mut f32 {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.add(at).cast() }
-    }
 }
 
 fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> Vec<f32> {
