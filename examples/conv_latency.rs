@@ -1,5 +1,5 @@
-//! Wall time of each distinct convolution of ResNet-50 (224×224) and resnet20 (32×32) at one
-//! batch size, with the BatchNorm+ReLU epilogue and the weights kept packed as `meal bench
+//! Wall time of each distinct convolution of ResNet-50 (224×224) and resnet20 (32×32), and of
+//! SENet-154's and DPN-92's grouped layers, at one batch size, with the BatchNorm+ReLU epilogue and the weights kept packed as `meal bench
 //! --latency` runs them, on the global pool and on one thread: the ratio says how much of the
 //! second core a layer's split uses.
 //!
@@ -10,6 +10,7 @@
 //! cargo run --release --example conv_latency            # batch 1, 2 threads vs 1
 //! BATCH=8 ONLY=resnet50 REPS=20 cargo run --release --example conv_latency
 //! LAYER="l4 1x1" ONE=0 cargo run --release --example conv_latency   # some layers, no 1-thread run
+//! BATCH=8 ONLY=senet154 LAYER=g3x3 cargo run --release --example conv_latency  # grouped layers
 //! MODEL=resnet50 REPS=10 cargo run --release --example conv_latency # the whole eval forward
 //! ```
 
@@ -73,6 +74,14 @@ const SENET154: [Layer; 12] = [
     ("l4 1x1 2048>1024", 2048, 7, 1024, 1, 1, 1, 2),
     ("l4 1x1 2048>2048", 2048, 7, 2048, 1, 1, 1, 3),
     ("l3 ds 3x3/2 512>1024", 512, 28, 1024, 3, 2, 1, 1),
+];
+
+/// DPN-92's (CIFAR form) grouped 3×3 convolutions: 32 groups of 3, 6 and 12 channels.
+const DPN92: [Layer; 4] = [
+    ("s1 g3x3 96", 96, 32, 96, 3, 1, 32, 3),
+    ("s2 g3x3 192", 192, 16, 192, 3, 1, 32, 4),
+    ("s3 g3x3 384", 384, 8, 384, 3, 1, 32, 20),
+    ("s2 g3x3/2 192", 192, 32, 192, 3, 2, 32, 1),
 ];
 
 const RESNET20: [Layer; 6] = [
@@ -166,7 +175,8 @@ fn main() {
         .num_threads(1)
         .build()
         .unwrap();
-    let nets: [(&str, Vec<Layer>); 3] = [
+    let nets: [(&str, Vec<Layer>); 4] = [
+        ("dpn92", DPN92.to_vec()),
         ("resnet50", [&RESNET50[..], &RESNET50_L4[..]].concat()),
         ("resnet20", RESNET20.to_vec()),
         ("senet154", SENET154.to_vec()),
