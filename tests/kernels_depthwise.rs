@@ -6,8 +6,7 @@
 mod conv_common;
 mod isa_common;
 
-use burn::tensor::{Device, Distribution, Tensor};
-use conv_common::{assert_close, run, values};
+use conv_common::matches_burn;
 use isa_common::on_every_isa;
 use meal::kernels::conv::ConvShape;
 use meal::kernels::depthwise;
@@ -90,45 +89,20 @@ fn model_shapes() -> Vec<ConvShape> {
 /// gradients.
 fn check(s: &ConvShape, rng_seed: u64) {
     assert!(depthwise::applies(s), "{s:?} should be depthwise");
-    let device = Device::default().autodiff();
-    device.seed(rng_seed);
-    let x = Tensor::<4>::random(
-        [s.batch, s.cin, s.h, s.w],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let w = Tensor::<4>::random(
-        [s.cout, 1, s.kh, s.kw],
-        Distribution::Normal(0.0, 0.3),
-        &device,
-    );
-    let r = Tensor::<4>::random(
-        [s.batch, s.cout, s.ho(), s.wo()],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let ours = run(s, true, &x, &w, &r);
-    let theirs = run(s, false, &x, &w, &r);
-    for (what, (g, e)) in ["output", "input grad", "weight grad"]
-        .iter()
-        .zip(ours.iter().zip(&theirs))
-    {
-        assert_close(what, s, g, e);
-    }
-    let (xv, wv, rv) = (values(x.inner()), values(w.inner()), values(r.inner()));
+    let c = matches_burn(s, rng_seed);
     assert_eq!(
-        depthwise::forward(s, &xv, &wv),
-        ours[0],
+        depthwise::forward(s, &c.x, &c.w),
+        c.ours[0],
         "kernels::conv2d did not run the depthwise kernel for {s:?}"
     );
     assert_eq!(
-        depthwise::backward_input(s, &rv, &wv),
-        ours[1],
+        depthwise::backward_input(s, &c.r, &c.w),
+        c.ours[1],
         "input grad {s:?}"
     );
     assert_eq!(
-        depthwise::backward_weight(s, &xv, &rv),
-        ours[2],
+        depthwise::backward_weight(s, &c.x, &c.r),
+        c.ours[2],
         "weight grad {s:?}"
     );
 }

@@ -7,8 +7,7 @@
 mod conv_common;
 mod isa_common;
 
-use burn::tensor::{Device, Distribution, Tensor};
-use conv_common::{assert_close, run, values};
+use conv_common::matches_burn;
 use isa_common::on_every_isa;
 use meal::kernels::activation::{self, Activation, OutputAct};
 use meal::kernels::batch_norm::{BnShape, channel_affine_in_place};
@@ -81,26 +80,10 @@ fn check(s: &ConvShape, seed: u64) {
         grouped::applies(s),
         "{s:?} should be a narrow grouped convolution"
     );
-    let device = Device::default().autodiff();
-    device.seed(seed);
-    let normal = |dims: [usize; 4], std: f64| {
-        Tensor::<4>::random(dims, Distribution::Normal(0.0, std), &device)
-    };
-    let x = normal([s.batch, s.cin, s.h, s.w], 1.0);
-    let w = normal([s.cout, s.cin / s.groups, s.kh, s.kw], 0.3);
-    let r = normal([s.batch, s.cout, s.ho(), s.wo()], 1.0);
-    let ours = run(s, true, &x, &w, &r);
-    let theirs = run(s, false, &x, &w, &r);
-    for (what, (g, e)) in ["output", "input grad", "weight grad"]
-        .iter()
-        .zip(ours.iter().zip(&theirs))
-    {
-        assert_close(what, s, g, e);
-    }
-    let (xv, wv) = (values(x.inner()), values(w.inner()));
+    let c = matches_burn(s, seed);
     assert_eq!(
-        grouped::forward(s, &xv, &wv),
-        ours[0],
+        grouped::forward(s, &c.x, &c.w),
+        c.ours[0],
         "kernels::conv2d did not run the grouped kernel for {s:?}"
     );
 }

@@ -620,7 +620,20 @@ fn forward_direct_rows(
             let fused_act = epi.is_some_and(|e| e.act.split().1.is_some());
             if bare && rows == s.cout_g() && !fused_act && s.k() * cols * 4 <= DIRECT_OUT_BYTES {
                 // SAFETY: rows `oy0..oy1` of image `i` are this task's alone.
-                unsafe { direct_to_output(isa, s, image, packed, &out, i, (oy0, oy1), epi, tail) };
+                unsafe {
+                    direct_to_output(
+                        isa,
+                        s,
+                        image,
+                        packed,
+                        &out,
+                        i,
+                        (oy0, oy1),
+                        epi,
+                        tail,
+                        (&offs, &tail_offs),
+                    )
+                };
                 return;
             }
             with_products(rows * ldc, |ypw| {
@@ -681,7 +694,8 @@ fn forward_direct_rows(
 /// would then read them back from memory (EfficientNet-B0's eval 22% slower). Panel by panel,
 /// so each channel's row is written in order; the input
 /// rows, re-read once per panel, are at most [`DIRECT_OUT_BYTES`]. The last `cols % nr`
-/// columns go through a tile-sized buffer as before. Image `i`, output rows `oy0..oy1`.
+/// columns go through a tile-sized buffer as before. Image `i`, output rows `oy0..oy1`;
+/// `offs` are the taps' rows in the image and `tail_offs` in `tail`, as the caller reads them.
 ///
 /// # Safety
 /// Those rows of every channel of image `i` are inside `out` and belong to the caller alone.
@@ -696,14 +710,13 @@ unsafe fn direct_to_output(
     (oy0, oy1): (usize, usize),
     epi: Option<Epilogue>,
     tail: &mut [f32],
+    (offs, tail_offs): (&[usize], &[usize]),
 ) {
     let (hw, nr) = (s.ho() * s.wo(), isa.nr());
     let (cin_g, cout_g) = (s.cin_g(), s.cout_g());
     let cols = (oy1 - oy0) * s.wo();
     let whole = cols / nr * nr;
     let rest = cols - whole;
-    let offs: Vec<usize> = (0..cin_g).map(|ci| ci * s.h * s.w).collect();
-    let tail_offs: Vec<usize> = (0..cin_g).map(|k| k * nr).collect();
     assert!(
         epi.is_none_or(|e| e.act.split().1.is_none()),
         "direct_to_output: only the affine and ReLU are applied"
@@ -733,7 +746,7 @@ unsafe fn direct_to_output(
                     0..cout_g,
                     cin_g,
                     b,
-                    &offs,
+                    offs,
                     c,
                     hw,
                     whole,
@@ -744,7 +757,7 @@ unsafe fn direct_to_output(
             }
         }
         if rest > 0 {
-            for (t, &o) in tail.chunks_exact_mut(nr).zip(&offs) {
+            for (t, &o) in tail.chunks_exact_mut(nr).zip(offs) {
                 t[..rest].copy_from_slice(&b[o + whole..o + cols]);
             }
             with_products(cout_g * nr, |tp| {
@@ -757,7 +770,7 @@ unsafe fn direct_to_output(
                         0..cout_g,
                         cin_g,
                         tail,
-                        &tail_offs,
+                        tail_offs,
                         c,
                         nr,
                         rest,

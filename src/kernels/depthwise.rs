@@ -39,15 +39,7 @@ const TAPS: usize = 4;
 /// Whether these kernels handle the shape: one filter per channel, no dilation, an output of
 /// at least one position.
 pub fn applies(s: &ConvShape) -> bool {
-    s.groups > 0
-        && s.cin == s.groups
-        && s.cout == s.groups
-        && s.kh > 0
-        && s.kw > 0
-        && s.stride.iter().all(|&v| v > 0)
-        && s.dilation == [1, 1]
-        && s.hp() >= s.kh
-        && s.wp() >= s.kw
+    s.well_formed() && s.cin == s.groups && s.cout == s.groups && s.dilation == [1, 1]
 }
 
 /// One plane in the phase layout: `[py][px][Hq][Wq]`, phase `(py, px)` holding padded pixels

@@ -33,17 +33,11 @@ const MAX_CIN_G: usize = 16;
 /// Whether these kernels handle the shape: two groups or more of at most [`MAX_CIN_G`] input
 /// channels, not depthwise, no dilation, an output of at least one position.
 pub fn applies(s: &ConvShape) -> bool {
-    s.groups > 1
-        && s.cin.is_multiple_of(s.groups)
-        && s.cout.is_multiple_of(s.groups)
+    s.well_formed()
+        && s.groups > 1
         && s.cin_g() <= MAX_CIN_G
-        && !depthwise::applies(s)
-        && s.kh > 0
-        && s.kw > 0
-        && s.stride.iter().all(|&v| v > 0)
         && s.dilation == [1, 1]
-        && s.hp() >= s.kh
-        && s.wp() >= s.kw
+        && !depthwise::applies(s)
 }
 
 /// `y = conv(x, w)`, `x: [batch, cin, h, w]`, `w: [cout, cin/groups, kh, kw]`, result

@@ -53,11 +53,10 @@ impl ConvShape {
         self.w + self.pad[1].0 + self.pad[1].1
     }
 
-    /// Whether these kernels handle the shape; depthwise ones go to [`super::depthwise`], the
-    /// rest (other thin groups, or padding wider than the kernel) stay with burn's own
-    /// implementation.
-    pub fn supported(&self) -> bool {
-        let well_formed = self.groups > 0
+    /// Channels that split into the groups, a kernel, strides and dilations of at least one,
+    /// and at least one output position: what every lowering assumes.
+    pub(super) fn well_formed(&self) -> bool {
+        self.groups > 0
             && self.cin.is_multiple_of(self.groups)
             && self.cout.is_multiple_of(self.groups)
             && self.kh > 0
@@ -65,9 +64,15 @@ impl ConvShape {
             && self.stride.iter().all(|&s| s > 0)
             && self.dilation.iter().all(|&d| d > 0)
             && self.hp() > self.dilation[0] * (self.kh - 1)
-            && self.wp() > self.dilation[1] * (self.kw - 1);
+            && self.wp() > self.dilation[1] * (self.kw - 1)
+    }
+
+    /// Whether these kernels handle the shape; depthwise ones go to [`super::depthwise`], the
+    /// rest (other thin groups, or padding wider than the kernel) stay with burn's own
+    /// implementation.
+    pub fn supported(&self) -> bool {
         // Thin groups (depthwise) would leave most of each micro-tile empty.
-        well_formed
+        self.well_formed()
             && (self.groups == 1 || (self.cout_g() >= MR && self.cin_g() >= MR))
             && self.pad[0].0.max(self.pad[0].1) <= self.dilation[0] * (self.kh - 1)
             && self.pad[1].0.max(self.pad[1].1) <= self.dilation[1] * (self.kw - 1)
