@@ -159,7 +159,7 @@ fn affine_row_in_place_inner(row: &mut [f32], a: f32, b: f32, relu: bool) {
     }
 }
 
-isa_versions!(pub(super) affine_row_in_place, affine_row_in_place_inner, (row: &mut [f32], a: f32, b: f32, relu: bool));
+isa_versions!(affine_row_in_place, affine_row_in_place_inner, (row: &mut [f32], a: f32, b: f32, relu: bool));
 
 /// Output, batch mean and biased batch variance.
 pub fn forward(

@@ -8,8 +8,9 @@
 //! SENet-154's eval forward). Here a task takes one `(image, group)`: it copies the group's
 //! channels into zero-padded phase planes (the layout of [`super::depthwise`]), computes the
 //! group's output channels as one flat row each with the gemm micro-kernel of
-//! [`super::simd`] over the `cin_g·kh·kw` shifted rows, applies the epilogue over each flat
-//! row while it is in cache, and drops the excess columns on the way out. Batch 1 has as many
+//! [`super::simd`] over the `cin_g·kh·kw` shifted rows (the micro-kernel storing the affine and
+//! ReLU of the epilogue, a hard-swish or SiLU following over each row while it is in cache),
+//! and drops the excess columns on the way out. Batch 1 has as many
 //! tasks as groups, so it spreads over every core without splitting any product.
 //!
 //! Each output value is the micro-kernel's sum over the taps in order `(ci, ky, kx)`, whatever
@@ -18,13 +19,12 @@
 
 use rayon::prelude::*;
 
-use super::batch_norm::affine_row_in_place;
 use super::conv::{Epilogue, pack_weight};
 use super::copy::copy_row_to;
 use super::depthwise::{self, OutPtr, Plane};
-use super::gemm::gemm_panels;
+use super::gemm::gemm_rows_to;
 use super::shape::ConvShape;
-use super::simd;
+use super::simd::{self, RowAffine};
 
 /// Input channels per group up to which these kernels take a layer; wider groups fill
 /// [`super::conv`]'s gemm tiles (ResNeXt-29 2×64d's groups of 64).
@@ -80,6 +80,16 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
         .collect();
     let packed: Vec<_> = (0..s.groups).map(|g| pack_weight(s, w, g)).collect();
     let rows = packed[0].layout.rows;
+    // The affine (and ReLU) is stored by the micro-kernel; its scale and shift per group,
+    // padded like the panels' rows.
+    let padded = |v: &[f32]| -> Vec<f32> {
+        let mut out = vec![0f32; s.groups * rows];
+        for (g, dst) in out.chunks_exact_mut(rows).enumerate() {
+            dst[..cout_g].copy_from_slice(&v[g * cout_g..(g + 1) * cout_g]);
+        }
+        out
+    };
+    let affine = epi.map(|e| (padded(e.scale), padded(e.shift), e.act.split()));
     let out = OutPtr(y.spare_capacity_mut().as_mut_ptr());
     let units = s.batch * s.groups;
     let in_plane = s.h * s.w;
@@ -97,27 +107,34 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
                     q.fill(&x[(c0 + ci) * in_plane..][..in_plane], &mut buf[ci * per..]);
                 }
                 let a = &packed[g];
-                gemm_panels(
-                    isa,
-                    (&a.data, a.layout),
-                    s.k(),
-                    buf,
-                    &offs,
-                    prod,
-                    ldc,
-                    cols,
-                    false,
-                );
+                let epi = affine.as_ref().map(|(scale, shift, (relu, _))| RowAffine {
+                    scale: &scale[g * rows..(g + 1) * rows],
+                    shift: &shift[g * rows..(g + 1) * rows],
+                    relu: *relu,
+                });
+                // SAFETY: `prod` holds `rows` rows of `ldc ≥` the last tile's end.
+                unsafe {
+                    let (a, c) = ((&a.data[..], a.layout), prod.as_mut_ptr());
+                    gemm_rows_to(
+                        isa,
+                        a,
+                        0..rows,
+                        s.k(),
+                        buf,
+                        &offs,
+                        c,
+                        ldc,
+                        cols,
+                        false,
+                        epi,
+                        false,
+                    )
+                };
                 for co in 0..cout_g {
                     let c = g * cout_g + co;
                     let row = &mut prod[co * ldc..co * ldc + cols];
-                    if let Some(e) = &epi {
-                        let (relu, act) = e.act.split();
-                        // SAFETY: the CPU has `isa` (`simd::isa`).
-                        unsafe { affine_row_in_place(isa, row, e.scale[c], e.shift[c], relu) };
-                        if let Some(act) = act {
-                            super::activation::forward_row(act, row);
-                        }
+                    if let Some((_, _, (_, Some(act)))) = &affine {
+                        super::activation::forward_row(*act, row);
                     }
                     let at = (i * s.cout + c) * ho * wo;
                     for oy in 0..ho {
