@@ -998,6 +998,9 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if super::winograd::applies(s) {
         return super::winograd::backward_weight(s, x, dy);
     }
+    if super::weight_gemm::applies(s) {
+        return super::weight_gemm::backward_weight(isa, s, x, dy);
+    }
     // Short rows make the dot products' horizontal sums dominate: below 16 output columns the
     // im2col layout, with several images per row, is faster.
     if s.direct() && s.wo() >= 16 {

@@ -61,6 +61,7 @@ pub mod sgd;
 pub mod shape;
 pub mod shortcut;
 pub mod simd;
+pub mod weight_gemm;
 pub mod winograd;
 
 use std::sync::OnceLock;

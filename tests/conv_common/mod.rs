@@ -49,6 +49,8 @@ fn assert_close(what: &str, s: &ConvShape, got: &[f32], want: &[f32]) {
 pub struct Checked {
     pub ours: [Vec<f32>; 3],
     pub x: Vec<f32>,
+    /// The weight (read by the tests of kernels with forward passes of their own).
+    #[allow(dead_code)]
     pub w: Vec<f32>,
     /// The output gradient (read by the tests of kernels with backward passes of their own).
     #[allow(dead_code)]
