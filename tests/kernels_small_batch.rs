@@ -3,7 +3,8 @@
 //! exactly the values of one thread running the whole batch. Checked bit for bit on the layers
 //! of resnet20, resnet18_cifar and a 224×224 ImageNet network at batch 1 and 8, with and without
 //! the BatchNorm+ReLU epilogue of the eval path, on every instruction set this CPU has, with the
-//! workers parked and polling (`kernels::hot`, which shares out smaller layers).
+//! workers parked and polling (`kernels::hot`, which shares out smaller layers). The input and
+//! weight gradients too, at batch 1 and 8, against the thread count.
 
 mod isa_common;
 
@@ -207,6 +208,51 @@ fn eval_batch_norm_shares_channel_rows_out_exactly() {
                 let mut z = x.clone();
                 p.install(|| channel_affine_in_place(shape, &mut z, &scale, &shift, true));
                 assert_bits(&format!("{what} in place on {threads}"), &z, &want);
+            }
+        }
+    });
+}
+
+/// The input gradient (whose im2col chunks of images are cut to give every thread one) and the
+/// weight gradient (fixed groups of images or positions) of the same layers on 1, 3 and 16
+/// threads, bit for bit.
+#[test]
+fn gradients_do_not_depend_on_the_thread_count() {
+    // On every instruction set, which also holds the other tests' forcing of one off.
+    on_every_isa("gradients against the thread count", |isa| {
+        let mut rng = ChaCha8Rng::seed_from_u64(27);
+        let pools = [pool(1), pool(3), pool(16)];
+        for (net, layers) in [
+            ("resnet18_cifar", &RESNET18_CIFAR[..]),
+            ("imagenet", &IMAGENET_224[..]),
+        ] {
+            for &layer in layers {
+                for batch in [1, 8] {
+                    let s = shape(batch, layer);
+                    let x = random(&mut rng, batch * s.cin * s.h * s.w, 1.0);
+                    let w = random(&mut rng, s.cout * s.cin * s.kh * s.kw, 0.1);
+                    let dy = random(&mut rng, batch * s.cout * s.ho() * s.wo(), 1.0);
+                    let dx = pools[0].install(|| conv::backward_input(&s, &dy, &w));
+                    let dw = pools[0].install(|| conv::backward_weight(&s, &x, &dy));
+                    for p in &pools[1..] {
+                        let what = |k: &str| {
+                            format!(
+                                "{net} {isa:?} {k} batch {batch} {layer:?} on {} threads",
+                                p.current_num_threads()
+                            )
+                        };
+                        assert_bits(
+                            &what("input grad"),
+                            &p.install(|| conv::backward_input(&s, &dy, &w)),
+                            &dx,
+                        );
+                        assert_bits(
+                            &what("weight grad"),
+                            &p.install(|| conv::backward_weight(&s, &x, &dy)),
+                            &dw,
+                        );
+                    }
+                }
             }
         }
     });

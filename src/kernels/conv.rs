@@ -941,7 +941,12 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
             a
         })
         .collect();
-    let chunk = chunk_images(s);
+    // At least one chunk per thread: a 7×7 map's eight images made one chunk, one task, while
+    // the other core waited. Each column of the product is its own sum, so how the images are
+    // chunked does not change a value.
+    let chunk = chunk_images(s)
+        .min(s.batch.div_ceil(rayon::current_num_threads()))
+        .max(1);
     let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
     let offs: Vec<usize> = (0..cout_g).map(|co| co * ld_for(chunk)).collect();
     let in_image = s.cin * s.h * s.w;
@@ -1112,7 +1117,13 @@ fn backward_weight_im2col<'a>(
 ) -> impl IndexedParallelIterator<Item = Vec<f32>> + 'a {
     let (ho, wo) = (s.ho(), s.wo());
     let width = isa.width();
-    let chunk = chunk_images(s);
+    // A batch that fits one chunk (eight images of a 7×7 map) would be one group, one task:
+    // cut it into up to `WEIGHT_GRAD_GROUPS` chunks instead (by the batch alone, so the values
+    // still do not depend on the thread count).
+    let chunk = match chunk_images(s) {
+        c if s.batch <= c => s.batch.div_ceil(WEIGHT_GRAD_GROUPS),
+        c => c,
+    };
     let ld = (chunk * ho * wo).div_ceil(width) * width;
     let offs: Vec<usize> = (0..s.k()).map(|k| k * ld).collect();
     let in_image = s.cin * s.h * s.w;
