@@ -1017,7 +1017,10 @@ pub fn backward_weight(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
 
 /// Sums the partial gradients in a fixed order: rayon's `reduce` pairs them as work was stolen,
 /// and a different rounding on every run would break bit-exact `--resume`.
-fn sum_partials(partials: impl IndexedParallelIterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
+pub(super) fn sum_partials(
+    partials: impl IndexedParallelIterator<Item = Vec<f32>>,
+    len: usize,
+) -> Vec<f32> {
     let parts: Vec<Vec<f32>> = partials.collect();
     let mut total = vec![0f32; len];
     for p in &parts {
@@ -1028,7 +1031,7 @@ fn sum_partials(partials: impl IndexedParallelIterator<Item = Vec<f32>>, len: us
 
 /// Weight-gradient work is split into this many fixed groups of images (not one per thread), so
 /// that the summation order, and so the result, is the same whatever the thread count.
-const WEIGHT_GRAD_GROUPS: usize = 4;
+pub(super) const WEIGHT_GRAD_GROUPS: usize = 4;
 
 /// Adds `Σ_n d[co][n] · b[offs[k] + n]` into `dw` for every output channel and tap of group `g`.
 #[allow(clippy::too_many_arguments)]

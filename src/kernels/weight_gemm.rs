@@ -16,6 +16,7 @@
 
 use rayon::prelude::*;
 
+use super::conv::{WEIGHT_GRAD_GROUPS, sum_partials};
 use super::gemm::gemm_rows;
 use super::shape::ConvShape;
 use super::simd::{Isa, PanelLayout};
@@ -23,10 +24,6 @@ use super::simd::{Isa, PanelLayout};
 /// Positions per pass of the micro-kernel over the reduction: the gemm's own block, so that
 /// each chunk is one block of it.
 const CHUNK: usize = 256;
-
-/// Groups of chunks summed apart and then added in order (as `conv::backward_weight`'s groups
-/// of images).
-const GROUPS: usize = 4;
 
 /// Below this many channels on either side the copies into the gemm's layouts cost about as
 /// much as the products they serve (MobileNetV3's `40 → 120` at 28×28 ran 0.57–0.85× the dot
@@ -175,21 +172,19 @@ pub fn backward_weight(isa: Isa, s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f3
     let (rows, cols) = if transposed { (&xs, &dys) } else { (&dys, &xs) };
     let positions = s.batch * ho * wo;
     let chunks = positions.div_ceil(CHUNK);
-    // Fixed groups of chunks, not one per thread: each group's partial sums are added in
-    // group order, so the result is the same whatever the thread count.
-    let groups = chunks.min(GROUPS);
+    // Fixed groups of chunks, as the dot products' groups of images: the result is the same
+    // whatever the thread count.
+    let groups = chunks.min(WEIGHT_GRAD_GROUPS);
     let span = |g: usize| {
         (chunks * g / groups) * CHUNK..((chunks * (g + 1) / groups) * CHUNK).min(positions)
     };
-    let partials: Vec<(Vec<f32>, usize)> = (0..groups)
-        .into_par_iter()
-        .map(|g| product(isa, rows, cols, span(g)))
-        .collect();
-    let mut partials = partials.into_iter();
-    let (mut sum, ldc) = partials.next().expect("at least one group of positions");
-    for (c, _) in partials {
-        sum.iter_mut().zip(&c).for_each(|(t, v)| *t += v);
-    }
+    let ldc = cols.channels.div_ceil(isa.nr()) * isa.nr();
+    let sum = sum_partials(
+        (0..groups)
+            .into_par_iter()
+            .map(|g| product(isa, rows, cols, span(g))),
+        rows.channels * ldc,
+    );
     let mut dw = vec![0f32; s.cout * s.cin];
     for (r, row) in sum.chunks(ldc).enumerate() {
         for (col, &v) in row[..cols.channels].iter().enumerate() {
@@ -204,14 +199,9 @@ pub fn backward_weight(isa: Isa, s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f3
     dw
 }
 
-/// `Σ_p rows[r][p] · cols[c][p]` over positions `ps`, chunk by chunk, as a buffer of rows
-/// `ldc` apart (with the returned `ldc`).
-fn product(
-    isa: Isa,
-    rows: &Operand,
-    cols: &Operand,
-    ps: std::ops::Range<usize>,
-) -> (Vec<f32>, usize) {
+/// `Σ_p rows[r][p] · cols[c][p]` over positions `ps`, chunk by chunk, as rows of `cols`'
+/// channels rounded up to whole micro-tiles.
+fn product(isa: Isa, rows: &Operand, cols: &Operand, ps: std::ops::Range<usize>) -> Vec<f32> {
     let (nrows, ncols) = (rows.channels, cols.channels);
     let layout = PanelLayout::new(nrows);
     let ldb = ncols.div_ceil(isa.nr()) * isa.nr();
@@ -246,5 +236,5 @@ fn product(
         );
     }
     c.truncate(nrows * ldb);
-    (c, ldb)
+    c
 }
