@@ -32,8 +32,8 @@ const MIN_CHANNELS: usize = 64;
 
 /// Whether [`backward_weight`] computes this shape's weight gradient: 1×1 kernels without
 /// padding or groups, at any stride, with at least [`MIN_CHANNELS`] on both sides.
-/// `conv::backward_weight` takes it on AVX-512 only (see there); it computes the same sums on
-/// every instruction set.
+/// `conv::backward_weight` takes it on AVX-512 only (see there); the kernel itself runs, and is
+/// tested, on every instruction set.
 pub fn applies(s: &ConvShape) -> bool {
     s.well_formed()
         && s.cin.min(s.cout) >= MIN_CHANNELS
