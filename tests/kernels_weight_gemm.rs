@@ -7,7 +7,7 @@
 mod conv_common;
 mod isa_common;
 
-use conv_common::matches_burn;
+use conv_common::{assert_close, matches_burn};
 use isa_common::on_every_isa;
 use meal::kernels::conv::{self, ConvShape};
 use meal::kernels::simd::{self, Isa};
@@ -86,13 +86,7 @@ fn weight_gradient_matches_burn_on_every_isa() {
             } else {
                 // Elsewhere the dot products answer (burn checked them); the kernel's own
                 // sums, in another order, must agree with theirs.
-                let scale = direct.iter().fold(0f32, |m, v| m.max(v.abs()));
-                for (j, (g, e)) in direct.iter().zip(&dispatched).enumerate() {
-                    assert!(
-                        (g - e).abs() <= 1e-5 * e.abs() + 2e-5 * scale,
-                        "{s:?} on {isa:?}: value {j} is {g}, the dot products' {e}"
-                    );
-                }
+                assert_close(&format!("weight_gemm on {isa:?}"), s, &direct, &dispatched);
             }
         }
     });

@@ -944,9 +944,7 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
     // At least one chunk per thread: a 7×7 map's eight images made one chunk, one task, while
     // the other core waited. Each column of the product is its own sum, so how the images are
     // chunked does not change a value.
-    let chunk = chunk_images(s)
-        .min(s.batch.div_ceil(rayon::current_num_threads()))
-        .max(1);
+    let chunk = chunk_images(s).min(s.batch.div_ceil(rayon::current_num_threads()));
     let ld_for = |imgs: usize| (imgs * ho * wo).div_ceil(nr) * nr;
     let offs: Vec<usize> = (0..cout_g).map(|co| co * ld_for(chunk)).collect();
     let in_image = s.cin * s.h * s.w;

@@ -41,8 +41,6 @@ pub fn applies(s: &ConvShape) -> bool {
         && s.kh == 1
         && s.kw == 1
         && s.pad == [(0, 0), (0, 0)]
-        && s.stride[0] > 0
-        && s.stride[1] > 0
         && s.batch * s.ho() * s.wo() > 0
 }
 
@@ -89,20 +87,20 @@ fn transpose_into(src: &[f32], rows: usize, len: usize, dst: &mut [f32], ld: usi
         let rh = 8.min(rows - r0);
         let src = &src[r0 * len..(r0 + rh) * len];
         let whole = len / 8 * 8;
-        match rh {
+        // Eight, six or four rows go eight positions at a time; the rest value by value.
+        let done = match rh {
             8 => block::<8>(src, len, whole, dst, ld, r0),
             6 => block::<6>(src, len, whole, dst, ld, r0),
             4 => block::<4>(src, len, whole, dst, ld, r0),
-            _ => block_any(src, rh, len, 0, dst, ld, r0),
-        }
-        if rh == 8 || rh == 6 || rh == 4 {
-            block_any(src, rh, len, whole, dst, ld, r0);
-        }
+            _ => 0,
+        };
+        block_any(src, rh, len, done, dst, ld, r0);
         r0 += rh;
     }
 }
 
-/// [`transpose_into`]'s positions `0..whole` (a multiple of 8) for `R` rows from row `r0`.
+/// [`transpose_into`]'s positions `0..whole` (a multiple of 8) for `R` rows from row `r0`;
+/// returns `whole`, the positions done.
 fn block<const R: usize>(
     src: &[f32],
     len: usize,
@@ -110,7 +108,7 @@ fn block<const R: usize>(
     dst: &mut [f32],
     ld: usize,
     r0: usize,
-) {
+) -> usize {
     for k0 in (0..whole).step_by(8) {
         let mut t = [[0f32; 8]; R];
         for (r, tr) in t.iter_mut().enumerate() {
@@ -123,6 +121,7 @@ fn block<const R: usize>(
             }
         }
     }
+    whole
 }
 
 /// [`transpose_into`]'s positions `from..len` for `rows` rows from row `r0`, one value at a

@@ -33,7 +33,8 @@ fn run(s: &ConvShape, ours: bool, x: &Tensor<4>, w: &Tensor<4>, r: &Tensor<4>) -
     ]
 }
 
-fn assert_close(what: &str, s: &ConvShape, got: &[f32], want: &[f32]) {
+/// `got` within `1e-5` relative plus `2e-5` of `want`'s largest magnitude.
+pub fn assert_close(what: &str, s: &ConvShape, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what} length for {s:?}");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     for (i, (g, e)) in got.iter().zip(want).enumerate() {
