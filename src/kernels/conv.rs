@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::activation::OutputAct;
 use super::copy::{copy_row, copy_row_to};
-use super::gemm::{Panels, gemm_panels, gemm_rows, gemm_rows_to};
+use super::gemm::{Panels, Walk, gemm_panels, gemm_rows, gemm_rows_to};
 pub use super::shape::ConvShape;
 use super::simd::{self, DotArgs, Isa, JR, MR, RowAffine};
 
@@ -618,7 +618,7 @@ fn forward_direct_rows(
             // A hard-swish or SiLU after the affine is a pass of its own over the rows: done
             // per channel while the buffered path has the row in cache, it stays there.
             let fused_act = epi.is_some_and(|e| e.act.split().1.is_some());
-            if bare && rows == s.cout_g() && !fused_act && s.k() * cols * 4 <= DIRECT_OUT_BYTES {
+            if bare && rows == s.cout_g() && !fused_act {
                 // SAFETY: rows `oy0..oy1` of image `i` are this task's alone.
                 unsafe {
                     direct_to_output(
@@ -648,14 +648,33 @@ fn forward_direct_rows(
                         "direct conv {s:?}: short input"
                     );
                     let a = (&a.data[..], a.layout);
-                    gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, whole, false);
+                    // A 1×1 layer's taps are whole planes, each its own stream; the taps of a
+                    // larger kernel overlap, so their tile is a few cache lines read in place,
+                    // and a copy only cost time (ResNet-50's 7×7 stem 1.12–1.16× slower).
+                    let walk = if s.kh * s.kw == 1 {
+                        Walk::Packed
+                    } else {
+                        Walk::InPlace
+                    };
+                    gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, whole, false, walk);
                     if whole < cols {
                         let rest = cols - whole;
                         for (t, &o) in tail.chunks_exact_mut(nr).zip(&offs) {
                             t[..rest].copy_from_slice(&b[o + whole..o + cols]);
                         }
                         let c = &mut ypw[whole..];
-                        gemm_panels(isa, a, s.k(), tail, &tail_offs, c, ldc, rest, false);
+                        gemm_panels(
+                            isa,
+                            a,
+                            s.k(),
+                            tail,
+                            &tail_offs,
+                            c,
+                            ldc,
+                            rest,
+                            false,
+                            Walk::InPlace,
+                        );
                     }
                     // Without excess columns a channel's rows are one run in both buffers:
                     // one call instead of one per row (rows of 7 or 14 values at batch 1).
@@ -691,10 +710,10 @@ fn forward_direct_rows(
 /// the affine epilogue if any, instead of into a buffer copied out afterwards (at 56×56 that
 /// buffer, 3 MB for 256 channels, left the cache and came back for the epilogue's pass, a
 /// sixth of the layer). Not for a hard-swish or SiLU epilogue, whose own pass over the rows
-/// would then read them back from memory (EfficientNet-B0's eval 22% slower). Panel by panel,
-/// so each channel's row is written in order; the input
-/// rows, re-read once per panel, are at most [`DIRECT_OUT_BYTES`]. The last `cols % nr`
-/// columns go through a tile-sized buffer as before. Image `i`, output rows `oy0..oy1`;
+/// would then read them back from memory (EfficientNet-B0's eval 22% slower). The input is
+/// packed tile by tile ([`Walk::Packed`]): read in place once per panel, inputs over 1 MB
+/// (ResNet-50's 256-channel 56×56 maps) had to keep the buffer, and now take 0.87–0.96 of
+/// that time here. The last `cols % nr` columns go through a tile-sized buffer as before. Image `i`, output rows `oy0..oy1`;
 /// `offs` are the taps' rows in the image and `tail_offs` in `tail`, as the caller reads them.
 ///
 /// # Safety
@@ -752,7 +771,7 @@ unsafe fn direct_to_output(
                     whole,
                     false,
                     affine,
-                    true,
+                    Walk::Packed,
                 );
             }
         }
@@ -776,7 +795,7 @@ unsafe fn direct_to_output(
                         rest,
                         false,
                         affine,
-                        true,
+                        Walk::PanelsFirst,
                     );
                 }
                 for co in 0..cout_g {
@@ -788,11 +807,6 @@ unsafe fn direct_to_output(
         }
     }
 }
-
-/// The most input a [`direct_to_output`] product reads (`cin · positions` values): read once
-/// per panel of six channels, it stays in L2. ResNet-50's 256-channel 56×56 inputs (3 MB)
-/// took twice as long that way and keep the product buffer.
-const DIRECT_OUT_BYTES: usize = 1 << 20;
 
 thread_local! {
     /// Each thread's product buffer, kept between calls: a fresh zeroed one per call cost as
@@ -879,6 +893,7 @@ fn forward_im2col_panels(
                     ld,
                     imgs * ho * wo,
                     false,
+                    Walk::Packed,
                 );
                 for (r0, h) in a.layout.panels().filter(|(r0, _)| mine.contains(r0)) {
                     for co in r0..(r0 + h).min(s.cout_g()) {
@@ -980,6 +995,7 @@ fn backward_input_col2im(s: &ConvShape, dy: &[f32], w: &[f32]) -> Vec<f32> {
                         ld,
                         imgs * ho * wo,
                         false,
+                        Walk::Packed,
                     );
                     col2im(s, dcol, ld, imgs, g * s.cin_g(), dxchunk);
                 }

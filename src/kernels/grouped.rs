@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use super::conv::{Epilogue, pack_weight};
 use super::copy::copy_row_to;
 use super::depthwise::{self, OutPtr, Plane};
-use super::gemm::gemm_rows_to;
+use super::gemm::{Walk, gemm_rows_to};
 use super::shape::ConvShape;
 use super::simd::{self, RowAffine};
 
@@ -127,7 +127,7 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
                         cols,
                         false,
                         epi,
-                        false,
+                        Walk::InPlace,
                     )
                 };
                 for co in 0..cout_g {

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::conv::{WEIGHT_GRAD_GROUPS, sum_partials};
-use super::gemm::gemm_rows;
+use super::gemm::{Walk, gemm_rows};
 use super::shape::ConvShape;
 use super::simd::{Isa, PanelLayout};
 
@@ -234,6 +234,7 @@ fn product(isa: Isa, rows: &Operand, cols: &Operand, ps: std::ops::Range<usize>)
             ldb,
             ncols,
             n > 0,
+            Walk::InPlace,
         );
     }
     c.truncate(nrows * ldb);

@@ -36,7 +36,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 
 use super::copy::{copy_row, copy_row_to};
-use super::gemm::gemm_panels;
+use super::gemm::{Walk, gemm_panels};
 use super::shape::ConvShape;
 use super::simd::{self, PanelLayout};
 
@@ -980,6 +980,7 @@ fn convolve<const M: usize, const A: usize>(
                     CHUNK,
                     tiles.len(),
                     false,
+                    Walk::InPlace,
                 );
             }
             // SAFETY: this chunk's tiles are written by this closure only.
@@ -1031,7 +1032,18 @@ fn convolve_whole<const M: usize, const A: usize>(
             &u[xi * rows * cin..(xi + 1) * rows * cin],
             &v[xi * cin * ld..],
         );
-        gemm_panels(isa, (a, layout), cin, b, &offs, c, ld, t.total, false);
+        gemm_panels(
+            isa,
+            (a, layout),
+            cin,
+            b,
+            &offs,
+            c,
+            ld,
+            t.total,
+            false,
+            Walk::InPlace,
+        );
     });
     let out = OutPtr(y.as_mut_ptr().cast());
     chunk_groups(t, out_groups, |_, tiles, p0, g| {
@@ -1125,7 +1137,18 @@ fn weight_grad<const M: usize, const A: usize>(s: &ConvShape, x: &[f32], dy: &[f
             .for_each(|(xi, c)| {
                 let a = &dp[xi * rows * n..(xi + 1) * rows * n];
                 let b = &vt[xi * CHUNK_W * ldc..];
-                gemm_panels(isa, (a, layout), n, b, &offs[..n], c, ldc, ldc, p0 > 0);
+                gemm_panels(
+                    isa,
+                    (a, layout),
+                    n,
+                    b,
+                    &offs[..n],
+                    c,
+                    ldc,
+                    ldc,
+                    p0 > 0,
+                    Walk::InPlace,
+                );
             });
     }
     // dg = Gᵀ M G per channel pair.
