@@ -336,6 +336,71 @@ pub fn pack_tiles(isa: Isa, b: &[f32], offs: &[usize], widths: &[usize], dst: &m
     }
 }
 
+/// Panels one [`gemm_tail`] call runs side by side: eight independent chains of FMAs, enough to
+/// cover their latency.
+pub const TAIL_PANELS: usize = 8;
+
+/// One or two columns of up to [`TAIL_PANELS`] panels' products: `c[m][j] (+)= Σ_k a[k·h + m] ·
+/// b[offs[k] + col + j]` for each panel's `h` rows, through `epi` like [`GemmArgs::epi`]. The
+/// rows of a panel are one vector's lanes, so a column costs one multiply-add per step of the
+/// reduction and panel, where a one-vector tile spent six (16 lanes for each row, one or two of
+/// them read). Each value is the same chain of multiply-adds, in the same order, as in [`gemm`], and
+/// gets the same accumulation and epilogue: the results are those of the tiles, bit for bit.
+pub struct TailArgs<'a> {
+    /// Each panel's slice of this block of the reduction (`offs.len() · h` values); entries
+    /// past `count` are ignored.
+    pub a: [&'a [f32]; TAIL_PANELS],
+    /// Each panel's rows (at most 16).
+    pub h: [usize; TAIL_PANELS],
+    /// Where each panel's first row has the first column.
+    pub c: [*mut f32; TAIL_PANELS],
+    /// Each panel's epilogue (scale and shift from its first row on), if any.
+    pub epi: [Option<RowAffine<'a>>; TAIL_PANELS],
+    pub count: usize,
+    pub b: &'a [f32],
+    pub offs: &'a [usize],
+    /// The first column, and how many (1 or 2).
+    pub col: usize,
+    pub cols: usize,
+    pub ldc: usize,
+    pub accumulate: bool,
+}
+
+/// Whether [`gemm_tail`] has a kernel for `isa`.
+pub fn has_tail(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && isa == Isa::Avx512
+}
+
+/// Runs [`TailArgs`] on AVX-512, or returns `false` where this instruction set has no such
+/// kernel (the caller then keeps its one-vector tiles).
+///
+/// # Safety
+/// Every `c[g]` (`g < count`) is valid for `h[g]` rows `ldc` apart; `b` holds every
+/// `offs[k] + col` (asserted).
+pub unsafe fn gemm_tail(isa: Isa, args: &TailArgs) -> bool {
+    assert!(args.count <= TAIL_PANELS && args.count > 0);
+    for g in 0..args.count {
+        assert!(args.h[g] <= 16 && args.a[g].len() >= args.offs.len() * args.h[g]);
+    }
+    assert!(
+        args.offs.iter().all(|&o| o + args.col < args.b.len()),
+        "gemm_tail: short B"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the bounds asserted above and the caller's contract.
+        Isa::Avx512 => unsafe {
+            match args.cols {
+                1 => x86::tail_avx512::<1>(args),
+                2 => x86::tail_avx512::<2>(args),
+                n => panic!("gemm_tail: {n} columns"),
+            }
+            true
+        },
+        _ => false,
+    }
+}
+
 unsafe fn gemm_portable<const M: usize>(args: &GemmArgs) {
     const NR: usize = 8;
     for nb in 0..args.blocks {
@@ -423,7 +488,7 @@ fn dot_portable(args: &DotArgs) -> [f32; MR * JR] {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{DotArgs, GemmArgs, JR, MR};
+    use super::{DotArgs, GemmArgs, JR, MR, TAIL_PANELS, TailArgs};
     use std::arch::x86_64::*;
 
     /// One gemm micro-kernel per vector type: M rows × NV vectors of accumulators.
@@ -546,6 +611,68 @@ mod x86 {
         _mm512_mul_ps,
         _mm512_max_ps
     );
+
+    /// [`super::gemm_tail`] on AVX-512 for `R` columns: the panel's rows in a vector's lanes
+    /// (masked), each step's eight loads of `A` shared by the columns, one broadcast of `B` per
+    /// column.
+    ///
+    /// # Safety
+    /// As [`super::gemm_tail`].
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tail_avx512<const R: usize>(args: &TailArgs) {
+        let mut acc = [[_mm512_setzero_ps(); TAIL_PANELS]; R];
+        let mut masks = [0u16; TAIL_PANELS];
+        let mut ptrs = [args.a[0].as_ptr(); TAIL_PANELS];
+        let mut steps = [0usize; TAIL_PANELS];
+        // Past `count`, the first panel again (computed, never stored): the loop keeps its
+        // chains in registers whatever the count.
+        for g in 0..TAIL_PANELS {
+            let src = if g < args.count { g } else { 0 };
+            masks[g] = ((1u32 << args.h[src]) - 1) as u16;
+            ptrs[g] = args.a[src].as_ptr();
+            steps[g] = args.h[src];
+        }
+        let b = args.b.as_ptr();
+        for (k, &off) in args.offs.iter().enumerate() {
+            // SAFETY: the caller's bounds (asserted by `gemm_tail`).
+            unsafe {
+                let mut av = [_mm512_setzero_ps(); TAIL_PANELS];
+                for g in 0..TAIL_PANELS {
+                    av[g] = _mm512_maskz_loadu_ps(masks[g], ptrs[g].add(k * steps[g]));
+                }
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let bv = _mm512_set1_ps(*b.add(off + args.col + j));
+                    for (acc, &a) in acc.iter_mut().zip(&av) {
+                        *acc = _mm512_fmadd_ps(a, bv, *acc);
+                    }
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            for (g, &acc) in acc.iter().enumerate().take(args.count) {
+                let mut sums = [0f32; 16];
+                // SAFETY: `sums` holds 16 values.
+                unsafe { _mm512_storeu_ps(sums.as_mut_ptr(), acc) };
+                for (m, &sum) in sums.iter().enumerate().take(args.h[g]) {
+                    // SAFETY: row `m` of panel `g` at this column (the caller's contract).
+                    unsafe {
+                        let p = args.c[g].add(m * args.ldc + j);
+                        // The tiles' expressions, lane for lane: `c + sum`, then `r·scale +
+                        // shift` (not fused), then `max(0, r)` as `maxps` computes it (its
+                        // second operand when they compare false: NaN and −0 pass).
+                        let mut r = if args.accumulate { *p + sum } else { sum };
+                        if let Some(e) = &args.epi[g] {
+                            r = r * e.scale[m] + e.shift[m];
+                            if e.relu {
+                                r = if 0.0 > r { 0.0 } else { r };
+                            }
+                        }
+                        *p = r;
+                    }
+                }
+            }
+        }
+    }
 
     /// [`super::pack_tiles`] in one vector type.
     macro_rules! pack_kernel {
