@@ -197,33 +197,22 @@ pub(super) unsafe fn gemm_rows_to(
     let panels_outer = walk == Walk::PanelsFirst || layout.rows > cols.div_ceil(nr) * nr;
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        let tile = |(r0, mr): (usize, usize), nb: usize| {
-            let ap = &a[r0 * k + k0 * mr..r0 * k + (k0 + kc) * mr];
+        let tile = |panel: (usize, usize), nb: usize| {
             let n0 = nb * nr;
-            let args = GemmArgs {
-                mr,
-                a: ap,
-                b: &b[n0..],
-                offs: &offs[k0..k0 + kc],
-                // SAFETY: `c` holds every panel's mr rows up to the last tile (the contract).
-                c: unsafe { cp.add(r0 * ldc + n0) },
-                ldc,
-                blocks: if nb < blocks { 1 } else { narrow },
-                accumulate: accumulate || k0 > 0,
-                epi: epi.filter(|_| k0 + kc == k).map(|e| RowAffine {
-                    scale: &e.scale[r0..],
-                    shift: &e.shift[r0..],
-                    relu: e.relu,
-                }),
-            };
+            let narrow = (nb >= blocks).then_some(narrow);
             // SAFETY: `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed
             // by the callers' slack; `c`'s is the contract.
             unsafe {
-                if nb < blocks {
-                    simd::gemm(isa, &args)
-                } else {
-                    simd::gemm_narrow(isa, &args)
-                }
+                micro_tile(
+                    isa,
+                    (a, k, panel),
+                    (k0, kc),
+                    (&b[n0..], &offs[k0..k0 + kc]),
+                    (cp, ldc, n0),
+                    narrow,
+                    accumulate,
+                    epi,
+                )
             };
         };
         // The narrow tiles, if any, as one more column block.
@@ -243,6 +232,54 @@ pub(super) unsafe fn gemm_rows_to(
             }
         }
     }
+}
+
+/// `epi` from panel row `r0` on, on the reduction's `last` block only.
+fn panel_epilogue(epi: Option<RowAffine>, r0: usize, last: bool) -> Option<RowAffine> {
+    epi.filter(|_| last).map(|e| RowAffine {
+        scale: &e.scale[r0..],
+        shift: &e.shift[r0..],
+        relu: e.relu,
+    })
+}
+
+/// One micro-kernel call: `panel` `(r0, mr)` of `a` (`k` columns, packed) over the reduction
+/// rows `k0..k0 + kc`, against `b` read through `offs` from the tile's first column, into `c`
+/// from row `r0` and column `n0`: one whole tile, or with `narrow` that many one-vector tiles
+/// (see [`simd::gemm_narrow`]); accumulating past the first block, the epilogue on the last.
+///
+/// # Safety
+/// As [`simd::gemm`] for these arguments.
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_tile(
+    isa: Isa,
+    (a, k, (r0, mr)): (&[f32], usize, (usize, usize)),
+    (k0, kc): (usize, usize),
+    (b, offs): (&[f32], &[usize]),
+    (cp, ldc, n0): (*mut f32, usize, usize),
+    narrow: Option<usize>,
+    accumulate: bool,
+    epi: Option<RowAffine>,
+) {
+    let args = GemmArgs {
+        mr,
+        a: &a[r0 * k + k0 * mr..r0 * k + (k0 + kc) * mr],
+        b,
+        offs,
+        // SAFETY: `c` holds every panel's mr rows up to the last tile (the contract).
+        c: unsafe { cp.add(r0 * ldc + n0) },
+        ldc,
+        blocks: narrow.unwrap_or(1),
+        accumulate: accumulate || k0 > 0,
+        epi: panel_epilogue(epi, r0, k0 + kc == k),
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        match narrow {
+            None => simd::gemm(isa, &args),
+            Some(_) => simd::gemm_narrow(isa, &args),
+        }
+    };
 }
 
 /// The most last columns (past the whole tiles) [`tail_columns`] computes: a 7×7 map's 49th, the
@@ -298,11 +335,7 @@ unsafe fn tail_columns(
                     args.h[g] = h;
                     // SAFETY: row `r0`'s column `col` is inside `c` (the contract).
                     args.c[g] = unsafe { cp.add(r0 * ldc + col) };
-                    args.epi[g] = epi.filter(|_| k0 + kc == k).map(|e| RowAffine {
-                        scale: &e.scale[r0..],
-                        shift: &e.shift[r0..],
-                        relu: e.relu,
-                    });
+                    args.epi[g] = panel_epilogue(epi, r0, k0 + kc == k);
                 }
                 // SAFETY: each panel's `h` rows at `col` are the caller's (the contract).
                 let done = unsafe { simd::gemm_tail(isa, &args) };
@@ -369,33 +402,21 @@ unsafe fn gemm_packed(
             simd::pack_tiles(isa, &b[t0 * nr..], &offs[k0..k0 + kc], &widths, &mut buf);
             for nb in t0..t1 {
                 let tile = &buf[(nb - t0) * kc * nr..][..kc * nr];
-                for (r0, mr) in layout.panels().filter(|(r0, _)| rows.contains(r0)) {
-                    let n0 = nb * nr;
-                    let args = GemmArgs {
-                        mr,
-                        a: &a[r0 * k + k0 * mr..r0 * k + (k0 + kc) * mr],
-                        b: tile,
-                        offs: &packed_offs[..kc],
-                        // SAFETY: `c` holds every panel's mr rows up to the last tile (the
-                        // contract).
-                        c: unsafe { cp.add(r0 * ldc + n0) },
-                        ldc,
-                        blocks: if nb < blocks { 1 } else { narrow },
-                        accumulate: accumulate || k0 > 0,
-                        epi: epi.filter(|_| k0 + kc == k).map(|e| RowAffine {
-                            scale: &e.scale[r0..],
-                            shift: &e.shift[r0..],
-                            relu: e.relu,
-                        }),
-                    };
+                for panel in layout.panels().filter(|(r0, _)| rows.contains(r0)) {
+                    let narrow = (nb >= blocks).then_some(narrow);
                     // SAFETY: the tile's `kc` rows of `read(nb)` values are inside `tile`;
                     // `c`'s extent is the contract.
                     unsafe {
-                        if nb < blocks {
-                            simd::gemm(isa, &args)
-                        } else {
-                            simd::gemm_narrow(isa, &args)
-                        }
+                        micro_tile(
+                            isa,
+                            (a, k, panel),
+                            (k0, kc),
+                            (tile, &packed_offs[..kc]),
+                            (cp, ldc, nb * nr),
+                            narrow,
+                            accumulate,
+                            epi,
+                        )
                     };
                 }
             }
@@ -410,13 +431,8 @@ unsafe fn gemm_packed(
 
 #[cfg(test)]
 mod tests {
+    use super::simd::tests::vals;
     use super::*;
-
-    fn vals(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
 
     /// The last columns through the column kernel against the same columns of a whole tile,
     /// bit for bit: one to `TAIL_COLS` columns, 6- and 4-row panels, groups of eight panels and

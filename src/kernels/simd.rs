@@ -793,10 +793,11 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn vals(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic values in [-1, 1) (the gemm's tests use them too).
+    pub(in crate::kernels) fn vals(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
             .collect()
