@@ -711,10 +711,11 @@ fn forward_direct_rows(
 /// buffer, 3 MB for 256 channels, left the cache and came back for the epilogue's pass, a
 /// sixth of the layer). Not for a hard-swish or SiLU epilogue, whose own pass over the rows
 /// would then read them back from memory (EfficientNet-B0's eval 22% slower). The input is
-/// packed tile by tile ([`Walk::Packed`]): read in place once per panel, inputs over 1 MB
-/// (ResNet-50's 256-channel 56×56 maps) had to keep the buffer, and now take 0.87–0.96 of
-/// that time here. The last `cols % nr` columns go through a tile-sized buffer as before. Image `i`, output rows `oy0..oy1`;
-/// `offs` are the taps' rows in the image and `tail_offs` in `tail`, as the caller reads them.
+/// packed tile by tile ([`Walk::Packed`]), so it is read once whatever its size: read in
+/// place once per panel, inputs over 1 MB (ResNet-50's 256-channel 56×56 maps) had to keep
+/// the buffer, and take 0.87–0.97 of that time this way. The last `cols % nr` columns go
+/// through a tile-sized buffer as before. Image `i`, output rows `oy0..oy1`; `offs` are the
+/// taps' rows in the image and `tail_offs` in `tail`, as the caller reads them.
 ///
 /// # Safety
 /// Those rows of every channel of image `i` are inside `out` and belong to the caller alone.
