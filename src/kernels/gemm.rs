@@ -171,9 +171,7 @@ pub(super) unsafe fn gemm_rows_to(
             )
         };
     }
-    if walk == Walk::Packed
-        && layout.panels().filter(|(r0, _)| rows.contains(r0)).count() >= PACK_MIN_PANELS
-    {
+    if walk == Walk::Packed && panels_in(layout, &rows).count() >= PACK_MIN_PANELS {
         // SAFETY: the caller's contract, passed on.
         unsafe {
             gemm_packed(
@@ -217,7 +215,7 @@ pub(super) unsafe fn gemm_rows_to(
         };
         // The narrow tiles, if any, as one more column block.
         let all = blocks + usize::from(narrow > 0);
-        let panels = || layout.panels().filter(|(r0, _)| rows.contains(r0));
+        let panels = || panels_in(layout, &rows);
         if panels_outer {
             for p in panels() {
                 for nb in 0..all {
@@ -308,41 +306,42 @@ unsafe fn tail_columns(
     accumulate: bool,
     epi: Option<RowAffine>,
 ) {
-    let panels: Vec<(usize, usize)> = layout
-        .panels()
-        .filter(|(r0, _)| rows.contains(r0))
-        .collect();
+    let panels: Vec<(usize, usize)> = panels_in(layout, rows).collect();
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         for group in panels.chunks(simd::TAIL_PANELS) {
-            {
-                let col = n0;
-                let mut args = simd::TailArgs {
-                    a: [&[][..]; simd::TAIL_PANELS],
-                    h: [0; simd::TAIL_PANELS],
-                    c: [std::ptr::null_mut(); simd::TAIL_PANELS],
-                    epi: [None; simd::TAIL_PANELS],
-                    count: group.len(),
-                    b,
-                    offs: &offs[k0..k0 + kc],
-                    col,
-                    cols: count,
-                    ldc,
-                    accumulate: accumulate || k0 > 0,
-                };
-                for (g, &(r0, h)) in group.iter().enumerate() {
-                    args.a[g] = &a[r0 * k + k0 * h..r0 * k + (k0 + kc) * h];
-                    args.h[g] = h;
-                    // SAFETY: row `r0`'s column `col` is inside `c` (the contract).
-                    args.c[g] = unsafe { cp.add(r0 * ldc + col) };
-                    args.epi[g] = panel_epilogue(epi, r0, k0 + kc == k);
-                }
-                // SAFETY: each panel's `h` rows at `col` are the caller's (the contract).
-                let done = unsafe { simd::gemm_tail(isa, &args) };
-                assert!(done, "no column kernel for {isa:?}");
+            let mut args = simd::TailArgs {
+                a: [&[][..]; simd::TAIL_PANELS],
+                h: [0; simd::TAIL_PANELS],
+                c: [std::ptr::null_mut(); simd::TAIL_PANELS],
+                epi: [None; simd::TAIL_PANELS],
+                count: group.len(),
+                b,
+                offs: &offs[k0..k0 + kc],
+                col: n0,
+                cols: count,
+                ldc,
+                accumulate: accumulate || k0 > 0,
+            };
+            for (g, &(r0, h)) in group.iter().enumerate() {
+                args.a[g] = &a[r0 * k + k0 * h..r0 * k + (k0 + kc) * h];
+                args.h[g] = h;
+                // SAFETY: row `r0`'s column `n0` is inside `c` (the contract).
+                args.c[g] = unsafe { cp.add(r0 * ldc + n0) };
+                args.epi[g] = panel_epilogue(epi, r0, k0 + kc == k);
             }
+            // SAFETY: each panel's `h` rows at these columns are the caller's (the contract).
+            unsafe { simd::gemm_tail(isa, &args) };
         }
     }
+}
+
+/// The panels of `layout` that start in `rows` (a task's share), as `(first row, height)`.
+fn panels_in(
+    layout: PanelLayout,
+    rows: &Range<usize>,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    layout.panels().filter(move |(r0, _)| rows.contains(r0))
 }
 
 /// Tiles of `B` copied per pass of [`gemm_packed`]: rows of 8·48 values read in a run from
@@ -398,11 +397,15 @@ unsafe fn gemm_packed(
         let kc = KC.min(k - k0);
         for t0 in (0..all).step_by(PACK_TILES) {
             let t1 = (t0 + PACK_TILES).min(all);
-            let widths: Vec<usize> = (t0..t1).map(read).collect();
-            simd::pack_tiles(isa, &b[t0 * nr..], &offs[k0..k0 + kc], &widths, &mut buf);
+            let mut widths = [0; PACK_TILES];
+            for (w, nb) in widths.iter_mut().zip(t0..t1) {
+                *w = read(nb);
+            }
+            let widths = &widths[..t1 - t0];
+            simd::pack_tiles(isa, &b[t0 * nr..], &offs[k0..k0 + kc], widths, &mut buf);
             for nb in t0..t1 {
                 let tile = &buf[(nb - t0) * kc * nr..][..kc * nr];
-                for panel in layout.panels().filter(|(r0, _)| rows.contains(r0)) {
+                for panel in panels_in(layout, &rows) {
                     let narrow = (nb >= blocks).then_some(narrow);
                     // SAFETY: the tile's `kc` rows of `read(nb)` values are inside `tile`;
                     // `c`'s extent is the contract.

@@ -371,19 +371,20 @@ pub fn has_tail(isa: Isa) -> bool {
     cfg!(target_arch = "x86_64") && isa == Isa::Avx512
 }
 
-/// Runs [`TailArgs`] on AVX-512, or returns `false` where this instruction set has no such
-/// kernel (the caller then keeps its one-vector tiles).
+/// Runs [`TailArgs`]; only where [`has_tail`] says there is a kernel.
 ///
 /// # Safety
-/// Every `c[g]` (`g < count`) is valid for `h[g]` rows `ldc` apart; `b` holds every
-/// `offs[k] + col` (asserted).
-pub unsafe fn gemm_tail(isa: Isa, args: &TailArgs) -> bool {
+/// Every `c[g]` (`g < count`) is valid for `h[g]` rows `ldc` apart and `cols` columns; `b`
+/// holds every `offs[k] + col + j` (asserted).
+pub unsafe fn gemm_tail(isa: Isa, args: &TailArgs) {
     assert!(args.count <= TAIL_PANELS && args.count > 0);
     for g in 0..args.count {
         assert!(args.h[g] <= 16 && args.a[g].len() >= args.offs.len() * args.h[g]);
     }
     assert!(
-        args.offs.iter().all(|&o| o + args.col < args.b.len()),
+        args.offs
+            .iter()
+            .all(|&o| o + args.col + args.cols <= args.b.len()),
         "gemm_tail: short B"
     );
     match isa {
@@ -395,9 +396,8 @@ pub unsafe fn gemm_tail(isa: Isa, args: &TailArgs) -> bool {
                 2 => x86::tail_avx512::<2>(args),
                 n => panic!("gemm_tail: {n} columns"),
             }
-            true
         },
-        _ => false,
+        _ => panic!("gemm_tail: no column kernel for {isa:?}"),
     }
 }
 
