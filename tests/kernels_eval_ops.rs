@@ -4,12 +4,14 @@
 //!   VGG's 2×2/2, GoogLeNet's 3×3/1 padded) and odd sides;
 //! - a residual block's end, `relu(a + b)` (`kernels::add_relu`), in place when `a` is not
 //!   shared and leaving a shared `a` as it was; and in training, its gradients against burn's
-//!   autodiff of its add and ReLU.
+//!   autodiff of its add and ReLU, on every instruction set of the CPU (their loops are
+//!   compiled per set).
 
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use meal::kernels;
+use meal::kernels::simd;
 
 fn values(t: Tensor<4>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
@@ -59,23 +61,26 @@ fn add_relu_matches_burn_and_leaves_a_shared_input_alone() {
     let a = a.slice_assign([0..1, 0..1, 0..1, 0..1], nan);
     let want = values(burn::tensor::activation::relu(a.clone() + b.clone()));
     let a_before = values(a.clone());
-    // `a` is shared here (its clone above and below): the op must copy, not write over it.
-    let shared = values(kernels::add_relu(a.clone(), b.clone()));
     let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-    assert!(
-        bits(values(a.clone())) == bits(a_before),
-        "a shared input was written"
-    );
-    // Unshared: the op may write over `a`'s buffer.
-    let owned = values(kernels::add_relu(a, b));
-    for got in [&shared, &owned] {
-        assert!(got[0].is_nan(), "the NaN was not passed on");
+    for isa in simd::available() {
+        let _forced = simd::force(isa).unwrap();
+        // `a` is shared here (its clone above and below): the op must copy, not write over it.
+        let shared = values(kernels::add_relu(a.clone(), b.clone()));
         assert!(
-            got.iter().skip(1).all(|v| *v >= 0.0),
-            "a negative value passed the ReLU"
+            bits(values(a.clone())) == bits(a_before.clone()),
+            "{isa:?}: a shared input was written"
         );
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.to_bits(), w.to_bits(), "at {i}: {g} vs {w}");
+        // Unshared: the op may write over the buffer of `a`'s copy.
+        let owned = values(kernels::add_relu(a.clone() * 1.0, b.clone()));
+        for got in [&shared, &owned] {
+            assert!(got[0].is_nan(), "{isa:?}: the NaN was not passed on");
+            assert!(
+                got.iter().skip(1).all(|v| *v >= 0.0),
+                "{isa:?}: a negative value passed the ReLU"
+            );
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{isa:?} at {i}: {g} vs {w}");
+            }
         }
     }
 }
@@ -93,7 +98,11 @@ fn add_relu_gradients_match_burn_bit_for_bit() {
         let nan = Tensor::<4>::full([1, 1, 1, 1], f32::NAN, &device);
         let a = a.slice_assign([0..1, 0..1, 0..1, 0..1], nan);
         // Both terms tracked, then only one (a shortcut from a constant).
-        for track_b in [true, false] {
+        for (track_b, isa) in [true, false]
+            .into_iter()
+            .flat_map(|t| simd::available().into_iter().map(move |i| (t, i)))
+        {
+            let _forced = simd::force(isa).unwrap();
             let run = |ours: bool| {
                 let a = a.clone().require_grad();
                 let b = if track_b {
@@ -111,7 +120,7 @@ fn add_relu_gradients_match_burn_bit_for_bit() {
                 let ga = values(a.grad(&g).unwrap());
                 (values(y), ga, gb)
             };
-            let what = format!("{shape:?}, b tracked: {track_b}");
+            let what = format!("{shape:?}, b tracked: {track_b}, {isa:?}");
             let (y, ga, gb) = run(true);
             let (y_burn, ga_burn, gb_burn) = run(false);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

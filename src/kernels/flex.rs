@@ -17,6 +17,7 @@ use super::plane_scale;
 use super::prepared;
 use super::sgd;
 use super::shortcut::{self, ShortcutShape};
+use super::simd;
 
 fn shape_of(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Option<ConvShape> {
     geometry(x, w, o).filter(|s| s.supported())
@@ -79,16 +80,51 @@ fn owned_values(t: &mut FlexTensor) -> Option<&mut [f32]> {
 
 /// `f(&mut x[i], y[i])` for every `i`, shared across the cores above 256K values (one pass of
 /// a CIFAR ResNet's activation at batch 128 is 2M; below, splitting costs more than it saves).
-fn elementwise(x: &mut [f32], y: &[f32], f: impl Fn(&mut f32, f32) + Sync) {
+/// The loop is compiled per instruction set: built for baseline x86-64, ReLU's backward mask
+/// ran four lanes at a time with a scalar branch per lane, 5% of a resnet20 training step.
+fn elementwise<F: Fn(&mut f32, f32) + Sync>(x: &mut [f32], y: &[f32], f: F) {
     const CHUNK: usize = 1 << 16;
     assert_eq!(x.len(), y.len());
+    let isa = simd::isa();
+    // SAFETY: `simd::isa` is this CPU's.
+    let run = |x: &mut [f32], y: &[f32]| unsafe { elementwise_isa(isa, x, y, &f) };
     if x.len() < 4 * CHUNK || rayon::current_num_threads() < 2 {
-        x.iter_mut().zip(y).for_each(|(x, &y)| f(x, y));
+        run(x, y);
         return;
     }
     x.par_chunks_mut(CHUNK)
         .zip(y.par_chunks(CHUNK))
-        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, &y)| f(x, y)));
+        .for_each(|(x, y)| run(x, y));
+}
+
+/// [`elementwise`]'s loop on `isa`.
+///
+/// # Safety
+/// The CPU has `isa`.
+unsafe fn elementwise_isa<F: Fn(&mut f32, f32)>(isa: simd::Isa, x: &mut [f32], y: &[f32], f: &F) {
+    #[inline(always)]
+    fn inner<F: Fn(&mut f32, f32)>(x: &mut [f32], y: &[f32], f: &F) {
+        x.iter_mut().zip(y).for_each(|(x, &y)| f(x, y));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512<F: Fn(&mut f32, f32)>(x: &mut [f32], y: &[f32], f: &F) {
+            inner(x, y, f)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<F: Fn(&mut f32, f32)>(x: &mut [f32], y: &[f32], f: &F) {
+            inner(x, y, f)
+        }
+        match isa {
+            // SAFETY: the caller's contract.
+            simd::Isa::Avx512 => return unsafe { avx512(x, y, f) },
+            simd::Isa::Avx2 => return unsafe { avx2(x, y, f) },
+            simd::Isa::Portable => {}
+        }
+    }
+    let _ = isa;
+    inner(x, y, f)
 }
 
 /// `t` itself when [`owned_values`] can write to it, else a contiguous copy that can be.
@@ -420,9 +456,8 @@ impl ConvKernels for Flex {
         let v = owned_values(&mut g).expect("a fresh or owned tensor");
         // burn's mask is `output <= 0`: a NaN output keeps its gradient.
         elementwise(v, &values(&output), |g, o| {
-            if o <= 0.0 {
-                *g = 0.0
-            }
+            // A select, not a conditional store: it vectorises as a blend.
+            *g = if o <= 0.0 { 0.0 } else { *g };
         });
         g
     }
