@@ -437,6 +437,48 @@ mod tests {
     use super::simd::tests::vals;
     use super::*;
 
+    /// `gemm_rows_to` of `rows` into a fresh `c` of `layout.rows × ldc` values (seeded, so that
+    /// accumulation has something to add to), the epilogue `(scale, shift)` with a ReLU if any.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        isa: Isa,
+        a: (&[f32], PanelLayout),
+        rows: Range<usize>,
+        k: usize,
+        (b, offs): (&[f32], &[usize]),
+        (ldc, cols): (usize, usize),
+        accumulate: bool,
+        epi: Option<(&[f32], &[f32])>,
+        walk: Walk,
+    ) -> Vec<f32> {
+        let nr = isa.nr();
+        let mut c = vals(a.1.rows * ldc, 5);
+        assert!(c.len() >= (a.1.rows - 1) * ldc + cols.div_ceil(nr) * nr);
+        let epi = epi.map(|(scale, shift)| RowAffine {
+            scale,
+            shift,
+            relu: true,
+        });
+        // SAFETY: `c` holds every panel's rows up to the last tile (asserted).
+        unsafe {
+            gemm_rows_to(
+                isa,
+                a,
+                rows,
+                k,
+                b,
+                offs,
+                c.as_mut_ptr(),
+                ldc,
+                cols,
+                accumulate,
+                epi,
+                walk,
+            )
+        };
+        c
+    }
+
     /// The last columns through the column kernel against the same columns of a whole tile,
     /// bit for bit: one to `TAIL_COLS` columns, 6- and 4-row panels, groups of eight panels and
     /// fewer, several `KC` blocks, accumulation, the epilogue (with values around zero for
@@ -461,30 +503,17 @@ mod tests {
                     {
                         for walk in [Walk::InPlace, Walk::Packed] {
                             let run = |cols: usize| {
-                                let mut c = vals(layout.rows * ldc, 15);
-                                let epi = epi.then_some(RowAffine {
-                                    scale: &scale,
-                                    shift: &shift,
-                                    relu: true,
-                                });
-                                // SAFETY: `c` holds every row's two tiles.
-                                unsafe {
-                                    gemm_rows_to(
-                                        isa,
-                                        (&a, layout),
-                                        0..layout.rows,
-                                        k,
-                                        &b,
-                                        &offs,
-                                        c.as_mut_ptr(),
-                                        ldc,
-                                        cols,
-                                        accumulate,
-                                        epi,
-                                        walk,
-                                    )
-                                };
-                                c
+                                product(
+                                    isa,
+                                    (&a, layout),
+                                    0..layout.rows,
+                                    k,
+                                    (&b, &offs),
+                                    (ldc, cols),
+                                    accumulate,
+                                    epi.then_some((&scale[..], &shift[..])),
+                                    walk,
+                                )
                             };
                             let (got, want) = (run(cols), run(2 * nr));
                             for r in 0..layout.rows {
@@ -534,36 +563,22 @@ mod tests {
                 let share = panels[panels.len() / 3]..packed.layout.rows;
                 for (accumulate, epi, part) in [(false, false, false), (true, true, true)] {
                     let run = |walk: Walk| {
-                        let mut c = vals(packed.layout.rows * ldc, 5);
                         let rows = if part {
                             share.clone()
                         } else {
                             0..packed.layout.rows
                         };
-                        let epi = epi.then_some(RowAffine {
-                            scale: &scale,
-                            shift: &shift,
-                            relu: true,
-                        });
-                        assert!(c.len() >= (packed.layout.rows - 1) * ldc + cols.div_ceil(nr) * nr);
-                        // SAFETY: `c` holds every panel's rows up to the last tile (asserted).
-                        unsafe {
-                            gemm_rows_to(
-                                isa,
-                                a,
-                                rows,
-                                k,
-                                &b,
-                                &offs,
-                                c.as_mut_ptr(),
-                                ldc,
-                                cols,
-                                accumulate,
-                                epi,
-                                walk,
-                            )
-                        };
-                        c
+                        product(
+                            isa,
+                            a,
+                            rows,
+                            k,
+                            (&b, &offs),
+                            (ldc, cols),
+                            accumulate,
+                            epi.then_some((&scale[..], &shift[..])),
+                            walk,
+                        )
                     };
                     let want = run(Walk::InPlace);
                     let got = run(Walk::Packed);
