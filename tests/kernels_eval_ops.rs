@@ -5,7 +5,9 @@
 //! - a residual block's end, `relu(a + b)` (`kernels::add_relu`), in place when `a` is not
 //!   shared and leaving a shared `a` as it was; and in training, its gradients against burn's
 //!   autodiff of its add and ReLU, on every instruction set of the CPU (their loops are
-//!   compiled per set).
+//!   compiled per set);
+//! - an eval-mode BatchNorm's running statistics folded into `(scale, shift)`
+//!   (`kernels::bn_eval_affine`), against burn's ops, and its gradients on an autodiff device.
 
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
@@ -143,4 +145,70 @@ fn add_relu_gradients_match_burn_bit_for_bit() {
             );
         }
     }
+}
+
+/// `(scale, shift)` as burn's ops give them: `weight / sqrt(var + ε)`, `bias − mean · scale`.
+fn eval_affine_burn(
+    w: Tensor<1>,
+    b: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    eps: f64,
+) -> (Tensor<1>, Tensor<1>) {
+    let scale = w * v.add_scalar(eps).sqrt().recip();
+    let shift = b - m * scale.clone();
+    (scale, shift)
+}
+
+#[test]
+fn bn_eval_affine_matches_burn_bit_for_bit_and_passes_gradients_on() {
+    let bits = |t: Tensor<1>| {
+        t.into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    };
+    let device = Device::default();
+    device.seed(14);
+    let n = 517;
+    let normal = || Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &device);
+    let (w, b, m) = (normal(), normal(), normal());
+    // Variances from near zero (ε dominates) to large, and one NaN that must come through.
+    let v =
+        Tensor::<1>::random([n], Distribution::Uniform(0.0, 1.0), &device).powf_scalar(8.0) * 50.0;
+    let v = v.slice_assign(
+        burn::tensor::s![3..4],
+        Tensor::<1>::full([1], f32::NAN, &device),
+    );
+    for eps in [1e-5, 1e-3] {
+        let (s, t) = kernels::bn_eval_affine(w.clone(), b.clone(), m.clone(), v.clone(), eps);
+        let (s_burn, t_burn) = eval_affine_burn(w.clone(), b.clone(), m.clone(), v.clone(), eps);
+        let (s, t) = (bits(s), bits(t));
+        assert!(f32::from_bits(s[3]).is_nan() && f32::from_bits(t[3]).is_nan());
+        assert_eq!(s, bits(s_burn), "scale, eps {eps}");
+        assert_eq!(t, bits(t_burn), "shift, eps {eps}");
+    }
+    // On an autodiff device the weight and bias receive burn's gradients.
+    let ad = Device::default().autodiff();
+    let on = |t: &Tensor<1>| Tensor::<1>::from_data(t.to_data(), &ad);
+    let v = on(&v).slice_assign(burn::tensor::s![3..4], Tensor::<1>::ones([1], &ad));
+    let r = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &ad);
+    let grads = |ours: bool| {
+        let (w, b) = (on(&w).require_grad(), on(&b).require_grad());
+        let (s, t) = if ours {
+            kernels::bn_eval_affine(w.clone(), b.clone(), on(&m), v.clone(), 1e-5)
+        } else {
+            eval_affine_burn(w.clone(), b.clone(), on(&m), v.clone(), 1e-5)
+        };
+        let g = (s * r.clone() + t * r.clone() * 3.0).sum().backward();
+        (bits(w.grad(&g).unwrap()), bits(b.grad(&g).unwrap()))
+    };
+    let (gw, gb) = grads(true);
+    assert_eq!((&gw, &gb), (&grads(false).0, &grads(false).1));
+    assert!(
+        gb.iter().any(|&x| f32::from_bits(x) != 0.0),
+        "no gradient reached the bias"
+    );
 }

@@ -39,7 +39,14 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 /// `(cin, cout)`: MobileNetV3's widest excitation, its head, EfficientNet's narrowest
 /// excitation, and widths that leave a tail past the sixteen lanes and past four rows.
-const LAYERS: [(usize, usize); 5] = [(960, 240), (960, 1280), (32, 8), (17, 5), (240, 67)];
+const LAYERS: [(usize, usize); 6] = [
+    (960, 240),
+    (960, 1280),
+    (672, 170),
+    (32, 8),
+    (17, 5),
+    (240, 67),
+];
 
 #[test]
 fn pointwise_matches_a_float64_reference() {

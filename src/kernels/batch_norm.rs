@@ -393,6 +393,36 @@ pub fn channel_affine_in_place(
     }
 }
 
+/// An eval-mode BatchNorm's `(scale, shift)` from its parameters and running statistics:
+/// `scale = weight · (1 / sqrt(var + ε))`, `shift = bias − mean · scale`, each operation rounded
+/// on its own as burn's tensor ops round them (no fused multiply-add), so the values are theirs
+/// bit for bit.
+pub fn eval_affine(
+    weight: &[f32],
+    bias: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    epsilon: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = weight.len();
+    assert!(
+        bias.len() == n && mean.len() == n && var.len() == n,
+        "BatchNorm parameters of different lengths"
+    );
+    let scale: Vec<f32> = weight
+        .iter()
+        .zip(var)
+        .map(|(&w, &v)| w * (1.0 / (v + epsilon).sqrt()))
+        .collect();
+    let shift = bias
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((&b, &m), &s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
 /// Channel rows per task of the eval-mode affine: split by rows rather than images, so that a
 /// batch of one spreads over every core, in tasks of at least `AFFINE_TASK` values so that
 /// rayon's hand-off stays small beside the pass over memory.

@@ -241,15 +241,18 @@ fn direct_offsets(s: &ConvShape) -> Vec<usize> {
     let q = s.phases();
     let [sy, sx] = s.stride;
     let [dy, dx] = s.dilation;
+    let taps: Vec<usize> = (0..s.kh)
+        .flat_map(|ky| (0..s.kw).map(move |kx| (ky * dy, kx * dx)))
+        .map(|(ty, tx)| {
+            let phase = (ty % sy) * q.nx + tx % sx;
+            phase * q.plane() + (ty / sy) * q.wq + tx / sx
+        })
+        .collect();
+    // One channel's taps, then the same shifted by whole channels: the divisions per tap, not
+    // per tap and channel (a 64-channel 3×3 layer has 576 offsets, computed on every call).
     let mut offs = Vec::with_capacity(s.k());
     for ci in 0..s.cin_g() {
-        for ky in 0..s.kh {
-            for kx in 0..s.kw {
-                let (ty, tx) = (ky * dy, kx * dx);
-                let phase = (ty % sy) * q.nx + tx % sx;
-                offs.push(ci * q.channel() + phase * q.plane() + (ty / sy) * q.wq + tx / sx);
-            }
-        }
+        offs.extend(taps.iter().map(|&t| ci * q.channel() + t));
     }
     offs
 }

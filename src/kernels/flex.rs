@@ -12,6 +12,7 @@ use super::batch_norm::{self, BnShape};
 use super::conv::{self, ConvShape};
 use super::depthwise;
 use super::grouped;
+use super::linear;
 use super::max_pool;
 use super::plane_scale;
 use super::prepared;
@@ -192,6 +193,33 @@ impl ConvKernels for Flex {
         let y =
             batch_norm::channel_affine(shape, &values(&x), &values(&scale), &values(&shift), relu);
         like(y, &x)
+    }
+
+    fn meal_bn_eval_affine(
+        weight: FlexTensor,
+        bias: FlexTensor,
+        mean: FlexTensor,
+        var: FlexTensor,
+        epsilon: f64,
+    ) -> (FlexTensor, FlexTensor) {
+        let n = weight.shape().num_elements();
+        let all = [&weight, &bias, &mean, &var];
+        let fits = all
+            .iter()
+            .all(|t| t.dtype() == DType::F32 && t.shape().num_dims() == 1)
+            && all.iter().all(|t| t.shape().num_elements() == n);
+        if !fits {
+            return super::eval_affine_ops::<Flex>(weight, bias, mean, var, epsilon);
+        }
+        let (scale, shift) = batch_norm::eval_affine(
+            &values(&weight),
+            &values(&bias),
+            &values(&mean),
+            &values(&var),
+            // burn-flex adds an `f64` scalar to `f32` values as an `f32`.
+            epsilon as f32,
+        );
+        (tensor(scale, [n]), tensor(shift, [n]))
     }
 
     fn meal_batch_norm_train(
@@ -501,6 +529,21 @@ impl ConvKernels for Flex {
         let v = owned_values(&mut x).expect("a fresh or owned tensor");
         plane_scale::scale_in_place(v, spatial, &values(&s));
         x
+    }
+
+    fn meal_linear(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        let (xs, ws) = (x.shape(), weight.shape());
+        let fits = x.dtype() == DType::F32
+            && weight.dtype() == DType::F32
+            && xs.num_dims() == 2
+            && ws.num_dims() == 2
+            && xs[1] == ws[0]
+            && ws[0] > 0;
+        if !fits {
+            return Flex::linear(x, weight, None);
+        }
+        let y = linear::forward(&values(&x), ws[0], &values(&weight));
+        tensor(y, [xs[0], ws[1]])
     }
 
     fn meal_conv2d(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {

@@ -6,7 +6,8 @@
 //! the weight and copying the vector into an im2col matrix. At batch 1 MobileNetV3's eight
 //! excitations and its 960→1280 head took 2.3 ms of a 10 ms forward (about 2 GMAC/s). Here
 //! every lane works, the weight is read as stored, and the rows are shared out among the
-//! workers when the layer is large enough ([`super::conv::min_split_macs`]).
+//! workers when the layer is large enough ([`super::conv::min_split_macs`], or
+//! [`SPLIT_WEIGHTS_HOT`] while the workers poll).
 //!
 //! Each output is the same sum in the same order whatever the batch, the row's block and the
 //! thread count: sixteen lane sums over the whole multiples of sixteen, fused multiply-adds,
@@ -22,6 +23,14 @@ const LANES: usize = 16;
 /// Output rows per task: 64 rows of a 960-wide weight (240 KB) stay in L2 while a batch's
 /// images pass over them.
 const ROWS_PER_TASK: usize = 64;
+
+/// Weight values from which a layer's rows are shared out while the workers poll
+/// ([`super::hot::is_hot`]) whatever its multiply-adds: at a small batch the layer streams its
+/// weight from memory, four bytes per multiply-add, so it takes far longer than
+/// [`super::conv::min_split_macs`] (which prices multiply-adds in cache) assumes. MobileNetV3's
+/// excitations (up to 960×240) ran on one core while the other waited: 4.5% of the batch-1
+/// forward's samples.
+const SPLIT_WEIGHTS_HOT: usize = 1 << 16;
 
 /// Whether `s` is a 1×1 convolution of a 1×1 map without padding or groups.
 pub fn applies(s: &ConvShape) -> bool {
@@ -69,6 +78,14 @@ fn dots1_inner(w: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
 isa_versions!(dots4, dots4_inner, (w: &[f32], k: usize, x: &[f32], out: &mut [f32]));
 isa_versions!(dots1, dots1_inner, (w: &[f32], k: usize, x: &[f32], out: &mut [f32]));
 
+/// Whether `n` images through a `k → m` layer (a 1×1 map, or a linear layer) are worth sharing
+/// out among the workers.
+pub(super) fn worth_splitting(n: usize, k: usize, m: usize) -> bool {
+    rayon::current_num_threads() > 1
+        && (n * k * m >= super::conv::min_split_macs()
+            || (super::hot::is_hot() && m * k >= SPLIT_WEIGHTS_HOT))
+}
+
 /// `y = conv(x, w)` (`[batch, cout, 1, 1]`), through `epi` when given.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> Vec<f32> {
     assert!(applies(s), "not a 1x1 convolution of a 1x1 map {s:?}");
@@ -78,8 +95,7 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> Ve
     let isa = simd::isa();
     // Per row block, `[row][image]`: each task writes its own rows.
     let mut yt = vec![0f32; m * n];
-    let block = |(b, out): (usize, &mut [f32])| {
-        let r0 = b * ROWS_PER_TASK;
+    let block = |r0: usize, out: &mut [f32]| {
         let rows = out.len() / n;
         let mut sums = [0f32; 4];
         for i in 0..n {
@@ -102,13 +118,18 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> Ve
             }
         }
     };
-    if n * k * m >= super::conv::min_split_macs() && rayon::current_num_threads() > 1 {
-        yt.par_chunks_mut(ROWS_PER_TASK * n)
+    let threads = rayon::current_num_threads();
+    if worth_splitting(n, k, m) {
+        // At least two tasks per thread (a layer of 168 rows ran as 64, 64, 40).
+        let rows = ROWS_PER_TASK.min(m.div_ceil(2 * threads).next_multiple_of(4));
+        yt.par_chunks_mut(rows * n)
             .enumerate()
-            .for_each(block);
+            .for_each(|(b, out)| block(b * rows, out));
     } else {
         // The same blocks in order on this thread: a hand-off would cost more than the layer.
-        yt.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(block);
+        for (b, out) in yt.chunks_mut(ROWS_PER_TASK * n).enumerate() {
+            block(b * ROWS_PER_TASK, out);
+        }
     }
     let mut y = vec![0f32; n * m];
     for (i, yi) in y.chunks_mut(m).enumerate() {

@@ -172,7 +172,7 @@ pub(super) fn count_conv(conv: &Conv2d, y: Tensor<4>) -> Tensor<4> {
 
 /// `lin.forward(x)` on `(B, in)`, counting `B·in·out` MACs like [`conv_fwd`].
 pub fn linear_fwd(lin: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let y = lin.forward(x);
+    let y = crate::kernels::linear(x, lin.weight.val(), lin.bias.as_ref().map(|b| b.val()));
     if flops::is_counting() {
         let [b, _] = y.dims();
         let [d_in, d_out] = lin.weight.shape().dims::<2>();
@@ -277,21 +277,13 @@ impl BatchNorm2d {
 
     /// `(scale, shift)` per channel with `eval(x) = x · scale + shift`.
     pub(super) fn eval_affine(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
-        let inv_std = self
-            .running_var
-            .value()
-            .to_device(device)
-            .add_scalar(self.epsilon)
-            .sqrt()
-            .recip();
-        let scale = self.weight.val().mul(inv_std);
-        let shift = self.bias.val().sub(
-            self.running_mean
-                .value()
-                .to_device(device)
-                .mul(scale.clone()),
-        );
-        (scale, shift)
+        crate::kernels::bn_eval_affine(
+            self.weight.val(),
+            self.bias.val(),
+            self.running_mean.value().to_device(device),
+            self.running_var.value().to_device(device),
+            self.epsilon,
+        )
     }
 
     fn forward_train<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
