@@ -7,9 +7,8 @@
 mod isa_common;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use isa_common::on_every_isa;
+use isa_common::same_bits_at_any_batch_pool_and_isa;
 use meal::kernels;
-use meal::kernels::hot::hot;
 use meal::kernels::linear;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -53,30 +52,16 @@ fn linear_matches_a_float64_reference() {
 #[test]
 fn linear_gives_the_same_bits_at_any_batch_thread_count_and_isa() {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
-    let pools: Vec<rayon::ThreadPool> = [1, 2, 5]
-        .iter()
-        .map(|&t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     for (k, m) in LAYERS {
         let x = random(&mut rng, 8 * k, 1.0);
         let w = random(&mut rng, k * m, (k as f32).sqrt().recip());
-        let want = bits(&pools[0].install(|| linear::forward(&x, k, &w)));
-        on_every_isa("linear", |isa| {
-            for pool in &pools {
-                for batch in [1, 3, 8] {
-                    let xs = &x[..batch * k];
-                    let what = format!("{k}>{m} {isa:?} batch {batch}");
-                    let cold = pool.install(|| linear::forward(xs, k, &w));
-                    assert_eq!(bits(&cold), want[..batch * m], "{what}");
-                    let warm = pool.install(|| hot(|| linear::forward(xs, k, &w)));
-                    assert_eq!(bits(&warm), want[..batch * m], "{what}, hot");
-                }
-            }
+        let want = bits(&one.install(|| linear::forward(&x, k, &w)));
+        same_bits_at_any_batch_pool_and_isa(&format!("linear {k}>{m}"), &want, m, |batch| {
+            linear::forward(&x[..batch * k], k, &w)
         });
     }
 }

@@ -5,10 +5,9 @@
 
 mod isa_common;
 
-use isa_common::on_every_isa;
+use isa_common::same_bits_at_any_batch_pool_and_isa;
 use meal::kernels::activation::{Activation, OutputAct};
 use meal::kernels::conv::{self, ConvShape};
-use meal::kernels::hot::hot;
 use meal::kernels::pointwise;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -87,31 +86,17 @@ fn pointwise_matches_a_float64_reference() {
 #[test]
 fn pointwise_gives_the_same_bits_at_any_batch_thread_count_and_isa() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let pools: Vec<rayon::ThreadPool> = [1, 2, 5]
-        .iter()
-        .map(|&t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     for (cin, cout) in LAYERS {
         let x = random(&mut rng, 8 * cin, 1.0);
         let w = random(&mut rng, cout * cin, (cin as f32).sqrt().recip());
-        let want = bits(&pools[0].install(|| conv::forward(&shape(8, cin, cout), &x, &w)));
-        on_every_isa("pointwise", |isa| {
-            for pool in &pools {
-                for batch in [1, 3, 8] {
-                    let s = shape(batch, cin, cout);
-                    let xs = &x[..batch * cin];
-                    let what = format!("{cin}>{cout} {isa:?} batch {batch}");
-                    let cold = pool.install(|| conv::forward(&s, xs, &w));
-                    assert_eq!(bits(&cold), want[..batch * cout], "{what}");
-                    let warm = pool.install(|| hot(|| conv::forward(&s, xs, &w)));
-                    assert_eq!(bits(&warm), want[..batch * cout], "{what}, hot");
-                }
-            }
+        let want = bits(&one.install(|| conv::forward(&shape(8, cin, cout), &x, &w)));
+        let test = format!("pointwise {cin}>{cout}");
+        same_bits_at_any_batch_pool_and_isa(&test, &want, cout, |batch| {
+            conv::forward(&shape(batch, cin, cout), &x[..batch * cin], &w)
         });
     }
 }

@@ -1,5 +1,5 @@
 //! Inference `y = x · W` of a linear layer stored as burn stores it (`W: [d_in, d_out]`):
-//! the classifier heads of the ImageNet models.
+//! the models' classifier heads.
 //!
 //! burn-flex hands such a product to the `gemm` crate, which splits it across the cores only
 //! from 192³ multiply-adds: at batch 1 a 1280→1000 head (5 MB of weights, read once per image)
@@ -8,7 +8,8 @@
 //! keeps one sum per column and image in registers; the blocks are shared out among the
 //! workers as [`super::pointwise`] shares its rows.
 //!
-//! Each output is one chain of fused multiply-adds over `d_in` in order: the same whatever the batch, the block and the thread count.
+//! Each output is one chain of fused multiply-adds over `d_in` in order: the same whatever
+//! the batch, the block and the thread count.
 
 use rayon::prelude::*;
 

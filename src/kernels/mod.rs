@@ -591,7 +591,8 @@ pub fn add_relu(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
 /// ([`linear`]) on burn-flex, shared across the cores at any batch; burn's op where gradients are
 /// tracked and elsewhere.
 pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    if !enabled() || x.device().is_autodiff() {
+    // A quantized weight keeps burn's path, which reads it packed.
+    if !enabled() || x.device().is_autodiff() || weight.dtype() != burn::tensor::DType::F32 {
         return burn::tensor::module::linear(x, weight, bias);
     }
     let y = Tensor::from_dispatch(Dispatch::meal_linear(

@@ -1,5 +1,5 @@
 //! Running a kernel test on every instruction set the CPU has (`meal::kernels::simd::force`),
-//! shared by tests/kernels.rs and tests/kernels_small_batch.rs.
+//! and a batched kernel on every batch, thread pool and polling too, shared by the kernel tests.
 
 use meal::kernels::simd::{self, Isa};
 
@@ -50,4 +50,38 @@ pub fn on_every_isa(test: &str, check: impl Fn(Isa)) {
         names(&cpu_isas()),
         "{test}: the sets run are not the sets this CPU reports"
     );
+}
+
+/// Checks that `run(batch)` gives the first `batch · per_image` values of `want` (batch 8's
+/// result, as bits) for batches 1, 3 and 8, on pools of 1, 2 and 5 threads, with the other
+/// workers parked and polling (`kernels::hot`), on every instruction set.
+#[allow(dead_code)] // Not every test binary that shares this module has a batched kernel.
+pub fn same_bits_at_any_batch_pool_and_isa(
+    test: &str,
+    want: &[u32],
+    per_image: usize,
+    run: impl Fn(usize) -> Vec<f32> + Sync,
+) {
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let pools: Vec<rayon::ThreadPool> = [1, 2, 5]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    on_every_isa(test, |isa| {
+        for (pool, threads) in pools.iter().zip([1, 2, 5]) {
+            for batch in [1, 3, 8] {
+                let what = format!("{test} {isa:?}, {threads} threads, batch {batch}");
+                let want = &want[..batch * per_image];
+                let cold = pool.install(|| run(batch));
+                assert_eq!(bits(cold), want, "{what}");
+                let warm = pool.install(|| meal::kernels::hot::hot(|| run(batch)));
+                assert_eq!(bits(warm), want, "{what}, hot");
+            }
+        }
+    });
 }
