@@ -680,19 +680,17 @@ pub fn bn_eval_affine(
     var: Tensor<1>,
     epsilon: f64,
 ) -> (Tensor<1>, Tensor<1>) {
-    if !enabled() {
-        let inv_std = var.add_scalar(epsilon).sqrt().recip();
-        let scale = weight.mul(inv_std);
-        let shift = bias.sub(mean.mul(scale.clone()));
-        return (scale, shift);
-    }
-    let (scale, shift) = Dispatch::meal_bn_eval_affine(
+    let args = (
         weight.into_dispatch(),
         bias.into_dispatch(),
         mean.into_dispatch(),
         var.into_dispatch(),
-        epsilon,
     );
+    let (scale, shift) = if enabled() {
+        Dispatch::meal_bn_eval_affine(args.0, args.1, args.2, args.3, epsilon)
+    } else {
+        eval_affine_ops::<Dispatch>(args.0, args.1, args.2, args.3, epsilon)
+    };
     (Tensor::from_dispatch(scale), Tensor::from_dispatch(shift))
 }
 
