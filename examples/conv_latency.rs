@@ -165,10 +165,8 @@ fn medians(reps: usize, batch: usize, mut run: impl FnMut() -> f32) -> (f64, f64
 
 fn main() {
     meal::kernels::allocator::keep_freed_memory();
-    // As the `meal` binary does: the forward then runs on this thread, in the main malloc arena.
-    // From a pool worker's arena (a 64 MiB-aligned heap of its own) resnet20's batch-1 forward
-    // read 1.17 ms instead of 0.70 in some processes on the AMD EPYC (Zen 4), in every one with
-    // address randomisation off (`setarch -R`): its memory-bound passes ran 2-3.5x slower.
+    // As the `meal` binary does: the model then runs on this thread, a worker of the pool with
+    // the others polling, as `meal bench --latency` runs it.
     meal::kernels::hot::adopt_calling_thread();
     let batch = env("BATCH", 1);
     let reps = env("REPS", 15);
