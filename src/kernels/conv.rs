@@ -594,21 +594,111 @@ fn forward_direct_rows(
     let tail_offs: Vec<usize> = (0..s.k()).map(|k| k * nr).collect();
     let out = OutRows(y.as_mut_ptr());
     assert_eq!(y.len(), s.batch * out_image);
+    // One task: output rows `oy0..oy1` of image `i`, whose (padded, or in place) input is
+    // `image`.
+    let rows_task = |image: &[f32], tail: &mut [f32], i: usize, oy0: usize, oy1: usize| {
+        let cols = (oy1 - oy0) * wp;
+        // A hard-swish or SiLU after the affine is a pass of its own over the rows: done
+        // per channel while the buffered path has the row in cache, it stays there.
+        let fused_act = epi.is_some_and(|e| e.act.split().1.is_some());
+        if bare && rows == s.cout_g() && !fused_act {
+            // SAFETY: rows `oy0..oy1` of image `i` are this task's alone.
+            unsafe {
+                direct_to_output(
+                    isa,
+                    s,
+                    image,
+                    packed,
+                    &out,
+                    i,
+                    (oy0, oy1),
+                    epi,
+                    tail,
+                    (&offs, &tail_offs),
+                )
+            };
+            return;
+        }
+        with_products(rows * ldc, |ypw| {
+            for (g, a) in packed.iter().enumerate() {
+                let b = &image[g * s.cin_g() * q.channel() + oy0 * wp..];
+                // In place, only whole tiles: the image ends where the last row does.
+                let whole = if bare { cols / nr * nr } else { cols };
+                let tiles = whole.div_ceil(nr) * nr;
+                // The micro-kernel reads `b` unchecked in release builds.
+                assert!(
+                    b.len() >= last_tap + tiles,
+                    "direct conv {s:?}: short input"
+                );
+                let a = (&a.data[..], a.layout);
+                // A 1×1 layer's taps are whole planes, each its own stream; the taps of a
+                // larger kernel overlap, so their tile is a few cache lines read in place,
+                // and a copy only cost time (ResNet-50's 7×7 stem 1.12–1.16× slower).
+                let walk = if s.kh * s.kw == 1 {
+                    Walk::Packed
+                } else {
+                    Walk::InPlace
+                };
+                gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, whole, false, walk);
+                if whole < cols {
+                    let rest = cols - whole;
+                    for (t, &o) in tail.chunks_exact_mut(nr).zip(&offs) {
+                        t[..rest].copy_from_slice(&b[o + whole..o + cols]);
+                    }
+                    let c = &mut ypw[whole..];
+                    gemm_panels(
+                        isa,
+                        a,
+                        s.k(),
+                        tail,
+                        &tail_offs,
+                        c,
+                        ldc,
+                        rest,
+                        false,
+                        Walk::InPlace,
+                    );
+                }
+                // Without excess columns a channel's rows are one run in both buffers:
+                // one call instead of one per row (rows of 7 or 14 values at batch 1).
+                let (run, runs) = if wp == wo {
+                    ((oy1 - oy0) * wo, 1)
+                } else {
+                    (wo, oy1 - oy0)
+                };
+                for co in 0..s.cout_g() {
+                    let c = g * s.cout_g() + co;
+                    for r in 0..runs {
+                        let (oy, src) = (oy0 + r, co * ldc + r * wp);
+                        // SAFETY: rows `oy..` of channel `c` of image `i` are inside `y`
+                        // (asserted length) and belong to this task's rows alone.
+                        let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, run) };
+                        emit(epi.as_ref(), c, dst, &ypw[src..src + run]);
+                    }
+                    if let Some(e) = &epi {
+                        let at = i * out_image + (c * ho + oy0) * wo;
+                        // SAFETY: as above; the loop above wrote all these rows.
+                        unsafe { e.activate(out.rows(at, (oy1 - oy0) * wo)) };
+                    }
+                }
+            }
+        })
+    };
     (0..s.batch * parts).into_par_iter().for_each_init(
         || match bare {
-            true => (Vec::new(), vec![0f32; (s.k() + 1) * nr]),
-            false => (vec![0f32; padded_len(s, nr)], Vec::new()),
+            true => vec![0f32; (s.k() + 1) * nr],
+            false => Vec::new(),
         },
-        |(xpad, tail), task| {
+        |tail, task| {
             let (i, p) = (task / parts, task % parts);
             let (oy0, oy1) = (span(p), span(p + 1));
             if oy0 == oy1 {
                 return;
             }
-            let cols = (oy1 - oy0) * wp;
-            let image = if bare {
-                &x[i * in_image..(i + 1) * in_image]
-            } else {
+            if bare {
+                return rows_task(&x[i * in_image..(i + 1) * in_image], tail, i, oy0, oy1);
+            }
+            with_padded(s, nr, |xpad| {
                 // Padded rows `oy0·sy ..= (oy1 − 1)·sy + (kh − 1)·dy` hold every tap of rows
                 // `oy0..oy1`.
                 let reach = (oy1 - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1;
@@ -616,92 +706,7 @@ fn forward_direct_rows(
                     ..reach.saturating_sub(s.pad[0].0).min(s.h);
                 let ys = if parts == 1 { 0..s.h } else { ys };
                 pad_image_rows(s, &x[i * in_image..(i + 1) * in_image], xpad, ys);
-                &xpad[..]
-            };
-            // A hard-swish or SiLU after the affine is a pass of its own over the rows: done
-            // per channel while the buffered path has the row in cache, it stays there.
-            let fused_act = epi.is_some_and(|e| e.act.split().1.is_some());
-            if bare && rows == s.cout_g() && !fused_act {
-                // SAFETY: rows `oy0..oy1` of image `i` are this task's alone.
-                unsafe {
-                    direct_to_output(
-                        isa,
-                        s,
-                        image,
-                        packed,
-                        &out,
-                        i,
-                        (oy0, oy1),
-                        epi,
-                        tail,
-                        (&offs, &tail_offs),
-                    )
-                };
-                return;
-            }
-            with_products(rows * ldc, |ypw| {
-                for (g, a) in packed.iter().enumerate() {
-                    let b = &image[g * s.cin_g() * q.channel() + oy0 * wp..];
-                    // In place, only whole tiles: the image ends where the last row does.
-                    let whole = if bare { cols / nr * nr } else { cols };
-                    let tiles = whole.div_ceil(nr) * nr;
-                    // The micro-kernel reads `b` unchecked in release builds.
-                    assert!(
-                        b.len() >= last_tap + tiles,
-                        "direct conv {s:?}: short input"
-                    );
-                    let a = (&a.data[..], a.layout);
-                    // A 1×1 layer's taps are whole planes, each its own stream; the taps of a
-                    // larger kernel overlap, so their tile is a few cache lines read in place,
-                    // and a copy only cost time (ResNet-50's 7×7 stem 1.12–1.16× slower).
-                    let walk = if s.kh * s.kw == 1 {
-                        Walk::Packed
-                    } else {
-                        Walk::InPlace
-                    };
-                    gemm_panels(isa, a, s.k(), b, &offs, ypw, ldc, whole, false, walk);
-                    if whole < cols {
-                        let rest = cols - whole;
-                        for (t, &o) in tail.chunks_exact_mut(nr).zip(&offs) {
-                            t[..rest].copy_from_slice(&b[o + whole..o + cols]);
-                        }
-                        let c = &mut ypw[whole..];
-                        gemm_panels(
-                            isa,
-                            a,
-                            s.k(),
-                            tail,
-                            &tail_offs,
-                            c,
-                            ldc,
-                            rest,
-                            false,
-                            Walk::InPlace,
-                        );
-                    }
-                    // Without excess columns a channel's rows are one run in both buffers:
-                    // one call instead of one per row (rows of 7 or 14 values at batch 1).
-                    let (run, runs) = if wp == wo {
-                        ((oy1 - oy0) * wo, 1)
-                    } else {
-                        (wo, oy1 - oy0)
-                    };
-                    for co in 0..s.cout_g() {
-                        let c = g * s.cout_g() + co;
-                        for r in 0..runs {
-                            let (oy, src) = (oy0 + r, co * ldc + r * wp);
-                            // SAFETY: rows `oy..` of channel `c` of image `i` are inside `y`
-                            // (asserted length) and belong to this task's rows alone.
-                            let dst = unsafe { out.rows(i * out_image + (c * ho + oy) * wo, run) };
-                            emit(epi.as_ref(), c, dst, &ypw[src..src + run]);
-                        }
-                        if let Some(e) = &epi {
-                            let at = i * out_image + (c * ho + oy0) * wo;
-                            // SAFETY: as above; the loop above wrote all these rows.
-                            unsafe { e.activate(out.rows(at, (oy1 - oy0) * wo)) };
-                        }
-                    }
-                }
+                rows_task(xpad, tail, i, oy0, oy1)
             })
         },
     );
@@ -817,6 +822,49 @@ thread_local! {
     /// much as a tenth of a 1×1 layer's products at batch 1 (a 56×56 map's rows for 256
     /// channels are 1.6 MB).
     static PRODUCTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+thread_local! {
+    /// Each thread's padded inputs of the direct kernels, by layout ([`padded_key`]), the most
+    /// recently used first. [`pad_image_rows`] writes only the image's own positions, so the
+    /// padding a buffer was zeroed with stays zero for every later input of its layout: at
+    /// batch 1 with a layer's rows split in two, zeroing a fresh buffer per task cost more than
+    /// the copy of the task's rows into it.
+    static PADDED: std::cell::RefCell<Vec<(ConvShape, Vec<f32>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Layouts each thread keeps a padded buffer for: a ResNet stage alternates between two or
+/// three.
+const PADDED_KEPT: usize = 4;
+
+/// What the layout of [`pad_image_rows`]'s buffer depends on: `s` without its batch, output
+/// channels and groups, with the micro-kernel's tile width in `cout`.
+fn padded_key(s: &ConvShape, nr: usize) -> ConvShape {
+    ConvShape {
+        batch: 0,
+        cout: nr,
+        groups: 1,
+        ..*s
+    }
+}
+
+/// `f` on this thread's padded buffer for `s`'s input: zero outside the image, and inside it
+/// whatever rows earlier calls wrote (taken out of its slot, so a nested call on the same
+/// thread gets a buffer of its own).
+fn with_padded<R>(s: &ConvShape, nr: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let key = padded_key(s, nr);
+    let kept = PADDED.with_borrow_mut(|kept| {
+        let at = kept.iter().position(|(k, _)| *k == key)?;
+        Some(kept.remove(at).1)
+    });
+    let mut buf = kept.unwrap_or_else(|| vec![0f32; padded_len(s, nr)]);
+    let r = f(&mut buf);
+    PADDED.with_borrow_mut(|kept| {
+        kept.insert(0, (key, buf));
+        kept.truncate(PADDED_KEPT);
+    });
+    r
 }
 
 /// `f` on `len` values of this thread's product buffer, whatever earlier calls left there
@@ -1177,4 +1225,71 @@ fn backward_weight_im2col<'a>(
         }
         dw
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task reads only the padded rows it wrote: NaN that an earlier input of the same layout
+    /// left inside the thread's kept buffer never reaches the output. On one thread, so that
+    /// every task finds the NaN rows its predecessors did not overwrite.
+    #[test]
+    fn stale_rows_of_a_kept_padded_buffer_never_reach_the_output() {
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let isa = simd::isa();
+        for (cin, hw, cout, k, stride, pad) in [
+            (16, 32, 16, 3, 1, 1),
+            (16, 32, 32, 3, 2, 1),
+            (3, 40, 16, 7, 2, 3),
+            (8, 16, 16, 1, 2, 0),
+        ] {
+            let s = ConvShape {
+                batch: 1,
+                cin,
+                h: hw,
+                w: hw,
+                cout,
+                kh: k,
+                kw: k,
+                stride: [stride; 2],
+                pad: [(pad, pad); 2],
+                dilation: [1, 1],
+                groups: 1,
+            };
+            assert!(s.direct() && !s.reads_input(), "{s:?}");
+            let x: Vec<f32> = (0..cin * hw * hw)
+                .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let w: Vec<f32> = (0..cout * s.k())
+                .map(|i| (i * 104_729 % 1000) as f32 / 5000.0 - 0.1)
+                .collect();
+            let packed = [pack_weight(&s, &w, 0)];
+            let nan = vec![f32::NAN; x.len()];
+            let run = |parts| {
+                let mut y = vec![MaybeUninit::uninit(); s.cout * s.ho() * s.wo()];
+                forward_direct_rows(isa, &s, &x, &packed, &mut y, None, parts);
+                // SAFETY: the forward writes every output value.
+                y.into_iter()
+                    .map(|v| unsafe { v.assume_init() })
+                    .collect::<Vec<f32>>()
+            };
+            one.install(|| {
+                let want = run(1);
+                assert!(want.iter().all(|v| v.is_finite()), "{s:?}");
+                for parts in [2, 3, s.ho()] {
+                    with_padded(&s, isa.nr(), |b| pad_image(&s, &nan, b));
+                    let got = run(parts);
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{s:?} in {parts} parts");
+                }
+            });
+        }
+    }
 }
