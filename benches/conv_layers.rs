@@ -24,20 +24,7 @@ fn cpu_ns() -> u64 {
 
 /// `kernel` 3 (padding 1) or 1 (padding 0); `hw` is the input side.
 fn shape(batch: usize, c: usize, hw: usize, k: usize, kernel: usize, stride: usize) -> ConvShape {
-    let pad = kernel / 2;
-    ConvShape {
-        batch,
-        cin: c,
-        h: hw,
-        w: hw,
-        cout: k,
-        kh: kernel,
-        kw: kernel,
-        stride: [stride, stride],
-        pad: [(pad, pad), (pad, pad)],
-        dilation: [1, 1],
-        groups: 1,
-    }
+    ConvShape::square(batch, (c, hw, k), (kernel, stride, kernel / 2))
 }
 
 /// The gemm micro-kernel alone on in-cache operands: the ceiling every path shares.

@@ -194,19 +194,7 @@ fn zoo_shapes_match_burn() {
             (2, 16, 20, 24, 1, 2, 0),
         ];
         for (batch, cin, hw, cout, k, stride, pad) in shapes {
-            let s = ConvShape {
-                batch,
-                cin,
-                h: hw,
-                w: hw,
-                cout,
-                kh: k,
-                kw: k,
-                stride: [stride, stride],
-                pad: [(pad, pad), (pad, pad)],
-                dilation: [1, 1],
-                groups: 1,
-            };
+            let s = ConvShape::square(batch, (cin, hw, cout), (k, stride, pad));
             assert!(s.supported());
             let c = Case { s, bias: false };
             let x = Tensor::<4>::random(

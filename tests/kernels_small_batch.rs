@@ -55,19 +55,7 @@ const IMAGENET_224: [Layer; 6] = [
 ];
 
 fn shape(batch: usize, (cin, hw, cout, k, stride, pad): Layer) -> ConvShape {
-    ConvShape {
-        batch,
-        cin,
-        h: hw,
-        w: hw,
-        cout,
-        kh: k,
-        kw: k,
-        stride: [stride, stride],
-        pad: [(pad, pad), (pad, pad)],
-        dilation: [1, 1],
-        groups: 1,
-    }
+    ConvShape::square(batch, (cin, hw, cout), (k, stride, pad))
 }
 
 fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {

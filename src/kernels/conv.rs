@@ -1247,19 +1247,7 @@ mod tests {
             (3, 40, 16, 7, 2, 3),
             (8, 16, 16, 1, 2, 0),
         ] {
-            let s = ConvShape {
-                batch: 1,
-                cin,
-                h: hw,
-                w: hw,
-                cout,
-                kh: k,
-                kw: k,
-                stride: [stride; 2],
-                pad: [(pad, pad); 2],
-                dilation: [1, 1],
-                groups: 1,
-            };
+            let s = ConvShape::square(1, (cin, hw, cout), (k, stride, pad));
             assert!(s.direct() && !s.reads_input(), "{s:?}");
             let x: Vec<f32> = (0..cin * hw * hw)
                 .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)

@@ -20,6 +20,28 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
+    /// A square `k×k` convolution of `hw×hw` images, the same stride and padding on both axes,
+    /// no dilation, one group (the layers of the zoo's ResNets).
+    pub fn square(
+        batch: usize,
+        (cin, hw, cout): (usize, usize, usize),
+        (k, stride, pad): (usize, usize, usize),
+    ) -> ConvShape {
+        ConvShape {
+            batch,
+            cin,
+            h: hw,
+            w: hw,
+            cout,
+            kh: k,
+            kw: k,
+            stride: [stride, stride],
+            pad: [(pad, pad), (pad, pad)],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+
     pub fn ho(&self) -> usize {
         (self.h + self.pad[0].0 + self.pad[0].1 - self.dilation[0] * (self.kh - 1) - 1)
             / self.stride[0]
