@@ -825,12 +825,12 @@ thread_local! {
 }
 
 thread_local! {
-    /// Each thread's padded inputs of the direct kernels, by layout ([`padded_key`]), the most
+    /// Each thread's padded inputs of the direct kernels, by layout ([`PaddedKey`]), the most
     /// recently used first. [`pad_image_rows`] writes only the image's own positions, so the
     /// padding a buffer was zeroed with stays zero for every later input of its layout: at
     /// batch 1 with a layer's rows split in two, zeroing a fresh buffer per task cost more than
     /// the copy of the task's rows into it.
-    static PADDED: std::cell::RefCell<Vec<(ConvShape, Vec<f32>)>> =
+    static PADDED: std::cell::RefCell<Vec<(PaddedKey, Vec<f32>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -838,22 +838,21 @@ thread_local! {
 /// three.
 const PADDED_KEPT: usize = 4;
 
-/// What the layout of [`pad_image_rows`]'s buffer depends on: `s` without its batch, output
-/// channels and groups, with the micro-kernel's tile width in `cout`.
-fn padded_key(s: &ConvShape, nr: usize) -> ConvShape {
-    ConvShape {
-        batch: 0,
-        cout: nr,
-        groups: 1,
-        ..*s
-    }
-}
+/// What the layout of [`pad_image_rows`]'s buffer depends on: the shape but for its batch,
+/// output channels and groups, and the micro-kernel's tile width ([`padded_len`]'s slack).
+type PaddedKey = (ConvShape, usize);
 
 /// `f` on this thread's padded buffer for `s`'s input: zero outside the image, and inside it
 /// whatever rows earlier calls wrote (taken out of its slot, so a nested call on the same
 /// thread gets a buffer of its own).
 fn with_padded<R>(s: &ConvShape, nr: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let key = padded_key(s, nr);
+    let layout = ConvShape {
+        batch: 0,
+        cout: 0,
+        groups: 1,
+        ..*s
+    };
+    let key = (layout, nr);
     let kept = PADDED.with_borrow_mut(|kept| {
         let at = kept.iter().position(|(k, _)| *k == key)?;
         Some(kept.remove(at).1)
