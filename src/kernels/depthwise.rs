@@ -12,6 +12,10 @@
 //! The `Wq − Wo` excess columns per row are dropped on the way out. Any padding works,
 //! TensorFlow's asymmetric "same" included.
 //!
+//! The forward pass of maps up to 28 wide runs in [`super::depthwise_lanes`] instead, sixteen
+//! channels side by side in the lanes: there the flat rows' excess columns and the per-plane
+//! copies cost more than the multiply-adds. Both layouts give the same bits.
+//!
 //! - Input gradient, stride 1: the same forward with the flipped kernel over the output
 //!   gradient. Strided: each tap's row of products is added back into a phase buffer (the
 //!   adjoint of the forward's reads), which is then read out without its padding.
@@ -25,6 +29,7 @@ use rayon::prelude::*;
 
 use super::activation::{Activation, OutputAct};
 use super::copy::{copy_row, copy_row_to};
+use super::depthwise_lanes;
 use super::shape::ConvShape;
 use super::simd;
 
@@ -314,6 +319,18 @@ fn forward_with(
     w: &[f32],
     epi: Option<Epilogue>,
 ) -> (Vec<f32>, Vec<f32>) {
+    forward_layout(s, x, w, epi, depthwise_lanes::applies(s))
+}
+
+/// [`forward_with`] in the lane layout ([`depthwise_lanes`]) or the plane layout ([`Plane`]):
+/// the same values either way.
+pub(super) fn forward_layout(
+    s: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    epi: Option<Epilogue>,
+    lanes: bool,
+) -> (Vec<f32>, Vec<f32>) {
     assert!(applies(s), "not a depthwise convolution {s:?}");
     assert_eq!(x.len(), s.batch * s.cin * s.h * s.w);
     assert_eq!(w.len(), s.cout * s.kh * s.kw);
@@ -326,11 +343,26 @@ fn forward_with(
     if len == 0 {
         return (y, means);
     }
+    let out = OutPtr(y.spare_capacity_mut().as_mut_ptr());
+    let per_plane = 1.0 / (ho * wo) as f32;
+    if lanes {
+        depthwise_lanes::forward(isa, s, x, w, epi, out);
+        // SAFETY: every plane, so all `len` values, was written above.
+        unsafe { y.set_len(len) };
+        // The planes' means (the excitation's pool) as the plane layout sums them, while the
+        // small planes are still in cache.
+        let hw = ho * wo;
+        means
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(planes.div_ceil(2 * rayon::current_num_threads()).max(1))
+            // SAFETY: the CPU has `isa`.
+            .for_each(|(p, m)| *m = unsafe { sum(isa, &y[p * hw..][..hw]) } * per_plane);
+        return (y, means);
+    }
     let q = Plane::new(s);
     let offs = q.offsets();
     let k = s.kh * s.kw;
-    let out = OutPtr(y.spare_capacity_mut().as_mut_ptr());
-    let per_plane = 1.0 / (ho * wo) as f32;
     // A task's buffers are allocated and zeroed once per rayon split: a few planes per split
     // keeps that small beside the planes' own work when the maps are small.
     let min_len = planes.div_ceil(8 * rayon::current_num_threads()).max(1);

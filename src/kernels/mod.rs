@@ -49,6 +49,7 @@ pub mod batch_norm;
 pub mod conv;
 mod copy;
 pub mod depthwise;
+mod depthwise_lanes;
 mod flex;
 mod gemm;
 pub mod grouped;
@@ -62,6 +63,7 @@ pub mod sgd;
 pub mod shape;
 pub mod shortcut;
 pub mod simd;
+mod transpose;
 pub mod weight_gemm;
 pub mod winograd;
 
