@@ -1,5 +1,5 @@
-//! Wall time of each distinct convolution of ResNet-50 (224×224) and resnet20 (32×32), and of
-//! SENet-154's and DPN-92's grouped layers, at one batch size, with the BatchNorm+ReLU epilogue and the weights kept packed as `meal bench
+//! Wall time of each distinct convolution of ResNet-50 (224×224) and resnet20 (32×32), of
+//! SENet-154's and DPN-92's grouped layers and EfficientNet-B0's depthwise ones, at one batch size, with the BatchNorm+ReLU epilogue and the weights kept packed as `meal bench
 //! --latency` runs them, on the global pool and on one thread: the ratio says how much of the
 //! second core a layer's split uses.
 //!
@@ -11,6 +11,7 @@
 //! BATCH=8 ONLY=resnet50 REPS=20 cargo run --release --example conv_latency
 //! LAYER="l4 1x1" ONE=0 cargo run --release --example conv_latency   # some layers, no 1-thread run
 //! BATCH=8 ONLY=senet154 LAYER=g3x3 cargo run --release --example conv_latency  # grouped layers
+//! ONLY=efficientnet_b0 ONE=0 cargo run --release --example conv_latency  # depthwise layers
 //! MODEL=resnet50 REPS=10 cargo run --release --example conv_latency # the whole eval forward
 //! ```
 
@@ -76,6 +77,24 @@ const SENET154: [Layer; 12] = [
     ("l3 ds 3x3/2 512>1024", 512, 28, 1024, 3, 2, 1, 1),
 ];
 
+/// EfficientNet-B0's depthwise convolutions at 224×224 (one group per channel; the padding is
+/// `k / 2` on each side where the model pads TensorFlow's "same", one column and row fewer at
+/// the top and left of the strided ones).
+const EFFICIENTNET_B0: [Layer; 12] = [
+    ("dw3 32 112", 32, 112, 32, 3, 1, 32, 1),
+    ("dw3/2 96 112", 96, 112, 96, 3, 2, 96, 1),
+    ("dw3 144 56", 144, 56, 144, 3, 1, 144, 1),
+    ("dw5/2 144 56", 144, 56, 144, 5, 2, 144, 1),
+    ("dw5 240 28", 240, 28, 240, 5, 1, 240, 1),
+    ("dw3/2 240 28", 240, 28, 240, 3, 2, 240, 1),
+    ("dw3 480 14", 480, 14, 480, 3, 1, 480, 2),
+    ("dw5 480 14", 480, 14, 480, 5, 1, 480, 1),
+    ("dw5 672 14", 672, 14, 672, 5, 1, 672, 2),
+    ("dw5/2 672 14", 672, 14, 672, 5, 2, 672, 1),
+    ("dw5 1152 7", 1152, 7, 1152, 5, 1, 1152, 3),
+    ("dw3 1152 7", 1152, 7, 1152, 3, 1, 1152, 1),
+];
+
 /// DPN-92's (CIFAR form) grouped 3×3 convolutions: 32 groups of 3, 6 and 12 channels.
 const DPN92: [Layer; 4] = [
     ("s1 g3x3 96", 96, 32, 96, 3, 1, 32, 3),
@@ -138,7 +157,10 @@ fn time_layer(batch: usize, l: &Layer, reps: usize) -> (f64, f64) {
             meal::kernels::activation::OutputAct::Relu,
             opts.clone(),
         );
-        y.sum().into_scalar()
+        // One value, not a sum: a reduction over a batch-8 56×56 output was an eighth of the
+        // layer's time, and ONNX Runtime's per-node profile (scripts/bench/ort_nodes.py) does
+        // not count one.
+        y.slice([0..1, 0..1, 0..1, 0..1]).into_scalar()
     })
 }
 
@@ -178,8 +200,9 @@ fn main() {
         .num_threads(1)
         .build()
         .unwrap();
-    let nets: [(&str, Vec<Layer>); 4] = [
+    let nets: [(&str, Vec<Layer>); 5] = [
         ("dpn92", DPN92.to_vec()),
+        ("efficientnet_b0", EFFICIENTNET_B0.to_vec()),
         ("resnet50", [&RESNET50[..], &RESNET50_L4[..]].concat()),
         ("resnet20", RESNET20.to_vec()),
         ("senet154", SENET154.to_vec()),
