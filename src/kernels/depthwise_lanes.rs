@@ -28,7 +28,7 @@ const LANES: usize = 16;
 
 /// Widest input this layout takes. In-process alternation on the Zen 4 machine (two cores,
 /// EfficientNet-B0's and MobileNetV3's layers, lanes / planes): 0.47–0.58 at 7×7, 0.70–0.91 at
-/// 14×14, 0.71–0.88 from 28×28; from 56×56 0.86–1.08 at batch 8 but 1.08–1.51 at batch 1,
+/// 14×14, 0.71–0.88 from 28×28; from 56×56 0.86–1.05 at batch 8 but 1.08–1.51 at batch 1,
 /// where a block's buffers outgrow the second-level cache and a few blocks leave a core idle.
 const MAX_W: usize = 28;
 
@@ -129,12 +129,7 @@ pub(super) fn forward(
             let first = i * c + c0;
             // Lanes `n..` keep whatever an earlier block left there: they are computed and
             // dropped. The padding is never written, so it stays zero.
-            to_lanes(
-                isa,
-                &x[first * plane_in..][..n * plane_in],
-                &at.fill,
-                padded,
-            );
+            to_lanes(isa, &x[first * plane_in..], n, &at.fill, padded);
             let mut scale = [0f32; LANES];
             let mut shift = [0f32; LANES];
             for l in 0..n {
@@ -159,39 +154,57 @@ pub(super) fn forward(
         });
 }
 
-/// The planes `x` (`n ≤ LANES` of them, `fill.len()` values each) into lanes `0..n` of
-/// `padded`, value `q` of plane `l` at `fill[q] + l`: eight planes by eight positions at a
-/// time ([`transpose::block8`]), the rest value by value.
-fn to_lanes(isa: Isa, x: &[f32], fill: &[usize], padded: &mut [f32]) {
-    let plane = fill.len();
-    let n = x.len() / plane;
-    let whole = plane / 8 * 8;
-    assert!(fill.iter().all(|&f| f + LANES <= padded.len()));
-    let (src, dst) = (x.as_ptr(), padded.as_mut_ptr());
+/// Calls `block(l0, q)` for every whole block of eight lanes `l0..l0 + 8` by eight positions
+/// `q..q + 8` of `n` lanes by `len` positions, and `one(l, q)` for every value outside them:
+/// the walk both moves between planes and lanes take.
+fn by_blocks(
+    n: usize,
+    len: usize,
+    mut block: impl FnMut(usize, usize),
+    mut one: impl FnMut(usize, usize),
+) {
+    let whole = len / 8 * 8;
     for l0 in (0..n).step_by(8) {
         let from = if n - l0 >= 8 {
             for q in (0..whole).step_by(8) {
-                // SAFETY: planes `l0..l0 + 8` hold positions `q..q + 8` (`whole ≤ plane`),
-                // and each `fill[q + j] + l0 + 8 ≤ fill[q + j] + LANES` lies inside `padded`
-                // (asserted); the eight positions are distinct, so no two rows overlap.
-                unsafe {
-                    transpose::block8(
-                        isa,
-                        std::array::from_fn(|i| src.add((l0 + i) * plane + q)),
-                        std::array::from_fn(|j| dst.add(fill[q + j] + l0)),
-                    )
-                };
+                block(l0, q);
             }
             whole
         } else {
             0
         };
         for l in l0..n.min(l0 + 8) {
-            for q in from..plane {
-                padded[fill[q] + l] = x[l * plane + q];
+            for q in from..len {
+                one(l, q);
             }
         }
     }
+}
+
+/// The `n ≤ LANES` planes `x` (`fill.len()` values each) into lanes `0..n` of `padded`, value
+/// `q` of plane `l` at `fill[q] + l`, eight planes by eight positions at a time
+/// ([`transpose::block8`]).
+fn to_lanes(isa: Isa, x: &[f32], n: usize, fill: &[usize], padded: &mut [f32]) {
+    let plane = fill.len();
+    assert!(n <= LANES && x.len() >= n * plane);
+    assert!(fill.iter().all(|&f| f + LANES <= padded.len()));
+    let (src, dst) = (x.as_ptr(), padded.as_mut_ptr());
+    by_blocks(
+        n,
+        plane,
+        // SAFETY: planes `l0..l0 + 8` hold positions `q..q + 8`, and each `fill[q + j] + l0 +
+        // 8 ≤ fill[q + j] + LANES` lies inside `padded` (asserted); positions are `LANES`
+        // apart there, so no two rows overlap.
+        |l0, q| unsafe {
+            transpose::block8(
+                isa,
+                std::array::from_fn(|i| src.add((l0 + i) * plane + q)),
+                std::array::from_fn(|j| dst.add(fill[q + j] + l0)),
+            )
+        },
+        // SAFETY: as above, one value.
+        |l, q| unsafe { *dst.add(fill[q] + l) = *src.add(l * plane + q) },
+    );
 }
 
 /// Lanes `0..n` of `tile` (`hw` positions of [`LANES`]) out to planes `first..first + n` of
@@ -200,33 +213,23 @@ fn to_lanes(isa: Isa, x: &[f32], fill: &[usize], padded: &mut [f32]) {
 /// # Safety
 /// Planes `first..first + n` (`hw` values each) lie inside `out`, and nothing else writes them.
 unsafe fn from_lanes(isa: Isa, tile: &[f32], n: usize, hw: usize, out: OutPtr, first: usize) {
-    assert!(tile.len() >= hw * LANES);
-    let whole = hw / 8 * 8;
+    assert!(n <= LANES && tile.len() >= hw * LANES);
     let src = tile.as_ptr();
-    for l0 in (0..n).step_by(8) {
-        let from = if n - l0 >= 8 {
-            for q in (0..whole).step_by(8) {
-                // SAFETY: positions `q..q + 8` of `tile` hold lanes `l0..l0 + 8`; planes
-                // `first + l0..` hold positions `q..q + 8` (the caller's contract).
-                unsafe {
-                    transpose::block8(
-                        isa,
-                        std::array::from_fn(|j| src.add((q + j) * LANES + l0)),
-                        std::array::from_fn(|i| out.at((first + l0 + i) * hw + q)),
-                    )
-                };
-            }
-            whole
-        } else {
-            0
-        };
-        for l in l0..n.min(l0 + 8) {
-            for q in from..hw {
-                // SAFETY: the caller's contract.
-                unsafe { *out.at((first + l) * hw + q) = tile[q * LANES + l] };
-            }
-        }
-    }
+    by_blocks(
+        n,
+        hw,
+        // SAFETY: positions `q..q + 8` of `tile` hold lanes `l0..l0 + 8`; planes `first +
+        // l0..` hold positions `q..q + 8` (the caller's contract).
+        |l0, q| unsafe {
+            transpose::block8(
+                isa,
+                std::array::from_fn(|j| src.add((q + j) * LANES + l0)),
+                std::array::from_fn(|i| out.at((first + l0 + i) * hw + q)),
+            )
+        },
+        // SAFETY: as above, one value.
+        |l, q| unsafe { *out.at((first + l) * hw + q) = *src.add(q * LANES + l) },
+    );
 }
 
 /// Every output position's sums: `tile[q·LANES + l] = Σ_t wt[t·LANES + l] ·
