@@ -113,36 +113,37 @@ pub(super) fn forward(
     let plane_in = s.h * s.w;
     let at = Layout::new(s, positions_per(isa));
     let blocks = c.div_ceil(LANES);
-    let init = || {
-        (
-            Aligned::new(at.len),
-            Aligned::new(at.bases.len() * LANES),
-            Aligned::new(k * LANES),
-        )
-    };
+    // Each block's taps lane by lane (`[block][tap][LANES]`) and its affine, packed once per
+    // call rather than once per image; lanes past the last channel stay zero.
+    let mut packed = Aligned::new(blocks * k * LANES);
+    let wt_all = packed.get();
+    let mut affines = vec![([0f32; LANES], [0f32; LANES]); if epi.is_some() { blocks } else { 0 }];
+    for (ch, taps) in w.chunks_exact(k).enumerate() {
+        let (b, l) = (ch / LANES, ch % LANES);
+        for (t, &v) in taps.iter().enumerate() {
+            wt_all[(b * k + t) * LANES + l] = v;
+        }
+        if let Some(e) = &epi {
+            affines[b].0[l] = e.scale[ch];
+            affines[b].1[l] = e.shift[ch];
+        }
+    }
+    let wt_all: &[f32] = wt_all;
+    let (relu, act) = epi.map_or((false, None), |e| e.act.split());
+    let init = || (Aligned::new(at.len), Aligned::new(at.bases.len() * LANES));
     (0..s.batch * blocks)
         .into_par_iter()
-        .for_each_init(init, |(padded, tile, wt), task| {
-            let (padded, tile, wt) = (padded.get(), tile.get(), wt.get());
-            let (i, c0) = (task / blocks, task % blocks * LANES);
+        .for_each_init(init, |(padded, tile), task| {
+            let (padded, tile) = (padded.get(), tile.get());
+            let (i, b) = (task / blocks, task % blocks);
+            let c0 = b * LANES;
             let n = LANES.min(c - c0);
             let first = i * c + c0;
             // Lanes `n..` keep whatever an earlier block left there: they are computed and
             // dropped. The padding is never written, so it stays zero.
             to_lanes(isa, &x[first * plane_in..], n, &at.fill, padded);
-            let mut scale = [0f32; LANES];
-            let mut shift = [0f32; LANES];
-            for l in 0..n {
-                for t in 0..k {
-                    wt[t * LANES + l] = w[(c0 + l) * k + t];
-                }
-                if let Some(e) = &epi {
-                    scale[l] = e.scale[c0 + l];
-                    shift[l] = e.shift[c0 + l];
-                }
-            }
-            let (relu, act) = epi.map_or((false, None), |e| e.act.split());
-            let affine = epi.map(|_| (&scale, &shift, relu));
+            let wt = &wt_all[b * k * LANES..][..k * LANES];
+            let affine = affines.get(b).map(|(scale, shift)| (scale, shift, relu));
             positions(isa, padded, &at.bases, &at.offs, wt, tile, affine);
             if let Some(act) = act {
                 // The hard-swish or SiLU over the whole tile, in cache: the same expressions
