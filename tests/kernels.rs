@@ -527,6 +527,11 @@ fn conv_with_affine_epilogue_matches_conv_then_affine() {
             (1, 300, 50, 9, 1, 1),
             (1, 24, 40, 16, 1, 1),
             (2, 8, 7, 10, 1, 1),
+            // The activation in the gemm's stored tiles and its column kernel: a 7×7 map's
+            // 49th column, half a 14×14 map's last two, an odd channel count (a padding row).
+            (1, 32, 24, 7, 1, 1),
+            (1, 16, 12, 14, 1, 1),
+            (1, 16, 7, 7, 1, 1),
         ] {
             let x = normal(&mut rng, [b, cin, hw, hw], 0.0, 1.0, &device);
             let w = normal(&mut rng, [cout, cin, k, k], 0.0, 0.3, &device);

@@ -228,6 +228,35 @@ pub fn forward_in_place(act: Activation, x: &mut [f32]) {
         .for_each(|c| unsafe { forward_isa(isa, act, c) });
 }
 
+#[inline(always)]
+unsafe fn tile_inner(act: Activation, c: *mut f32, ld: usize, rows: usize, width: usize) {
+    for m in 0..rows {
+        // SAFETY: the caller's contract (`forward_tile`).
+        let run = unsafe { std::slice::from_raw_parts_mut(c.add(m * ld), width) };
+        forward_inner(act, run);
+    }
+}
+
+isa_versions!(tile_isa, tile_inner, (act: Activation, c: *mut f32, ld: usize, rows: usize, width: usize));
+
+/// `act` over `rows` runs of `width` values, `ld` apart from `c`: a tile the gemm has just
+/// stored, still in the first-level cache. The values are [`forward_row`]'s.
+///
+/// # Safety
+/// `isa` is this CPU's (or below it), and every run is valid for reads and writes and
+/// touched by no one else meanwhile.
+pub(super) unsafe fn forward_tile(
+    isa: simd::Isa,
+    act: Activation,
+    c: *mut f32,
+    ld: usize,
+    rows: usize,
+    width: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe { tile_isa(isa, act, c, ld, rows, width) }
+}
+
 /// `x = act(x)` in place on the calling thread: a row an output pass has just written.
 pub(super) fn forward_row(act: Activation, x: &mut [f32]) {
     // SAFETY: `simd::isa` is this CPU's.

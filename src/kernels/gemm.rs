@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use super::activation;
 use super::simd::{self, GemmArgs, Isa, PanelLayout, RowAffine};
 
 /// The left operand of a gemm: `rows × k` packed panel after panel (see [`PanelLayout`]), zero
@@ -238,6 +239,7 @@ fn panel_epilogue(epi: Option<RowAffine>, r0: usize, last: bool) -> Option<RowAf
         scale: &e.scale[r0..],
         shift: &e.shift[r0..],
         relu: e.relu,
+        act: e.act,
     })
 }
 
@@ -278,6 +280,12 @@ unsafe fn micro_tile(
             Some(_) => simd::gemm_narrow(isa, &args),
         }
     };
+    if let Some(act) = args.epi.and_then(|e| e.act) {
+        let width = narrow.map_or(isa.nr(), |n| n * isa.width());
+        // SAFETY: the kernel has just stored these `mr` runs of `width` values (whole tiles),
+        // which the caller's contract gives to this call alone.
+        unsafe { activation::forward_tile(isa, act, args.c, ldc, mr, width) };
+    }
 }
 
 /// The most last columns (past the whole tiles) [`tail_columns`] computes: a 7×7 map's 49th, the
@@ -458,6 +466,7 @@ mod tests {
             scale,
             shift,
             relu: true,
+            act: None,
         });
         // SAFETY: `c` holds every panel's rows up to the last tile (asserted).
         unsafe {

@@ -111,6 +111,7 @@ fn forward_with(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> V
                     scale: &scale[g * rows..(g + 1) * rows],
                     shift: &shift[g * rows..(g + 1) * rows],
                     relu: *relu,
+                    act: None,
                 });
                 // SAFETY: `prod` holds `rows` rows of `ldc ≥` the last tile's end.
                 unsafe {

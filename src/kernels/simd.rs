@@ -11,6 +11,8 @@
 //! (the buffers carry zeroed slack), so the loops never need a masked tail.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::activation::{Activation, OutputAct};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Rows of the output one dot-product tile covers (weight-gradient kernel), and the narrow
@@ -238,6 +240,10 @@ pub struct RowAffine<'a> {
     pub scale: &'a [f32],
     pub shift: &'a [f32],
     pub relu: bool,
+    /// The hard-swish or SiLU after the affine map: the tile kernels leave it to their caller,
+    /// which runs it over each tile they store (`gemm::micro_tile`); the column kernel applies
+    /// it value by value. The same expressions as the separate pass, so the same bits.
+    pub act: Option<Activation>,
 }
 
 /// The bounds of [`GemmArgs`] for tiles `cols` columns wide (debug builds only).
@@ -488,7 +494,7 @@ fn dot_portable(args: &DotArgs) -> [f32; MR * JR] {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{DotArgs, GemmArgs, JR, MR, TAIL_PANELS, TailArgs};
+    use super::{DotArgs, GemmArgs, JR, MR, OutputAct, TAIL_PANELS, TailArgs};
     use std::arch::x86_64::*;
 
     /// One gemm micro-kernel per vector type: M rows × NV vectors of accumulators.
@@ -688,6 +694,9 @@ mod x86 {
                             r = r * e.scale[m] + e.shift[m];
                             if e.relu {
                                 r = if 0.0 > r { 0.0 } else { r };
+                            }
+                            if let Some(act) = e.act {
+                                r = OutputAct::Fused(act).apply(r);
                             }
                         }
                         *p = r;
@@ -1037,6 +1046,7 @@ pub(super) mod tests {
                     scale: &scale,
                     shift: &shift,
                     relu,
+                    act: None,
                 };
                 let args = |c: &mut Vec<f32>, epi| GemmArgs {
                     mr,
