@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import os
+import tempfile
 
 import numpy as np
 import onnxruntime as ort
@@ -44,6 +45,8 @@ def main():
     so = ort.SessionOptions()
     so.intra_op_num_threads = a.threads
     so.enable_profiling = True
+    # In the temporary folder, so that a failed run leaves nothing in the working tree.
+    so.profile_file_prefix = os.path.join(tempfile.gettempdir(), "ort_nodes")
     s = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((a.batch, 3, a.side, a.side), dtype=np.float32)
     name = s.get_inputs()[0].name
