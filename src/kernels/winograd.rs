@@ -101,8 +101,17 @@ pub fn shape_fits(s: &ConvShape) -> bool {
 /// outweighs what the tiles save (single-image inference on 8×8 and 4×4 maps).
 const MIN_PIXELS: usize = 256;
 
+/// The bound for layers of at least [`WIDE_CHANNELS`] channels on both sides: with the kernel
+/// transform kept between calls (`kernels::prepared`), a single 14×14 image's sixteen tiles
+/// pay for the transforms there. ResNet-50's 256-channel 3×3 layers at batch 1 took 0.74 of
+/// the direct path's time with their weights in cache and 0.94 with them cold (the same
+/// layers at 128 channels 1.08–1.27, hence the bound); the whole batch-1 forward 0.96–1.00.
+const MIN_PIXELS_WIDE: usize = 196;
+const WIDE_CHANNELS: usize = 256;
+
 fn enough_tiles(s: &ConvShape) -> bool {
-    s.batch * s.h * s.w >= MIN_PIXELS
+    let wide = s.cin.min(s.cout) >= WIDE_CHANNELS;
+    s.batch * s.h * s.w >= if wide { MIN_PIXELS_WIDE } else { MIN_PIXELS }
 }
 
 /// Tile grid of the batch: `th × tw` tiles of `m×m` outputs per image (the last row/column may
