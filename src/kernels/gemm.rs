@@ -172,33 +172,38 @@ pub(super) unsafe fn gemm_rows_to(
             )
         };
     }
+    // The narrow tiles, if any, as one more column block.
+    let all = blocks + usize::from(narrow > 0);
+    // One micro-kernel call: `panel` over the reduction block from `k0`, column tile `nb`.
+    let tile = |panel: (usize, usize), k0: usize, nb: usize| {
+        let kc = KC.min(k - k0);
+        let n0 = nb * nr;
+        // SAFETY: `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed by the
+        // callers' slack; `c`'s is the contract.
+        unsafe {
+            micro_tile(
+                isa,
+                (a, k, panel),
+                (k0, kc),
+                (&b[n0..], &offs[k0..k0 + kc]),
+                (cp, ldc, n0),
+                (nb >= blocks).then_some(narrow),
+                accumulate,
+                epi,
+            )
+        };
+    };
     // One or two column tiles against a long reduction (a deep layer's small map at batch 1):
     // the weights are the stream, each value used for those few tiles only. Each panel then
     // runs its whole reduction before the next, so `A` is read in one run per panel, which the
     // kernel's prefetch and the hardware's follow; block by block across the panels, every
     // block's first lines came unasked (resnet18_cifar batch 1: 0.945 of the time this way,
     // its 512-channel 4×4 layers with cold weights 0.86). The same sums in the same order.
-    // The narrow tiles, if any, as one more column block.
-    let all = blocks + usize::from(narrow > 0);
     if all <= 2 && k > KC {
         for panel in panels_in(layout, &rows) {
             for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
                 for nb in 0..all {
-                    let n0 = nb * nr;
-                    // SAFETY: as `tile` below: the caller's contract, and `b`'s slack.
-                    unsafe {
-                        micro_tile(
-                            isa,
-                            (a, k, panel),
-                            (k0, kc),
-                            (&b[n0..], &offs[k0..k0 + kc]),
-                            (cp, ldc, n0),
-                            (nb >= blocks).then_some(narrow),
-                            accumulate,
-                            epi,
-                        )
-                    };
+                    tile(panel, k0, nb);
                 }
             }
         }
@@ -227,36 +232,17 @@ pub(super) unsafe fn gemm_rows_to(
     // from L2; otherwise one `KC × nr` slice of `B` serves every panel.
     let panels_outer = walk == Walk::PanelsFirst || layout.rows > cols.div_ceil(nr) * nr;
     for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
-        let tile = |panel: (usize, usize), nb: usize| {
-            let n0 = nb * nr;
-            let narrow = (nb >= blocks).then_some(narrow);
-            // SAFETY: `b`'s extent is checked by `simd::gemm` in debug builds and guaranteed
-            // by the callers' slack; `c`'s is the contract.
-            unsafe {
-                micro_tile(
-                    isa,
-                    (a, k, panel),
-                    (k0, kc),
-                    (&b[n0..], &offs[k0..k0 + kc]),
-                    (cp, ldc, n0),
-                    narrow,
-                    accumulate,
-                    epi,
-                )
-            };
-        };
         let panels = || panels_in(layout, &rows);
         if panels_outer {
             for p in panels() {
                 for nb in 0..all {
-                    tile(p, nb);
+                    tile(p, k0, nb);
                 }
             }
         } else {
             for nb in 0..all {
                 for p in panels() {
-                    tile(p, nb);
+                    tile(p, k0, nb);
                 }
             }
         }

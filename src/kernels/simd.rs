@@ -11,9 +11,9 @@
 //! (the buffers carry zeroed slack), so the loops never need a masked tail.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use super::activation::{Activation, OutputAct};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Rows of the output one dot-product tile covers (weight-gradient kernel), and the narrow
 /// gemm panel.
@@ -538,9 +538,10 @@ mod x86 {
                             let ap = a.add(k * M);
                             // `A` (the weights) some 2 KiB ahead: at batch 1 a deep layer's
                             // weights stream from memory and feed only a tile or two of
-                            // columns each, and the hardware's prefetch alone left the
-                            // multiply-adds waiting on them (resnet18_cifar batch 1: 0.86 of
-                            // the time with it). A prefetch past the panel's end is harmless.
+                            // columns each, and with the hardware's prefetch alone the
+                            // multiply-adds waited on them (this one took resnet18_cifar's
+                            // batch-1 forward to 0.86 of its time). A prefetch past the
+                            // panel's end is harmless.
                             _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(A_AHEAD) as *const i8);
                             for m in 0..M {
                                 let av = $set1(*ap.add(m));
