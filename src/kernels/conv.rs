@@ -17,6 +17,7 @@
 //! one is a gemm into an im2col-shaped buffer followed by a scatter-add (col2im). The weight
 //! gradient is a sum of dot products over output positions.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -927,19 +928,26 @@ fn forward_im2col_panels(
     // The epilogue runs in the gemm, on each tile as it is stored, and the copy out is a plain
     // one: through the affine and a separate activation pass per channel and image (49 values
     // at 7×7), EfficientNet-B0's batch-8 forward took 1/0.977 of the time. Each group's
-    // affine, zero past its channels (the panels' padding rows).
-    let affines: Option<Vec<(Vec<f32>, Vec<f32>)>> = epi.as_ref().map(|e| {
-        (0..s.groups)
-            .map(|g| {
-                let pad = |v: &[f32]| {
-                    let mut p = v[g * s.cout_g()..(g + 1) * s.cout_g()].to_vec();
-                    p.resize(rows, 0.0);
-                    p
-                };
-                (pad(e.scale), pad(e.shift))
+    // affine spans the panels' rows, zero past its channels where they pad.
+    let scales = epi
+        .as_ref()
+        .map_or(Vec::new(), |e| per_group(e.scale, s, rows));
+    let shifts = epi
+        .as_ref()
+        .map_or(Vec::new(), |e| per_group(e.shift, s, rows));
+    let affines: Vec<Option<RowAffine>> = (0..s.groups)
+        .map(|g| {
+            epi.as_ref().map(|e| {
+                let (relu, act) = e.act.split();
+                RowAffine {
+                    scale: &scales[g],
+                    shift: &shifts[g],
+                    relu,
+                    act,
+                }
             })
-            .collect()
-    });
+        })
+        .collect();
     (0..chunks * parts).into_par_iter().for_each(|task| {
         // `im2col` writes every column of every row it reads, so neither buffer needs zeros.
         with_products(col_len + rows * ld, |buf| {
@@ -950,15 +958,7 @@ fn forward_im2col_panels(
             let mine = share(p);
             for (g, a) in packed.iter().enumerate() {
                 im2col(s, xs, imgs, g * s.cin_g(), col, ld);
-                let affine = affines.as_ref().zip(epi.as_ref()).map(|(v, e)| {
-                    let (relu, act) = e.act.split();
-                    RowAffine {
-                        scale: &v[g].0,
-                        shift: &v[g].1,
-                        relu,
-                        act,
-                    }
-                });
+                let affine = affines[g];
                 assert!(tmp.len() >= rows * ld);
                 // SAFETY: `tmp` holds every panel's rows of `ld` values, `ld` a whole number
                 // of tiles; the task owns it.
@@ -994,6 +994,22 @@ fn forward_im2col_panels(
             }
         })
     });
+}
+
+/// Each group's slice of `v`, padded with zeros to the panels' rows where they pad.
+fn per_group<'v>(v: &'v [f32], s: &ConvShape, rows: usize) -> Vec<Cow<'v, [f32]>> {
+    v.chunks(s.cout_g())
+        .take(s.groups)
+        .map(|v| {
+            if rows == v.len() {
+                Cow::Borrowed(v)
+            } else {
+                let mut p = v.to_vec();
+                p.resize(rows, 0.0);
+                Cow::Owned(p)
+            }
+        })
+        .collect()
 }
 
 /// `dx` of `y = conv(x, w)` given `dy: [batch, cout, ho, wo]`.
