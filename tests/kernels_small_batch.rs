@@ -43,12 +43,14 @@ const RESNET18_CIFAR: [Layer; 11] = [
 ];
 
 /// A ResNet-50 / MobileNet-like 224×224 network: the 7×7/2 stem, a 1×1 expansion, a 3×3/2, and
-/// (narrowed) the later stages' 1×1 and 3×3 layers: a 14×14 map read in place and shared out by
-/// rows that end inside a micro-tile, and 7×7 maps whose 49 columns end in one-vector tiles.
-const IMAGENET_224: [Layer; 6] = [
+/// (narrowed) the later stages' 1×1 and 3×3 layers: 14×14 maps read in place and shared out by
+/// rows that end inside a micro-tile (fewer output channels than positions) or by output
+/// channels (more), and 7×7 maps whose 49 columns end in one-vector tiles.
+const IMAGENET_224: [Layer; 7] = [
     (3, 224, 64, 7, 2, 3),
     (64, 56, 256, 1, 1, 0),
     (128, 56, 128, 3, 2, 1),
+    (256, 14, 128, 1, 1, 0),
     (128, 14, 256, 1, 1, 0),
     (256, 7, 128, 1, 1, 0),
     (128, 7, 64, 3, 1, 1),

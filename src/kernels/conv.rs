@@ -529,7 +529,11 @@ pub(super) fn forward_panels(
     // the result is not zero-filled first: that fill was a full extra pass over the output.
     let mut y = Vec::with_capacity(len);
     let out = &mut y.spare_capacity_mut()[..len];
-    if s.direct() {
+    // A 1×1 layer read in place has no excess columns whatever its width, so small maps go
+    // direct too: through im2col, which copied the input once per task row by row (7 values at
+    // 7×7), MobileNetV3's and EfficientNet-B0's 7×7 1×1 layers took 1/0.65–1/0.93 of the time
+    // at batch 1 and 1/0.70–1/0.98 at batch 8.
+    if s.direct() || s.reads_input() {
         forward_direct(isa, s, x, packed, out, epi);
     } else {
         forward_im2col(isa, s, x, packed, out, epi);
@@ -563,7 +567,65 @@ fn forward_direct(
     epi: Option<Epilogue>,
 ) {
     let parts = parts_per(s.batch, s.ho(), image_macs(s));
+    // A 1×1 layer's tasks each read all of what is not shared out: with more output channels
+    // than positions the weight is the larger, so the tasks share the channels instead of the
+    // rows (MobileNetV3's 112→672 and 80→480 layers at 14×14, batch 1: 0.89–0.91 of the time;
+    // with fewer channels it is the input, and 24→72 at 56×56 took 1.76 times as long).
+    if parts > 1
+        && s.reads_input()
+        && packed[0].layout.rows == s.cout_g()
+        && s.cout_g() > s.ho() * s.wo()
+    {
+        let panels = packed[0].layout.panels().count();
+        let parts = parts_per(s.batch, panels, image_macs(s));
+        return forward_bare_panels(isa, s, x, packed, y, epi, parts);
+    }
     forward_direct_rows(isa, s, x, packed, y, epi, parts);
+}
+
+/// A 1×1 convolution read in place, each image's output channels shared out among `parts`
+/// tasks by whole panels of the packed weight (each value is the same sum as in
+/// [`forward_direct_rows`]: every column is its own).
+fn forward_bare_panels(
+    isa: Isa,
+    s: &ConvShape,
+    x: &[f32],
+    packed: &[Panels],
+    y: &mut [MaybeUninit<f32>],
+    epi: Option<Epilogue>,
+    parts: usize,
+) {
+    let nr = isa.nr();
+    let rows = packed[0].layout.rows;
+    let offs = direct_offsets(s);
+    let tail_offs: Vec<usize> = (0..s.k()).map(|k| k * nr).collect();
+    let in_image = s.cin * s.h * s.w;
+    let out = OutRows(y.as_mut_ptr());
+    assert_eq!(y.len(), s.batch * s.cout * s.ho() * s.wo());
+    let share = |p: usize| rows * p / parts..rows * (p + 1) / parts;
+    (0..s.batch * parts).into_par_iter().for_each_init(
+        || vec![0f32; (s.k() + 1) * nr],
+        |tail, task| {
+            let (i, p) = (task / parts, task % parts);
+            let image = &x[i * in_image..(i + 1) * in_image];
+            // SAFETY: the channels of `share(p)` of image `i` are this task's alone.
+            unsafe {
+                direct_to_output(
+                    isa,
+                    s,
+                    image,
+                    packed,
+                    &out,
+                    i,
+                    (0, s.ho()),
+                    share(p),
+                    epi,
+                    tail,
+                    (&offs, &tail_offs),
+                )
+            };
+        },
+    );
 }
 
 /// The direct convolution with each image's output rows shared out among `parts` tasks (1: one
@@ -614,6 +676,7 @@ fn forward_direct_rows(
                     &out,
                     i,
                     (oy0, oy1),
+                    0..rows,
                     epi,
                     tail,
                     (&offs, &tail_offs),
@@ -724,11 +787,12 @@ fn forward_direct_rows(
 /// packed tile by tile ([`Walk::Packed`]), so it is read once whatever its size: read in
 /// place once per panel, inputs over 1 MB (ResNet-50's 256-channel 56×56 maps) had to keep
 /// the buffer, and take 0.87–0.97 of that time this way. The last `cols % nr` columns go
-/// through a tile-sized buffer as before. Image `i`, output rows `oy0..oy1`; `offs` are the
-/// taps' rows in the image and `tail_offs` in `tail`, as the caller reads them.
+/// through a tile-sized buffer as before. Image `i`, output rows `oy0..oy1`, the channels of
+/// each group's panels that start in `mine`; `offs` are the taps' rows in the image and
+/// `tail_offs` in `tail`, as the caller reads them.
 ///
 /// # Safety
-/// Those rows of every channel of image `i` are inside `out` and belong to the caller alone.
+/// Those rows of those channels of image `i` are inside `out` and belong to the caller alone.
 #[allow(clippy::too_many_arguments)]
 unsafe fn direct_to_output(
     isa: Isa,
@@ -738,6 +802,7 @@ unsafe fn direct_to_output(
     out: &OutRows,
     i: usize,
     (oy0, oy1): (usize, usize),
+    mine: std::ops::Range<usize>,
     epi: Option<Epilogue>,
     tail: &mut [f32],
     (offs, tail_offs): (&[usize], &[usize]),
@@ -770,7 +835,7 @@ unsafe fn direct_to_output(
                 gemm_rows_to(
                     isa,
                     a,
-                    0..cout_g,
+                    mine.clone(),
                     cin_g,
                     b,
                     offs,
@@ -794,7 +859,7 @@ unsafe fn direct_to_output(
                     gemm_rows_to(
                         isa,
                         a,
-                        0..cout_g,
+                        mine.clone(),
                         cin_g,
                         tail,
                         tail_offs,
@@ -806,10 +871,12 @@ unsafe fn direct_to_output(
                         Walk::PanelsFirst,
                     );
                 }
-                for co in 0..cout_g {
-                    // SAFETY: as above, the columns `whole..cols` of channel `co`.
-                    let dst = unsafe { out.rows(first + co * hw + whole, rest) };
-                    write(dst, &tp[co * nr..co * nr + rest]);
+                for (r0, h) in a.1.panels().filter(|(r0, _)| mine.contains(r0)) {
+                    for co in r0..r0 + h {
+                        // SAFETY: as above, the columns `whole..cols` of channel `co`.
+                        let dst = unsafe { out.rows(first + co * hw + whole, rest) };
+                        write(dst, &tp[co * nr..co * nr + rest]);
+                    }
                 }
             });
         }
