@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::activation::OutputAct;
-use super::copy::{copy_row, copy_row_to};
+use super::copy::{copy_row, copy_row_to, split_pairs};
 use super::gemm::{Panels, Walk, gemm_panels, gemm_rows_to};
 pub use super::shape::ConvShape;
 use super::simd::{self, DotArgs, Isa, JR, MR, RowAffine};
@@ -269,6 +269,7 @@ fn pad_image(s: &ConvShape, x: &[f32], buf: &mut [f32]) {
 /// copies the rows their taps read (what its products read past them lands in columns it
 /// drops).
 fn pad_image_rows(s: &ConvShape, x: &[f32], buf: &mut [f32], ys: std::ops::Range<usize>) {
+    let isa = simd::isa();
     let q = s.phases();
     let [sy, sx] = s.stride;
     let (top, left) = (s.pad[0].0, s.pad[1].0);
@@ -284,17 +285,31 @@ fn pad_image_rows(s: &ConvShape, x: &[f32], buf: &mut [f32], ys: std::ops::Range
                 copy_row(&mut buf[row + left..row + left + s.w], src);
                 continue;
             }
-            if sx == 2 && q.nx == 2 {
-                // Even and odd padded columns into their two planes.
-                let (x0, x1) = (left % 2, (left + 1) % 2);
-                let (e, o) = buf[row..].split_at_mut(q.plane());
-                let e = &mut e[(left + x0) / 2..];
-                let o = &mut o[(left + x1) / 2..];
-                for (d, &v) in e.iter_mut().zip(src.iter().skip(x0).step_by(2)) {
-                    *d = v;
-                }
-                for (d, &v) in o.iter_mut().zip(src.iter().skip(x1).step_by(2)) {
-                    *d = v;
+            if sx == 2 {
+                // Input column `x` is padded column `x + left`: phase `(x + left) % 2`, at
+                // `(x + left) / 2` in it.
+                if q.nx == 2 {
+                    let (e, o) = buf[row..].split_at_mut(q.plane());
+                    let (first, second) = if left.is_multiple_of(2) {
+                        (&mut e[left / 2..], &mut o[left / 2..])
+                    } else {
+                        (&mut o[left / 2..], &mut e[left.div_ceil(2)..])
+                    };
+                    split_pairs(isa, src, first, second);
+                } else {
+                    // One phase (a kernel one column wide): the row's even or odd columns,
+                    // split a block at a time.
+                    let dst = &mut buf[row + left.div_ceil(2)..];
+                    let mut halves = [[0f32; 32]; 2];
+                    for (k, block) in src.chunks(64).enumerate() {
+                        let [even, odd] = &mut halves;
+                        split_pairs(isa, block, even, odd);
+                        let kept = match left % 2 {
+                            0 => &even[..block.len().div_ceil(2)],
+                            _ => &odd[..block.len() / 2],
+                        };
+                        copy_row(&mut dst[k * 32..k * 32 + kept.len()], kept);
+                    }
                 }
                 continue;
             }

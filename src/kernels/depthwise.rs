@@ -28,7 +28,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::activation::{Activation, OutputAct};
-use super::copy::{copy_row, copy_row_to};
+use super::copy::{copy_row, copy_row_to, split_pairs};
 use super::depthwise_lanes;
 use super::shape::ConvShape;
 use super::simd;
@@ -106,6 +106,7 @@ impl Plane {
     /// a buffer zeroed once keeps its padding at zero from plane to plane.
     pub(super) fn fill(&self, x: &[f32], buf: &mut [f32]) {
         let s = &self.s;
+        let isa = simd::isa();
         let (top, left) = (s.pad[0].0, s.pad[1].0);
         for (y, src) in x.chunks_exact(s.w).enumerate() {
             let row = self.at(y + top, 0);
@@ -113,8 +114,7 @@ impl Plane {
                 1 => copy_row(&mut buf[row + left..row + left + s.w], src),
                 2 => {
                     // Input columns 2i and 2i + 1 land at index i of the phases `a` and `b`
-                    // (which is which depends on the parity of `left`); pairs, not a stepped
-                    // walk per phase, so that the copy vectorises.
+                    // (which is which depends on the parity of `left`).
                     let plane = self.hq * self.wq;
                     let (p0, p1) = buf[row..].split_at_mut(plane);
                     let (a, b) = if left.is_multiple_of(2) {
@@ -122,14 +122,7 @@ impl Plane {
                     } else {
                         (&mut p1[left / 2..], &mut p0[left.div_ceil(2)..])
                     };
-                    let pairs = src.chunks_exact(2);
-                    if let [last] = pairs.remainder() {
-                        a[s.w / 2] = *last;
-                    }
-                    for ((da, db), p) in a.iter_mut().zip(b.iter_mut()).zip(pairs) {
-                        *da = p[0];
-                        *db = p[1];
-                    }
+                    split_pairs(isa, src, a, b);
                 }
                 sx => {
                     for px in 0..sx {
