@@ -66,6 +66,11 @@ fn dots_inner<const R: usize>(w: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
 }
 
 #[inline(always)]
+fn dots8_inner(w: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
+    dots_inner::<8>(w, k, x, out)
+}
+
+#[inline(always)]
 fn dots4_inner(w: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
     dots_inner::<4>(w, k, x, out)
 }
@@ -75,6 +80,7 @@ fn dots1_inner(w: &[f32], k: usize, x: &[f32], out: &mut [f32]) {
     dots_inner::<1>(w, k, x, out)
 }
 
+isa_versions!(dots8, dots8_inner, (w: &[f32], k: usize, x: &[f32], out: &mut [f32]));
 isa_versions!(dots4, dots4_inner, (w: &[f32], k: usize, x: &[f32], out: &mut [f32]));
 isa_versions!(dots1, dots1_inner, (w: &[f32], k: usize, x: &[f32], out: &mut [f32]));
 
@@ -97,14 +103,20 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], epi: Option<Epilogue>) -> Ve
     let mut yt = vec![0f32; m * n];
     let block = |r0: usize, out: &mut [f32]| {
         let rows = out.len() / n;
-        let mut sums = [0f32; 4];
+        let mut sums = [0f32; 8];
         for i in 0..n {
             let xi = &x[i * k..(i + 1) * k];
             let mut r = 0;
             while r < rows {
                 let wr = &w[(r0 + r) * k..];
                 // SAFETY: `simd::isa` is this CPU's.
-                let take = if rows - r >= 4 {
+                // Eight rows at a time: eight weight streams in flight. With four, the layers
+                // read their weights from memory at 0.85–0.94 of this speed (MobileNetV3's
+                // excitations and 960→1280 head at batch 1, one thread or two).
+                let take = if rows - r >= 8 {
+                    unsafe { dots8(isa, &wr[..8 * k], k, xi, &mut sums) };
+                    8
+                } else if rows - r >= 4 {
                     unsafe { dots4(isa, &wr[..4 * k], k, xi, &mut sums) };
                     4
                 } else {
