@@ -10,7 +10,8 @@
 //! - **im2col** (small outputs, where the excess columns would cost more than the copy, and
 //!   dilated strided convolutions): several images' patches side by side in one matrix, so that
 //!   the micro-tiles stay full when each image has only a few output positions (a 4×4 map has
-//!   16).
+//!   16). Not for 1×1 layers without stride or padding, which have no excess columns: those
+//!   read the image itself at any size.
 //!
 //! The input gradient of a stride-1 convolution is itself a stride-1 convolution of the output
 //! gradient with the flipped, transposed kernel, so it takes the same direct path; a strided
