@@ -524,8 +524,8 @@ mod x86 {
                     // 112×112 are megabytes) the tile's own prefetch comes too late, so the
                     // lines of the tile two to the right are asked for too: those layers at
                     // batch 1 took 0.89–0.91 of their time on cold outputs, the networks
-                    // 0.97–0.99 at batch 1 and 8. Not with longer ones: ResNet-50's 64→256
-                    // took 1.05 of its time.
+                    // 0.97–0.99 at batch 1 and 8. Not with longer ones: with every length,
+                    // ResNet-50's batch-1 forward took 1.012–1.015 of its time.
                     let short = args.offs.len() <= SHORT_REDUCTION;
                     for m in 0..M {
                         for v in 0..$nv {
