@@ -6,8 +6,9 @@
 //! ran on one core while the others waited, 2.2% of MobileNetV3's batch-1 forward. Here each
 //! task owns a block of output columns, reads its columns of `W` row by row as stored, and
 //! keeps one sum per column and image in registers; the blocks are shared out among the
-//! workers as [`super::pointwise`] shares its rows. One image on one thread reads `W` in one
-//! stream instead, row after row, with its sums in the first-level cache.
+//! workers as [`super::pointwise`] shares its rows. One image on one thread takes all columns
+//! as one block, which reads `W` in one stream, row after row, its sums in the first-level
+//! cache.
 //!
 //! Each output is one chain of fused multiply-adds over `d_in` in order: the same whatever
 //! the batch, the block and the thread count.
@@ -20,7 +21,8 @@ use super::simd;
 const COLS: usize = 64;
 
 /// `y[i][j] = Σ_c x[i][c] · w[c][j]` for the `cols` columns of `w` from `j0` (`w` row-major,
-/// `m` wide), into `y`'s rows (`ldy` apart, `cols` written).
+/// `m` wide), into `y`'s rows (`ldy` apart, `cols` written); a block of other than [`COLS`]
+/// columns keeps its sums in `y` itself.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn block_inner(
@@ -61,40 +63,6 @@ fn block_inner(
 
 isa_versions!(block, block_inner, (x: &[f32], k: usize, w: &[f32], m: usize, j0: usize, cols: usize, y: &mut [f32], ldy: usize));
 
-/// [`block_inner`]'s sums with `w` read row after row, each row's `cols` values in one run,
-/// the sums kept in `y` (in the first-level cache) instead of registers: the same chains of
-/// fused multiply-adds in the same order. A block of 64 columns reads 256 bytes of every row,
-/// each in another page, and at batch 1 on one thread MobileNetV3's 1280→1000 head read its
-/// weights at 8–15 GB/s that way, where one stream runs at 23.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn rows_inner(
-    x: &[f32],
-    k: usize,
-    w: &[f32],
-    m: usize,
-    j0: usize,
-    cols: usize,
-    y: &mut [f32],
-    ldy: usize,
-) {
-    let n = x.len() / k;
-    for i in 0..n {
-        y[i * ldy..i * ldy + cols].fill(0.0);
-    }
-    for c in 0..k {
-        let wr = &w[c * m + j0..c * m + j0 + cols];
-        for i in 0..n {
-            let xv = x[i * k + c];
-            for (a, &wv) in y[i * ldy..i * ldy + cols].iter_mut().zip(wr) {
-                *a = xv.mul_add(wv, *a);
-            }
-        }
-    }
-}
-
-isa_versions!(rows, rows_inner, (x: &[f32], k: usize, w: &[f32], m: usize, j0: usize, cols: usize, y: &mut [f32], ldy: usize));
-
 /// `x · w` for `x: [n, k]`, `w: [k, m]`: `[n, m]`.
 pub fn forward(x: &[f32], k: usize, w: &[f32]) -> Vec<f32> {
     assert!(k > 0, "linear: no inputs");
@@ -105,13 +73,16 @@ pub fn forward(x: &[f32], k: usize, w: &[f32]) -> Vec<f32> {
     // Per column block, `[image][column]` of its own: each task writes its own buffer.
     let blocks = m.div_ceil(COLS);
     let split = blocks > 1 && super::pointwise::worth_splitting(n, k, m);
-    // One image on one thread: the rows in one stream (the 1280→1000 head at 0.56–0.66 of the
-    // blocks' time). Shared out, each task's columns are a strided piece of every row either
-    // way, and the blocks read as fast.
+    // One image on one thread: all `m` columns as one block, whose sums `block` keeps in `y`
+    // (the first-level cache) and whose rows of `w` it reads in one stream, row after row,
+    // the same chains of multiply-adds. In blocks of 64 columns each row gives 256 bytes, in
+    // another page each time, and MobileNetV3's 1280→1000 head read its weights at 8–15 GB/s
+    // that way, where one stream runs at 23 (0.56–0.66 of the time this way). Shared out, each
+    // task's columns are a strided piece of every row either way, and the blocks read as fast.
     if n == 1 && !split {
         let mut y = vec![0f32; m];
         // SAFETY: `simd::isa` is this CPU's.
-        unsafe { rows(isa, x, k, w, m, 0, m, &mut y, m) };
+        unsafe { block(isa, x, k, w, m, 0, m, &mut y, m) };
         return y;
     }
     let run = |b: usize, out: &mut [f32]| {
