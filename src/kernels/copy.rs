@@ -91,6 +91,174 @@ pub(super) fn split_pairs(isa: Isa, src: &[f32], first: &mut [f32], second: &mut
     }
 }
 
+/// `dst[c·ld + t] = line[start + c + m·t]` for `c < count` and `t < len`, zero where the
+/// index falls outside `line`: the columns of a run of tiles along a row read as if
+/// zero-padded on both sides, column `c` of tile `t` into row `c` of `dst`. The Winograd
+/// transforms gather their patches this way. With AVX-512, `len ≤ 16` and `m·len ≤ 32`, two
+/// masked loads and one lane permute per column; a value at a time otherwise (a value at a
+/// time, and with each column's bounds worked out afresh, it took two thirds of the input
+/// transform's time at 32×32).
+///
+/// # Safety
+/// `dst` is valid for writes of `len` values at each of `count` rows `ld` apart.
+pub(super) unsafe fn every_nth_rows(
+    isa: Isa,
+    (line, start): (&[f32], isize),
+    m: usize,
+    (count, len): (usize, usize),
+    dst: *mut f32,
+    ld: usize,
+) {
+    assert!(m > 0);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && len <= 16 && m * len <= 32 && count <= 16 {
+        // SAFETY: the CPU has AVX-512F (`simd::isa`); the lengths are checked just above,
+        // `dst`'s is the contract.
+        return unsafe { every_nth_rows_avx512((line, start), m, (count, len), dst, ld) };
+    }
+    let _ = isa;
+    for c in 0..count {
+        for t in 0..len {
+            let at = start + (c + m * t) as isize;
+            let v = usize::try_from(at)
+                .ok()
+                .and_then(|at| line.get(at))
+                .map_or(0.0, |&x| x);
+            // SAFETY: row `c`'s value `t` (the contract).
+            unsafe { *dst.add(c * ld + t) = v };
+        }
+    }
+}
+
+/// [`every_nth_rows`] by two masked loads and a permute per column.
+///
+/// # Safety
+/// The CPU has AVX-512F; `len ≤ 16`, `m·len ≤ 32`, `count ≤ 16`, and `dst` as there.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn every_nth_rows_avx512(
+    (line, start): (&[f32], isize),
+    m: usize,
+    (count, len): (usize, usize),
+    dst: *mut f32,
+    ld: usize,
+) {
+    use std::arch::x86_64::*;
+    // Bit j: value `start + j` lies inside `line`, for the 64 values any column reads.
+    let lo = (-start).clamp(0, 64);
+    let hi = (line.len() as isize - start).clamp(0, 64);
+    let ones = |n: isize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+    let inside = if hi > lo { ones(hi) & !ones(lo) } else { 0 };
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // Lanes past `len` may index past 31; the permute reads only an index's low five bits,
+    // and their values are not stored.
+    let index = _mm512_mullo_epi32(lane, _mm512_set1_epi32(m as i32));
+    let keep = ((1u32 << len) - 1) as u16;
+    if inside == 0 {
+        // No loads at all: a masked load's suppressed lanes on an address outside any mapping
+        // (an empty line's) cost a microcode assist each on AMD.
+        for c in 0..count {
+            // SAFETY: row `c`'s `len` values (the contract).
+            unsafe { _mm512_mask_storeu_ps(dst.add(c * ld), keep, _mm512_setzero_ps()) };
+        }
+        return;
+    }
+    for c in 0..count {
+        let from = start + c as isize;
+        let at = |j: isize| line.as_ptr().wrapping_offset(from + j);
+        // SAFETY: the loads touch only values inside `line` (masked), the store row `c`'s
+        // `len` values (the contract).
+        unsafe {
+            let a = _mm512_maskz_loadu_ps((inside >> c) as u16, at(0));
+            let b = _mm512_maskz_loadu_ps((inside >> (c + 16)) as u16, at(16));
+            let v = _mm512_permutex2var_ps(a, index, b);
+            if len == 8 {
+                _mm256_storeu_ps(dst.add(c * ld), _mm512_castps512_ps256(v));
+            } else {
+                _mm512_mask_storeu_ps(dst.add(c * ld), keep, v);
+            }
+        }
+    }
+}
+
+/// `dst[m·t + k] = src[k][t]` for the first `len` values of `dst`, `m = src.len()`: the `m`
+/// column phases of a row put back together (the Winograd output tiles' columns). With
+/// AVX-512, `m` 2 or 4 and `len ≤ 32`, two lane permutes; a value at a time otherwise.
+///
+/// # Safety
+/// `dst` is valid for `len` writes. (Each `src[k]` must hold the `⌈(len − k)/m⌉` values that
+/// `len` needs, or the call panics; the vector path reads `32/m` from each row, and runs only
+/// where they hold that many.)
+pub(super) unsafe fn interleave_to(isa: Isa, src: &[&[f32]], dst: *mut f32, len: usize) {
+    let m = src.len();
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512
+        && (m == 2 || m == 4)
+        && len <= 32
+        && src.iter().all(|r| r.len() >= 32 / m)
+    {
+        // SAFETY: the CPU has AVX-512F (`simd::isa`); the rows' lengths are checked just
+        // above, `dst`'s is the contract.
+        return unsafe { interleave_avx512(src, dst, len) };
+    }
+    let _ = isa;
+    for i in 0..len {
+        // SAFETY: `i < len` (the contract).
+        unsafe { *dst.add(i) = src[i % m][i / m] };
+    }
+}
+
+/// [`interleave_to`] of two rows of 16 or four of 8 values.
+///
+/// # Safety
+/// The CPU has AVX-512F; `src` holds 2 rows of at least 16 values or 4 of at least 8, and
+/// `dst` is valid for `len ≤ 32` writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave_avx512(src: &[&[f32]], dst: *mut f32, len: usize) {
+    use std::arch::x86_64::*;
+    let m = src.len();
+    // Lane j of a half takes t = j / m and k = j % m: with two rows, row k's lane t (the
+    // permute numbers the second vector's lanes 16..32); with four, the first vector holds
+    // rows 0 and 1 (lanes 0..8 and 8..16), the second rows 2 and 3.
+    let (lo, hi) = if m == 2 {
+        (
+            _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+            _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
+        )
+    } else {
+        (
+            _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27),
+            _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31),
+        )
+    };
+    // SAFETY: the rows hold the values loaded (the contract).
+    let (a, b) = unsafe {
+        if m == 2 {
+            (
+                _mm512_loadu_ps(src[0].as_ptr()),
+                _mm512_loadu_ps(src[1].as_ptr()),
+            )
+        } else {
+            let pair = |r: usize| {
+                let lo = _mm512_castps256_ps512(_mm256_loadu_ps(src[r].as_ptr()));
+                let hi = _mm256_castps_pd(_mm256_loadu_ps(src[r + 1].as_ptr()));
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), hi))
+            };
+            (pair(0), pair(2))
+        }
+    };
+    let mask = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+    // SAFETY: `len` values of `dst` are writable (the contract), the masks cover no more.
+    unsafe {
+        _mm512_mask_storeu_ps(dst, mask(len), _mm512_permutex2var_ps(a, lo, b));
+        if len > 16 {
+            let second = _mm512_permutex2var_ps(a, hi, b);
+            _mm512_mask_storeu_ps(dst.add(16), mask(len - 16), second);
+        }
+    }
+}
+
 /// [`split_pairs`] of the whole blocks of 32 values; returns how many it did.
 ///
 /// # Safety
@@ -150,6 +318,75 @@ unsafe fn split_pairs_avx2(src: &[f32], first: &mut [f32], second: &mut [f32]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_nth_rows_reads_a_zero_padded_row_on_every_instruction_set() {
+        for isa in super::super::simd::available() {
+            for n in [0usize, 1, 5, 16, 31, 32, 33, 40, 70] {
+                let line: Vec<f32> = (0..n).map(|v| v as f32 + 0.5).collect();
+                let starts = [-20isize, -3, -1, 0, 1, 7, n as isize - 2, n as isize + 1];
+                for (m, len, count, &start) in [2usize, 4]
+                    .into_iter()
+                    .flat_map(|m| (1..=32 / m).map(move |len| (m, len)))
+                    .flat_map(|(m, len)| [1usize, 4, 6].map(|count| (m, len, count)))
+                    .flat_map(|(m, len, count)| starts.iter().map(move |s| (m, len, count, s)))
+                {
+                    // Rows `len + 3` apart: the slack past each row must stay as it was.
+                    let ld = len + 3;
+                    let mut dst = vec![-1f32; count * ld];
+                    // SAFETY: `count` rows of `len` values, `ld` apart.
+                    unsafe {
+                        every_nth_rows(isa, (&line, start), m, (count, len), dst.as_mut_ptr(), ld)
+                    };
+                    for c in 0..count {
+                        for t in 0..ld {
+                            let at = start + (c + m * t) as isize;
+                            let want = if t >= len {
+                                -1.0
+                            } else if (0..n as isize).contains(&at) {
+                                line[at as usize]
+                            } else {
+                                0.0
+                            };
+                            assert_eq!(
+                                dst[c * ld + t],
+                                want,
+                                "{isa:?}: line of {n}, from {start}, every {m}th, row {c}, value {t} of {len}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interleave_puts_phases_back_together_on_every_instruction_set() {
+        for isa in super::super::simd::available() {
+            for m in [1usize, 2, 3, 4] {
+                for len in 0..=40usize {
+                    // Rows of exactly the values `len` needs, and of 16 (what the vector path
+                    // reads).
+                    for room in [len.div_ceil(m), 16.max(len.div_ceil(m))] {
+                        let rows: Vec<Vec<f32>> = (0..m)
+                            .map(|k| (0..room).map(|t| (100 * k + t) as f32).collect())
+                            .collect();
+                        let src: Vec<&[f32]> = rows.iter().map(|r| &r[..]).collect();
+                        let mut dst = vec![-1f32; len + 5];
+                        // SAFETY: `dst` holds `len` values (and slack).
+                        unsafe { interleave_to(isa, &src, dst.as_mut_ptr(), len) };
+                        for (i, &v) in dst.iter().enumerate() {
+                            let want = if i < len { rows[i % m][i / m] } else { -1.0 };
+                            assert_eq!(
+                                v, want,
+                                "{isa:?}: {m} rows of {room}, {len} values, value {i}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn rows_split_into_their_even_and_odd_columns_on_every_instruction_set() {
