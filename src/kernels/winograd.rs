@@ -126,14 +126,12 @@ struct Tiles {
     total: usize,
 }
 
-/// One tile: its image and the top-left output pixel; `inside` when its input patch and its
-/// output block lie wholly inside the image (no padding, no crop).
+/// One tile: its image and the top-left output pixel.
 #[derive(Clone, Copy, Default)]
 struct Tile {
     img: usize,
     oy: usize,
     ox: usize,
-    inside: bool,
 }
 
 impl Tiles {
@@ -156,12 +154,7 @@ impl Tiles {
         out.extend((p0..p0 + n).map(|p| {
             let (img, rem) = (p / per_image, p % per_image);
             let (oy, ox) = (m * (rem / self.tw), m * (rem % self.tw));
-            Tile {
-                img,
-                oy,
-                ox,
-                inside: oy >= 1 && ox >= 1 && oy + m < self.h && ox + m < self.w,
-            }
+            Tile { img, oy, ox }
         }));
     }
 }
@@ -185,12 +178,17 @@ fn run_len(tiles: &[Tile], p: usize, m: usize) -> usize {
 /// apply them to the columns, then to the rows. `A` is a compile-time constant of every caller,
 /// so only one branch of each survives.
 mod coef {
-    use std::ops::{Add, Mul, Sub};
+    use std::ops::{Add, Mul, Neg, Sub};
 
-    /// What [`bt`] and [`at`] compute on: one value, or [`Lanes`] (a tile per lane). Each
+    /// What [`bt`], [`at`] and [`a`] compute on: one value, or [`Lanes`] (a tile per lane). Each
     /// lane's expression is the scalar one, operation for operation, so the same bits.
     pub trait Value:
-        Copy + Default + Add<Output = Self> + Sub<Output = Self> + Mul<f32, Output = Self>
+        Copy
+        + Default
+        + Add<Output = Self>
+        + Sub<Output = Self>
+        + Mul<f32, Output = Self>
+        + Neg<Output = Self>
     {
     }
     impl Value for f32 {}
@@ -232,7 +230,26 @@ mod coef {
         }
     }
 
+    impl Neg for Lanes {
+        type Output = Lanes;
+        #[inline(always)]
+        fn neg(self) -> Lanes {
+            Lanes(self.0.map(|v| -v))
+        }
+    }
+
     impl Value for Lanes {}
+
+    /// `[f(0), …, f(K − 1)]` built in place: `std::array::from_fn` over these 64-byte values
+    /// was left out of line, as a function compiled for baseline x86-64.
+    #[inline(always)]
+    pub fn column<const K: usize>(f: impl Fn(usize) -> Lanes) -> [Lanes; K] {
+        let mut v = [Lanes::default(); K];
+        for (k, x) in v.iter_mut().enumerate() {
+            *x = f(k);
+        }
+        v
+    }
 
     const R6: f32 = 1.0 / 6.0;
     const R12: f32 = 1.0 / 12.0;
@@ -301,8 +318,8 @@ mod coef {
 
     /// `A Δ`: `A − 2` output gradients to `A` values (the adjoint of [`at`]).
     #[inline(always)]
-    pub fn a<const M: usize, const A: usize>(d: [f32; M]) -> [f32; A] {
-        let mut e = [0f32; A];
+    pub fn a<const M: usize, const A: usize, V: Value>(d: [V; M]) -> [V; A] {
+        let mut e = [V::default(); A];
         if A == 4 {
             e[0] = d[0];
             e[1] = d[0] + d[1];
@@ -310,7 +327,7 @@ mod coef {
             e[3] = -d[1];
         } else {
             let (s02, s13) = (d[0] + d[2], d[1] + d[3]);
-            let (q02, q13) = (d[0] + 4.0 * d[2], 2.0 * d[1] + 8.0 * d[3]);
+            let (q02, q13) = (d[0] + d[2] * 4.0, d[1] * 2.0 + d[3] * 8.0);
             e[0] = d[0];
             e[1] = s02 + s13;
             e[2] = s02 - s13;
@@ -542,6 +559,8 @@ impl Drop for Pooled {
 const MAX_CHUNK: usize = if CHUNK > CHUNK_W { CHUNK } else { CHUNK_W };
 /// Tiles gathered together when they are neighbours inside the image.
 const RUN: usize = 8;
+/// Runs of at most this many tiles are gathered and scattered value by value.
+const SHORT_RUN: usize = 2;
 /// Input channels transformed together before their values are interleaved into the weight
 /// gradient's right operand (one short contiguous store per tile instead of one per channel).
 const CHANNEL_GROUP: usize = 8;
@@ -555,7 +574,7 @@ type Patches = [[f32; MAX_CHUNK + RUN]; MAX_XI];
 struct Scratch {
     patches: Box<Patches>,
     out: Vec<Rows>,
-    grad: Box<[[f32; MAX_CHUNK]; 16]>,
+    grad: Box<[[f32; MAX_CHUNK + RUN]; 16]>,
     v: Vec<f32>,
     m: Vec<f32>,
     tiles: Vec<Tile>,
@@ -566,7 +585,7 @@ impl Scratch {
         Scratch {
             patches: Box::new([[0.0; MAX_CHUNK + RUN]; MAX_XI]),
             out: vec![[[0.0; MAX_CHUNK]; MAX_XI]; CHANNEL_GROUP],
-            grad: Box::new([[0.0; MAX_CHUNK]; 16]),
+            grad: Box::new([[0.0; MAX_CHUNK + RUN]; 16]),
             v: Vec::new(),
             m: Vec::new(),
             tiles: Vec::with_capacity(MAX_CHUNK),
@@ -574,11 +593,86 @@ impl Scratch {
     }
 }
 
-/// `(Bᵀ d B)_ξ` of channel `ci` for every tile of the chunk, handed to `put(ξ, p, lanes)`
-/// [`coef::LANES`] tiles from tile `p` at a time (lanes past the chunk's end hold values
-/// nobody may read). The patches are gathered into α² rows first so that the transform itself
-/// runs along contiguous rows, a tile per vector lane (scalar code before: 0.72–0.94 of the
-/// layers' time with the gathers below).
+/// Asks for the `span` values from `start` of `line` in the next channel's plane (`plane`
+/// values on) while this channel's are gathered: each channel's tiles are a short stream of
+/// their own that the hardware prefetcher does not pick up in time (without it, 64- and
+/// 128-channel layers at batch 32 took 1.05–1.15 of the time).
+#[inline(always)]
+fn prefetch_next(line: &[f32], start: isize, span: usize, plane: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let first = line.as_ptr().wrapping_offset(start).wrapping_add(plane);
+        for k in (0..span).step_by(16) {
+            // SAFETY: a prefetch does not fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(k).cast()) };
+        }
+        // The last value's line, when `span` is not a whole number of lines from `first`.
+        // SAFETY: as above.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(span - 1).cast()) };
+    }
+    let _ = (line, start, span, plane);
+}
+
+/// Row `c` of `rows` from value `p` on: column `c` of the run's `len` tiles, value
+/// `start + c + m·t` of `line` for tile `t`, zero outside it. Runs of more than `SHORT_RUN`
+/// tiles go through `every_nth_rows`, which writes `RUN` tiles' columns (those past the run's
+/// end are the next run's, which writes them again); shorter ones value by value, since the
+/// vector gather costs the same for one tile as for eight (with it alone, 256- and 512-channel
+/// layers on 8×8 and 4×4 maps took 1.3 times as long).
+#[inline(always)]
+fn gather_run(
+    isa: simd::Isa,
+    (line, start): (&[f32], isize),
+    m: usize,
+    len: usize,
+    rows: &mut [[f32; MAX_CHUNK + RUN]],
+    p: usize,
+) {
+    if len <= SHORT_RUN {
+        // The run's values, zero-padded, then split: bounds checked once per row, not per
+        // value (checked per value, the input transform of 8×8 maps took 1.6 times as long).
+        let span = rows.len() + m * (len - 1);
+        let mut buf = [0f32; 16];
+        let end = line.len() as isize;
+        let lo = start.clamp(0, end);
+        let hi = (start + span as isize).clamp(lo, end);
+        if hi > lo {
+            // `lo` is then `start` or 0, at or after `start`.
+            let at = (lo - start) as usize;
+            let (lo, hi) = (lo as usize, hi as usize);
+            for (b, &v) in buf[at..at + hi - lo].iter_mut().zip(&line[lo..hi]) {
+                *b = v;
+            }
+        }
+        for (c, row) in rows.iter_mut().enumerate() {
+            for t in 0..len {
+                row[p + t] = buf[c + m * t];
+            }
+        }
+        return;
+    }
+    // SAFETY: each row holds values `p..p + RUN` (`p` is below the chunk's length, at most
+    // `MAX_CHUNK`), and the rows are `MAX_CHUNK + RUN` apart.
+    unsafe {
+        let dst = rows[0].as_mut_ptr().add(p);
+        every_nth_rows(
+            isa,
+            (line, start),
+            m,
+            (rows.len(), RUN),
+            dst,
+            MAX_CHUNK + RUN,
+        );
+    }
+}
+
+/// `o[ξ][p] = (Bᵀ d B)_ξ` of channel `ci` for every tile of the chunk (and, up to the next
+/// multiple of [`coef::LANES`], values nobody may read). The patches are gathered into α² rows
+/// first so that the transform itself runs along contiguous rows, a tile per vector lane
+/// (scalar code before; with the gathers below and the next channel prefetched, 64- to
+/// 256-channel layers took 0.69–0.95 of their forward time, "meal's CPU kernels" in
+/// BENCHMARKS.md).
 #[inline(always)]
 fn input_tiles<const M: usize, const A: usize>(
     x: &[f32],
@@ -586,7 +680,7 @@ fn input_tiles<const M: usize, const A: usize>(
     t: &Tiles,
     tiles: &[Tile],
     d: &mut Patches,
-    mut put: impl FnMut(usize, usize, &coef::Lanes),
+    o: &mut Rows,
 ) {
     let (h, w) = (t.h, t.w);
     let n = tiles.len();
@@ -598,12 +692,9 @@ fn input_tiles<const M: usize, const A: usize>(
         let plane = &x[(first.img * cin + ci) * h * w..][..h * w];
         // A run's patches are A rows of M·len + 2 input values, zero outside the image;
         // column c of the tile at x is value x − 1 + c of its row, gathered from the image
-        // itself by `every_nth_rows` (its lane permutes and masked loads took the transform
-        // to 0.72–0.94 of its time on 64- and 128-channel layers; each row copied into a
-        // padded buffer first and split value by value, every read waited on the copy's
-        // stores). Every run writes `RUN` tiles' columns: those past its end are the next
-        // run's, which writes them again.
-        const LD: usize = MAX_CHUNK + RUN;
+        // itself by `gather_run` (lane permutes and masked loads took the transform to
+        // 0.72–0.94 of its time on 64- and 128-channel layers; each row copied into a padded
+        // buffer first and split value by value, every read waited on the copy's stores).
         for r in 0..A {
             let iy = (first.oy + r).wrapping_sub(1);
             let line = if iy < h {
@@ -611,12 +702,17 @@ fn input_tiles<const M: usize, const A: usize>(
             } else {
                 &[]
             };
-            // SAFETY: rows `r·A..r·A + A` of `d` hold values `p..p + RUN` (`p + RUN` is at
-            // most the chunk's length plus `RUN`), `LD` apart.
-            unsafe {
-                let dst = d[r * A].as_mut_ptr().add(p);
-                every_nth_rows(isa, (line, first.ox as isize - 1), M, (A, RUN), dst, LD);
+            if !line.is_empty() {
+                prefetch_next(line, first.ox as isize - 1, M * len + 2, h * w);
             }
+            gather_run(
+                isa,
+                (line, first.ox as isize - 1),
+                M,
+                len,
+                &mut d[r * A..r * A + A],
+                p,
+            );
         }
         p += len;
     }
@@ -631,61 +727,76 @@ fn input_tiles<const M: usize, const A: usize>(
         let mut tt = [[coef::Lanes::default(); A]; A];
         #[allow(clippy::needless_range_loop)]
         for c in 0..A {
-            let col = coef::bt::<A, _>(std::array::from_fn(|r| lanes(r * A + c)));
+            let col = coef::bt::<A, _>(coef::column(|r| lanes(r * A + c)));
             for (i, &v) in col.iter().enumerate() {
                 tt[i][c] = v;
             }
         }
         for (i, row) in tt.into_iter().enumerate() {
             for (j, v) in coef::bt::<A, _>(row).into_iter().enumerate() {
-                put(i * A + j, p, &v);
+                o[i * A + j][p..p + coef::LANES].copy_from_slice(&v.0);
             }
         }
     }
 }
 
-/// `o[ξ][p] = (A Δ Aᵀ)_ξ` of output channel `co` for every tile (zero where a tile hangs over).
+/// `o[ξ][p] = (A Δ Aᵀ)_ξ` of output channel `co` for every tile (zero where a tile hangs over),
+/// gathered and transformed as in [`input_tiles`]: the tiles' columns by `gather_run`, then
+/// [`coef::LANES`] tiles at a time.
 #[inline(always)]
 fn grad_tiles<const M: usize, const A: usize>(
     dy: &[f32],
     (cout, co): (usize, usize),
     t: &Tiles,
     tiles: &[Tile],
-    a: &mut [[f32; MAX_CHUNK]; 16],
+    a: &mut [[f32; MAX_CHUNK + RUN]; 16],
     o: &mut Rows,
 ) {
     let (h, w) = (t.h, t.w);
     let n = tiles.len();
-    for (p, tile) in tiles.iter().enumerate() {
-        let plane = &dy[(tile.img * cout + co) * h * w..][..h * w];
-        let base = tile.oy * w + tile.ox;
-        if tile.inside {
-            for i in 0..M {
-                for j in 0..M {
-                    a[i * M + j][p] = plane[base + i * w + j];
-                }
+    let isa = simd::isa();
+    let mut p = 0;
+    while p < n {
+        let first = tiles[p];
+        let len = run_len(tiles, p, M);
+        let plane = &dy[(first.img * cout + co) * h * w..][..h * w];
+        // Column j of the tile at x is value x + j of its row, zero past the image.
+        for i in 0..M {
+            let iy = first.oy + i;
+            let line = if iy < h {
+                &plane[iy * w..(iy + 1) * w]
+            } else {
+                &[]
+            };
+            if !line.is_empty() {
+                prefetch_next(line, first.ox as isize, M * len, h * w);
             }
-        } else {
-            for i in 0..M {
-                for j in 0..M {
-                    let inside = tile.oy + i < h && tile.ox + j < w;
-                    a[i * M + j][p] = if inside { plane[base + i * w + j] } else { 0.0 };
-                }
-            }
+            gather_run(
+                isa,
+                (line, first.ox as isize),
+                M,
+                len,
+                &mut a[i * M..i * M + M],
+                p,
+            );
         }
+        p += len;
     }
-    for p in 0..n {
+    assert!(n <= MAX_CHUNK);
+    for p in (0..n).step_by(coef::LANES) {
+        let lanes = |k: usize| coef::Lanes(a[k][p..p + coef::LANES].try_into().unwrap());
         // R = A Δ (A×M), then E = R Aᵀ (A×A).
-        let mut r = [[0f32; M]; A];
+        let mut r = [[coef::Lanes::default(); M]; A];
+        #[allow(clippy::needless_range_loop)]
         for j in 0..M {
-            let col = coef::a::<M, A>(std::array::from_fn(|i| a[i * M + j][p]));
+            let col = coef::a::<M, A, _>(coef::column(|i| lanes(i * M + j)));
             for (i, &v) in col.iter().enumerate() {
                 r[i][j] = v;
             }
         }
         for (i, ri) in r.into_iter().enumerate() {
-            for (k, v) in coef::a::<M, A>(ri).into_iter().enumerate() {
-                o[i * A + k][p] = v;
+            for (k, v) in coef::a::<M, A, _>(ri).into_iter().enumerate() {
+                o[i * A + k][p..p + coef::LANES].copy_from_slice(&v.0);
             }
         }
     }
@@ -709,21 +820,14 @@ unsafe fn input_chunk<const M: usize, const A: usize>(
 ) {
     let n = tiles.len();
     for ci in cis {
-        // Straight into `v`: through a buffer copied out afterwards, the copy took a quarter
-        // of the transform's time.
-        let put = |xi: usize, p: usize, lanes: &coef::Lanes| {
-            let at = v.at(xi * xs + ci * ld + p);
-            // SAFETY: tiles `p..p + LANES` (or to `n`) of this row are in bounds and owned by
-            // this call (the function's contract).
-            unsafe {
-                if p + coef::LANES <= n {
-                    at.cast::<[f32; coef::LANES]>().write_unaligned(lanes.0);
-                } else {
-                    copy_row_to(at, &lanes.0[..n - p]);
-                }
-            }
-        };
-        input_tiles::<M, A>(x, (cin, ci), t, tiles, &mut sc.patches, put);
+        // Through a buffer, each ξ's row then copied out whole: written straight into `v`, 16
+        // values to each of the 36 rows in turn, 64- and 128-channel layers took 1.03–1.09
+        // of the time at batch 32.
+        input_tiles::<M, A>(x, (cin, ci), t, tiles, &mut sc.patches, &mut sc.out[0]);
+        for (xi, oxi) in sc.out[0][..A * A].iter().enumerate() {
+            // SAFETY: in bounds and owned by this call (the function's contract).
+            unsafe { copy_row_to(v.at(xi * xs + ci * ld), &oxi[..n]) };
+        }
     }
 }
 
@@ -765,7 +869,7 @@ unsafe fn output_chunk<const M: usize, const A: usize>(
             let mut s = [[coef::Lanes::default(); A]; M];
             #[allow(clippy::needless_range_loop)]
             for j in 0..A {
-                let col = coef::at::<A, M, _>(std::array::from_fn(|i| lanes(i * A + j)));
+                let col = coef::at::<A, M, _>(coef::column(|i| lanes(i * A + j)));
                 for (r, &v) in col.iter().enumerate() {
                     s[r][j] = v;
                 }
@@ -783,6 +887,18 @@ unsafe fn output_chunk<const M: usize, const A: usize>(
             let first = tiles[p];
             let len = run_len(tiles, p, M);
             let cols = (M * len).min(w - first.ox);
+            if len <= SHORT_RUN {
+                // As in `gather_run`: value by value for a tile or two.
+                for r in (0..M).take_while(|r| first.oy + r < h) {
+                    let at = ((first.img * cout + co) * h + first.oy + r) * w + first.ox;
+                    for c in 0..cols {
+                        // SAFETY: pixel `c` of this row lies in the image and in this chunk.
+                        unsafe { *y.at(at + c) = o[r * M + c % M][p + c / M] };
+                    }
+                }
+                p += len;
+                continue;
+            }
             for r in 0..M {
                 if first.oy + r >= h {
                     break;
@@ -848,10 +964,7 @@ unsafe fn input_operand<const M: usize, const A: usize>(
 ) {
     let n = tiles.len();
     for (g, o) in sc.out[..cg].iter_mut().enumerate() {
-        let put = |xi: usize, p: usize, lanes: &coef::Lanes| {
-            o[xi][p..p + coef::LANES].copy_from_slice(&lanes.0);
-        };
-        input_tiles::<M, A>(x, (cin, c0 + g), t, tiles, &mut sc.patches, put);
+        input_tiles::<M, A>(x, (cin, c0 + g), t, tiles, &mut sc.patches, o);
     }
     for xi in 0..A * A {
         for p in 0..n {
