@@ -629,11 +629,13 @@ fn gather_run(
     rows: &mut [[f32; MAX_CHUNK + RUN]],
     p: usize,
 ) {
-    if len <= SHORT_RUN {
+    // `every_nth_rows` has lane permutes with AVX-512 only; its value-by-value fallback took
+    // AVX2's 64-channel layers to 1.04–1.26 of their time before.
+    if len <= SHORT_RUN || isa != simd::Isa::Avx512 {
         // The run's values, zero-padded, then split: bounds checked once per row, not per
         // value (checked per value, the input transform of 8×8 maps took 1.6 times as long).
         let span = rows.len() + m * (len - 1);
-        let mut buf = [0f32; 16];
+        let mut buf = [0f32; 48];
         let end = line.len() as isize;
         let lo = start.clamp(0, end);
         let hi = (start + span as isize).clamp(lo, end);
@@ -720,6 +722,25 @@ fn input_tiles<const M: usize, const A: usize>(
     // stale values.
     const { assert!(MAX_CHUNK.is_multiple_of(coef::LANES)) };
     assert!(n <= MAX_CHUNK);
+    if isa != simd::Isa::Avx512 {
+        // A tile at a time: sixteen lanes are two AVX2 registers, and the 72 a tile's
+        // transform holds spilled (64-channel layers at batch 128 took 1.1 times as long).
+        for p in 0..n {
+            let mut tt = [[0f32; A]; A];
+            for c in 0..A {
+                let col = coef::bt::<A, f32>(std::array::from_fn(|r| d[r * A + c][p]));
+                for (i, &v) in col.iter().enumerate() {
+                    tt[i][c] = v;
+                }
+            }
+            for (i, row) in tt.into_iter().enumerate() {
+                for (j, v) in coef::bt::<A, f32>(row).into_iter().enumerate() {
+                    o[i * A + j][p] = v;
+                }
+            }
+        }
+        return;
+    }
     for p in (0..n).step_by(coef::LANES) {
         let lanes = |k: usize| coef::Lanes(d[k][p..p + coef::LANES].try_into().unwrap());
         // The columns' transforms, then the rows'. (Arrays built by `from_fn` here compiled
@@ -783,6 +804,24 @@ fn grad_tiles<const M: usize, const A: usize>(
         p += len;
     }
     assert!(n <= MAX_CHUNK);
+    if isa != simd::Isa::Avx512 {
+        // A tile at a time, as in `input_tiles`.
+        for p in 0..n {
+            let mut r = [[0f32; M]; A];
+            for j in 0..M {
+                let col = coef::a::<M, A, f32>(std::array::from_fn(|i| a[i * M + j][p]));
+                for (i, &v) in col.iter().enumerate() {
+                    r[i][j] = v;
+                }
+            }
+            for (i, ri) in r.into_iter().enumerate() {
+                for (k, v) in coef::a::<M, A, f32>(ri).into_iter().enumerate() {
+                    o[i * A + k][p] = v;
+                }
+            }
+        }
+        return;
+    }
     for p in (0..n).step_by(coef::LANES) {
         let lanes = |k: usize| coef::Lanes(a[k][p..p + coef::LANES].try_into().unwrap());
         // R = A Δ (A×M), then E = R Aᵀ (A×A).
@@ -850,9 +889,10 @@ unsafe fn output_chunk<const M: usize, const A: usize>(
     let mut o = [[0f32; MAX_CHUNK + 2 * RUN]; 16];
     for co in cos {
         let mc = &m[co * ld..];
-        // `LANES` tiles at a time, one per lane, as in `input_tiles`; past the end of `m` the
-        // last block's lanes read zeros.
-        for p in (0..n).step_by(coef::LANES) {
+        // `LANES` tiles at a time, one per lane, as in `input_tiles` (and as there, a tile at
+        // a time without AVX-512); past the end of `m` the last block's lanes read zeros.
+        let vector = if isa == simd::Isa::Avx512 { n } else { 0 };
+        for p in (0..vector).step_by(coef::LANES) {
             let lanes = |xi: usize| {
                 let at = xi * xi_stride + p;
                 match mc.get(at..at + coef::LANES) {
@@ -877,6 +917,24 @@ unsafe fn output_chunk<const M: usize, const A: usize>(
             for (r, sr) in s.into_iter().enumerate() {
                 for (k, v) in coef::at::<A, M, _>(sr).into_iter().enumerate() {
                     o[r * M + k][p..p + coef::LANES].copy_from_slice(&v.0);
+                }
+            }
+        }
+        if vector == 0 {
+            for p in 0..n {
+                let mut s = [[0f32; A]; M];
+                for j in 0..A {
+                    let col = coef::at::<A, M, f32>(std::array::from_fn(|i| {
+                        mc[(i * A + j) * xi_stride + p]
+                    }));
+                    for (r, &v) in col.iter().enumerate() {
+                        s[r][j] = v;
+                    }
+                }
+                for (r, sr) in s.into_iter().enumerate() {
+                    for (k, v) in coef::at::<A, M, f32>(sr).into_iter().enumerate() {
+                        o[r * M + k][p] = v;
+                    }
                 }
             }
         }
