@@ -183,7 +183,8 @@ unsafe fn every_nth_rows_avx512(
 
 /// `dst[m·t + k] = src[k][t]` for the first `len` values of `dst`, `m = src.len()`: the `m`
 /// column phases of a row put back together (the Winograd output tiles' columns). With
-/// AVX-512, `m` 2 or 4 and `len ≤ 32`, two lane permutes; a value at a time otherwise.
+/// AVX-512, `m` 2 or 4 and `len ≤ 32`, two lane permutes; with AVX2 unpacks and shuffles; a
+/// value at a time otherwise.
 ///
 /// # Safety
 /// `dst` is valid for `len` writes. (Each `src[k]` must hold the `⌈(len − k)/m⌉` values that
@@ -201,10 +202,74 @@ pub(super) unsafe fn interleave_to(isa: Isa, src: &[&[f32]], dst: *mut f32, len:
         // above, `dst`'s is the contract.
         return unsafe { interleave_avx512(src, dst, len) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && (m == 2 || m == 4) && len <= 32 && src.iter().all(|r| r.len() >= 32 / m)
+    {
+        // SAFETY: the CPU has AVX2 (`simd::isa`); the rows' lengths are checked just above,
+        // `dst`'s is the contract.
+        return unsafe { interleave_avx2(src, dst, len) };
+    }
     let _ = isa;
     for i in 0..len {
         // SAFETY: `i < len` (the contract).
         unsafe { *dst.add(i) = src[i % m][i / m] };
+    }
+}
+
+/// [`interleave_to`] of two rows of 16 or four of 8 values, by unpacks and lane shuffles
+/// (value by value and out of line, it took as many samples as the Winograd output transform
+/// itself on 64-channel 32×32 layers).
+///
+/// # Safety
+/// The CPU has AVX2; `src` holds 2 rows of at least 16 values or 4 of at least 8, and `dst` is
+/// valid for `len ≤ 32` writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn interleave_avx2(src: &[&[f32]], dst: *mut f32, len: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the rows hold the values loaded (the contract).
+    let load = |r: usize, at: usize| unsafe { _mm256_loadu_ps(src[r].as_ptr().add(at)) };
+    let out: [__m256; 4] = if src.len() == 2 {
+        // Unpacks pair the rows' values within each 128-bit half; the halves' permutes put
+        // the pairs in order.
+        let pairs = |a: __m256, b: __m256| {
+            let (lo, hi) = (_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+            (
+                _mm256_permute2f128_ps::<0x20>(lo, hi),
+                _mm256_permute2f128_ps::<0x31>(lo, hi),
+            )
+        };
+        let (o0, o1) = pairs(load(0, 0), load(1, 0));
+        let (o2, o3) = pairs(load(0, 8), load(1, 8));
+        [o0, o1, o2, o3]
+    } else {
+        // A 4×8 transpose: t_k holds values k and k + 4 of the four rows.
+        let (a, b, c, d) = (load(0, 0), load(1, 0), load(2, 0), load(3, 0));
+        let (lo_ab, lo_cd) = (_mm256_unpacklo_ps(a, b), _mm256_unpacklo_ps(c, d));
+        let (hi_ab, hi_cd) = (_mm256_unpackhi_ps(a, b), _mm256_unpackhi_ps(c, d));
+        let t0 = _mm256_shuffle_ps::<0x44>(lo_ab, lo_cd);
+        let t1 = _mm256_shuffle_ps::<0xEE>(lo_ab, lo_cd);
+        let t2 = _mm256_shuffle_ps::<0x44>(hi_ab, hi_cd);
+        let t3 = _mm256_shuffle_ps::<0xEE>(hi_ab, hi_cd);
+        [
+            _mm256_permute2f128_ps::<0x20>(t0, t1),
+            _mm256_permute2f128_ps::<0x20>(t2, t3),
+            _mm256_permute2f128_ps::<0x31>(t0, t1),
+            _mm256_permute2f128_ps::<0x31>(t2, t3),
+        ]
+    };
+    // SAFETY: `len` values of `dst` are writable (the contract); whole vectors are stored
+    // only below `len`, the rest through a buffer.
+    unsafe {
+        let whole = len / 8;
+        for (k, &v) in out.iter().enumerate().take(whole) {
+            _mm256_storeu_ps(dst.add(8 * k), v);
+        }
+        if !len.is_multiple_of(8) {
+            let mut buf = [0f32; 8];
+            _mm256_storeu_ps(buf.as_mut_ptr(), out[whole]);
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), dst.add(8 * whole), len % 8);
+        }
     }
 }
 

@@ -180,8 +180,9 @@ fn run_len(tiles: &[Tile], p: usize, m: usize) -> usize {
 mod coef {
     use std::ops::{Add, Mul, Neg, Sub};
 
-    /// What [`bt`], [`at`] and [`a`] compute on: one value, or [`Lanes`] (a tile per lane). Each
-    /// lane's expression is the scalar one, operation for operation, so the same bits.
+    /// What [`bt`], [`at`] and [`a`] compute on: [`Lanes`], a tile per lane. Each lane's
+    /// expression is the scalar one, operation for operation, so the same bits whatever the
+    /// width.
     pub trait Value:
         Copy
         + Default
@@ -191,63 +192,63 @@ mod coef {
         + Neg<Output = Self>
     {
     }
-    impl Value for f32 {}
 
-    /// Values of this many tiles side by side: one AVX-512 register, two AVX2 ones.
+    /// The most tiles side by side: one AVX-512 register of each value.
     pub const LANES: usize = 16;
 
+    /// `L` tiles' values side by side: 16 (one AVX-512 register) or 8 (one AVX2 register).
     #[derive(Clone, Copy)]
-    pub struct Lanes(pub [f32; LANES]);
+    pub struct Lanes<const L: usize>(pub [f32; L]);
 
-    impl Default for Lanes {
+    impl<const L: usize> Default for Lanes<L> {
         #[inline(always)]
-        fn default() -> Lanes {
-            Lanes([0.0; LANES])
+        fn default() -> Self {
+            Lanes([0.0; L])
         }
     }
 
-    impl Add for Lanes {
-        type Output = Lanes;
+    impl<const L: usize> Add for Lanes<L> {
+        type Output = Self;
         #[inline(always)]
-        fn add(self, o: Lanes) -> Lanes {
+        fn add(self, o: Self) -> Self {
             Lanes(std::array::from_fn(|i| self.0[i] + o.0[i]))
         }
     }
 
-    impl Sub for Lanes {
-        type Output = Lanes;
+    impl<const L: usize> Sub for Lanes<L> {
+        type Output = Self;
         #[inline(always)]
-        fn sub(self, o: Lanes) -> Lanes {
+        fn sub(self, o: Self) -> Self {
             Lanes(std::array::from_fn(|i| self.0[i] - o.0[i]))
         }
     }
 
-    impl Mul<f32> for Lanes {
-        type Output = Lanes;
+    impl<const L: usize> Mul<f32> for Lanes<L> {
+        type Output = Self;
         #[inline(always)]
-        fn mul(self, k: f32) -> Lanes {
+        fn mul(self, k: f32) -> Self {
             Lanes(std::array::from_fn(|i| self.0[i] * k))
         }
     }
 
-    impl Neg for Lanes {
-        type Output = Lanes;
+    impl<const L: usize> Neg for Lanes<L> {
+        type Output = Self;
         #[inline(always)]
-        fn neg(self) -> Lanes {
+        fn neg(self) -> Self {
             Lanes(self.0.map(|v| -v))
         }
     }
 
-    impl Value for Lanes {}
+    impl<const L: usize> Value for Lanes<L> {}
 
     /// `[f(0), …, f(K − 1)]` built in place: `std::array::from_fn` over these 64-byte values
     /// was left out of line, as a function compiled for baseline x86-64.
     ///
-    /// The transforms' callers write out their "columns, then rows" loops, in lanes and a tile
-    /// at a time: one generic helper for the six (taking the input, the transform and where
-    /// to put each value) compiled slower, 1.03–1.3 times the layers' time.
+    /// The transforms' callers write out their "columns, then rows" loops: one generic helper
+    /// for the three (taking the input, the transform and where to put each value) compiled
+    /// slower, 1.03–1.3 times the layers' time.
     #[inline(always)]
-    pub fn column<const K: usize>(f: impl Fn(usize) -> Lanes) -> [Lanes; K] {
+    pub fn column<const K: usize, const L: usize>(f: impl Fn(usize) -> Lanes<L>) -> [Lanes<L>; K] {
         let mut v = [Lanes::default(); K];
         for (k, x) in v.iter_mut().enumerate() {
             *x = f(k);
@@ -619,14 +620,14 @@ fn prefetch_next(line: &[f32], start: isize, span: usize, plane: usize) {
     let _ = (line, start, span, plane);
 }
 
-/// Row `c` of `rows` from value `p` on: column `c` of the run's `len` tiles, value
+/// Row `c` of `rows` (`K` of them) from value `p` on: column `c` of the run's `len` tiles, value
 /// `start + c + m·t` of `line` for tile `t`, zero outside it. Runs of more than `SHORT_RUN`
 /// tiles go through `every_nth_rows`, which writes `RUN` tiles' columns (those past the run's
 /// end are the next run's, which writes them again); shorter ones value by value, since the
 /// vector gather costs the same for one tile as for eight (with it alone, 256- and 512-channel
 /// layers on 8×8 and 4×4 maps took 1.3 times as long).
 #[inline(always)]
-fn gather_run(
+fn gather_run<const K: usize>(
     isa: simd::Isa,
     (line, start): (&[f32], isize),
     m: usize,
@@ -634,27 +635,52 @@ fn gather_run(
     rows: &mut [[f32; MAX_CHUNK + RUN]],
     p: usize,
 ) {
-    // `every_nth_rows` has lane permutes with AVX-512 only; its value-by-value fallback took
-    // AVX2's 64-channel layers to 1.04–1.26 of their time before.
-    if len <= SHORT_RUN || isa != simd::Isa::Avx512 {
-        // The run's values, zero-padded, then split: bounds checked once per row, not per
-        // value (checked per value, the input transform of 8×8 maps took 1.6 times as long).
-        let span = rows.len() + m * (len - 1);
-        let mut buf = [0f32; 48];
-        let end = line.len() as isize;
-        let lo = start.clamp(0, end);
-        let hi = (start + span as isize).clamp(lo, end);
-        if hi > lo {
-            // `lo` is then `start` or 0, at or after `start`.
-            let at = (lo - start) as usize;
-            let (lo, hi) = (lo as usize, hi as usize);
-            for (b, &v) in buf[at..at + hi - lo].iter_mut().zip(&line[lo..hi]) {
-                *b = v;
+    assert_eq!(rows.len(), K);
+    let end = line.len() as isize;
+    if len <= SHORT_RUN {
+        // A tile's K values, each checked against the row (K is a constant, so the checks
+        // unroll): through a bounded copy of the run into a zeroed buffer, the weight
+        // gradient of 64-channel 8×8 layers took 1.1–1.2 times as long, and by masked loads
+        // twice as long on AMD.
+        for t in 0..len {
+            let from = start + (m * t) as isize;
+            let mut v = [0f32; K];
+            for (c, x) in v.iter_mut().enumerate() {
+                let at = from + c as isize;
+                if (0..end).contains(&at) {
+                    *x = line[at as usize];
+                }
+            }
+            for (row, &x) in rows.iter_mut().zip(&v) {
+                row[p + t] = x;
             }
         }
+        return;
+    }
+    // `every_nth_rows` has lane permutes with AVX-512 only; its value-by-value fallback took
+    // AVX2's 64-channel layers to 1.04–1.26 of their time before.
+    if isa != simd::Isa::Avx512 {
+        // The run's values, read in place when they lie inside the row, else through a
+        // zero-padded copy, then split: bounds checked once per row, not per value (checked
+        // per value, the input transform of 8×8 maps took 1.6 times as long).
+        let span = K + m * (len - 1);
+        let mut buf = [0f32; 48];
+        let src: &[f32] = if start >= 0 && start + span as isize <= end {
+            &line[start as usize..start as usize + span]
+        } else {
+            let lo = start.clamp(0, end);
+            let hi = (start + span as isize).clamp(lo, end);
+            if hi > lo {
+                // `lo` is then `start` or 0, at or after `start`.
+                let at = (lo - start) as usize;
+                let (lo, hi) = (lo as usize, hi as usize);
+                buf[at..at + hi - lo].copy_from_slice(&line[lo..hi]);
+            }
+            &buf[..span]
+        };
         for (c, row) in rows.iter_mut().enumerate() {
-            for t in 0..len {
-                row[p + t] = buf[c + m * t];
+            for (d, &v) in row[p..p + len].iter_mut().zip(src[c..].iter().step_by(m)) {
+                *d = v;
             }
         }
         return;
@@ -712,7 +738,7 @@ fn input_tiles<const M: usize, const A: usize>(
             if !line.is_empty() {
                 prefetch_next(line, first.ox as isize - 1, M * len + 2, h * w);
             }
-            gather_run(
+            gather_run::<A>(
                 isa,
                 (line, first.ox as isize - 1),
                 M,
@@ -723,34 +749,26 @@ fn input_tiles<const M: usize, const A: usize>(
         }
         p += len;
     }
-    // `LANES` tiles at a time, one per lane. The lanes past `n` of the last block compute on
-    // stale values.
     const { assert!(MAX_CHUNK.is_multiple_of(coef::LANES)) };
     assert!(n <= MAX_CHUNK);
-    if isa != simd::Isa::Avx512 {
-        // A tile at a time: sixteen lanes are two AVX2 registers, and the 72 a tile's
-        // transform holds spilled (64-channel layers at batch 128 took 1.1 times as long).
-        for p in 0..n {
-            let mut tt = [[0f32; A]; A];
-            for c in 0..A {
-                let col = coef::bt::<A, f32>(std::array::from_fn(|r| d[r * A + c][p]));
-                for (i, &v) in col.iter().enumerate() {
-                    tt[i][c] = v;
-                }
-            }
-            for (i, row) in tt.into_iter().enumerate() {
-                for (j, v) in coef::bt::<A, f32>(row).into_iter().enumerate() {
-                    o[i * A + j][p] = v;
-                }
-            }
-        }
-        return;
+    if isa == simd::Isa::Avx512 {
+        input_lanes::<A, 16>(d, o, n);
+    } else {
+        input_lanes::<A, 8>(d, o, n);
     }
-    for p in (0..n).step_by(coef::LANES) {
-        let lanes = |k: usize| coef::Lanes(d[k][p..p + coef::LANES].try_into().unwrap());
+}
+
+/// `o[ξ][p] = (Bᵀ d B)_ξ` for the gathered patches of tiles `0..n`, `L` tiles at a time, one per
+/// lane: eight (one AVX2 register) without AVX-512, where sixteen spilled (64-channel layers at
+/// batch 128 took 1.1 times as long). The lanes past `n` of the last block compute on stale
+/// values.
+#[inline(always)]
+fn input_lanes<const A: usize, const L: usize>(d: &Patches, o: &mut Rows, n: usize) {
+    for p in (0..n).step_by(L) {
+        let lanes = |k: usize| coef::Lanes::<L>(d[k][p..p + L].try_into().unwrap());
         // The columns' transforms, then the rows'. (Arrays built by `from_fn` here compiled
         // to slower code: 64-channel layers at batch 32 took 1.02–1.11 of the time.)
-        let mut tt = [[coef::Lanes::default(); A]; A];
+        let mut tt = [[coef::Lanes::<L>::default(); A]; A];
         #[allow(clippy::needless_range_loop)]
         for c in 0..A {
             let col = coef::bt::<A, _>(coef::column(|r| lanes(r * A + c)));
@@ -760,7 +778,7 @@ fn input_tiles<const M: usize, const A: usize>(
         }
         for (i, row) in tt.into_iter().enumerate() {
             for (j, v) in coef::bt::<A, _>(row).into_iter().enumerate() {
-                o[i * A + j][p..p + coef::LANES].copy_from_slice(&v.0);
+                o[i * A + j][p..p + L].copy_from_slice(&v.0);
             }
         }
     }
@@ -797,7 +815,7 @@ fn grad_tiles<const M: usize, const A: usize>(
             if !line.is_empty() {
                 prefetch_next(line, first.ox as isize, M * len, h * w);
             }
-            gather_run(
+            gather_run::<M>(
                 isa,
                 (line, first.ox as isize),
                 M,
@@ -809,28 +827,24 @@ fn grad_tiles<const M: usize, const A: usize>(
         p += len;
     }
     assert!(n <= MAX_CHUNK);
-    if isa != simd::Isa::Avx512 {
-        // A tile at a time, as in `input_tiles`.
-        for p in 0..n {
-            let mut r = [[0f32; M]; A];
-            for j in 0..M {
-                let col = coef::a::<M, A, f32>(std::array::from_fn(|i| a[i * M + j][p]));
-                for (i, &v) in col.iter().enumerate() {
-                    r[i][j] = v;
-                }
-            }
-            for (i, ri) in r.into_iter().enumerate() {
-                for (k, v) in coef::a::<M, A, f32>(ri).into_iter().enumerate() {
-                    o[i * A + k][p] = v;
-                }
-            }
-        }
-        return;
+    if isa == simd::Isa::Avx512 {
+        grad_lanes::<M, A, 16>(a, o, n);
+    } else {
+        grad_lanes::<M, A, 8>(a, o, n);
     }
-    for p in (0..n).step_by(coef::LANES) {
-        let lanes = |k: usize| coef::Lanes(a[k][p..p + coef::LANES].try_into().unwrap());
+}
+
+/// `o[ξ][p] = (A Δ Aᵀ)_ξ` for the gathered tiles `0..n`, `L` at a time as in [`input_lanes`].
+#[inline(always)]
+fn grad_lanes<const M: usize, const A: usize, const L: usize>(
+    a: &[[f32; MAX_CHUNK + RUN]; 16],
+    o: &mut Rows,
+    n: usize,
+) {
+    for p in (0..n).step_by(L) {
+        let lanes = |k: usize| coef::Lanes::<L>(a[k][p..p + L].try_into().unwrap());
         // R = A Δ (A×M), then E = R Aᵀ (A×A).
-        let mut r = [[coef::Lanes::default(); M]; A];
+        let mut r = [[coef::Lanes::<L>::default(); M]; A];
         #[allow(clippy::needless_range_loop)]
         for j in 0..M {
             let col = coef::a::<M, A, _>(coef::column(|i| lanes(i * M + j)));
@@ -840,7 +854,7 @@ fn grad_tiles<const M: usize, const A: usize>(
         }
         for (i, ri) in r.into_iter().enumerate() {
             for (k, v) in coef::a::<M, A, _>(ri).into_iter().enumerate() {
-                o[i * A + k][p..p + coef::LANES].copy_from_slice(&v.0);
+                o[i * A + k][p..p + L].copy_from_slice(&v.0);
             }
         }
     }
@@ -894,54 +908,10 @@ unsafe fn output_chunk<const M: usize, const A: usize>(
     let mut o = [[0f32; MAX_CHUNK + 2 * RUN]; 16];
     for co in cos {
         let mc = &m[co * ld..];
-        // `LANES` tiles at a time, one per lane, as in `input_tiles` (and as there, a tile at
-        // a time without AVX-512); past the end of `m` the last block's lanes read zeros.
         if isa == simd::Isa::Avx512 {
-            for p in (0..n).step_by(coef::LANES) {
-                let lanes = |xi: usize| {
-                    let at = xi * xi_stride + p;
-                    match mc.get(at..at + coef::LANES) {
-                        Some(v) => coef::Lanes(v.try_into().unwrap()),
-                        None => {
-                            let mut v = coef::Lanes::default();
-                            let have = &mc[at.min(mc.len())..];
-                            v.0[..have.len()].copy_from_slice(have);
-                            v
-                        }
-                    }
-                };
-                // s = Aᵀ M (M×A), then y = s A (M×M).
-                let mut s = [[coef::Lanes::default(); A]; M];
-                #[allow(clippy::needless_range_loop)]
-                for j in 0..A {
-                    let col = coef::at::<A, M, _>(coef::column(|i| lanes(i * A + j)));
-                    for (r, &v) in col.iter().enumerate() {
-                        s[r][j] = v;
-                    }
-                }
-                for (r, sr) in s.into_iter().enumerate() {
-                    for (k, v) in coef::at::<A, M, _>(sr).into_iter().enumerate() {
-                        o[r * M + k][p..p + coef::LANES].copy_from_slice(&v.0);
-                    }
-                }
-            }
+            output_lanes::<M, A, 16>(mc, xi_stride, &mut o, n);
         } else {
-            for p in 0..n {
-                let mut s = [[0f32; A]; M];
-                for j in 0..A {
-                    let col = coef::at::<A, M, f32>(std::array::from_fn(|i| {
-                        mc[(i * A + j) * xi_stride + p]
-                    }));
-                    for (r, &v) in col.iter().enumerate() {
-                        s[r][j] = v;
-                    }
-                }
-                for (r, sr) in s.into_iter().enumerate() {
-                    for (k, v) in coef::at::<A, M, f32>(sr).into_iter().enumerate() {
-                        o[r * M + k][p] = v;
-                    }
-                }
-            }
+            output_lanes::<M, A, 8>(mc, xi_stride, &mut o, n);
         }
         // Each run of tiles along a row writes M output rows of M·len values (interleaving the
         // M column phases), cropped where the last tile hangs over the image.
@@ -975,6 +945,46 @@ unsafe fn output_chunk<const M: usize, const A: usize>(
                 unsafe { interleave_to(isa, &phases, y.at(at), cols) };
             }
             p += len;
+        }
+    }
+}
+
+/// `o[r·M + k][p] = (Aᵀ M A)_{r,k}` of tile `p < n`, from its products `mc[ξ·xi_stride + p]`,
+/// `L` tiles at a time as in [`input_lanes`]; past the end of `mc` the last block's lanes read
+/// zeros.
+#[inline(always)]
+fn output_lanes<const M: usize, const A: usize, const L: usize>(
+    mc: &[f32],
+    xi_stride: usize,
+    o: &mut [[f32; MAX_CHUNK + 2 * RUN]; 16],
+    n: usize,
+) {
+    for p in (0..n).step_by(L) {
+        let lanes = |xi: usize| {
+            let at = xi * xi_stride + p;
+            match mc.get(at..at + L) {
+                Some(v) => coef::Lanes::<L>(v.try_into().unwrap()),
+                None => {
+                    let mut v = coef::Lanes::<L>::default();
+                    let have = &mc[at.min(mc.len())..];
+                    v.0[..have.len()].copy_from_slice(have);
+                    v
+                }
+            }
+        };
+        // s = Aᵀ M (M×A), then y = s A (M×M).
+        let mut s = [[coef::Lanes::<L>::default(); A]; M];
+        #[allow(clippy::needless_range_loop)]
+        for j in 0..A {
+            let col = coef::at::<A, M, _>(coef::column(|i| lanes(i * A + j)));
+            for (r, &v) in col.iter().enumerate() {
+                s[r][j] = v;
+            }
+        }
+        for (r, sr) in s.into_iter().enumerate() {
+            for (k, v) in coef::at::<A, M, _>(sr).into_iter().enumerate() {
+                o[r * M + k][p..p + L].copy_from_slice(&v.0);
+            }
         }
     }
 }
