@@ -532,6 +532,15 @@ fn conv_with_affine_epilogue_matches_conv_then_affine() {
             (1, 32, 24, 7, 1, 1),
             (1, 16, 12, 14, 1, 1),
             (1, 16, 7, 7, 1, 1),
+            // 3×3 layers on the direct path with whole panels of output channels: rows shared
+            // by two tasks, reductions over two and three blocks, maps so small that one
+            // vector spans several output rows, a stride-2 layer's phases.
+            (1, 16, 16, 32, 1, 3),
+            (1, 32, 32, 16, 1, 3),
+            (1, 64, 16, 5, 1, 3),
+            (2, 8, 16, 4, 1, 3),
+            (2, 8, 16, 3, 1, 3),
+            (1, 16, 32, 16, 2, 3),
         ] {
             let x = normal(&mut rng, [b, cin, hw, hw], 0.0, 1.0, &device);
             let w = normal(&mut rng, [cout, cin, k, k], 0.0, 0.3, &device);
