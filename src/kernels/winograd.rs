@@ -662,7 +662,9 @@ fn gather_run<const K: usize>(
     if isa != simd::Isa::Avx512 {
         // The run's values, read in place when they lie inside the row, else through a
         // zero-padded copy, then split: bounds checked once per row, not per value (checked
-        // per value, the input transform of 8×8 maps took 1.6 times as long).
+        // per value, the input transform of 8×8 maps took 1.6 times as long). The copy is a
+        // loop, not `copy_from_slice`: its call to `memcpy` per row took resnet18_cifar's
+        // training step to 1/0.946 of the time on one thread.
         let span = K + m * (len - 1);
         let mut buf = [0f32; 48];
         let src: &[f32] = if start >= 0 && start + span as isize <= end {
@@ -674,7 +676,9 @@ fn gather_run<const K: usize>(
                 // `lo` is then `start` or 0, at or after `start`.
                 let at = (lo - start) as usize;
                 let (lo, hi) = (lo as usize, hi as usize);
-                buf[at..at + hi - lo].copy_from_slice(&line[lo..hi]);
+                for (b, &v) in buf[at..at + hi - lo].iter_mut().zip(&line[lo..hi]) {
+                    *b = v;
+                }
             }
             &buf[..span]
         };
