@@ -258,17 +258,20 @@ unsafe fn interleave_avx2(src: &[&[f32]], dst: *mut f32, len: usize) {
             _mm256_permute2f128_ps::<0x31>(t2, t3),
         ]
     };
-    // SAFETY: `len` values of `dst` are writable (the contract); whole vectors are stored
-    // only below `len`, the rest through a buffer.
+    // SAFETY: `len` values of `dst` are writable (the contract); the stores and the mask
+    // cover no more. Each vector stored from its register: through a buffer (whole vectors
+    // below `len`, the rest copied), the compiler made the stores one `memcpy` call per row,
+    // 1.8% of resnet18_cifar's training step.
     unsafe {
-        let whole = len / 8;
-        for (k, &v) in out.iter().enumerate().take(whole) {
-            _mm256_storeu_ps(dst.add(8 * k), v);
-        }
-        if !len.is_multiple_of(8) {
-            let mut buf = [0f32; 8];
-            _mm256_storeu_ps(buf.as_mut_ptr(), out[whole]);
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), dst.add(8 * whole), len % 8);
+        for (k, &v) in out.iter().enumerate() {
+            let rest = len.saturating_sub(8 * k);
+            if rest >= 8 {
+                _mm256_storeu_ps(dst.add(8 * k), v);
+            } else if rest > 0 {
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rest as i32), lane);
+                _mm256_maskstore_ps(dst.add(8 * k), mask, v);
+            }
         }
     }
 }
