@@ -193,21 +193,14 @@ unsafe fn every_nth_rows_avx512(
 pub(super) unsafe fn interleave_to(isa: Isa, src: &[&[f32]], dst: *mut f32, len: usize) {
     let m = src.len();
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512
-        && (m == 2 || m == 4)
-        && len <= 32
-        && src.iter().all(|r| r.len() >= 32 / m)
-    {
-        // SAFETY: the CPU has AVX-512F (`simd::isa`); the rows' lengths are checked just
-        // above, `dst`'s is the contract.
-        return unsafe { interleave_avx512(src, dst, len) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && (m == 2 || m == 4) && len <= 32 && src.iter().all(|r| r.len() >= 32 / m)
-    {
-        // SAFETY: the CPU has AVX2 (`simd::isa`); the rows' lengths are checked just above,
-        // `dst`'s is the contract.
-        return unsafe { interleave_avx2(src, dst, len) };
+    if (m == 2 || m == 4) && len <= 32 && src.iter().all(|r| r.len() >= 32 / m) {
+        // SAFETY: the CPU has the instruction set (`simd::isa`); the rows' lengths are
+        // checked just above, `dst`'s is the contract.
+        match isa {
+            Isa::Avx512 => return unsafe { interleave_avx512(src, dst, len) },
+            Isa::Avx2 => return unsafe { interleave_avx2(src, dst, len) },
+            Isa::Portable => {}
+        }
     }
     let _ = isa;
     for i in 0..len {

@@ -180,23 +180,12 @@ fn run_len(tiles: &[Tile], p: usize, m: usize) -> usize {
 mod coef {
     use std::ops::{Add, Mul, Neg, Sub};
 
-    /// What [`bt`], [`at`] and [`a`] compute on: [`Lanes`], a tile per lane. Each lane's
-    /// expression is the scalar one, operation for operation, so the same bits whatever the
-    /// width.
-    pub trait Value:
-        Copy
-        + Default
-        + Add<Output = Self>
-        + Sub<Output = Self>
-        + Mul<f32, Output = Self>
-        + Neg<Output = Self>
-    {
-    }
-
     /// The most tiles side by side: one AVX-512 register of each value.
     pub const LANES: usize = 16;
 
-    /// `L` tiles' values side by side: 16 (one AVX-512 register) or 8 (one AVX2 register).
+    /// `L` tiles' values side by side: 16 (one AVX-512 register), 8 (one AVX2 register) or 1.
+    /// [`bt`], [`at`] and [`a`] compute on these; each lane's expression is the scalar one,
+    /// operation for operation, so the same bits whatever the width.
     #[derive(Clone, Copy)]
     pub struct Lanes<const L: usize>(pub [f32; L]);
 
@@ -239,8 +228,6 @@ mod coef {
         }
     }
 
-    impl<const L: usize> Value for Lanes<L> {}
-
     /// `[f(0), …, f(K − 1)]` built in place: `std::array::from_fn` over these 64-byte values
     /// was left out of line, as a function compiled for baseline x86-64.
     ///
@@ -262,8 +249,8 @@ mod coef {
 
     /// `Bᵀ d`: the input patch.
     #[inline(always)]
-    pub fn bt<const A: usize, V: Value>(d: [V; A]) -> [V; A] {
-        let mut r = [V::default(); A];
+    pub fn bt<const A: usize, const L: usize>(d: [Lanes<L>; A]) -> [Lanes<L>; A] {
+        let mut r = [Lanes::default(); A];
         if A == 4 {
             r[0] = d[0] - d[2];
             r[1] = d[1] + d[2];
@@ -282,8 +269,8 @@ mod coef {
 
     /// `Aᵀ m`: `A` products back to `A − 2` outputs.
     #[inline(always)]
-    pub fn at<const A: usize, const M: usize, V: Value>(m: [V; A]) -> [V; M] {
-        let mut y = [V::default(); M];
+    pub fn at<const A: usize, const M: usize, const L: usize>(m: [Lanes<L>; A]) -> [Lanes<L>; M] {
+        let mut y = [Lanes::default(); M];
         if A == 4 {
             y[0] = m[0] + m[1] + m[2];
             y[1] = m[1] - m[2] - m[3];
@@ -323,8 +310,8 @@ mod coef {
 
     /// `A Δ`: `A − 2` output gradients to `A` values (the adjoint of [`at`]).
     #[inline(always)]
-    pub fn a<const M: usize, const A: usize, V: Value>(d: [V; M]) -> [V; A] {
-        let mut e = [V::default(); A];
+    pub fn a<const M: usize, const A: usize, const L: usize>(d: [Lanes<L>; M]) -> [Lanes<L>; A] {
+        let mut e = [Lanes::default(); A];
         if A == 4 {
             e[0] = d[0];
             e[1] = d[0] + d[1];
@@ -658,7 +645,9 @@ fn gather_run<const K: usize>(
         return;
     }
     // `every_nth_rows` has lane permutes with AVX-512 only; its value-by-value fallback took
-    // AVX2's 64-channel layers to 1.04–1.26 of their time before.
+    // AVX2's 64-channel layers to 1.04–1.26 of their time before. The split below lives here,
+    // not as that fallback, because here the column count `K` is a constant: moved there, with
+    // the count known at run time, the 64-channel 32×32 forward took 1.05–1.07 times as long.
     if isa != simd::Isa::Avx512 {
         // The run's values, read in place when they lie inside the row, else through a
         // zero-padded copy, then split: bounds checked once per row, not per value (checked
